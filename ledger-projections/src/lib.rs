@@ -1,0 +1,1 @@
+//! Projection workers (see ARCHITECTURE.md).
