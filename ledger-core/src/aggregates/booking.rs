@@ -1,0 +1,343 @@
+//! Booking: PendingPayment -> Confirmed (escrow funded) -> InProgress -> Delivered -> {Accepted,
+//! AutoAccepted} -> Settled; Cancelled; Disputed. Backed by a single-milestone project: bookings and projects
+//! share one money path, and the process logic keeps the two in step.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::Ctx;
+use crate::decider::Decider;
+use crate::error::Rejection;
+use crate::ids::Actor;
+use crate::money::Rate;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum BookingStatus {
+    #[default]
+    None,
+    PendingPayment,
+    Confirmed,
+    InProgress,
+    Delivered,
+    Accepted,
+    AutoAccepted,
+    Settled,
+    Cancelled,
+    Disputed,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookingState {
+    pub id: Uuid,
+    pub status: BookingStatus,
+    pub project_id: Uuid,
+    pub quote_id: Uuid,
+    pub client: Uuid,
+    pub provider: Uuid,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub auto_accept_days: u32,
+    pub late_cancel_keep_rate: Rate,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum BookingCommand {
+    Open {
+        booking_id: Uuid,
+        project_id: Uuid,
+        quote_id: Uuid,
+        client: Uuid,
+        provider: Uuid,
+        auto_accept_days: u32,
+        late_cancel_keep_rate: Rate,
+    },
+    Confirm,
+    Start,
+    Deliver,
+    Accept,
+    AutoAccept,
+    Settle,
+    MarkDisputed,
+    Cancel,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum BookingEvent {
+    BookingOpened {
+        booking_id: Uuid,
+        project_id: Uuid,
+        quote_id: Uuid,
+        client: Uuid,
+        provider: Uuid,
+        auto_accept_days: u32,
+        late_cancel_keep_rate: Rate,
+    },
+    BookingConfirmed,
+    BookingStarted,
+    BookingDelivered {
+        at: DateTime<Utc>,
+    },
+    BookingAccepted {
+        auto: bool,
+    },
+    BookingSettled,
+    BookingDisputed,
+    /// `keep_rate` is what the provider keeps of the escrow (0 unless the client cancels after confirmation).
+    BookingCancelled {
+        by: Uuid,
+        was_confirmed: bool,
+        keep_rate: Rate,
+    },
+}
+
+pub struct Booking;
+
+const AGG: &str = "booking";
+
+impl Booking {
+    fn step(
+        s: &BookingState,
+        from: &[BookingStatus],
+        action: &'static str,
+        event: BookingEvent,
+    ) -> Result<Vec<BookingEvent>, Rejection> {
+        if from.contains(&s.status) {
+            Ok(vec![event])
+        } else {
+            Err(Rejection::transition(AGG, s.status, action))
+        }
+    }
+
+    fn cancel(cmd: &Ctx<BookingCommand>, s: &BookingState) -> Result<Vec<BookingEvent>, Rejection> {
+        let by = cmd
+            .actor
+            .user()
+            .filter(|u| *u == s.client || *u == s.provider)
+            .ok_or_else(|| {
+                Rejection::not_party(
+                    &cmd.actor,
+                    "cancel a booking",
+                    "only its client or provider",
+                )
+            })?;
+        let was_confirmed = match s.status {
+            BookingStatus::PendingPayment => false,
+            BookingStatus::Confirmed => true,
+            other => {
+                return Err(Rejection::transition(
+                    AGG,
+                    other,
+                    "cancel (work has started: open a dispute)",
+                ));
+            }
+        };
+        let keep_rate = if was_confirmed && by == s.client {
+            s.late_cancel_keep_rate
+        } else {
+            Rate::ZERO
+        };
+        Ok(vec![BookingEvent::BookingCancelled {
+            by,
+            was_confirmed,
+            keep_rate,
+        }])
+    }
+}
+
+impl Decider for Booking {
+    type Command = Ctx<BookingCommand>;
+    type Event = BookingEvent;
+    type State = BookingState;
+    type Error = Rejection;
+
+    fn decide(cmd: &Ctx<BookingCommand>, s: &BookingState) -> Result<Vec<BookingEvent>, Rejection> {
+        use BookingCommand as C;
+        use BookingStatus as S;
+        if let C::Open {
+            booking_id,
+            project_id,
+            quote_id,
+            client,
+            provider,
+            auto_accept_days,
+            late_cancel_keep_rate,
+        } = &cmd.body
+        {
+            if s.status != S::None {
+                return Err(Rejection::AlreadyExists {
+                    aggregate: AGG,
+                    id: booking_id.to_string(),
+                });
+            }
+            if cmd.actor != Actor::System {
+                return Err(Rejection::not_party(
+                    &cmd.actor,
+                    "open a booking",
+                    "only the process logic",
+                ));
+            }
+            return Ok(vec![BookingEvent::BookingOpened {
+                booking_id: *booking_id,
+                project_id: *project_id,
+                quote_id: *quote_id,
+                client: *client,
+                provider: *provider,
+                auto_accept_days: *auto_accept_days,
+                late_cancel_keep_rate: *late_cancel_keep_rate,
+            }]);
+        }
+        if s.status == S::None {
+            return Err(Rejection::NotFound {
+                aggregate: AGG,
+                id: s.id.to_string(),
+            });
+        }
+        let system = || {
+            if cmd.actor == Actor::System {
+                Ok(())
+            } else {
+                Err(Rejection::not_party(
+                    &cmd.actor,
+                    "drive a booking",
+                    "only the process logic",
+                ))
+            }
+        };
+        let provider = || {
+            if cmd.actor.is(s.provider) {
+                Ok(())
+            } else {
+                Err(Rejection::not_party(
+                    &cmd.actor,
+                    "work on a booking",
+                    "only the provider",
+                ))
+            }
+        };
+        match &cmd.body {
+            C::Open { .. } => unreachable!("handled above"),
+            C::Confirm => system().and_then(|_| {
+                Booking::step(
+                    s,
+                    &[S::PendingPayment],
+                    "confirm",
+                    BookingEvent::BookingConfirmed,
+                )
+            }),
+            C::Start => provider().and_then(|_| {
+                Booking::step(s, &[S::Confirmed], "start", BookingEvent::BookingStarted)
+            }),
+            C::Deliver => provider().and_then(|_| {
+                Booking::step(
+                    s,
+                    &[S::Confirmed, S::InProgress],
+                    "deliver",
+                    BookingEvent::BookingDelivered { at: cmd.at },
+                )
+            }),
+            C::Accept => {
+                if !cmd.actor.is(s.client) {
+                    return Err(Rejection::not_party(
+                        &cmd.actor,
+                        "accept delivery",
+                        "only the client",
+                    ));
+                }
+                Booking::step(
+                    s,
+                    &[S::Delivered],
+                    "accept",
+                    BookingEvent::BookingAccepted { auto: false },
+                )
+            }
+            C::AutoAccept => {
+                system()?;
+                if s.status != S::Delivered {
+                    return Err(Rejection::transition(AGG, s.status, "auto-accept"));
+                }
+                let due = s.delivered_at.expect("delivered has a time")
+                    + Duration::days(i64::from(s.auto_accept_days));
+                if cmd.at < due {
+                    return Err(Rejection::TooEarly {
+                        what: "auto-acceptance",
+                        due: due.to_rfc3339(),
+                    });
+                }
+                Ok(vec![BookingEvent::BookingAccepted { auto: true }])
+            }
+            C::Settle => system().and_then(|_| {
+                Booking::step(
+                    s,
+                    &[
+                        S::Accepted,
+                        S::AutoAccepted,
+                        S::Disputed,
+                        S::Confirmed,
+                        S::InProgress,
+                        S::Delivered,
+                    ],
+                    "settle",
+                    BookingEvent::BookingSettled,
+                )
+            }),
+            C::MarkDisputed => system().and_then(|_| {
+                Booking::step(
+                    s,
+                    &[S::Confirmed, S::InProgress, S::Delivered],
+                    "dispute",
+                    BookingEvent::BookingDisputed,
+                )
+            }),
+            C::Cancel => Booking::cancel(cmd, s),
+        }
+    }
+
+    fn evolve(mut s: BookingState, event: &BookingEvent) -> BookingState {
+        use BookingEvent as E;
+        match event {
+            E::BookingOpened {
+                booking_id,
+                project_id,
+                quote_id,
+                client,
+                provider,
+                auto_accept_days,
+                late_cancel_keep_rate,
+            } => {
+                s = BookingState {
+                    id: *booking_id,
+                    status: BookingStatus::PendingPayment,
+                    project_id: *project_id,
+                    quote_id: *quote_id,
+                    client: *client,
+                    provider: *provider,
+                    delivered_at: None,
+                    auto_accept_days: *auto_accept_days,
+                    late_cancel_keep_rate: *late_cancel_keep_rate,
+                };
+            }
+            E::BookingConfirmed => s.status = BookingStatus::Confirmed,
+            E::BookingStarted => s.status = BookingStatus::InProgress,
+            E::BookingDelivered { at } => {
+                s.status = BookingStatus::Delivered;
+                s.delivered_at = Some(*at);
+            }
+            E::BookingAccepted { auto } => {
+                s.status = if *auto {
+                    BookingStatus::AutoAccepted
+                } else {
+                    BookingStatus::Accepted
+                };
+            }
+            E::BookingSettled => s.status = BookingStatus::Settled,
+            E::BookingDisputed => s.status = BookingStatus::Disputed,
+            E::BookingCancelled { .. } => s.status = BookingStatus::Cancelled,
+        }
+        s
+    }
+
+    fn is_terminal(s: &BookingState) -> bool {
+        matches!(s.status, BookingStatus::Settled | BookingStatus::Cancelled)
+    }
+}

@@ -1,0 +1,52 @@
+//! One module per aggregate, each a [`crate::Decider`]. Commands arrive wrapped in [`Ctx`]: who, when.
+
+pub mod booking;
+pub mod dispute;
+pub mod payment;
+pub mod project;
+pub mod quote;
+pub mod service_request;
+pub mod suspense;
+pub mod wallet;
+
+use chrono::{DateTime, Utc};
+
+use crate::error::Rejection;
+use crate::ids::Actor;
+use crate::money::Money;
+
+/// A command with the actor issuing it and the time it happens (the core never reads a clock).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ctx<C> {
+    pub actor: Actor,
+    pub at: DateTime<Utc>,
+    pub body: C,
+}
+
+impl<C> Ctx<C> {
+    pub fn new(actor: Actor, at: DateTime<Utc>, body: C) -> Ctx<C> {
+        Ctx { actor, at, body }
+    }
+}
+
+pub(crate) fn require_positive(amount: Money) -> Result<(), Rejection> {
+    if amount.is_positive() {
+        Ok(())
+    } else {
+        Err(Rejection::NonPositiveAmount(amount.to_string()))
+    }
+}
+
+pub(crate) fn require_currency(
+    expected: crate::money::Currency,
+    amount: Money,
+) -> Result<(), Rejection> {
+    if amount.currency() == expected {
+        Ok(())
+    } else {
+        Err(Rejection::CurrencyMismatch {
+            expected,
+            found: amount.currency(),
+        })
+    }
+}

@@ -1,0 +1,859 @@
+//! Payment: one external money movement (deposit, payout, card refund) and a deposit's chargebacks.
+//!
+//! Status only moves forward. Per kind (domain.md):
+//! - a deposit is a series of attempts: a failed attempt does not close it and a later success is accepted;
+//! - a failed payout or card refund is terminal (its money went back to the wallet, maybe spent since): a
+//!   success reported afterwards is money that really left, posted Dr `Assets:Receivable:Users:<user>` Cr
+//!   Clearing and recorded as an anomaly; it never pushes a wallet below zero;
+//! - a late failure after completion moves no money and is recorded as an anomaly;
+//! - a repeated outcome (the same success twice) is a no-op: the money effect is idempotent per payment and
+//!   outcome, whatever gateway event ids carried it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{Ctx, require_currency, require_positive};
+use crate::decider::Decider;
+use crate::error::Rejection;
+use crate::ids::{Actor, Gateway, MilestoneNo};
+use crate::journal::{Account, EntryBuilder, JournalEntry};
+use crate::money::{Currency, Money};
+
+/// Bound on chargebacks tracked per deposit.
+pub const CHARGEBACKS_PER_PAYMENT_MAX: usize = 8;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentKind {
+    Deposit,
+    Payout,
+    CardRefund,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum PaymentStatus {
+    #[default]
+    None,
+    Pending,
+    Processing,
+    Completed,
+    Failed,
+    Cancelled,
+    Reversed,
+}
+
+/// The milestone a deposit is meant to fund once it succeeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FundTarget {
+    pub project_id: Uuid,
+    pub milestone: MilestoneNo,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChargebackStatus {
+    Open,
+    Won,
+    Lost,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargebackState {
+    pub id: Uuid,
+    pub amount_minor: i64,
+    pub status: ChargebackStatus,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentState {
+    pub id: Uuid,
+    pub kind: Option<PaymentKind>,
+    pub status: PaymentStatus,
+    pub user: Uuid,
+    pub amount_minor: i64,
+    /// Platform payout fee (payouts only), charged with the payout.
+    pub fee_minor: i64,
+    pub currency: Option<Currency>,
+    pub gateway: Option<Gateway>,
+    pub fund: Option<FundTarget>,
+    pub received_minor: i64,
+    pub late_success_recorded: bool,
+    pub late_failure_recorded: bool,
+    pub chargebacks: Vec<ChargebackState>,
+}
+
+impl PaymentState {
+    pub fn exists(&self) -> bool {
+        self.kind.is_some()
+    }
+    fn currency(&self) -> Currency {
+        self.currency.expect("an existing payment has a currency")
+    }
+    fn money(&self, minor: i64) -> Money {
+        Money::from_minor(minor, self.currency())
+    }
+    fn clearing(&self) -> Account {
+        Account::GatewayClearing(self.gateway.expect("an existing payment has a gateway"))
+    }
+    /// Total kept in transit (payout amount plus payout fee, or the refund amount).
+    fn in_transit(&self) -> Money {
+        self.money(self.amount_minor + self.fee_minor)
+    }
+    fn in_transit_account(&self) -> Account {
+        match self.kind {
+            Some(PaymentKind::CardRefund) => Account::RefundsInTransit(self.id),
+            _ => Account::PayoutsInTransit(self.id),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum PaymentCommand {
+    InitiateDeposit {
+        payment_id: Uuid,
+        amount: Money,
+        gateway: Gateway,
+        fund: Option<FundTarget>,
+    },
+    MarkProcessing,
+    DepositSucceeded {
+        amount: Money,
+        gateway_fee: Money,
+        occurred_at: DateTime<Utc>,
+    },
+    DepositFailed {
+        reason: String,
+    },
+    CancelDeposit,
+    RequestPayout {
+        payout_id: Uuid,
+        amount: Money,
+        fee: Money,
+        gateway: Gateway,
+    },
+    RequestCardRefund {
+        refund_id: Uuid,
+        amount: Money,
+        gateway: Gateway,
+    },
+    /// Payout or card refund confirmed by the gateway.
+    Succeeded {
+        gateway_fee: Money,
+        occurred_at: DateTime<Utc>,
+    },
+    /// Payout or card refund failed at the gateway.
+    Failed {
+        reason: String,
+    },
+    CancelPayout,
+    /// A completed payout came back (bank return).
+    PayoutReversed {
+        occurred_at: DateTime<Utc>,
+    },
+    OpenChargeback {
+        chargeback_id: Uuid,
+        amount: Money,
+        fee: Money,
+        occurred_at: DateTime<Utc>,
+    },
+    WinChargeback {
+        chargeback_id: Uuid,
+    },
+    /// `buyer_available_minor` is the buyer wallet's available balance, supplied by the engine.
+    LoseChargeback {
+        chargeback_id: Uuid,
+        recover_from_user: bool,
+        buyer_available_minor: i64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum PaymentEvent {
+    DepositInitiated {
+        payment_id: Uuid,
+        user: Uuid,
+        amount: Money,
+        gateway: Gateway,
+        fund: Option<FundTarget>,
+    },
+    PaymentProcessing,
+    DepositSucceeded {
+        amount: Money,
+        gateway_fee: Money,
+        fund: Option<FundTarget>,
+        entry: JournalEntry,
+    },
+    DepositAttemptFailed {
+        reason: String,
+    },
+    DepositCancelled,
+    PayoutRequested {
+        payout_id: Uuid,
+        user: Uuid,
+        amount: Money,
+        fee: Money,
+        gateway: Gateway,
+        entry: JournalEntry,
+    },
+    PayoutCompleted {
+        gateway_fee: Money,
+        entry: JournalEntry,
+    },
+    PayoutFailed {
+        reason: String,
+        entry: JournalEntry,
+    },
+    PayoutCancelled {
+        entry: JournalEntry,
+    },
+    PayoutReversed {
+        entry: JournalEntry,
+    },
+    CardRefundRequested {
+        refund_id: Uuid,
+        user: Uuid,
+        amount: Money,
+        gateway: Gateway,
+        entry: JournalEntry,
+    },
+    CardRefundProcessed {
+        gateway_fee: Money,
+        entry: JournalEntry,
+    },
+    CardRefundFailed {
+        reason: String,
+        entry: JournalEntry,
+    },
+    /// Anomaly: money left after we had already treated the payment as failed. Needs a person.
+    SuccessAfterFailure {
+        amount: Money,
+        entry: JournalEntry,
+    },
+    /// Anomaly: a failure reported after completion. No money moves.
+    LateFailureIgnored {
+        reason: String,
+    },
+    ChargebackOpened {
+        chargeback_id: Uuid,
+        amount: Money,
+        fee: Money,
+        entry: JournalEntry,
+    },
+    ChargebackWon {
+        chargeback_id: Uuid,
+        entry: JournalEntry,
+    },
+    ChargebackLost {
+        chargeback_id: Uuid,
+        from_wallet: Money,
+        receivable: Money,
+        loss: Money,
+        entry: JournalEntry,
+    },
+}
+
+pub struct Payment;
+
+const AGG: &str = "payment";
+
+fn require_reporter(actor: &Actor, action: &'static str) -> Result<(), Rejection> {
+    match actor {
+        Actor::Gateway(_) | Actor::System | Actor::Admin(_) => Ok(()),
+        _ => Err(Rejection::not_party(
+            actor,
+            action,
+            "only a verified gateway callback or an operator",
+        )),
+    }
+}
+
+fn require_user(actor: &Actor, action: &'static str) -> Result<Uuid, Rejection> {
+    actor
+        .user()
+        .ok_or_else(|| Rejection::not_party(actor, action, "only the wallet's owner"))
+}
+
+impl Payment {
+    fn deposit_succeeded(
+        cmd: &Ctx<PaymentCommand>,
+        s: &PaymentState,
+        amount: Money,
+        gateway_fee: Money,
+        occurred_at: DateTime<Utc>,
+    ) -> Result<Vec<PaymentEvent>, Rejection> {
+        require_reporter(&cmd.actor, "confirm a deposit")?;
+        if s.status == PaymentStatus::Completed || s.status == PaymentStatus::Reversed {
+            return Ok(vec![]); // the same outcome again: already applied
+        }
+        require_currency(s.currency(), amount)?;
+        require_currency(s.currency(), gateway_fee)?;
+        require_positive(amount)?;
+        if gateway_fee.minor() < 0 || gateway_fee.minor() > amount.minor() {
+            return Err(Rejection::AmountTooLarge {
+                what: "gateway fee",
+                amount: gateway_fee.to_string(),
+                limit: amount.to_string(),
+            });
+        }
+        let entry = EntryBuilder::new(s.currency())
+            .debit(s.clearing(), amount.checked_sub(gateway_fee)?)
+            .debit(Account::GatewayFees, gateway_fee)
+            .credit(Account::UserAvailable { user: s.user }, amount)
+            .build(cmd.at, occurred_at)?;
+        Ok(vec![PaymentEvent::DepositSucceeded {
+            amount,
+            gateway_fee,
+            fund: s.fund,
+            entry,
+        }])
+    }
+
+    fn request_out(
+        cmd: &Ctx<PaymentCommand>,
+        s: &PaymentState,
+    ) -> Result<Vec<PaymentEvent>, Rejection> {
+        if s.exists() {
+            return Err(Rejection::AlreadyExists {
+                aggregate: AGG,
+                id: s.id.to_string(),
+            });
+        }
+        let user = require_user(&cmd.actor, "move money out of a wallet")?;
+        let (id, amount, fee, gateway, refund) = match &cmd.body {
+            PaymentCommand::RequestPayout {
+                payout_id,
+                amount,
+                fee,
+                gateway,
+            } => (*payout_id, *amount, *fee, *gateway, false),
+            PaymentCommand::RequestCardRefund {
+                refund_id,
+                amount,
+                gateway,
+            } => (
+                *refund_id,
+                *amount,
+                Money::zero(amount.currency()),
+                *gateway,
+                true,
+            ),
+            _ => unreachable!("request_out is only called for payout and card refund requests"),
+        };
+        require_positive(amount)?;
+        require_currency(amount.currency(), fee)?;
+        if fee.minor() < 0 {
+            return Err(Rejection::NonPositiveAmount(fee.to_string()));
+        }
+        let total = amount.checked_add(fee)?;
+        let transit = if refund {
+            Account::RefundsInTransit(id)
+        } else {
+            Account::PayoutsInTransit(id)
+        };
+        let entry = EntryBuilder::new(amount.currency())
+            .debit(Account::UserAvailable { user }, total)
+            .credit(transit, total)
+            .build(cmd.at, cmd.at)?;
+        Ok(vec![if refund {
+            PaymentEvent::CardRefundRequested {
+                refund_id: id,
+                user,
+                amount,
+                gateway,
+                entry,
+            }
+        } else {
+            PaymentEvent::PayoutRequested {
+                payout_id: id,
+                user,
+                amount,
+                fee,
+                gateway,
+                entry,
+            }
+        }])
+    }
+
+    fn out_succeeded(
+        cmd: &Ctx<PaymentCommand>,
+        s: &PaymentState,
+        gateway_fee: Money,
+        occurred_at: DateTime<Utc>,
+    ) -> Result<Vec<PaymentEvent>, Rejection> {
+        require_reporter(&cmd.actor, "confirm a payout or refund")?;
+        require_currency(s.currency(), gateway_fee)?;
+        if gateway_fee.minor() < 0 {
+            return Err(Rejection::NonPositiveAmount(gateway_fee.to_string()));
+        }
+        let amount = s.money(s.amount_minor);
+        match s.status {
+            PaymentStatus::Completed | PaymentStatus::Reversed => Ok(vec![]),
+            PaymentStatus::Failed | PaymentStatus::Cancelled if s.late_success_recorded => {
+                Ok(vec![])
+            }
+            PaymentStatus::Failed | PaymentStatus::Cancelled => {
+                let entry = EntryBuilder::new(s.currency())
+                    .debit(Account::Receivable { user: s.user }, amount)
+                    .debit(Account::GatewayFees, gateway_fee)
+                    .credit(s.clearing(), amount.checked_add(gateway_fee)?)
+                    .build(cmd.at, occurred_at)?;
+                Ok(vec![PaymentEvent::SuccessAfterFailure { amount, entry }])
+            }
+            _ => {
+                let mut b = EntryBuilder::new(s.currency())
+                    .debit(s.in_transit_account(), s.in_transit())
+                    .debit(Account::GatewayFees, gateway_fee)
+                    .credit(s.clearing(), amount.checked_add(gateway_fee)?);
+                if s.kind == Some(PaymentKind::Payout) {
+                    b = b.credit(Account::PayoutFees, s.money(s.fee_minor));
+                }
+                let entry = b.build(cmd.at, occurred_at)?;
+                Ok(vec![if s.kind == Some(PaymentKind::Payout) {
+                    PaymentEvent::PayoutCompleted { gateway_fee, entry }
+                } else {
+                    PaymentEvent::CardRefundProcessed { gateway_fee, entry }
+                }])
+            }
+        }
+    }
+
+    /// The in-transit money goes back to the wallet (failure or cancellation of a payout or refund).
+    fn return_to_wallet(at: DateTime<Utc>, s: &PaymentState) -> Result<JournalEntry, Rejection> {
+        Ok(EntryBuilder::new(s.currency())
+            .debit(s.in_transit_account(), s.in_transit())
+            .credit(Account::UserAvailable { user: s.user }, s.in_transit())
+            .build(at, at)?)
+    }
+
+    fn out_failed(
+        cmd: &Ctx<PaymentCommand>,
+        s: &PaymentState,
+        reason: &str,
+    ) -> Result<Vec<PaymentEvent>, Rejection> {
+        require_reporter(&cmd.actor, "fail a payout or refund")?;
+        match s.status {
+            PaymentStatus::Failed | PaymentStatus::Cancelled => Ok(vec![]),
+            PaymentStatus::Completed | PaymentStatus::Reversed if s.late_failure_recorded => {
+                Ok(vec![])
+            }
+            PaymentStatus::Completed | PaymentStatus::Reversed => {
+                Ok(vec![PaymentEvent::LateFailureIgnored {
+                    reason: reason.to_string(),
+                }])
+            }
+            _ => {
+                let entry = Payment::return_to_wallet(cmd.at, s)?;
+                let reason = reason.to_string();
+                Ok(vec![if s.kind == Some(PaymentKind::Payout) {
+                    PaymentEvent::PayoutFailed { reason, entry }
+                } else {
+                    PaymentEvent::CardRefundFailed { reason, entry }
+                }])
+            }
+        }
+    }
+
+    fn chargeback(
+        cmd: &Ctx<PaymentCommand>,
+        s: &PaymentState,
+    ) -> Result<Vec<PaymentEvent>, Rejection> {
+        require_reporter(&cmd.actor, "record a chargeback")?;
+        if s.kind != Some(PaymentKind::Deposit)
+            || !matches!(s.status, PaymentStatus::Completed | PaymentStatus::Reversed)
+        {
+            return Err(Rejection::transition(
+                AGG,
+                s.status,
+                "take a chargeback (only completed deposits)",
+            ));
+        }
+        let find = |id: Uuid| s.chargebacks.iter().find(|c| c.id == id);
+        match &cmd.body {
+            PaymentCommand::OpenChargeback {
+                chargeback_id,
+                amount,
+                fee,
+                occurred_at,
+            } => {
+                if find(*chargeback_id).is_some() {
+                    return Ok(vec![]);
+                }
+                if s.chargebacks.len() >= CHARGEBACKS_PER_PAYMENT_MAX {
+                    return Err(Rejection::InvalidCommand(
+                        "too many chargebacks on one deposit".into(),
+                    ));
+                }
+                require_currency(s.currency(), *amount)?;
+                require_currency(s.currency(), *fee)?;
+                require_positive(*amount)?;
+                let disputed: i64 = s
+                    .chargebacks
+                    .iter()
+                    .filter(|c| c.status != ChargebackStatus::Won)
+                    .map(|c| c.amount_minor)
+                    .sum();
+                if disputed + amount.minor() > s.received_minor {
+                    return Err(Rejection::AmountTooLarge {
+                        what: "chargebacks",
+                        amount: amount.to_string(),
+                        limit: s.money(s.received_minor - disputed).to_string(),
+                    });
+                }
+                let entry = EntryBuilder::new(s.currency())
+                    .debit(Account::Chargeback(*chargeback_id), *amount)
+                    .debit(Account::ChargebackFees, *fee)
+                    .credit(s.clearing(), amount.checked_add(*fee)?)
+                    .build(cmd.at, *occurred_at)?;
+                Ok(vec![PaymentEvent::ChargebackOpened {
+                    chargeback_id: *chargeback_id,
+                    amount: *amount,
+                    fee: *fee,
+                    entry,
+                }])
+            }
+            PaymentCommand::WinChargeback { chargeback_id } => {
+                let cb = find(*chargeback_id).ok_or(Rejection::NotFound {
+                    aggregate: "chargeback",
+                    id: chargeback_id.to_string(),
+                })?;
+                if cb.status != ChargebackStatus::Open {
+                    return Ok(vec![]);
+                }
+                let amount = s.money(cb.amount_minor);
+                let entry = EntryBuilder::new(s.currency())
+                    .debit(s.clearing(), amount)
+                    .credit(Account::Chargeback(cb.id), amount)
+                    .build(cmd.at, cmd.at)?;
+                Ok(vec![PaymentEvent::ChargebackWon {
+                    chargeback_id: cb.id,
+                    entry,
+                }])
+            }
+            PaymentCommand::LoseChargeback {
+                chargeback_id,
+                recover_from_user,
+                buyer_available_minor,
+            } => {
+                let cb = find(*chargeback_id).ok_or(Rejection::NotFound {
+                    aggregate: "chargeback",
+                    id: chargeback_id.to_string(),
+                })?;
+                if cb.status != ChargebackStatus::Open {
+                    return Ok(vec![]);
+                }
+                // Covered in order: the buyer's wallet, then a receivable (if terms allow recovery), else a loss.
+                let from_wallet = s.money(cb.amount_minor.min((*buyer_available_minor).max(0)));
+                let rest = s.money(cb.amount_minor - from_wallet.minor());
+                let (receivable, loss) = if *recover_from_user {
+                    (rest, s.money(0))
+                } else {
+                    (s.money(0), rest)
+                };
+                let entry = EntryBuilder::new(s.currency())
+                    .debit(Account::UserAvailable { user: s.user }, from_wallet)
+                    .debit(Account::Receivable { user: s.user }, receivable)
+                    .debit(Account::ChargebackLosses, loss)
+                    .credit(Account::Chargeback(cb.id), s.money(cb.amount_minor))
+                    .build(cmd.at, cmd.at)?;
+                Ok(vec![PaymentEvent::ChargebackLost {
+                    chargeback_id: cb.id,
+                    from_wallet,
+                    receivable,
+                    loss,
+                    entry,
+                }])
+            }
+            _ => unreachable!("chargeback is only called for chargeback commands"),
+        }
+    }
+}
+
+impl Decider for Payment {
+    type Command = Ctx<PaymentCommand>;
+    type Event = PaymentEvent;
+    type State = PaymentState;
+    type Error = Rejection;
+
+    fn decide(cmd: &Ctx<PaymentCommand>, s: &PaymentState) -> Result<Vec<PaymentEvent>, Rejection> {
+        use PaymentCommand as C;
+        let kind = s.kind;
+        let creating = matches!(
+            cmd.body,
+            C::InitiateDeposit { .. } | C::RequestPayout { .. } | C::RequestCardRefund { .. }
+        );
+        if !creating && !s.exists() {
+            return Err(Rejection::NotFound {
+                aggregate: AGG,
+                id: s.id.to_string(),
+            });
+        }
+        let deposit_only = |action| {
+            if kind == Some(PaymentKind::Deposit) {
+                Ok(())
+            } else {
+                Err(Rejection::transition(AGG, kind, action))
+            }
+        };
+        let outbound_only = |action| {
+            if matches!(kind, Some(PaymentKind::Payout | PaymentKind::CardRefund)) {
+                Ok(())
+            } else {
+                Err(Rejection::transition(AGG, kind, action))
+            }
+        };
+        match &cmd.body {
+            C::InitiateDeposit {
+                payment_id,
+                amount,
+                gateway,
+                fund,
+            } => {
+                if s.exists() {
+                    return Err(Rejection::AlreadyExists {
+                        aggregate: AGG,
+                        id: payment_id.to_string(),
+                    });
+                }
+                let user = require_user(&cmd.actor, "start a deposit")?;
+                require_positive(*amount)?;
+                Ok(vec![PaymentEvent::DepositInitiated {
+                    payment_id: *payment_id,
+                    user,
+                    amount: *amount,
+                    gateway: *gateway,
+                    fund: *fund,
+                }])
+            }
+            C::MarkProcessing => {
+                require_reporter(&cmd.actor, "mark a payment processing")?;
+                match s.status {
+                    PaymentStatus::Pending => Ok(vec![PaymentEvent::PaymentProcessing]),
+                    PaymentStatus::Processing => Ok(vec![]),
+                    other => Err(Rejection::transition(AGG, other, "mark processing")),
+                }
+            }
+            C::DepositSucceeded {
+                amount,
+                gateway_fee,
+                occurred_at,
+            } => {
+                deposit_only("confirm as a deposit")?;
+                Payment::deposit_succeeded(cmd, s, *amount, *gateway_fee, *occurred_at)
+            }
+            C::DepositFailed { reason } => {
+                deposit_only("fail as a deposit")?;
+                require_reporter(&cmd.actor, "fail a deposit")?;
+                Ok(match s.status {
+                    PaymentStatus::Completed | PaymentStatus::Reversed
+                        if s.late_failure_recorded =>
+                    {
+                        vec![]
+                    }
+                    PaymentStatus::Completed | PaymentStatus::Reversed => {
+                        vec![PaymentEvent::LateFailureIgnored {
+                            reason: reason.clone(),
+                        }]
+                    }
+                    PaymentStatus::Cancelled => vec![],
+                    _ => vec![PaymentEvent::DepositAttemptFailed {
+                        reason: reason.clone(),
+                    }],
+                })
+            }
+            C::CancelDeposit => {
+                deposit_only("cancel as a deposit")?;
+                if !(cmd.actor.is(s.user) || matches!(cmd.actor, Actor::Admin(_))) {
+                    return Err(Rejection::not_party(
+                        &cmd.actor,
+                        "cancel a deposit",
+                        "only its payer or an operator",
+                    ));
+                }
+                match s.status {
+                    PaymentStatus::Pending | PaymentStatus::Failed => {
+                        Ok(vec![PaymentEvent::DepositCancelled])
+                    }
+                    other => Err(Rejection::transition(AGG, other, "cancel")),
+                }
+            }
+            C::RequestPayout { .. } | C::RequestCardRefund { .. } => Payment::request_out(cmd, s),
+            C::Succeeded {
+                gateway_fee,
+                occurred_at,
+            } => {
+                outbound_only("confirm as a payout or refund")?;
+                Payment::out_succeeded(cmd, s, *gateway_fee, *occurred_at)
+            }
+            C::Failed { reason } => {
+                outbound_only("fail as a payout or refund")?;
+                Payment::out_failed(cmd, s, reason)
+            }
+            C::CancelPayout => {
+                outbound_only("cancel as a payout")?;
+                if !(cmd.actor.is(s.user) || matches!(cmd.actor, Actor::Admin(_))) {
+                    return Err(Rejection::not_party(
+                        &cmd.actor,
+                        "cancel a payout",
+                        "only its owner or an operator",
+                    ));
+                }
+                if s.status != PaymentStatus::Pending {
+                    return Err(Rejection::transition(AGG, s.status, "cancel"));
+                }
+                Ok(vec![PaymentEvent::PayoutCancelled {
+                    entry: Payment::return_to_wallet(cmd.at, s)?,
+                }])
+            }
+            C::PayoutReversed { occurred_at } => {
+                require_reporter(&cmd.actor, "reverse a payout")?;
+                if kind != Some(PaymentKind::Payout) {
+                    return Err(Rejection::transition(AGG, kind, "reverse as a payout"));
+                }
+                match s.status {
+                    PaymentStatus::Reversed => Ok(vec![]),
+                    PaymentStatus::Completed => {
+                        let amount = s.money(s.amount_minor);
+                        let entry = EntryBuilder::new(s.currency())
+                            .debit(s.clearing(), amount)
+                            .credit(Account::UserAvailable { user: s.user }, amount)
+                            .build(cmd.at, *occurred_at)?;
+                        Ok(vec![PaymentEvent::PayoutReversed { entry }])
+                    }
+                    other => Err(Rejection::transition(
+                        AGG,
+                        other,
+                        "reverse (only completed payouts)",
+                    )),
+                }
+            }
+            C::OpenChargeback { .. } | C::WinChargeback { .. } | C::LoseChargeback { .. } => {
+                Payment::chargeback(cmd, s)
+            }
+        }
+    }
+
+    fn evolve(mut s: PaymentState, event: &PaymentEvent) -> PaymentState {
+        use PaymentEvent as E;
+        match event {
+            E::DepositInitiated {
+                payment_id,
+                user,
+                amount,
+                gateway,
+                fund,
+            } => {
+                s = PaymentState {
+                    id: *payment_id,
+                    kind: Some(PaymentKind::Deposit),
+                    status: PaymentStatus::Pending,
+                    user: *user,
+                    amount_minor: amount.minor(),
+                    currency: Some(amount.currency()),
+                    gateway: Some(*gateway),
+                    fund: *fund,
+                    ..PaymentState::default()
+                };
+            }
+            E::PaymentProcessing => s.status = PaymentStatus::Processing,
+            E::DepositSucceeded { amount, .. } => {
+                s.status = PaymentStatus::Completed;
+                s.received_minor += amount.minor();
+            }
+            E::DepositAttemptFailed { .. } => s.status = PaymentStatus::Failed,
+            E::DepositCancelled => s.status = PaymentStatus::Cancelled,
+            E::PayoutRequested {
+                payout_id,
+                user,
+                amount,
+                fee,
+                gateway,
+                ..
+            } => {
+                s = outbound(
+                    *payout_id,
+                    PaymentKind::Payout,
+                    *user,
+                    *amount,
+                    fee.minor(),
+                    *gateway,
+                );
+            }
+            E::CardRefundRequested {
+                refund_id,
+                user,
+                amount,
+                gateway,
+                ..
+            } => {
+                s = outbound(
+                    *refund_id,
+                    PaymentKind::CardRefund,
+                    *user,
+                    *amount,
+                    0,
+                    *gateway,
+                );
+            }
+            E::PayoutCompleted { .. } | E::CardRefundProcessed { .. } => {
+                s.status = PaymentStatus::Completed
+            }
+            E::PayoutFailed { .. } | E::CardRefundFailed { .. } => s.status = PaymentStatus::Failed,
+            E::PayoutCancelled { .. } => s.status = PaymentStatus::Cancelled,
+            E::PayoutReversed { .. } => s.status = PaymentStatus::Reversed,
+            E::SuccessAfterFailure { .. } => s.late_success_recorded = true,
+            E::LateFailureIgnored { .. } => s.late_failure_recorded = true,
+            E::ChargebackOpened {
+                chargeback_id,
+                amount,
+                ..
+            } => s.chargebacks.push(ChargebackState {
+                id: *chargeback_id,
+                amount_minor: amount.minor(),
+                status: ChargebackStatus::Open,
+            }),
+            E::ChargebackWon { chargeback_id, .. } => {
+                set_chargeback(&mut s, *chargeback_id, ChargebackStatus::Won)
+            }
+            E::ChargebackLost { chargeback_id, .. } => {
+                set_chargeback(&mut s, *chargeback_id, ChargebackStatus::Lost)
+            }
+        }
+        s
+    }
+
+    fn is_terminal(s: &PaymentState) -> bool {
+        s.kind != Some(PaymentKind::Deposit)
+            && matches!(
+                s.status,
+                PaymentStatus::Failed | PaymentStatus::Cancelled | PaymentStatus::Reversed
+            )
+    }
+}
+
+fn outbound(
+    id: Uuid,
+    kind: PaymentKind,
+    user: Uuid,
+    amount: Money,
+    fee_minor: i64,
+    gateway: Gateway,
+) -> PaymentState {
+    PaymentState {
+        id,
+        kind: Some(kind),
+        status: PaymentStatus::Pending,
+        user,
+        amount_minor: amount.minor(),
+        fee_minor,
+        currency: Some(amount.currency()),
+        gateway: Some(gateway),
+        ..PaymentState::default()
+    }
+}
+
+fn set_chargeback(s: &mut PaymentState, id: Uuid, status: ChargebackStatus) {
+    if let Some(c) = s.chargebacks.iter_mut().find(|c| c.id == id) {
+        c.status = status;
+    }
+}

@@ -1,0 +1,149 @@
+//! An in-memory ledger: the engine plus a map of stream states and the log, with the process logic run to
+//! completion after each command. Used by tests, benchmarks and replays; the store's executor does the same
+//! against Postgres.
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use crate::engine::{
+    self, AggState, Change, CommandEnvelope, DecideError, FOLLOW_UP_DEPTH_MAX, FOLLOW_UPS_MAX,
+    StreamId,
+};
+use crate::error::Rejection;
+use crate::journal::Balances;
+
+/// What one command did: its events, and the follow-up commands the process logic ran.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub changes: Vec<Change>,
+    pub follow_ups: Vec<(CommandEnvelope, Result<Vec<Change>, Rejection>)>,
+}
+
+#[derive(Default, Clone)]
+pub struct MemoryLedger {
+    states: HashMap<StreamId, AggState>,
+    versions: HashMap<StreamId, u64>,
+    log: Vec<Change>,
+    balances: Balances,
+    executed: HashMap<Uuid, Result<Vec<Change>, Rejection>>,
+}
+
+impl MemoryLedger {
+    pub fn new() -> MemoryLedger {
+        MemoryLedger::default()
+    }
+
+    pub fn log(&self) -> &[Change] {
+        &self.log
+    }
+
+    pub fn balances(&self) -> &Balances {
+        &self.balances
+    }
+
+    pub fn state(&self, stream: &StreamId) -> Option<&AggState> {
+        self.states.get(stream)
+    }
+
+    pub fn version(&self, stream: &StreamId) -> u64 {
+        self.versions.get(stream).copied().unwrap_or(0)
+    }
+
+    pub fn states(&self) -> &HashMap<StreamId, AggState> {
+        &self.states
+    }
+
+    /// Decides one command (no follow-ups) and appends its events. A command id seen before returns the
+    /// recorded outcome and appends nothing (idempotency).
+    pub fn execute_one(&mut self, env: &CommandEnvelope) -> Result<Vec<Change>, Rejection> {
+        if let Some(previous) = self.executed.get(&env.command_id) {
+            return previous.clone();
+        }
+        let result = self.decide_loading(env);
+        if let Ok(changes) = &result {
+            for change in changes {
+                self.apply(change.clone());
+            }
+        }
+        self.executed.insert(env.command_id, result.clone());
+        result
+    }
+
+    /// Executes a command, then the follow-ups its events cause, breadth first, within fixed bounds.
+    pub fn execute(&mut self, env: &CommandEnvelope) -> Result<Outcome, Rejection> {
+        let changes = self.execute_one(env)?;
+        let mut follow_ups = Vec::new();
+        let mut frontier: Vec<(CommandEnvelope, Vec<Change>)> =
+            vec![(env.clone(), changes.clone())];
+        for _depth in 0..FOLLOW_UP_DEPTH_MAX {
+            let mut next = Vec::new();
+            for (cause, cause_changes) in &frontier {
+                for change in cause_changes {
+                    for follow in engine::react(change, cause, &self.states) {
+                        assert!(
+                            follow_ups.len() < FOLLOW_UPS_MAX,
+                            "process logic exceeded {FOLLOW_UPS_MAX} follow-ups"
+                        );
+                        let result = self.execute_one(&follow);
+                        if let Ok(c) = &result {
+                            next.push((follow.clone(), c.clone()));
+                        }
+                        follow_ups.push((follow, result));
+                    }
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            frontier = next;
+        }
+        Ok(Outcome {
+            changes,
+            follow_ups,
+        })
+    }
+
+    fn decide_loading(&mut self, env: &CommandEnvelope) -> Result<Vec<Change>, Rejection> {
+        for stream in engine::primary_streams(&env.command) {
+            self.states
+                .entry(stream)
+                .or_insert_with(|| AggState::initial(&stream));
+        }
+        // Every stream exists in memory, so each NeedStream round adds one; commands touch few streams.
+        for _round in 0..16 {
+            match engine::decide(env, &self.states) {
+                Ok(changes) => return Ok(changes),
+                Err(DecideError::Rejected(r)) => return Err(r),
+                Err(DecideError::NeedStream(stream)) => {
+                    self.states.insert(stream, AggState::initial(&stream));
+                }
+            }
+        }
+        panic!("command {:?} needed more than 16 streams", env.command)
+    }
+
+    /// Appends one event: folds it into its stream's state and its entry into the balances.
+    pub fn apply(&mut self, change: Change) {
+        let state = self
+            .states
+            .remove(&change.stream)
+            .unwrap_or_else(|| AggState::initial(&change.stream));
+        self.states
+            .insert(change.stream, engine::evolve(state, &change.event));
+        *self.versions.entry(change.stream).or_insert(0) += 1;
+        if let Some(entry) = change.event.entry() {
+            self.balances.apply(entry);
+        }
+        self.log.push(change);
+    }
+
+    /// Rebuilds a ledger from a log (replay). Deterministic: the same log gives the same ledger.
+    pub fn replay<'a>(log: impl IntoIterator<Item = &'a Change>) -> MemoryLedger {
+        let mut ledger = MemoryLedger::new();
+        for change in log {
+            ledger.apply(change.clone());
+        }
+        ledger
+    }
+}
