@@ -15,6 +15,8 @@ pub mod memory;
 pub mod money;
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 pub(crate) mod testing;
 
 pub use decider::Decider;

@@ -54,6 +54,16 @@ impl MemoryLedger {
         &self.states
     }
 
+    /// States of the streams that have events (loading a stream for a rejected command leaves an initial
+    /// state behind, which a replay does not have).
+    pub fn written_states(&self) -> HashMap<StreamId, AggState> {
+        self.states
+            .iter()
+            .filter(|(s, _)| self.version(s) > 0)
+            .map(|(s, a)| (*s, a.clone()))
+            .collect()
+    }
+
     /// Decides one command (no follow-ups) and appends its events. A command id seen before returns the
     /// recorded outcome and appends nothing (idempotency).
     pub fn execute_one(&mut self, env: &CommandEnvelope) -> Result<Vec<Change>, Rejection> {

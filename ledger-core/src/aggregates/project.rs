@@ -714,8 +714,12 @@ impl Project {
         }
         let (commission, net) = release.split_fee(s.fees.commission_rate);
         let fee = s.money(m.buyer_fee_minor);
-        let fee_parts = fee.allocate(&[release.minor() as u64, refund.minor() as u64])?;
-        let (mut fee_earned, mut fee_returned) = (fee_parts[0], fee_parts[1]);
+        let (mut fee_earned, mut fee_returned) = if held == 0 {
+            (s.money(0), s.money(0))
+        } else {
+            let parts = fee.allocate(&[release.minor() as u64, refund.minor() as u64])?;
+            (parts[0], parts[1])
+        };
         if !s.fees.return_buyer_fee_on_refund {
             fee_earned = fee;
             fee_returned = s.money(0);
