@@ -624,7 +624,7 @@ impl StateView for BTreeMap<StreamId, AggState> {
 
 macro_rules! typed_state {
     ($name:ident, $variant:ident, $ty:ty) => {
-        fn $name<'a>(view: &'a dyn StateView, stream: StreamId) -> Result<&'a $ty, DecideError> {
+        fn $name(view: &dyn StateView, stream: StreamId) -> Result<&$ty, DecideError> {
             match view.state(&stream) {
                 Some(AggState::$variant(s)) => Ok(s),
                 Some(other) => panic!("stream {stream} holds {other:?}"),

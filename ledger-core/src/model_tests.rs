@@ -313,6 +313,7 @@ impl Model {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn create_project(
         &mut self,
         proj: u8,
