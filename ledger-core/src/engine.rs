@@ -1723,3 +1723,87 @@ fn react_booking(
         _ => vec![],
     }
 }
+
+/// A command's full effect: its own events, then the follow-ups the process logic derived from them (run
+/// to completion within fixed bounds), all to be appended atomically.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub changes: Vec<Change>,
+    /// Each follow-up with its events or its rejection (a rejected follow-up, such as funding from an
+    /// underpaid deposit, leaves the command's own events standing).
+    pub follow_ups: Vec<(CommandEnvelope, Result<Vec<Change>, Rejection>)>,
+}
+
+impl Decision {
+    /// Every event to append, in order: the command's, then each accepted follow-up's.
+    pub fn all_changes(&self) -> impl Iterator<Item = &Change> {
+        self.changes.iter().chain(self.follow_ups.iter().filter_map(|(_, r)| r.as_ref().ok()).flatten())
+    }
+}
+
+/// States after some changes, over the caller's loaded states.
+pub struct Overlay<'a> {
+    base: &'a dyn StateView,
+    changed: std::collections::HashMap<StreamId, AggState>,
+}
+
+impl<'a> Overlay<'a> {
+    pub fn new(base: &'a dyn StateView) -> Overlay<'a> {
+        Overlay { base, changed: std::collections::HashMap::new() }
+    }
+
+    pub fn apply(&mut self, change: &Change) {
+        let state = match self.changed.remove(&change.stream) {
+            Some(s) => s,
+            None => self.base.state(&change.stream).cloned().unwrap_or_else(|| AggState::initial(&change.stream)),
+        };
+        self.changed.insert(change.stream, evolve(state, &change.event));
+    }
+
+    /// The states this overlay changed (to write back into a cache after a successful append).
+    pub fn into_changed(self) -> std::collections::HashMap<StreamId, AggState> {
+        self.changed
+    }
+}
+
+impl StateView for Overlay<'_> {
+    fn state(&self, stream: &StreamId) -> Option<&AggState> {
+        self.changed.get(stream).or_else(|| self.base.state(stream))
+    }
+}
+
+/// Decides a command and, against the states its events produce, the follow-ups they cause (breadth first,
+/// at most `FOLLOW_UPS_MAX`, depth at most `FOLLOW_UP_DEPTH_MAX`). A `NeedStream` anywhere asks the caller
+/// to load that stream and decide again; the whole computation is pure, so redoing it is safe.
+pub fn decide_all<'a>(env: &CommandEnvelope, view: &'a dyn StateView) -> Result<(Decision, Overlay<'a>), DecideError> {
+    let changes = decide(env, view)?;
+    let mut overlay = Overlay::new(view);
+    changes.iter().for_each(|c| overlay.apply(c));
+    let mut follow_ups = Vec::new();
+    let mut frontier: Vec<(CommandEnvelope, Vec<Change>)> = vec![(env.clone(), changes.clone())];
+    for _depth in 0..FOLLOW_UP_DEPTH_MAX {
+        let mut next = Vec::new();
+        for (cause, cause_changes) in &frontier {
+            for change in cause_changes {
+                for follow in react(change, cause, &overlay) {
+                    assert!(follow_ups.len() < FOLLOW_UPS_MAX, "process logic exceeded {FOLLOW_UPS_MAX} follow-ups");
+                    let result = match decide(&follow, &overlay) {
+                        Ok(c) => Ok(c),
+                        Err(DecideError::Rejected(r)) => Err(r),
+                        Err(need @ DecideError::NeedStream(_)) => return Err(need),
+                    };
+                    if let Ok(c) = &result {
+                        c.iter().for_each(|change| overlay.apply(change));
+                        next.push((follow.clone(), c.clone()));
+                    }
+                    follow_ups.push((follow, result));
+                }
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        frontier = next;
+    }
+    Ok((Decision { changes, follow_ups }, overlay))
+}

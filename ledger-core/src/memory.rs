@@ -6,10 +6,10 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use crate::engine::{
-    self, AggState, Change, CommandEnvelope, DecideError, FOLLOW_UP_DEPTH_MAX, FOLLOW_UPS_MAX,
-    StreamId,
-};
+use crate::engine::{self, AggState, Change, CommandEnvelope, DecideError, StreamId};
+
+/// Bound on load-and-decide rounds (each round loads one more stream).
+pub const LOAD_ROUNDS_MAX: usize = 32;
 use crate::error::Rejection;
 use crate::journal::Balances;
 
@@ -26,7 +26,7 @@ pub struct MemoryLedger {
     versions: HashMap<StreamId, u64>,
     log: Vec<Change>,
     balances: Balances,
-    executed: HashMap<Uuid, Result<Vec<Change>, Rejection>>,
+    executed: HashMap<Uuid, Result<Outcome, Rejection>>,
 }
 
 impl MemoryLedger {
@@ -64,15 +64,16 @@ impl MemoryLedger {
             .collect()
     }
 
-    /// Decides one command (no follow-ups) and appends its events. A command id seen before returns the
-    /// recorded outcome and appends nothing (idempotency).
-    pub fn execute_one(&mut self, env: &CommandEnvelope) -> Result<Vec<Change>, Rejection> {
+    /// Executes a command and the follow-ups its events cause, appending all of it at once (as the store's
+    /// executor does in one transaction). A command id seen before returns the recorded outcome and appends
+    /// nothing (idempotency).
+    pub fn execute(&mut self, env: &CommandEnvelope) -> Result<Outcome, Rejection> {
         if let Some(previous) = self.executed.get(&env.command_id) {
             return previous.clone();
         }
         let result = self.decide_loading(env);
-        if let Ok(changes) = &result {
-            for change in changes {
+        if let Ok(outcome) = &result {
+            for change in outcome.changes.iter().chain(outcome.follow_ups.iter().filter_map(|(_, r)| r.as_ref().ok()).flatten()) {
                 self.apply(change.clone());
             }
         }
@@ -80,57 +81,41 @@ impl MemoryLedger {
         result
     }
 
-    /// Executes a command, then the follow-ups its events cause, breadth first, within fixed bounds.
-    pub fn execute(&mut self, env: &CommandEnvelope) -> Result<Outcome, Rejection> {
-        let changes = self.execute_one(env)?;
-        let mut follow_ups = Vec::new();
-        let mut frontier: Vec<(CommandEnvelope, Vec<Change>)> =
-            vec![(env.clone(), changes.clone())];
-        for _depth in 0..FOLLOW_UP_DEPTH_MAX {
-            let mut next = Vec::new();
-            for (cause, cause_changes) in &frontier {
-                for change in cause_changes {
-                    for follow in engine::react(change, cause, &self.states) {
-                        assert!(
-                            follow_ups.len() < FOLLOW_UPS_MAX,
-                            "process logic exceeded {FOLLOW_UPS_MAX} follow-ups"
-                        );
-                        let result = self.execute_one(&follow);
-                        if let Ok(c) = &result {
-                            next.push((follow.clone(), c.clone()));
-                        }
-                        follow_ups.push((follow, result));
-                    }
-                }
-            }
-            if next.is_empty() {
-                break;
-            }
-            frontier = next;
-        }
-        Ok(Outcome {
-            changes,
-            follow_ups,
-        })
-    }
-
-    fn decide_loading(&mut self, env: &CommandEnvelope) -> Result<Vec<Change>, Rejection> {
+    /// Decides and appends one command without running its follow-ups (for tests of a single decider step).
+    pub fn execute_one(&mut self, env: &CommandEnvelope) -> Result<Vec<Change>, Rejection> {
         for stream in engine::primary_streams(&env.command) {
-            self.states
-                .entry(stream)
-                .or_insert_with(|| AggState::initial(&stream));
+            self.states.entry(stream).or_insert_with(|| AggState::initial(&stream));
         }
-        // Every stream exists in memory, so each NeedStream round adds one; commands touch few streams.
-        for _round in 0..16 {
+        for _round in 0..LOAD_ROUNDS_MAX {
             match engine::decide(env, &self.states) {
-                Ok(changes) => return Ok(changes),
+                Ok(changes) => {
+                    changes.iter().for_each(|c| self.apply(c.clone()));
+                    return Ok(changes);
+                }
                 Err(DecideError::Rejected(r)) => return Err(r),
                 Err(DecideError::NeedStream(stream)) => {
                     self.states.insert(stream, AggState::initial(&stream));
                 }
             }
         }
-        panic!("command {:?} needed more than 16 streams", env.command)
+        panic!("command {:?} needed more than {LOAD_ROUNDS_MAX} streams", env.command)
+    }
+
+    fn decide_loading(&mut self, env: &CommandEnvelope) -> Result<Outcome, Rejection> {
+        for stream in engine::primary_streams(&env.command) {
+            self.states.entry(stream).or_insert_with(|| AggState::initial(&stream));
+        }
+        // Every stream exists in memory, so each NeedStream round adds one; commands touch few streams.
+        for _round in 0..LOAD_ROUNDS_MAX {
+            match engine::decide_all(env, &self.states) {
+                Ok((decision, _)) => return Ok(Outcome { changes: decision.changes, follow_ups: decision.follow_ups }),
+                Err(DecideError::Rejected(r)) => return Err(r),
+                Err(DecideError::NeedStream(stream)) => {
+                    self.states.insert(stream, AggState::initial(&stream));
+                }
+            }
+        }
+        panic!("command {:?} needed more than {LOAD_ROUNDS_MAX} streams", env.command)
     }
 
     /// Appends one event: folds it into its stream's state and its entry into the balances.
