@@ -1,1 +1,36 @@
-//! Event store.
+//! Append-only, tamper-evident event store for escrow-ledger.
+//!
+//! The store is payload-agnostic (events are JSON); `ledger-core` types are joined by the
+//! executor. Two implementations of [`EventStore`] share one contract: [`PgEventStore`]
+//! (PostgreSQL, schema in `migrations/`) and [`InMemoryEventStore`].
+//!
+//! Invariants kept by absence: no code path updates or deletes an event, a sequence link or an
+//! idempotency record; only this crate knows row types and SQLSTATEs (mapped in `error.rs`);
+//! no SQL text is built from values.
+
+pub mod chain;
+pub mod cluster;
+mod error;
+mod memory;
+mod postgres;
+mod store;
+pub mod testdb;
+mod types;
+
+pub use error::{Result, StoreError};
+pub use memory::InMemoryEventStore;
+pub use postgres::{PgEventStore, STATEMENT_TIMEOUT, connect};
+pub use store::{
+    APPEND_EVENTS_MAX, BATCH_REQUESTS_MAX, BatchRequest, EventStore, READ_LIMIT_MAX, Subscription,
+    subscription_stream,
+};
+pub use types::*;
+
+/// The schema migrations, embedded at build time (no database needed to build).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Brings a database to the current schema. Safe to run concurrently on different databases
+/// of one cluster (the shared role is created race-safely).
+pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}

@@ -1,0 +1,116 @@
+//! The store's one error type, and the one place where SQLSTATEs become typed errors.
+
+use crate::types::ExpectedVersion;
+use uuid::Uuid;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The stream was not at the expected version (the caller reloads and retries).
+    #[error("concurrency conflict on stream {stream_id}: expected {expected:?}, actual {actual:?}")]
+    ConcurrencyConflict {
+        stream_id: String,
+        expected: ExpectedVersion,
+        /// Version of the stream's last event, `None` when the stream does not exist.
+        actual: Option<i64>,
+    },
+    /// A request with this idempotency key was already recorded (see `get_idempotency`).
+    #[error("idempotency key {key} was already used")]
+    DuplicateIdempotencyKey { key: String },
+    #[error("an event id was already used in this ledger")]
+    DuplicateEventId { event_id: Option<Uuid> },
+    #[error("unknown ledger {ledger_id}")]
+    UnknownLedger { ledger_id: String },
+    #[error("ledger {ledger_id} already exists")]
+    LedgerExists { ledger_id: String },
+    #[error("invalid append: {reason}")]
+    InvalidAppend { reason: String },
+    #[error("serialization failure (retry the transaction)")]
+    Serialization,
+    #[error("deadlock detected (retry the transaction)")]
+    Deadlock,
+    #[error("append-only violation: {message}")]
+    AppendOnlyViolation { message: String },
+    #[error("the sequencer did not assign positions to committed events in time")]
+    SequencerStalled,
+    #[error("corrupt stored row: {reason}")]
+    Corrupt { reason: String },
+    /// The private PostgreSQL cluster (`cluster` module) could not be found, started or stopped.
+    #[error("{reason}")]
+    Cluster { reason: String },
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+/// What a database error means for the store, decided from SQLSTATE and constraint name only.
+#[derive(Debug)]
+pub(crate) enum DbFailure {
+    StreamVersionTaken,
+    EventIdTaken,
+    IdempotencyKeyTaken,
+    LedgerTaken,
+    UnknownLedger,
+    Serialization,
+    Deadlock,
+    AppendOnly(String),
+    Other(sqlx::Error),
+}
+
+/// The single SQLSTATE mapping of the crate.
+pub(crate) fn classify(error: sqlx::Error) -> DbFailure {
+    let Some(db) = error.as_database_error() else {
+        return DbFailure::Other(error);
+    };
+    let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+    let constraint = db.constraint().unwrap_or_default().to_owned();
+    match (code.as_str(), constraint.as_str()) {
+        ("23505", "events_pkey") => DbFailure::StreamVersionTaken,
+        ("23505", "events_event_id_key") => DbFailure::EventIdTaken,
+        ("23505", "idempotency_pkey") => DbFailure::IdempotencyKeyTaken,
+        ("23505", "ledgers_pkey") => DbFailure::LedgerTaken,
+        ("23503", _) => DbFailure::UnknownLedger,
+        ("40001", _) => DbFailure::Serialization,
+        ("40P01", _) => DbFailure::Deadlock,
+        ("EL001", _) => DbFailure::AppendOnly(db.message().to_owned()),
+        _ => DbFailure::Other(error),
+    }
+}
+
+impl DbFailure {
+    /// True when the failure belongs to one request of a batch (so isolating it can help).
+    pub(crate) fn is_request_specific(&self) -> bool {
+        matches!(
+            self,
+            Self::StreamVersionTaken
+                | Self::EventIdTaken
+                | Self::IdempotencyKeyTaken
+                | Self::UnknownLedger
+        )
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    /// Context-free conversion; appends add the stream or key with `AppendContext`.
+    fn from(error: sqlx::Error) -> Self {
+        match classify(error) {
+            DbFailure::Serialization => Self::Serialization,
+            DbFailure::Deadlock => Self::Deadlock,
+            DbFailure::AppendOnly(message) => Self::AppendOnlyViolation { message },
+            DbFailure::EventIdTaken => Self::DuplicateEventId { event_id: None },
+            DbFailure::StreamVersionTaken => Self::ConcurrencyConflict {
+                stream_id: String::new(),
+                expected: ExpectedVersion::Any,
+                actual: None,
+            },
+            DbFailure::IdempotencyKeyTaken => Self::DuplicateIdempotencyKey { key: String::new() },
+            DbFailure::LedgerTaken => Self::LedgerExists {
+                ledger_id: String::new(),
+            },
+            DbFailure::UnknownLedger => Self::UnknownLedger {
+                ledger_id: String::new(),
+            },
+            DbFailure::Other(e) => Self::Database(e),
+        }
+    }
+}

@@ -1,0 +1,541 @@
+//! Appends: one request per transaction (`append`) or many (`append_batch`, group commit), then
+//! the post-commit sequencer call that gives the events their positions.
+
+use super::PgEventStore;
+use crate::error::{DbFailure, Result, StoreError, classify};
+use crate::store::{BatchRequest, check_expected, validate_appends};
+use crate::types::{AppendOutcome, AppendedEvent, IdempotencyRecord, NewEvent, StreamAppend};
+use sqlx::{Connection, PgConnection, Row};
+use std::collections::{HashMap, HashSet};
+use uuid::Uuid;
+
+/// Most events one sequencer call takes from the queue (bounds its transaction).
+const SEQUENCE_BATCH_MAX: i32 = 5_000;
+/// Sequencer rounds a writer runs before it gives up waiting for its own positions.
+const SEQUENCE_ROUNDS_MAX: usize = 1_000;
+
+/// An inserted event that is waiting for its position.
+#[derive(Clone, Debug)]
+pub(super) struct Pending {
+    event_id: Uuid,
+    stream_id: String,
+    stream_version: i64,
+    local_id: i64,
+}
+
+/// A request's failure before its context (stream, key) is attached.
+pub(super) enum AppendFailure {
+    Store(StoreError),
+    Db(DbFailure),
+}
+
+impl From<StoreError> for AppendFailure {
+    fn from(error: StoreError) -> Self {
+        Self::Store(error)
+    }
+}
+
+impl From<sqlx::Error> for AppendFailure {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Db(classify(error))
+    }
+}
+
+/// A fully checked event row with its assigned stream version.
+struct Row_ {
+    event: NewEvent,
+    stream_version: i64,
+}
+
+const INSERT_EVENTS: &str = "
+    with inserted as (
+        insert into ledger.events (ledger_id, stream_id, stream_version, event_id, event_type,
+                                   schema_version, payload, metadata)
+        select $1, * from unnest($2::text[], $3::bigint[], $4::uuid[], $5::text[], $6::int[],
+                                 $7::jsonb[], $8::jsonb[])
+        returning ledger_id, local_id, event_id, stream_id, stream_version
+    ), queued as (
+        insert into ledger.unsequenced (ledger_id, local_id)
+        select ledger_id, local_id from inserted
+    )
+    select local_id, event_id, stream_id, stream_version from inserted";
+
+/// Inserts all rows with one multi-row statement (arrays + UNNEST) and queues them.
+async fn insert_events(
+    conn: &mut PgConnection,
+    ledger_id: &str,
+    rows: Vec<Row_>,
+) -> Result<Vec<Pending>, AppendFailure> {
+    let mut streams = Vec::with_capacity(rows.len());
+    let mut versions = Vec::with_capacity(rows.len());
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut types = Vec::with_capacity(rows.len());
+    let mut schemas = Vec::with_capacity(rows.len());
+    let mut payloads = Vec::with_capacity(rows.len());
+    let mut metadata = Vec::with_capacity(rows.len());
+    for row in rows {
+        streams.push(row.event.stream_id);
+        versions.push(row.stream_version);
+        ids.push(row.event.event_id);
+        types.push(row.event.event_type);
+        schemas.push(row.event.schema_version);
+        payloads.push(row.event.payload);
+        metadata.push(serde_json::to_value(&row.event.metadata).expect("metadata serializes"));
+    }
+    let inserted = sqlx::query(INSERT_EVENTS)
+        .bind(ledger_id)
+        .bind(streams)
+        .bind(versions)
+        .bind(ids)
+        .bind(types)
+        .bind(schemas)
+        .bind(payloads)
+        .bind(metadata)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut pending: Vec<Pending> = inserted
+        .iter()
+        .map(pending_from_row)
+        .collect::<Result<_>>()?;
+    // RETURNING order is not guaranteed, but identities follow the UNNEST (input) order.
+    pending.sort_by_key(|p| p.local_id);
+    Ok(pending)
+}
+
+fn pending_from_row(row: &sqlx::postgres::PgRow) -> Result<Pending> {
+    Ok(Pending {
+        local_id: row.try_get("local_id")?,
+        event_id: row.try_get("event_id")?,
+        stream_id: row.try_get("stream_id")?,
+        stream_version: row.try_get("stream_version")?,
+    })
+}
+
+const INSERT_IDEMPOTENCY: &str = "
+    insert into ledger.idempotency (ledger_id, idempotency_key, request, outcome)
+    select $1, * from unnest($2::text[], $3::jsonb[], $4::jsonb[])";
+
+/// Plain INSERT (never ON CONFLICT DO NOTHING): a reused key must fail the request.
+async fn insert_idempotency(
+    conn: &mut PgConnection,
+    ledger_id: &str,
+    records: Vec<IdempotencyRecord>,
+) -> Result<(), AppendFailure> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
+    let requests: Vec<serde_json::Value> = records.iter().map(|r| r.request.clone()).collect();
+    let outcomes: Vec<serde_json::Value> = records.into_iter().map(|r| r.outcome).collect();
+    sqlx::query(INSERT_IDEMPOTENCY)
+        .bind(ledger_id)
+        .bind(keys)
+        .bind(requests)
+        .bind(outcomes)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+const STREAM_VERSIONS: &str = "
+    select s.stream_id, max(e.stream_version) as version
+      from unnest($2::text[]) as s(stream_id)
+      left join ledger.events e on e.ledger_id = $1 and e.stream_id = s.stream_id
+     group by s.stream_id";
+
+/// Current version of each stream (absent when the stream has no event).
+pub(super) async fn stream_versions(
+    conn: &mut PgConnection,
+    ledger_id: &str,
+    stream_ids: Vec<String>,
+) -> Result<HashMap<String, i64>> {
+    let rows = sqlx::query(STREAM_VERSIONS)
+        .bind(ledger_id)
+        .bind(stream_ids)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut versions = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let version: Option<i64> = row.try_get("version")?;
+        if let Some(version) = version {
+            versions.insert(row.try_get("stream_id")?, version);
+        }
+    }
+    Ok(versions)
+}
+
+/// Checks expected versions against `versions` (updated as if the request succeeded) and gives
+/// each event its stream version. Pure, so the batch fast path can run it for many requests.
+fn assign_versions(
+    appends: Vec<StreamAppend>,
+    versions: &mut HashMap<String, i64>,
+) -> Result<Vec<Row_>> {
+    let mut next = versions.clone();
+    let mut rows = Vec::new();
+    for append in appends {
+        let actual = next.get(&append.stream_id).copied();
+        let mut version = check_expected(&append.stream_id, append.expected, actual)?;
+        for event in append.events {
+            version += 1;
+            rows.push(Row_ {
+                event,
+                stream_version: version,
+            });
+        }
+        if version > 0 {
+            next.insert(append.stream_id, version);
+        }
+    }
+    *versions = next;
+    Ok(rows)
+}
+
+fn stream_ids(appends: &[StreamAppend]) -> Vec<String> {
+    appends.iter().map(|a| a.stream_id.clone()).collect()
+}
+
+/// One request inside an open transaction. The idempotency key is inserted first so that racing
+/// duplicates of one command fail on the key, not on the stream version.
+pub(super) async fn append_in_tx(
+    conn: &mut PgConnection,
+    ledger_id: &str,
+    appends: Vec<StreamAppend>,
+    idempotency: Option<IdempotencyRecord>,
+) -> Result<Vec<Pending>, AppendFailure> {
+    validate_appends(&appends)?;
+    insert_idempotency(conn, ledger_id, idempotency.into_iter().collect()).await?;
+    let mut versions = stream_versions(conn, ledger_id, stream_ids(&appends)).await?;
+    let rows = assign_versions(appends, &mut versions)?;
+    insert_events(conn, ledger_id, rows).await
+}
+
+/// Attaches context to a failed request. A stream-version race is re-diagnosed with a fresh
+/// read, because the unique violation does not say which stream of a multi-stream append lost.
+pub(super) async fn resolve_failure(
+    conn: &mut PgConnection,
+    ledger_id: &str,
+    appends: &[StreamAppend],
+    idempotency_key: Option<&str>,
+    failure: AppendFailure,
+) -> StoreError {
+    let failure = match failure {
+        AppendFailure::Store(error) => return error,
+        AppendFailure::Db(failure) => failure,
+    };
+    match failure {
+        DbFailure::IdempotencyKeyTaken => StoreError::DuplicateIdempotencyKey {
+            key: idempotency_key.unwrap_or_default().to_owned(),
+        },
+        DbFailure::UnknownLedger => StoreError::UnknownLedger {
+            ledger_id: ledger_id.to_owned(),
+        },
+        DbFailure::EventIdTaken => StoreError::DuplicateEventId { event_id: None },
+        DbFailure::StreamVersionTaken => diagnose_conflict(conn, ledger_id, appends).await,
+        DbFailure::Serialization => StoreError::Serialization,
+        DbFailure::Deadlock => StoreError::Deadlock,
+        DbFailure::AppendOnly(message) => StoreError::AppendOnlyViolation { message },
+        DbFailure::LedgerTaken => StoreError::LedgerExists {
+            ledger_id: ledger_id.to_owned(),
+        },
+        DbFailure::Other(error) => StoreError::Database(error),
+    }
+}
+
+async fn diagnose_conflict(
+    conn: &mut PgConnection,
+    ledger_id: &str,
+    appends: &[StreamAppend],
+) -> StoreError {
+    let versions = match stream_versions(conn, ledger_id, stream_ids(appends)).await {
+        Ok(versions) => versions,
+        Err(error) => return error,
+    };
+    for append in appends {
+        let actual = versions.get(&append.stream_id).copied();
+        if let Err(conflict) = check_expected(&append.stream_id, append.expected, actual) {
+            return conflict;
+        }
+    }
+    // Only `Any` appends lost the race: report the first stream as it is now.
+    let first = &appends[0];
+    StoreError::ConcurrencyConflict {
+        stream_id: first.stream_id.clone(),
+        expected: first.expected,
+        actual: versions.get(&first.stream_id).copied(),
+    }
+}
+
+impl PgEventStore {
+    /// Test hook: sleeps a random 0..=max ms inside the append transaction, before commit.
+    async fn pre_commit_delay(&self, conn: &mut PgConnection) -> Result<()> {
+        if self.pre_commit_delay_max_ms == 0 {
+            return Ok(());
+        }
+        let delay_ms = rand::random_range(0..=self.pre_commit_delay_max_ms);
+        sqlx::query("select pg_sleep($1::bigint / 1000.0)")
+            .bind(i64::try_from(delay_ms).unwrap_or(0))
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn append_one(
+        &self,
+        ledger_id: &str,
+        appends: Vec<StreamAppend>,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> Result<AppendOutcome> {
+        let key = idempotency.as_ref().map(|r| r.key.clone());
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        match append_in_tx(&mut tx, ledger_id, appends.clone(), idempotency).await {
+            Ok(pending) => {
+                self.pre_commit_delay(&mut tx).await?;
+                tx.commit().await?;
+                drop(conn);
+                let positions = self.sequence_until_positioned(ledger_id, &pending).await?;
+                Ok(outcome(&pending, &positions))
+            }
+            Err(failure) => {
+                tx.rollback().await?;
+                Err(resolve_failure(&mut conn, ledger_id, &appends, key.as_deref(), failure).await)
+            }
+        }
+    }
+
+    /// Runs the sequencer until every one of `pending` has a position. Another writer's
+    /// sequencer may have taken them; the advisory lock makes this call wait for it to commit.
+    pub(super) async fn sequence_until_positioned(
+        &self,
+        ledger_id: &str,
+        pending: &[Pending],
+    ) -> Result<HashMap<i64, i64>> {
+        let local_ids: Vec<i64> = pending.iter().map(|p| p.local_id).collect();
+        for _ in 0..SEQUENCE_ROUNDS_MAX {
+            sqlx::query("select ledger.sequence($1, $2)")
+                .bind(ledger_id)
+                .bind(SEQUENCE_BATCH_MAX)
+                .execute(&self.pool)
+                .await?;
+            let rows = sqlx::query(
+                "select local_id, position from ledger.sequence
+                  where ledger_id = $1 and local_id = any($2)",
+            )
+            .bind(ledger_id)
+            .bind(&local_ids)
+            .fetch_all(&self.pool)
+            .await?;
+            if rows.len() == local_ids.len() {
+                return rows
+                    .iter()
+                    .map(|r| Ok((r.try_get("local_id")?, r.try_get("position")?)))
+                    .collect();
+            }
+        }
+        Err(StoreError::SequencerStalled)
+    }
+}
+
+fn outcome(pending: &[Pending], positions: &HashMap<i64, i64>) -> AppendOutcome {
+    AppendOutcome {
+        events: pending
+            .iter()
+            .map(|p| AppendedEvent {
+                event_id: p.event_id,
+                stream_id: p.stream_id.clone(),
+                stream_version: p.stream_version,
+                position: positions[&p.local_id],
+            })
+            .collect(),
+    }
+}
+
+/// What the batch fast path decided for each request before touching the events table.
+enum Planned {
+    Rejected(StoreError),
+    Accepted {
+        rows: Vec<Row_>,
+        idempotency: Option<IdempotencyRecord>,
+    },
+}
+
+/// Checks every request of a batch against the current versions and against the requests
+/// before it in the same batch (a stream may be appended by several requests in order).
+fn plan_batch(requests: Vec<BatchRequest>, mut versions: HashMap<String, i64>) -> Vec<Planned> {
+    let mut keys = HashSet::new();
+    let mut event_ids = HashSet::new();
+    let mut planned = Vec::with_capacity(requests.len());
+    for (appends, idempotency) in requests {
+        planned.push(plan_request(
+            appends,
+            idempotency,
+            &mut versions,
+            &mut keys,
+            &mut event_ids,
+        ));
+    }
+    planned
+}
+
+fn plan_request(
+    appends: Vec<StreamAppend>,
+    idempotency: Option<IdempotencyRecord>,
+    versions: &mut HashMap<String, i64>,
+    keys: &mut HashSet<String>,
+    event_ids: &mut HashSet<Uuid>,
+) -> Planned {
+    if let Err(error) = validate_appends(&appends) {
+        return Planned::Rejected(error);
+    }
+    if let Some(record) = &idempotency
+        && keys.contains(&record.key)
+    {
+        return Planned::Rejected(StoreError::DuplicateIdempotencyKey {
+            key: record.key.clone(),
+        });
+    }
+    let mut request_ids = HashSet::new();
+    for id in appends.iter().flat_map(|a| &a.events).map(|e| e.event_id) {
+        if event_ids.contains(&id) || !request_ids.insert(id) {
+            return Planned::Rejected(StoreError::DuplicateEventId { event_id: Some(id) });
+        }
+    }
+    match assign_versions(appends, versions) {
+        Err(error) => Planned::Rejected(error),
+        Ok(rows) => {
+            keys.extend(idempotency.iter().map(|r| r.key.clone()));
+            event_ids.extend(request_ids);
+            Planned::Accepted { rows, idempotency }
+        }
+    }
+}
+
+impl PgEventStore {
+    pub(super) async fn append_many(
+        &self,
+        ledger_id: &str,
+        requests: Vec<BatchRequest>,
+    ) -> Result<Vec<Result<AppendOutcome>>> {
+        crate::store::validate_batch_size(requests.len())?;
+        let results = match self.batch_fast_path(ledger_id, requests.clone()).await? {
+            Some(results) => results,
+            None => self.batch_isolated(ledger_id, requests).await?,
+        };
+        let pending: Vec<Pending> = results.iter().flatten().flatten().cloned().collect();
+        let positions = self.sequence_until_positioned(ledger_id, &pending).await?;
+        Ok(results
+            .into_iter()
+            .map(|r| r.map(|p| outcome(&p, &positions)))
+            .collect())
+    }
+
+    /// All accepted requests in one transaction with one INSERT for all events. `None` when a
+    /// request conflicted inside the database: the caller retries with per-request savepoints.
+    async fn batch_fast_path(
+        &self,
+        ledger_id: &str,
+        requests: Vec<BatchRequest>,
+    ) -> Result<Option<Vec<Result<Vec<Pending>>>>> {
+        let all_streams: HashSet<String> =
+            requests.iter().flat_map(|(a, _)| stream_ids(a)).collect();
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let versions =
+            stream_versions(&mut tx, ledger_id, all_streams.into_iter().collect()).await?;
+        let planned = plan_batch(requests, versions);
+        let (rows, records, shape) = flatten_plan(planned);
+        let inserted = async {
+            insert_idempotency(&mut tx, ledger_id, records).await?;
+            if rows.is_empty() {
+                return Ok(Vec::new());
+            }
+            insert_events(&mut tx, ledger_id, rows).await
+        }
+        .await;
+        match inserted {
+            Ok(pending) => {
+                self.pre_commit_delay(&mut tx).await?;
+                tx.commit().await?;
+                Ok(Some(unflatten(shape, pending)))
+            }
+            Err(AppendFailure::Db(failure)) if failure.is_request_specific() => {
+                tx.rollback().await?;
+                Ok(None)
+            }
+            Err(AppendFailure::Db(failure)) => Err(db_failure_error(failure)),
+            Err(AppendFailure::Store(error)) => Err(error),
+        }
+    }
+
+    /// The slow path: each request in its own savepoint, so only conflicting requests fail.
+    async fn batch_isolated(
+        &self,
+        ledger_id: &str,
+        requests: Vec<BatchRequest>,
+    ) -> Result<Vec<Result<Vec<Pending>>>> {
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let mut results = Vec::with_capacity(requests.len());
+        for (appends, idempotency) in requests {
+            let key = idempotency.as_ref().map(|r| r.key.clone());
+            let mut savepoint = tx.begin().await?;
+            match append_in_tx(&mut savepoint, ledger_id, appends.clone(), idempotency).await {
+                Ok(pending) => {
+                    savepoint.commit().await?;
+                    results.push(Ok(pending));
+                }
+                Err(failure) => {
+                    savepoint.rollback().await?;
+                    let error =
+                        resolve_failure(&mut tx, ledger_id, &appends, key.as_deref(), failure)
+                            .await;
+                    results.push(Err(error));
+                }
+            }
+        }
+        self.pre_commit_delay(&mut tx).await?;
+        tx.commit().await?;
+        Ok(results)
+    }
+}
+
+fn db_failure_error(failure: DbFailure) -> StoreError {
+    match failure {
+        DbFailure::Other(error) => StoreError::Database(error),
+        DbFailure::Serialization => StoreError::Serialization,
+        DbFailure::Deadlock => StoreError::Deadlock,
+        DbFailure::AppendOnly(message) => StoreError::AppendOnlyViolation { message },
+        other => StoreError::Database(sqlx::Error::Protocol(format!("{other:?}"))),
+    }
+}
+
+/// Per request: `Err` for a rejected one, or how many events it contributed to the flat insert.
+type Shape = Vec<Result<usize>>;
+
+fn flatten_plan(planned: Vec<Planned>) -> (Vec<Row_>, Vec<IdempotencyRecord>, Shape) {
+    let mut rows = Vec::new();
+    let mut records = Vec::new();
+    let mut shape = Vec::with_capacity(planned.len());
+    for plan in planned {
+        match plan {
+            Planned::Rejected(error) => shape.push(Err(error)),
+            Planned::Accepted {
+                rows: request_rows,
+                idempotency,
+            } => {
+                shape.push(Ok(request_rows.len()));
+                rows.extend(request_rows);
+                records.extend(idempotency);
+            }
+        }
+    }
+    (rows, records, shape)
+}
+
+fn unflatten(shape: Shape, pending: Vec<Pending>) -> Vec<Result<Vec<Pending>>> {
+    let mut remaining = pending.into_iter();
+    shape
+        .into_iter()
+        .map(|slot| slot.map(|count| remaining.by_ref().take(count).collect()))
+        .collect()
+}

@@ -1,0 +1,172 @@
+//! `PgEventStore`: the PostgreSQL implementation of `EventStore` (schema in `migrations/`).
+
+mod append;
+mod read;
+mod subscription;
+
+use crate::error::Result;
+use crate::store::{BatchRequest, EventStore, Subscription};
+use crate::types::{
+    AppendOutcome, ChainReport, IdempotencyRecord, RecordedEvent, Seal, Snapshot, StreamAppend,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Bounds every statement, so that a stuck append cannot hold back the sequencer for long.
+pub const STATEMENT_TIMEOUT: &str = "30s";
+/// Ends sessions that sit in an open transaction (a crashed client holding locks).
+pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "60s";
+/// Pool size: writers, the sequencer calls after commit, and one LISTEN per subscriber.
+pub const POOL_CONNECTIONS_MAX: u32 = 24;
+
+/// Opens a pool with the store's session limits (statement and idle-in-transaction timeouts).
+pub async fn connect(url: &str) -> Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)?.options([
+        ("statement_timeout", STATEMENT_TIMEOUT),
+        (
+            "idle_in_transaction_session_timeout",
+            IDLE_IN_TRANSACTION_TIMEOUT,
+        ),
+    ]);
+    let pool = PgPoolOptions::new()
+        .max_connections(POOL_CONNECTIONS_MAX)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options)
+        .await?;
+    Ok(pool)
+}
+
+/// The PostgreSQL event store. Cheap to clone (the pool is shared).
+#[derive(Clone, Debug)]
+pub struct PgEventStore {
+    pool: PgPool,
+    pre_commit_delay_max_ms: u64,
+}
+
+impl PgEventStore {
+    /// Wraps a migrated database's pool (see `crate::migrate` and `connect`).
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            pre_commit_delay_max_ms: 0,
+        }
+    }
+
+    /// Test hook: every append sleeps a random 0..=`max_ms` inside its transaction before
+    /// committing, so that commit order differs from insert order (ordering tests).
+    #[doc(hidden)]
+    pub fn with_pre_commit_delay_ms(mut self, max_ms: u64) -> Self {
+        self.pre_commit_delay_max_ms = max_ms.min(5_000);
+        self
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl EventStore for PgEventStore {
+    async fn append(
+        &self,
+        ledger_id: &str,
+        appends: Vec<StreamAppend>,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> Result<AppendOutcome> {
+        self.append_one(ledger_id, appends, idempotency).await
+    }
+
+    async fn append_batch(
+        &self,
+        ledger_id: &str,
+        requests: Vec<BatchRequest>,
+    ) -> Result<Vec<Result<AppendOutcome>>> {
+        self.append_many(ledger_id, requests).await
+    }
+
+    async fn get_idempotency(
+        &self,
+        ledger_id: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>> {
+        read::get_idempotency(&self.pool, ledger_id, key).await
+    }
+
+    async fn read_stream(
+        &self,
+        ledger_id: &str,
+        stream_id: &str,
+        from_version_exclusive: i64,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>> {
+        read::read_stream(
+            &self.pool,
+            ledger_id,
+            stream_id,
+            from_version_exclusive,
+            limit,
+        )
+        .await
+    }
+
+    async fn read_log(
+        &self,
+        ledger_id: &str,
+        after_position: i64,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>> {
+        read::read_log(&self.pool, ledger_id, after_position, limit).await
+    }
+
+    async fn head_position(&self, ledger_id: &str) -> Result<i64> {
+        read::head_position(&self.pool, ledger_id).await
+    }
+
+    async fn position_at_or_before(&self, ledger_id: &str, time: DateTime<Utc>) -> Result<i64> {
+        read::position_at_or_before(&self.pool, ledger_id, time).await
+    }
+
+    async fn subscribe(
+        &self,
+        ledger_id: &str,
+        after_position: i64,
+    ) -> Result<Box<dyn Subscription>> {
+        read::ensure_ledger(&self.pool, ledger_id).await?;
+        let subscription =
+            subscription::PgSubscription::new(self.pool.clone(), ledger_id, after_position);
+        Ok(Box::new(subscription))
+    }
+
+    async fn load_snapshot(
+        &self,
+        ledger_id: &str,
+        stream_id: &str,
+        fold_version: i32,
+    ) -> Result<Option<Snapshot>> {
+        read::load_snapshot(&self.pool, ledger_id, stream_id, fold_version).await
+    }
+
+    async fn save_snapshot(&self, ledger_id: &str, snapshot: &Snapshot) -> Result<()> {
+        read::save_snapshot(&self.pool, ledger_id, snapshot).await
+    }
+
+    async fn create_ledger(&self, ledger_id: &str) -> Result<()> {
+        read::create_ledger(&self.pool, ledger_id).await
+    }
+
+    async fn list_ledgers(&self) -> Result<Vec<String>> {
+        read::list_ledgers(&self.pool).await
+    }
+
+    async fn verify_chain(&self, ledger_id: &str, seal: Option<Seal>) -> Result<ChainReport> {
+        read::verify_chain(&self.pool, ledger_id, seal).await
+    }
+
+    async fn seal(&self, ledger_id: &str) -> Result<Seal> {
+        read::seal(&self.pool, ledger_id).await
+    }
+}

@@ -1,0 +1,306 @@
+//! Reads, snapshots, ledgers, and chain verification against PostgreSQL.
+
+use crate::chain::{ChainInput, ChainVerifier, GENESIS_HASH};
+use crate::error::{DbFailure, Result, StoreError, classify};
+use crate::store::clamp_limit;
+use crate::types::{ChainReport, EventMetadata, IdempotencyRecord, RecordedEvent, Seal, Snapshot};
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{PgPool, Row};
+
+/// Rows checked per round trip by `verify_chain`.
+const VERIFY_BATCH: i64 = 2_000;
+
+fn event_from_row(row: &PgRow) -> Result<RecordedEvent> {
+    let metadata: Json<EventMetadata> = row.try_get("metadata")?;
+    Ok(RecordedEvent {
+        ledger_id: row.try_get("ledger_id")?,
+        stream_id: row.try_get("stream_id")?,
+        stream_version: row.try_get("stream_version")?,
+        event_id: row.try_get("event_id")?,
+        event_type: row.try_get("event_type")?,
+        schema_version: row.try_get("schema_version")?,
+        payload: row.try_get("payload")?,
+        metadata: metadata.0,
+        recorded_at: row.try_get("recorded_at")?,
+        position: row.try_get("position")?,
+        sequenced_at: row.try_get("sequenced_at")?,
+    })
+}
+
+pub(super) async fn ensure_ledger(pool: &PgPool, ledger_id: &str) -> Result<()> {
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from ledger.ledgers where ledger_id = $1)")
+            .bind(ledger_id)
+            .fetch_one(pool)
+            .await?;
+    if exists {
+        Ok(())
+    } else {
+        Err(StoreError::UnknownLedger {
+            ledger_id: ledger_id.to_owned(),
+        })
+    }
+}
+
+pub(super) async fn get_idempotency(
+    pool: &PgPool,
+    ledger_id: &str,
+    key: &str,
+) -> Result<Option<IdempotencyRecord>> {
+    let row = sqlx::query(
+        "select idempotency_key, request, outcome from ledger.idempotency
+          where ledger_id = $1 and idempotency_key = $2",
+    )
+    .bind(ledger_id)
+    .bind(key)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|row| {
+        Ok(IdempotencyRecord {
+            key: row.try_get("idempotency_key")?,
+            request: row.try_get("request")?,
+            outcome: row.try_get("outcome")?,
+        })
+    })
+    .transpose()
+}
+
+/// Includes committed events that are not sequenced yet: deciding needs the whole stream.
+pub(super) async fn read_stream(
+    pool: &PgPool,
+    ledger_id: &str,
+    stream_id: &str,
+    from_version_exclusive: i64,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>> {
+    let rows = sqlx::query(
+        "select e.*, s.position, s.sequenced_at
+           from ledger.events e
+           left join ledger.sequence s on s.ledger_id = e.ledger_id and s.local_id = e.local_id
+          where e.ledger_id = $1 and e.stream_id = $2 and e.stream_version > $3
+          order by e.stream_version
+          limit $4",
+    )
+    .bind(ledger_id)
+    .bind(stream_id)
+    .bind(from_version_exclusive)
+    .bind(clamp_limit(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(event_from_row).collect()
+}
+
+/// Only sequenced events, in position order: the one order every reader sees.
+pub(super) async fn read_log(
+    pool: &PgPool,
+    ledger_id: &str,
+    after_position: i64,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>> {
+    let rows = sqlx::query(
+        "select e.*, s.position, s.sequenced_at
+           from ledger.sequence s
+           join ledger.events e on e.ledger_id = s.ledger_id and e.local_id = s.local_id
+          where s.ledger_id = $1 and s.position > $2
+          order by s.position
+          limit $3",
+    )
+    .bind(ledger_id)
+    .bind(after_position)
+    .bind(clamp_limit(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(event_from_row).collect()
+}
+
+pub(super) async fn head_position(pool: &PgPool, ledger_id: &str) -> Result<i64> {
+    ensure_ledger(pool, ledger_id).await?;
+    let head: Option<i64> =
+        sqlx::query_scalar("select max(position) from ledger.sequence where ledger_id = $1")
+            .bind(ledger_id)
+            .fetch_one(pool)
+            .await?;
+    Ok(head.unwrap_or(0))
+}
+
+/// `sequenced_at` never decreases along the log, so "as of a time" is a prefix of the log.
+pub(super) async fn position_at_or_before(
+    pool: &PgPool,
+    ledger_id: &str,
+    time: DateTime<Utc>,
+) -> Result<i64> {
+    ensure_ledger(pool, ledger_id).await?;
+    let position: Option<i64> = sqlx::query_scalar(
+        "select max(position) from ledger.sequence where ledger_id = $1 and sequenced_at <= $2",
+    )
+    .bind(ledger_id)
+    .bind(time)
+    .fetch_one(pool)
+    .await?;
+    Ok(position.unwrap_or(0))
+}
+
+pub(super) async fn load_snapshot(
+    pool: &PgPool,
+    ledger_id: &str,
+    stream_id: &str,
+    fold_version: i32,
+) -> Result<Option<Snapshot>> {
+    let row = sqlx::query(
+        "select stream_id, stream_version, fold_version, state, taken_at from ledger.snapshots
+          where ledger_id = $1 and stream_id = $2 and fold_version = $3",
+    )
+    .bind(ledger_id)
+    .bind(stream_id)
+    .bind(fold_version)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|row| {
+        Ok(Snapshot {
+            stream_id: row.try_get("stream_id")?,
+            stream_version: row.try_get("stream_version")?,
+            fold_version: row.try_get("fold_version")?,
+            state: row.try_get("state")?,
+            taken_at: row.try_get("taken_at")?,
+        })
+    })
+    .transpose()
+}
+
+/// Snapshots are a cache, so replacing one is an upsert (the table is not append-only).
+pub(super) async fn save_snapshot(
+    pool: &PgPool,
+    ledger_id: &str,
+    snapshot: &Snapshot,
+) -> Result<()> {
+    sqlx::query(
+        "insert into ledger.snapshots
+                (ledger_id, stream_id, stream_version, fold_version, state, taken_at)
+         values ($1, $2, $3, $4, $5, $6)
+         on conflict (ledger_id, stream_id, fold_version) do update
+            set stream_version = excluded.stream_version, state = excluded.state,
+                taken_at = excluded.taken_at",
+    )
+    .bind(ledger_id)
+    .bind(&snapshot.stream_id)
+    .bind(snapshot.stream_version)
+    .bind(snapshot.fold_version)
+    .bind(&snapshot.state)
+    .bind(snapshot.taken_at)
+    .execute(pool)
+    .await
+    .map_err(|e| with_ledger_context(e, ledger_id))?;
+    Ok(())
+}
+
+fn with_ledger_context(error: sqlx::Error, ledger_id: &str) -> StoreError {
+    let ledger_id = ledger_id.to_owned();
+    match classify(error) {
+        DbFailure::UnknownLedger => StoreError::UnknownLedger { ledger_id },
+        DbFailure::LedgerTaken => StoreError::LedgerExists { ledger_id },
+        DbFailure::Other(error) => StoreError::Database(error),
+        other => StoreError::Database(sqlx::Error::Protocol(format!("{other:?}"))),
+    }
+}
+
+pub(super) async fn create_ledger(pool: &PgPool, ledger_id: &str) -> Result<()> {
+    sqlx::query("insert into ledger.ledgers (ledger_id) values ($1)")
+        .bind(ledger_id)
+        .execute(pool)
+        .await
+        .map_err(|e| with_ledger_context(e, ledger_id))?;
+    Ok(())
+}
+
+pub(super) async fn list_ledgers(pool: &PgPool) -> Result<Vec<String>> {
+    Ok(
+        sqlx::query_scalar("select ledger_id from ledger.ledgers order by ledger_id")
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+pub(super) async fn seal(pool: &PgPool, ledger_id: &str) -> Result<Seal> {
+    ensure_ledger(pool, ledger_id).await?;
+    let head = sqlx::query(
+        "select position, hash from ledger.sequence where ledger_id = $1
+          order by position desc limit 1",
+    )
+    .bind(ledger_id)
+    .fetch_optional(pool)
+    .await?;
+    let (position, hash) = match head {
+        Some(row) => (row.try_get("position")?, row.try_get::<Vec<u8>, _>("hash")?),
+        None => (0, GENESIS_HASH.to_vec()),
+    };
+    Ok(Seal {
+        ledger_id: ledger_id.to_owned(),
+        position,
+        hash_hex: hex::encode(hash),
+        sealed_at: Utc::now(),
+    })
+}
+
+/// Stored links with the fields they cover; the JSON comes as PostgreSQL's `jsonb` text, which
+/// is what the sequencer hashed. A left join, so that a deleted event row shows as a break.
+const VERIFY_ROWS: &str = "
+    select s.position, s.hash, e.stream_id, e.stream_version, e.event_id, e.event_type,
+           e.schema_version, e.payload::text as payload_text, e.metadata::text as metadata_text,
+           e.recorded_at
+      from ledger.sequence s
+      left join ledger.events e on e.ledger_id = s.ledger_id and e.local_id = s.local_id
+     where s.ledger_id = $1 and s.position > $2
+     order by s.position
+     limit $3";
+
+pub(super) async fn verify_chain(
+    pool: &PgPool,
+    ledger_id: &str,
+    seal: Option<Seal>,
+) -> Result<ChainReport> {
+    ensure_ledger(pool, ledger_id).await?;
+    let mut verifier = ChainVerifier::new(ledger_id, seal);
+    loop {
+        let rows = sqlx::query(VERIFY_ROWS)
+            .bind(ledger_id)
+            .bind(verifier.position_after())
+            .bind(VERIFY_BATCH)
+            .fetch_all(pool)
+            .await?;
+        for row in &rows {
+            verify_row(&mut verifier, ledger_id, row)?;
+        }
+        if i64::try_from(rows.len()).unwrap_or(0) < VERIFY_BATCH {
+            return Ok(verifier.finish());
+        }
+    }
+}
+
+fn verify_row(verifier: &mut ChainVerifier, ledger_id: &str, row: &PgRow) -> Result<()> {
+    let position: i64 = row.try_get("position")?;
+    let stored_hash: Vec<u8> = row.try_get("hash")?;
+    let Some(stream_id) = row.try_get::<Option<String>, _>("stream_id")? else {
+        verifier.push_missing(position, &stored_hash);
+        return Ok(());
+    };
+    let event_type: String = row.try_get("event_type")?;
+    let payload_text: String = row.try_get("payload_text")?;
+    let metadata_text: String = row.try_get("metadata_text")?;
+    let recorded_at: DateTime<Utc> = row.try_get("recorded_at")?;
+    let input = ChainInput {
+        ledger_id,
+        position,
+        stream_id: &stream_id,
+        stream_version: row.try_get("stream_version")?,
+        event_id: row.try_get("event_id")?,
+        event_type: &event_type,
+        schema_version: row.try_get("schema_version")?,
+        payload_text: &payload_text,
+        metadata_text: &metadata_text,
+        recorded_at_micros: recorded_at.timestamp_micros(),
+    };
+    verifier.push(&input, &stored_hash);
+    Ok(())
+}

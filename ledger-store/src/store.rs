@@ -1,0 +1,183 @@
+//! The `EventStore` contract, implemented by `PgEventStore` and `InMemoryEventStore`.
+
+use crate::error::Result;
+use crate::types::{
+    AppendOutcome, ChainReport, IdempotencyRecord, RecordedEvent, Seal, Snapshot, StreamAppend,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+/// Largest batch any read returns, whatever the caller asks: every read is bounded.
+pub const READ_LIMIT_MAX: i64 = 10_000;
+/// Most events one append request may carry.
+pub const APPEND_EVENTS_MAX: usize = 10_000;
+/// Most requests one group commit may carry.
+pub const BATCH_REQUESTS_MAX: usize = 1_000;
+
+/// One request of a group commit: the streams to append to and its idempotency record.
+pub type BatchRequest = (Vec<StreamAppend>, Option<IdempotencyRecord>);
+
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Appends to all streams atomically, each guarded by its own expected version, and records
+    /// `idempotency` in the same transaction. Returns once the events have positions.
+    async fn append(
+        &self,
+        ledger_id: &str,
+        appends: Vec<StreamAppend>,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> Result<AppendOutcome>;
+
+    /// Group commit: every request in one transaction. A request that conflicts fails alone
+    /// (its slot holds the error); the outer error is for failures of the whole batch.
+    async fn append_batch(
+        &self,
+        ledger_id: &str,
+        requests: Vec<BatchRequest>,
+    ) -> Result<Vec<Result<AppendOutcome>>>;
+
+    async fn get_idempotency(
+        &self,
+        ledger_id: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>>;
+
+    /// Events of one stream with `stream_version > from_version_exclusive`, in version order,
+    /// including committed events that are not sequenced yet (their `position` is `None`).
+    async fn read_stream(
+        &self,
+        ledger_id: &str,
+        stream_id: &str,
+        from_version_exclusive: i64,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>>;
+
+    /// Sequenced events with `position > after_position`, in position order, at most `limit`.
+    async fn read_log(
+        &self,
+        ledger_id: &str,
+        after_position: i64,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>>;
+
+    /// The last assigned position (0 for an empty ledger).
+    async fn head_position(&self, ledger_id: &str) -> Result<i64>;
+
+    /// The highest position sequenced at or before `time` (0 when none).
+    async fn position_at_or_before(&self, ledger_id: &str, time: DateTime<Utc>) -> Result<i64>;
+
+    /// A live tail of the log from `after_position`.
+    async fn subscribe(
+        &self,
+        ledger_id: &str,
+        after_position: i64,
+    ) -> Result<Box<dyn Subscription>>;
+
+    async fn load_snapshot(
+        &self,
+        ledger_id: &str,
+        stream_id: &str,
+        fold_version: i32,
+    ) -> Result<Option<Snapshot>>;
+
+    /// Inserts or replaces the snapshot of (stream, fold version).
+    async fn save_snapshot(&self, ledger_id: &str, snapshot: &Snapshot) -> Result<()>;
+
+    async fn create_ledger(&self, ledger_id: &str) -> Result<()>;
+
+    async fn list_ledgers(&self) -> Result<Vec<String>>;
+
+    /// Recomputes the hash chain and compares it with the stored links and with `seal`.
+    async fn verify_chain(&self, ledger_id: &str, seal: Option<Seal>) -> Result<ChainReport>;
+
+    /// The current chain head, to be written somewhere the database's operators cannot edit.
+    async fn seal(&self, ledger_id: &str) -> Result<Seal>;
+}
+
+/// A reader's cursor over the log. `next_batch` waits until there is at least one event after
+/// the cursor and returns the next events in position order; it never skips or repeats one.
+#[async_trait]
+pub trait Subscription: Send {
+    async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>>;
+
+    /// Position of the last event returned (the starting position before the first batch).
+    fn position(&self) -> i64;
+}
+
+/// The subscription as a `futures::Stream` of batches.
+pub fn subscription_stream(
+    subscription: Box<dyn Subscription>,
+) -> impl futures::Stream<Item = Result<Vec<RecordedEvent>>> + Send {
+    futures::stream::unfold(subscription, |mut subscription| async move {
+        let batch = subscription.next_batch().await;
+        Some((batch, subscription))
+    })
+}
+
+/// Clamps a caller's read limit to `1..=READ_LIMIT_MAX`.
+pub(crate) fn clamp_limit(limit: i64) -> i64 {
+    limit.clamp(1, READ_LIMIT_MAX)
+}
+
+/// Pre-flight checks shared by both stores: bounded, non-empty, events in the right stream.
+pub(crate) fn validate_appends(appends: &[StreamAppend]) -> Result<()> {
+    use crate::error::StoreError;
+    let total: usize = appends.iter().map(|a| a.events.len()).sum();
+    let invalid = |reason: String| Err(StoreError::InvalidAppend { reason });
+    if total == 0 {
+        return invalid("an append needs at least one event".into());
+    }
+    if total > APPEND_EVENTS_MAX {
+        return invalid(format!(
+            "{total} events exceed the limit {APPEND_EVENTS_MAX}"
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for append in appends {
+        if !seen.insert(append.stream_id.as_str()) {
+            return invalid(format!("stream {} appears twice", append.stream_id));
+        }
+        if append
+            .events
+            .iter()
+            .any(|e| e.stream_id != append.stream_id)
+        {
+            return invalid(format!("an event is not in stream {}", append.stream_id));
+        }
+    }
+    Ok(())
+}
+
+/// Exact expected-version semantics: returns the stream's current version (0 when it has none)
+/// or the conflict. `Exact(v)` with the stream at any other version conflicts, behind included.
+pub(crate) fn check_expected(
+    stream_id: &str,
+    expected: crate::types::ExpectedVersion,
+    actual: Option<i64>,
+) -> Result<i64> {
+    use crate::types::ExpectedVersion;
+    let matches = match expected {
+        ExpectedVersion::Any => true,
+        ExpectedVersion::NoStream => actual.is_none(),
+        ExpectedVersion::Exact(version) => actual == Some(version),
+    };
+    if matches {
+        Ok(actual.unwrap_or(0))
+    } else {
+        Err(crate::error::StoreError::ConcurrencyConflict {
+            stream_id: stream_id.to_owned(),
+            expected,
+            actual,
+        })
+    }
+}
+
+/// Rejects an oversized group commit before touching the database.
+pub(crate) fn validate_batch_size(requests: usize) -> Result<()> {
+    if requests > BATCH_REQUESTS_MAX {
+        return Err(crate::error::StoreError::InvalidAppend {
+            reason: format!("{requests} requests exceed the batch limit {BATCH_REQUESTS_MAX}"),
+        });
+    }
+    Ok(())
+}

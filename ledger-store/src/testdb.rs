@@ -1,0 +1,198 @@
+//! Databases for tests and first runs: every test gets a fresh, migrated database.
+//!
+//! [`admin_url`] is `DATABASE_URL` when set; else the local server on 127.0.0.1:5432 when one
+//! answers; else a private cluster (see [`crate::cluster`]) under the temp directory, started
+//! once and shared by concurrent test processes (a lock file serializes the start). Tests never
+//! skip themselves: without PostgreSQL they fail with a one-line cause.
+
+use crate::cluster::{ClusterStatus, PrivateCluster, postmaster_port};
+use crate::error::{Result, StoreError};
+use crate::postgres::PgEventStore;
+use sqlx::{Connection, PgConnection, PgPool};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+const LOCAL_SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+static ADMIN_URL: OnceCell<String> = OnceCell::const_new();
+
+/// URL of a database where the harness may create and drop databases.
+pub async fn admin_url() -> Result<String> {
+    ADMIN_URL.get_or_try_init(resolve_admin_url).await.cloned()
+}
+
+async fn resolve_admin_url() -> Result<String> {
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        return Ok(url);
+    }
+    if answers(LOCAL_SERVER_URL).await {
+        return Ok(LOCAL_SERVER_URL.to_owned());
+    }
+    tokio::task::spawn_blocking(ensure_test_cluster)
+        .await
+        .map_err(|e| StoreError::Cluster {
+            reason: format!("cluster start panicked: {e}"),
+        })?
+}
+
+async fn answers(url: &str) -> bool {
+    match tokio::time::timeout(PROBE_TIMEOUT, PgConnection::connect(url)).await {
+        Ok(Ok(connection)) => connection.close().await.is_ok(),
+        _ => false,
+    }
+}
+
+/// Where the tests' private cluster lives (reachable by the `postgres` OS user).
+pub fn test_cluster_root() -> PathBuf {
+    std::env::temp_dir().join("escrow-ledger-test-pg")
+}
+
+/// Starts (or reuses) the tests' private cluster under a lock file, and returns its URL.
+fn ensure_test_cluster() -> Result<String> {
+    let root = test_cluster_root();
+    let cluster_error = |reason: String| StoreError::Cluster { reason };
+    std::fs::create_dir_all(&root)
+        .map_err(|e| cluster_error(format!("{}: {e}", root.display())))?;
+    let lock = std::fs::File::create(root.join("lock"))
+        .map_err(|e| cluster_error(format!("lock file: {e}")))?;
+    lock.lock()
+        .map_err(|e| cluster_error(format!("lock file: {e}")))?;
+    let data_dir = root.join("data");
+    let port = postmaster_port(&data_dir).map_or_else(free_port, Ok)?;
+    let cluster = PrivateCluster::new(data_dir, port);
+    let port = match cluster.status()? {
+        ClusterStatus::Running { port } => port,
+        _ => {
+            let cluster = PrivateCluster::new(&cluster.data_dir, free_port()?);
+            cluster.start()?;
+            cluster.port
+        }
+    };
+    Ok(PrivateCluster::new(&cluster.data_dir, port).url())
+}
+
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| StoreError::Cluster {
+        reason: format!("no free port: {e}"),
+    })?;
+    Ok(listener
+        .local_addr()
+        .map_err(|e| StoreError::Cluster {
+            reason: e.to_string(),
+        })?
+        .port())
+}
+
+/// `url` with its database name replaced.
+pub fn url_with_database(url: &str, database: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut out = format!("{}/{}", &base[..path_start], database);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// A fresh database, migrated, dropped when the test ends without panicking (kept for
+/// inspection when it failed).
+pub struct TestDb {
+    pub pool: PgPool,
+    name: String,
+    url: String,
+    admin_url: String,
+}
+
+impl TestDb {
+    /// A fresh migrated database. Panics with the cause when PostgreSQL cannot be reached.
+    pub async fn new() -> Self {
+        let db = Self::empty().await;
+        crate::migrate(&db.pool)
+            .await
+            .expect("migrating the test database");
+        db
+    }
+
+    /// A fresh database without the schema (for example as the target of a restore).
+    pub async fn empty() -> Self {
+        Self::try_empty()
+            .await
+            .unwrap_or_else(|e| panic!("test database: {e}"))
+    }
+
+    async fn try_empty() -> Result<Self> {
+        let admin_url = admin_url().await?;
+        let name = format!("escrow_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&admin_url).await?;
+        // An identifier cannot be a bind parameter; `name` is generated above from hex digits.
+        let create = format!("create database \"{name}\"");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+            .execute(&mut admin)
+            .await?;
+        admin.close().await?;
+        let url = url_with_database(&admin_url, &name);
+        let pool = crate::postgres::connect(&url).await?;
+        Ok(Self {
+            pool,
+            name,
+            url,
+            admin_url,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn store(&self) -> PgEventStore {
+        PgEventStore::new(self.pool.clone())
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "keeping test database {} for inspection: {}",
+                self.name, self.url
+            );
+            return;
+        }
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime, which cannot block on itself: use a thread.
+        let dropped = std::thread::spawn(move || drop_database(&admin_url, &name)).join();
+        if let Ok(Err(error)) = dropped {
+            eprintln!("could not drop test database {}: {error}", self.name);
+        }
+    }
+}
+
+fn drop_database(admin_url: &str, name: &str) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StoreError::Cluster {
+            reason: e.to_string(),
+        })?;
+    runtime.block_on(async {
+        let mut admin = PgConnection::connect(admin_url).await?;
+        let drop = format!("drop database if exists \"{name}\" with (force)");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+            .execute(&mut admin)
+            .await?;
+        admin.close().await?;
+        Ok(())
+    })
+}

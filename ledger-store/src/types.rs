@@ -1,0 +1,134 @@
+//! Payload-agnostic value types shared by every `EventStore` implementation.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Name of the ledger that the first migration creates.
+pub const DEFAULT_LEDGER: &str = "default";
+
+/// Who caused an event and why; stored as JSON next to the payload and covered by the chain hash.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMetadata {
+    pub causation_id: Option<Uuid>,
+    pub correlation_id: Option<Uuid>,
+    pub actor: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// An event as a writer hands it in; the store assigns the stream version and position.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub stream_id: String,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload: Value,
+    pub metadata: EventMetadata,
+}
+
+/// Optimistic concurrency guard for one stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpectedVersion {
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream's last event must have exactly this version (a stream that is behind conflicts too).
+    Exact(i64),
+    /// No check: append after whatever is there.
+    Any,
+}
+
+/// Events for one stream, all appended after the stream's current end.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamAppend {
+    pub stream_id: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+}
+
+/// An event as stored. `position` and `sequenced_at` are `None` while the event is committed but
+/// not yet sequenced (only `read_stream` can return such events; the log never does).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    pub ledger_id: String,
+    pub stream_id: String,
+    pub stream_version: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload: Value,
+    pub metadata: EventMetadata,
+    pub recorded_at: DateTime<Utc>,
+    pub position: Option<i64>,
+    pub sequenced_at: Option<DateTime<Utc>>,
+}
+
+/// Where one appended event landed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendedEvent {
+    pub event_id: Uuid,
+    pub stream_id: String,
+    pub stream_version: i64,
+    pub position: i64,
+}
+
+/// Result of one successful append, events in the order they were given.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendOutcome {
+    pub events: Vec<AppendedEvent>,
+}
+
+/// A command's idempotency key with the request it answered and the outcome to replay.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub key: String,
+    pub request: Value,
+    pub outcome: Value,
+}
+
+/// A cached fold of one stream up to `stream_version`, valid only for `fold_version`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub stream_id: String,
+    pub stream_version: i64,
+    pub fold_version: i32,
+    pub state: Value,
+    pub taken_at: DateTime<Utc>,
+}
+
+/// The chain head at a position, exported to be kept outside the database. A later
+/// `verify_chain` against it catches a history that was edited and re-hashed in place.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seal {
+    pub ledger_id: String,
+    pub position: i64,
+    pub hash_hex: String,
+    pub sealed_at: DateTime<Utc>,
+}
+
+/// The first place where the stored chain disagrees with a recomputation (or with a seal).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainBreak {
+    pub position: i64,
+    pub event_id: Option<Uuid>,
+    pub reason: String,
+}
+
+/// Result of `verify_chain`. `first_break` is `None` when the chain is intact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainReport {
+    pub ledger_id: String,
+    pub events_verified: i64,
+    pub head_position: i64,
+    pub head_hash_hex: String,
+    pub first_break: Option<ChainBreak>,
+    /// `Some(true)` when a seal was given and the recomputed chain matches it.
+    pub seal_matches: Option<bool>,
+}
+
+impl ChainReport {
+    pub fn is_intact(&self) -> bool {
+        self.first_break.is_none() && self.seal_matches != Some(false)
+    }
+}
