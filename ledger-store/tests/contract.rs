@@ -1,0 +1,482 @@
+//! One contract, two implementations: every test here runs against `PgEventStore` (a fresh
+//! database each) and `InMemoryEventStore`.
+
+mod common;
+
+use common::{LEDGER, append, event, record};
+use ledger_store::testdb::TestDb;
+use ledger_store::{
+    EventStore, ExpectedVersion, InMemoryEventStore, Snapshot, StoreError, StreamAppend,
+};
+use serde_json::json;
+
+async fn appends_get_versions_and_gapless_positions(store: &dyn EventStore) {
+    let first = store
+        .append(
+            LEDGER,
+            vec![append("a", ExpectedVersion::NoStream, 2)],
+            None,
+        )
+        .await;
+    let first = first.expect("first append");
+    let second = store
+        .append(LEDGER, vec![append("b", ExpectedVersion::Any, 1)], None)
+        .await;
+    let second = second.expect("second append");
+    let positions: Vec<i64> = first
+        .events
+        .iter()
+        .chain(&second.events)
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(positions, vec![1, 2, 3]);
+    assert_eq!(
+        first
+            .events
+            .iter()
+            .map(|e| e.stream_version)
+            .collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    let log = store.read_log(LEDGER, 0, 100).await.unwrap();
+    assert_eq!(
+        log.iter().map(|e| e.position.unwrap()).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(log[0].event_id, first.events[0].event_id);
+    assert_eq!(log[0].payload["note"], json!("é \"quoted\"\n"));
+    assert_eq!(
+        store.read_log(LEDGER, 1, 1).await.unwrap()[0].position,
+        Some(2)
+    );
+    let stream = store.read_stream(LEDGER, "a", 1, 100).await.unwrap();
+    assert_eq!(stream.len(), 1);
+    assert_eq!(stream[0].stream_version, 2);
+    assert_eq!(store.head_position(LEDGER).await.unwrap(), 3);
+}
+
+fn is_conflict(
+    result: &Result<ledger_store::AppendOutcome, StoreError>,
+    actual: Option<i64>,
+) -> bool {
+    matches!(result, Err(StoreError::ConcurrencyConflict { actual: a, .. }) if *a == actual)
+}
+
+async fn expected_version_is_exact(store: &dyn EventStore) {
+    store
+        .append(
+            LEDGER,
+            vec![append("s", ExpectedVersion::NoStream, 2)],
+            None,
+        )
+        .await
+        .unwrap();
+    let cases = [
+        (ExpectedVersion::NoStream, false),
+        (ExpectedVersion::Exact(1), false), // behind
+        (ExpectedVersion::Exact(3), false), // ahead
+        (ExpectedVersion::Exact(2), true),
+    ];
+    for (expected, succeeds) in cases {
+        let result = store
+            .append(LEDGER, vec![append("s", expected, 1)], None)
+            .await;
+        if succeeds {
+            assert!(result.is_ok(), "{expected:?}: {result:?}");
+        } else {
+            assert!(is_conflict(&result, Some(2)), "{expected:?}: {result:?}");
+        }
+    }
+    let result = store
+        .append(
+            LEDGER,
+            vec![append("new", ExpectedVersion::Exact(0), 1)],
+            None,
+        )
+        .await;
+    assert!(is_conflict(&result, None), "{result:?}");
+    let result = store
+        .append(LEDGER, vec![append("s", ExpectedVersion::Any, 1)], None)
+        .await;
+    assert_eq!(result.unwrap().events[0].stream_version, 4);
+}
+
+async fn multi_stream_append_is_all_or_nothing(store: &dyn EventStore) {
+    store
+        .append(
+            LEDGER,
+            vec![append("wallet", ExpectedVersion::NoStream, 1)],
+            None,
+        )
+        .await
+        .unwrap();
+    let both = vec![
+        append("escrow", ExpectedVersion::NoStream, 1),
+        append("wallet", ExpectedVersion::Exact(7), 1),
+    ];
+    let result = store.append(LEDGER, both, Some(record("k-atomic"))).await;
+    assert!(
+        matches!(&result, Err(StoreError::ConcurrencyConflict { stream_id, .. }) if stream_id == "wallet")
+    );
+    assert!(
+        store
+            .read_stream(LEDGER, "escrow", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.head_position(LEDGER).await.unwrap(), 1);
+    assert!(
+        store
+            .get_idempotency(LEDGER, "k-atomic")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let both = vec![
+        append("escrow", ExpectedVersion::NoStream, 1),
+        append("wallet", ExpectedVersion::Exact(1), 2),
+    ];
+    let outcome = store.append(LEDGER, both, None).await.unwrap();
+    assert_eq!(
+        outcome
+            .events
+            .iter()
+            .map(|e| e.position)
+            .collect::<Vec<_>>(),
+        vec![2, 3, 4]
+    );
+}
+
+async fn idempotency_key_is_recorded_once(store: &dyn EventStore) {
+    let rec = record("k1");
+    store
+        .append(
+            LEDGER,
+            vec![append("i", ExpectedVersion::Any, 1)],
+            Some(rec.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_idempotency(LEDGER, "k1").await.unwrap(),
+        Some(rec.clone())
+    );
+    let again = store
+        .append(
+            LEDGER,
+            vec![append("i2", ExpectedVersion::Any, 1)],
+            Some(rec),
+        )
+        .await;
+    assert!(
+        matches!(&again, Err(StoreError::DuplicateIdempotencyKey { key }) if key == "k1"),
+        "{again:?}"
+    );
+    assert!(
+        store
+            .read_stream(LEDGER, "i2", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .get_idempotency(LEDGER, "other")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn event_ids_are_unique(store: &dyn EventStore) {
+    let first = append("e", ExpectedVersion::Any, 1);
+    let mut copy = append("e2", ExpectedVersion::Any, 1);
+    copy.events[0].event_id = first.events[0].event_id;
+    store.append(LEDGER, vec![first], None).await.unwrap();
+    let result = store.append(LEDGER, vec![copy], None).await;
+    assert!(
+        matches!(result, Err(StoreError::DuplicateEventId { .. })),
+        "{result:?}"
+    );
+}
+
+async fn invalid_appends_are_rejected(store: &dyn EventStore) {
+    let empty = StreamAppend {
+        stream_id: "x".into(),
+        expected: ExpectedVersion::Any,
+        events: vec![],
+    };
+    let result = store.append(LEDGER, vec![empty], None).await;
+    assert!(matches!(result, Err(StoreError::InvalidAppend { .. })));
+    let mut wrong = append("x", ExpectedVersion::Any, 1);
+    wrong.events.push(event("y", 2));
+    let result = store.append(LEDGER, vec![wrong], None).await;
+    assert!(matches!(result, Err(StoreError::InvalidAppend { .. })));
+}
+
+async fn batch_isolates_failing_requests(store: &dyn EventStore) {
+    store
+        .append(
+            LEDGER,
+            vec![append("taken", ExpectedVersion::NoStream, 1)],
+            Some(record("used")),
+        )
+        .await
+        .unwrap();
+    let requests = vec![
+        (
+            vec![append("b1", ExpectedVersion::NoStream, 2)],
+            Some(record("r1")),
+        ),
+        (vec![append("taken", ExpectedVersion::NoStream, 1)], None),
+        (vec![append("b1", ExpectedVersion::Exact(2), 1)], None),
+        (
+            vec![append("b2", ExpectedVersion::Any, 1)],
+            Some(record("used")),
+        ),
+        (
+            vec![append("b3", ExpectedVersion::Any, 1)],
+            Some(record("r1")),
+        ),
+        (vec![append("b4", ExpectedVersion::Any, 1)], None),
+    ];
+    let results = store.append_batch(LEDGER, requests).await.unwrap();
+    assert_eq!(results.len(), 6);
+    assert_eq!(
+        results[0]
+            .as_ref()
+            .unwrap()
+            .events
+            .iter()
+            .map(|e| e.position)
+            .collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    assert!(is_conflict(&results[1], Some(1)), "{:?}", results[1]);
+    assert_eq!(results[2].as_ref().unwrap().events[0].stream_version, 3);
+    assert!(
+        matches!(results[3], Err(StoreError::DuplicateIdempotencyKey { .. })),
+        "{:?}",
+        results[3]
+    );
+    assert!(
+        matches!(results[4], Err(StoreError::DuplicateIdempotencyKey { .. })),
+        "{:?}",
+        results[4]
+    );
+    assert_eq!(results[5].as_ref().unwrap().events[0].position, 5);
+    let log = store.read_log(LEDGER, 0, 100).await.unwrap();
+    assert_eq!(
+        log.iter().map(|e| e.position.unwrap()).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert!(
+        store
+            .read_stream(LEDGER, "b2", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.verify_chain(LEDGER, None).await.unwrap().is_intact());
+}
+
+async fn snapshots_are_replaceable(store: &dyn EventStore) {
+    assert!(store.load_snapshot(LEDGER, "s", 1).await.unwrap().is_none());
+    let mut snapshot = Snapshot {
+        stream_id: "s".into(),
+        stream_version: 3,
+        fold_version: 1,
+        state: json!({"balance": 10}),
+        taken_at: chrono::DateTime::from_timestamp_micros(1_700_000_000_000_000).unwrap(),
+    };
+    store.save_snapshot(LEDGER, &snapshot).await.unwrap();
+    snapshot.stream_version = 9;
+    store.save_snapshot(LEDGER, &snapshot).await.unwrap();
+    assert_eq!(
+        store.load_snapshot(LEDGER, "s", 1).await.unwrap(),
+        Some(snapshot)
+    );
+    assert!(store.load_snapshot(LEDGER, "s", 2).await.unwrap().is_none());
+}
+
+async fn ledgers_are_independent(store: &dyn EventStore) {
+    store.create_ledger("second").await.unwrap();
+    assert!(matches!(
+        store.create_ledger("second").await,
+        Err(StoreError::LedgerExists { .. })
+    ));
+    assert_eq!(
+        store.list_ledgers().await.unwrap(),
+        vec!["default".to_owned(), "second".to_owned()]
+    );
+    store
+        .append(LEDGER, vec![append("s", ExpectedVersion::Any, 2)], None)
+        .await
+        .unwrap();
+    let other = store
+        .append(
+            "second",
+            vec![append("s", ExpectedVersion::NoStream, 1)],
+            Some(record("k")),
+        )
+        .await;
+    assert_eq!(other.unwrap().events[0].position, 1);
+    store
+        .append(
+            LEDGER,
+            vec![append("t", ExpectedVersion::Any, 1)],
+            Some(record("k")),
+        )
+        .await
+        .unwrap();
+    let unknown = store
+        .append("nope", vec![append("s", ExpectedVersion::Any, 1)], None)
+        .await;
+    assert!(
+        matches!(unknown, Err(StoreError::UnknownLedger { .. })),
+        "{unknown:?}"
+    );
+    let unknown = store
+        .append(
+            "nope",
+            vec![append("s", ExpectedVersion::Any, 1)],
+            Some(record("z")),
+        )
+        .await;
+    assert!(
+        matches!(unknown, Err(StoreError::UnknownLedger { .. })),
+        "{unknown:?}"
+    );
+    assert!(
+        store
+            .verify_chain("second", None)
+            .await
+            .unwrap()
+            .is_intact()
+    );
+}
+
+async fn chain_verifies_and_seals(store: &dyn EventStore) {
+    let empty = store.seal(LEDGER).await.unwrap();
+    assert_eq!(
+        (empty.position, empty.hash_hex.as_str()),
+        (0, "0".repeat(64).as_str())
+    );
+    for n in 0..5 {
+        store
+            .append(
+                LEDGER,
+                vec![append(&format!("c{n}"), ExpectedVersion::Any, 2)],
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let seal = store.seal(LEDGER).await.unwrap();
+    assert_eq!(seal.position, 10);
+    let report = store
+        .verify_chain(LEDGER, Some(seal.clone()))
+        .await
+        .unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(
+        (report.events_verified, report.seal_matches),
+        (10, Some(true))
+    );
+    assert_eq!(report.head_hash_hex, seal.hash_hex);
+    let mut forged = seal.clone();
+    forged.hash_hex = "ab".repeat(32);
+    let report = store.verify_chain(LEDGER, Some(forged)).await.unwrap();
+    assert_eq!(report.seal_matches, Some(false));
+    assert!(!report.is_intact());
+    let old = store.verify_chain(LEDGER, Some(empty)).await.unwrap();
+    assert!(old.is_intact(), "{old:?}");
+}
+
+async fn time_maps_to_positions(store: &dyn EventStore) {
+    let before = chrono::Utc::now() - chrono::Duration::seconds(60);
+    store
+        .append(LEDGER, vec![append("t", ExpectedVersion::Any, 3)], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.position_at_or_before(LEDGER, before).await.unwrap(),
+        0
+    );
+    let log = store.read_log(LEDGER, 0, 10).await.unwrap();
+    let at = log[2].sequenced_at.unwrap();
+    assert_eq!(store.position_at_or_before(LEDGER, at).await.unwrap(), 3);
+    assert!(
+        log.windows(2)
+            .all(|w| w[0].sequenced_at <= w[1].sequenced_at)
+    );
+}
+
+async fn subscription_tails_the_log(store: &dyn EventStore) {
+    store
+        .append(LEDGER, vec![append("sub", ExpectedVersion::Any, 2)], None)
+        .await
+        .unwrap();
+    let mut subscription = store.subscribe(LEDGER, 1).await.unwrap();
+    let batch = subscription.next_batch().await.unwrap();
+    assert_eq!(
+        batch
+            .iter()
+            .map(|e| e.position.unwrap())
+            .collect::<Vec<_>>(),
+        vec![2]
+    );
+    let waiting = tokio::spawn(async move {
+        let batch = subscription.next_batch().await.unwrap();
+        (batch, subscription.position())
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    store
+        .append(LEDGER, vec![append("sub", ExpectedVersion::Any, 1)], None)
+        .await
+        .unwrap();
+    let (batch, position) = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("subscriber woke up")
+        .unwrap();
+    assert_eq!(batch[0].position, Some(3));
+    assert_eq!(position, 3);
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = super::TestDb::new().await;
+                    super::$name(&db.store()).await;
+                }
+            )*
+        }
+        mod in_memory {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(&super::InMemoryEventStore::new()).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    appends_get_versions_and_gapless_positions,
+    expected_version_is_exact,
+    multi_stream_append_is_all_or_nothing,
+    idempotency_key_is_recorded_once,
+    event_ids_are_unique,
+    invalid_appends_are_rejected,
+    batch_isolates_failing_requests,
+    snapshots_are_replaceable,
+    ledgers_are_independent,
+    chain_verifies_and_seals,
+    time_maps_to_positions,
+    subscription_tails_the_log,
+);
