@@ -311,6 +311,9 @@ impl PgEventStore {
         pending: &[Pending],
     ) -> Result<HashMap<i64, i64>> {
         let local_ids: Vec<i64> = pending.iter().map(|p| p.local_id).collect();
+        if local_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
         for _ in 0..SEQUENCE_ROUNDS_MAX {
             sqlx::query("select ledger.sequence($1, $2)")
                 .bind(ledger_id)
