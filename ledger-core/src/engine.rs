@@ -22,7 +22,9 @@ use crate::aggregates::booking::{
 use crate::aggregates::dispute::{
     Dispute, DisputeCommand, DisputeEvent, DisputeState, DisputedMilestone,
 };
-use crate::aggregates::payment::{FundTarget, Payment, PaymentCommand, PaymentEvent, PaymentState};
+use crate::aggregates::payment::{
+    EscrowSource, EscrowTaken, FundTarget, Payment, PaymentCommand, PaymentEvent, PaymentState,
+};
 use crate::aggregates::project::{
     FeePolicy, NewProject, Project, ProjectCommand, ProjectEvent, ProjectState,
 };
@@ -1126,17 +1128,22 @@ fn route(env: &CommandEnvelope, view: &dyn StateView) -> Result<Vec<Change>, Dec
             amount,
             gateway,
             fund,
-        } => payment_cmd(
-            env,
-            view,
-            *payment_id,
-            PaymentCommand::InitiateDeposit {
-                payment_id: *payment_id,
-                amount: *amount,
-                gateway: *gateway,
-                fund: *fund,
-            },
-        ),
+        } => {
+            if let Some(target) = fund {
+                check_fund_target(env, view, target)?;
+            }
+            payment_cmd(
+                env,
+                view,
+                *payment_id,
+                PaymentCommand::InitiateDeposit {
+                    payment_id: *payment_id,
+                    amount: *amount,
+                    gateway: *gateway,
+                    fund: *fund,
+                },
+            )
+        }
         C::MarkPaymentProcessing { payment_id } => {
             payment_cmd(env, view, *payment_id, PaymentCommand::MarkProcessing)
         }
@@ -1283,7 +1290,8 @@ fn route(env: &CommandEnvelope, view: &dyn StateView) -> Result<Vec<Change>, Dec
                     currency,
                 },
             )?;
-            payment_cmd(
+            let escrow_sources = escrow_sources(view, p.user, currency, &wallet.escrow_projects)?;
+            let mut changes = payment_cmd(
                 env,
                 view,
                 *payment_id,
@@ -1291,8 +1299,11 @@ fn route(env: &CommandEnvelope, view: &dyn StateView) -> Result<Vec<Change>, Dec
                     chargeback_id: *chargeback_id,
                     recover_from_user: *recover_from_user,
                     buyer_available_minor: wallet.available_minor,
+                    escrow_sources,
                 },
-            )
+            )?;
+            charge_back_projects(env, view, &mut changes)?;
+            Ok(changes)
         }
         C::MaturePending { user, amount } => {
             let stream = StreamId::Wallet {
@@ -1507,6 +1518,111 @@ fn open_dispute(
     Ok(changes)
 }
 
+/// A deposit may only be earmarked for a milestone its payer is the buyer of: otherwise confirming it would
+/// spend the buyer's wallet on the payer's say-so.
+fn check_fund_target(
+    env: &CommandEnvelope,
+    view: &dyn StateView,
+    target: &FundTarget,
+) -> Result<(), DecideError> {
+    let p = project_state(view, StreamId::Project(target.project_id))?;
+    if !p.exists() {
+        return Err(Rejection::NotFound {
+            aggregate: "project",
+            id: target.project_id.to_string(),
+        }
+        .into());
+    }
+    p.milestone(target.milestone)?;
+    if !env.actor.is(p.buyer) {
+        return Err(Rejection::not_party(
+            &env.actor,
+            "earmark a deposit for a milestone",
+            "only its buyer",
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Bound on the milestones a lost chargeback may take escrow from (each adds two postings to its entry).
+pub const CHARGEBACK_ESCROW_SOURCES_MAX: usize = 6;
+
+/// The open escrow a user funded as buyer, oldest project first, within `CHARGEBACK_ESCROW_SOURCES_MAX`.
+fn escrow_sources(
+    view: &dyn StateView,
+    user: Uuid,
+    currency: Currency,
+    projects: &[Uuid],
+) -> Result<Vec<EscrowSource>, DecideError> {
+    let mut sources = Vec::new();
+    for project_id in projects {
+        let p = project_state(view, StreamId::Project(*project_id))?;
+        if p.buyer != user || p.currency != Some(currency) {
+            continue;
+        }
+        for (i, m) in p.milestones.iter().enumerate() {
+            if m.status.is_held_open()
+                && m.held_minor() > 0
+                && sources.len() < CHARGEBACK_ESCROW_SOURCES_MAX
+            {
+                sources.push(EscrowSource {
+                    project_id: *project_id,
+                    milestone: (i + 1) as MilestoneNo,
+                    held_minor: m.held_minor(),
+                    buyer_fee_minor: m.buyer_fee_minor,
+                });
+            }
+        }
+    }
+    Ok(sources)
+}
+
+/// Mirrors a lost chargeback's escrow postings into each project it took from.
+fn charge_back_projects(
+    env: &CommandEnvelope,
+    view: &dyn StateView,
+    changes: &mut Vec<Change>,
+) -> Result<(), DecideError> {
+    let taken: Vec<(EscrowTaken, Uuid)> = changes
+        .iter()
+        .filter_map(|c| match &c.event {
+            Event::Payment(PaymentEvent::ChargebackLost {
+                from_escrow,
+                chargeback_id,
+                ..
+            }) => Some(
+                from_escrow
+                    .iter()
+                    .map(|t| (*t, *chargeback_id))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let mut overlay = Overlay::new(view);
+    for (t, chargeback_id) in taken {
+        let stream = StreamId::Project(t.project_id);
+        let body = ProjectCommand::ChargeBack {
+            milestone: t.milestone,
+            escrow: t.escrow,
+            buyer_fee: t.buyer_fee,
+            chargeback_id,
+        };
+        let cmd = Ctx {
+            actor: Actor::System,
+            at: env.at,
+            body,
+        };
+        let events = Project::decide(&cmd, project_state(&overlay, stream)?)?;
+        let new = wrap(stream, events, Event::Project);
+        new.iter().for_each(|c| overlay.apply(c));
+        changes.extend(new);
+    }
+    Ok(())
+}
+
 /// Nets every entry's postings to user wallets and passes them through each wallet's guard.
 fn guard_wallets(
     env: &CommandEnvelope,
@@ -1514,6 +1630,7 @@ fn guard_wallets(
     changes: &mut Vec<Change>,
 ) -> Result<(), DecideError> {
     let mut deltas: BTreeMap<(Uuid, Currency), (i64, i64)> = BTreeMap::new();
+    let mut escrow_of: BTreeMap<(Uuid, Currency), Uuid> = BTreeMap::new();
     for change in changes
         .iter()
         .filter(|c| !matches!(c.stream, StreamId::Wallet { .. }))
@@ -1521,6 +1638,17 @@ fn guard_wallets(
         let Some(entry) = change.event.entry() else {
             continue;
         };
+        // Funding: the wallet remembers the project its money went into (a lost chargeback looks there).
+        if let Event::Project(ProjectEvent::MilestoneFunded { .. }) = &change.event {
+            if let Some(ProjectState { id, buyer, .. }) =
+                view.state(&change.stream).and_then(|s| match s {
+                    AggState::Project(p) => Some(p),
+                    _ => None,
+                })
+            {
+                escrow_of.insert((*buyer, entry.currency()), *id);
+            }
+        }
         for p in entry.postings() {
             let Some(user) = p.account.wallet_owner() else {
                 continue;
@@ -1548,6 +1676,7 @@ fn guard_wallets(
                 currency,
                 available_delta,
                 pending_delta,
+                escrow_project: escrow_of.get(&(user, currency)).copied(),
             },
         };
         let events = Wallet::decide(&cmd, state)?;
@@ -1574,6 +1703,15 @@ pub fn react(
         Some(AggState::Project(p)) => p.booking,
         _ => None,
     };
+    let booking_of = |project_id: Uuid| {
+        // A booking that is already cancelled or settled needs no further step.
+        booking_of(project_id).filter(|b| match after.state(&StreamId::Booking(*b)) {
+            Some(AggState::Booking(b)) => {
+                !matches!(b.status, BookingStatus::Cancelled | BookingStatus::Settled)
+            }
+            _ => true,
+        })
+    };
     match (&change.stream, &change.event) {
         (StreamId::Quote(quote_id), Event::Quote(QuoteEvent::QuoteAccepted)) => vec![follow(
             "open-booking",
@@ -1585,18 +1723,25 @@ pub fn react(
             },
         )],
         (
-            StreamId::Payment(_),
+            StreamId::Payment(payment_id),
             Event::Payment(PaymentEvent::DepositSucceeded {
                 fund: Some(target), ..
             }),
-        ) => vec![follow(
-            "fund",
-            Actor::System,
-            Command::FundMilestone {
-                project_id: target.project_id,
-                milestone: target.milestone,
-            },
-        )],
+        ) => {
+            // Funds as the payer, so the project's own "only the buyer funds" rule applies again.
+            let Some(AggState::Payment(payment)) = after.state(&StreamId::Payment(*payment_id))
+            else {
+                return vec![];
+            };
+            vec![follow(
+                "fund",
+                Actor::User(payment.user),
+                Command::FundMilestone {
+                    project_id: target.project_id,
+                    milestone: target.milestone,
+                },
+            )]
+        }
         (StreamId::Project(project_id), Event::Project(e)) => {
             react_project(*project_id, e, booking_of(*project_id), &follow)
         }
@@ -1737,7 +1882,12 @@ pub struct Decision {
 impl Decision {
     /// Every event to append, in order: the command's, then each accepted follow-up's.
     pub fn all_changes(&self) -> impl Iterator<Item = &Change> {
-        self.changes.iter().chain(self.follow_ups.iter().filter_map(|(_, r)| r.as_ref().ok()).flatten())
+        self.changes.iter().chain(
+            self.follow_ups
+                .iter()
+                .filter_map(|(_, r)| r.as_ref().ok())
+                .flatten(),
+        )
     }
 }
 
@@ -1749,15 +1899,23 @@ pub struct Overlay<'a> {
 
 impl<'a> Overlay<'a> {
     pub fn new(base: &'a dyn StateView) -> Overlay<'a> {
-        Overlay { base, changed: std::collections::HashMap::new() }
+        Overlay {
+            base,
+            changed: std::collections::HashMap::new(),
+        }
     }
 
     pub fn apply(&mut self, change: &Change) {
         let state = match self.changed.remove(&change.stream) {
             Some(s) => s,
-            None => self.base.state(&change.stream).cloned().unwrap_or_else(|| AggState::initial(&change.stream)),
+            None => self
+                .base
+                .state(&change.stream)
+                .cloned()
+                .unwrap_or_else(|| AggState::initial(&change.stream)),
         };
-        self.changed.insert(change.stream, evolve(state, &change.event));
+        self.changed
+            .insert(change.stream, evolve(state, &change.event));
     }
 
     /// The states this overlay changed (to write back into a cache after a successful append).
@@ -1775,7 +1933,10 @@ impl StateView for Overlay<'_> {
 /// Decides a command and, against the states its events produce, the follow-ups they cause (breadth first,
 /// at most `FOLLOW_UPS_MAX`, depth at most `FOLLOW_UP_DEPTH_MAX`). A `NeedStream` anywhere asks the caller
 /// to load that stream and decide again; the whole computation is pure, so redoing it is safe.
-pub fn decide_all<'a>(env: &CommandEnvelope, view: &'a dyn StateView) -> Result<(Decision, Overlay<'a>), DecideError> {
+pub fn decide_all<'a>(
+    env: &CommandEnvelope,
+    view: &'a dyn StateView,
+) -> Result<(Decision, Overlay<'a>), DecideError> {
     let changes = decide(env, view)?;
     let mut overlay = Overlay::new(view);
     changes.iter().for_each(|c| overlay.apply(c));
@@ -1786,7 +1947,10 @@ pub fn decide_all<'a>(env: &CommandEnvelope, view: &'a dyn StateView) -> Result<
         for (cause, cause_changes) in &frontier {
             for change in cause_changes {
                 for follow in react(change, cause, &overlay) {
-                    assert!(follow_ups.len() < FOLLOW_UPS_MAX, "process logic exceeded {FOLLOW_UPS_MAX} follow-ups");
+                    assert!(
+                        follow_ups.len() < FOLLOW_UPS_MAX,
+                        "process logic exceeded {FOLLOW_UPS_MAX} follow-ups"
+                    );
                     let result = match decide(&follow, &overlay) {
                         Ok(c) => Ok(c),
                         Err(DecideError::Rejected(r)) => Err(r),
@@ -1805,5 +1969,11 @@ pub fn decide_all<'a>(env: &CommandEnvelope, view: &'a dyn StateView) -> Result<
         }
         frontier = next;
     }
-    Ok((Decision { changes, follow_ups }, overlay))
+    Ok((
+        Decision {
+            changes,
+            follow_ups,
+        },
+        overlay,
+    ))
 }

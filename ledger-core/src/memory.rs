@@ -73,7 +73,13 @@ impl MemoryLedger {
         }
         let result = self.decide_loading(env);
         if let Ok(outcome) = &result {
-            for change in outcome.changes.iter().chain(outcome.follow_ups.iter().filter_map(|(_, r)| r.as_ref().ok()).flatten()) {
+            for change in outcome.changes.iter().chain(
+                outcome
+                    .follow_ups
+                    .iter()
+                    .filter_map(|(_, r)| r.as_ref().ok())
+                    .flatten(),
+            ) {
                 self.apply(change.clone());
             }
         }
@@ -84,7 +90,9 @@ impl MemoryLedger {
     /// Decides and appends one command without running its follow-ups (for tests of a single decider step).
     pub fn execute_one(&mut self, env: &CommandEnvelope) -> Result<Vec<Change>, Rejection> {
         for stream in engine::primary_streams(&env.command) {
-            self.states.entry(stream).or_insert_with(|| AggState::initial(&stream));
+            self.states
+                .entry(stream)
+                .or_insert_with(|| AggState::initial(&stream));
         }
         for _round in 0..LOAD_ROUNDS_MAX {
             match engine::decide(env, &self.states) {
@@ -98,24 +106,37 @@ impl MemoryLedger {
                 }
             }
         }
-        panic!("command {:?} needed more than {LOAD_ROUNDS_MAX} streams", env.command)
+        panic!(
+            "command {:?} needed more than {LOAD_ROUNDS_MAX} streams",
+            env.command
+        )
     }
 
     fn decide_loading(&mut self, env: &CommandEnvelope) -> Result<Outcome, Rejection> {
         for stream in engine::primary_streams(&env.command) {
-            self.states.entry(stream).or_insert_with(|| AggState::initial(&stream));
+            self.states
+                .entry(stream)
+                .or_insert_with(|| AggState::initial(&stream));
         }
         // Every stream exists in memory, so each NeedStream round adds one; commands touch few streams.
         for _round in 0..LOAD_ROUNDS_MAX {
             match engine::decide_all(env, &self.states) {
-                Ok((decision, _)) => return Ok(Outcome { changes: decision.changes, follow_ups: decision.follow_ups }),
+                Ok((decision, _)) => {
+                    return Ok(Outcome {
+                        changes: decision.changes,
+                        follow_ups: decision.follow_ups,
+                    });
+                }
                 Err(DecideError::Rejected(r)) => return Err(r),
                 Err(DecideError::NeedStream(stream)) => {
                     self.states.insert(stream, AggState::initial(&stream));
                 }
             }
         }
-        panic!("command {:?} needed more than {LOAD_ROUNDS_MAX} streams", env.command)
+        panic!(
+            "command {:?} needed more than {LOAD_ROUNDS_MAX} streams",
+            env.command
+        )
     }
 
     /// Appends one event: folds it into its stream's state and its entry into the balances.

@@ -1116,7 +1116,7 @@ impl Harness {
                         };
                         prop_assert_eq!(
                             balances.balance(&account, p.currency()),
-                            i128::from(m.funded_minor - m.released_minor - m.refunded_minor)
+                            i128::from(m.held_minor())
                         );
                         prop_assert!(m.released_minor + m.refunded_minor <= m.funded_minor);
                         if m.released_minor > 0 {

@@ -50,6 +50,31 @@ pub struct FundTarget {
     pub milestone: MilestoneNo,
 }
 
+/// Escrow a lost chargeback may take: a milestone's held amount, then its deferred buyer fee.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscrowSource {
+    pub project_id: Uuid,
+    pub milestone: MilestoneNo,
+    pub held_minor: i64,
+    pub buyer_fee_minor: i64,
+}
+
+/// What a lost chargeback took from one milestone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscrowTaken {
+    pub project_id: Uuid,
+    pub milestone: MilestoneNo,
+    pub escrow: Money,
+    pub buyer_fee: Money,
+}
+
+/// How far a lost chargeback may reach before it becomes a receivable or a loss.
+#[derive(Clone, Copy, Debug)]
+struct Coverage {
+    recover: bool,
+    available_minor: i64,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChargebackStatus {
     Open,
@@ -160,10 +185,13 @@ pub enum PaymentCommand {
         chargeback_id: Uuid,
     },
     /// `buyer_available_minor` is the buyer wallet's available balance, supplied by the engine.
+    /// `buyer_available_minor` is the buyer wallet's available balance and `escrow_sources` the held
+    /// escrow (and buyer fees) of that buyer's open milestones, both supplied by the engine, in coverage order.
     LoseChargeback {
         chargeback_id: Uuid,
         recover_from_user: bool,
         buyer_available_minor: i64,
+        escrow_sources: Vec<EscrowSource>,
     },
 }
 
@@ -247,6 +275,8 @@ pub enum PaymentEvent {
     ChargebackLost {
         chargeback_id: Uuid,
         from_wallet: Money,
+        #[serde(default)]
+        from_escrow: Vec<EscrowTaken>,
         receivable: Money,
         loss: Money,
         entry: JournalEntry,
@@ -534,6 +564,7 @@ impl Payment {
                 chargeback_id,
                 recover_from_user,
                 buyer_available_minor,
+                escrow_sources,
             } => {
                 let cb = find(*chargeback_id).ok_or(Rejection::NotFound {
                     aggregate: "chargeback",
@@ -542,30 +573,88 @@ impl Payment {
                 if cb.status != ChargebackStatus::Open {
                     return Ok(vec![]);
                 }
-                // Covered in order: the buyer's wallet, then a receivable (if terms allow recovery), else a loss.
-                let from_wallet = s.money(cb.amount_minor.min((*buyer_available_minor).max(0)));
-                let rest = s.money(cb.amount_minor - from_wallet.minor());
-                let (receivable, loss) = if *recover_from_user {
-                    (rest, s.money(0))
-                } else {
-                    (s.money(0), rest)
+                let coverage = Coverage {
+                    recover: *recover_from_user,
+                    available_minor: *buyer_available_minor,
                 };
-                let entry = EntryBuilder::new(s.currency())
-                    .debit(Account::UserAvailable { user: s.user }, from_wallet)
-                    .debit(Account::Receivable { user: s.user }, receivable)
-                    .debit(Account::ChargebackLosses, loss)
-                    .credit(Account::Chargeback(cb.id), s.money(cb.amount_minor))
-                    .build(cmd.at, cmd.at)?;
-                Ok(vec![PaymentEvent::ChargebackLost {
-                    chargeback_id: cb.id,
-                    from_wallet,
-                    receivable,
-                    loss,
-                    entry,
-                }])
+                Payment::lose_chargeback(cmd, s, *cb, coverage, escrow_sources)
             }
             _ => unreachable!("chargeback is only called for chargeback commands"),
         }
+    }
+}
+
+impl Payment {
+    /// Covered in order (domain.md): the buyer's wallet, escrow still held for that buyer (each milestone's
+    /// held amount, then its deferred buyer fee), a receivable when the terms allow recovery, else a loss.
+    fn lose_chargeback(
+        cmd: &Ctx<PaymentCommand>,
+        s: &PaymentState,
+        cb: ChargebackState,
+        coverage: Coverage,
+        sources: &[EscrowSource],
+    ) -> Result<Vec<PaymentEvent>, Rejection> {
+        let mut rest = cb.amount_minor;
+        let from_wallet = s.money(rest.min(coverage.available_minor.max(0)));
+        rest -= from_wallet.minor();
+        let mut from_escrow = Vec::new();
+        for source in sources {
+            if rest == 0 {
+                break;
+            }
+            let escrow = rest.min(source.held_minor.max(0));
+            rest -= escrow;
+            let fee = if escrow == source.held_minor {
+                rest.min(source.buyer_fee_minor.max(0))
+            } else {
+                0
+            };
+            rest -= fee;
+            if escrow + fee > 0 {
+                from_escrow.push(EscrowTaken {
+                    project_id: source.project_id,
+                    milestone: source.milestone,
+                    escrow: s.money(escrow),
+                    buyer_fee: s.money(fee),
+                });
+            }
+        }
+        let (receivable, loss) = if coverage.recover {
+            (s.money(rest), s.money(0))
+        } else {
+            (s.money(0), s.money(rest))
+        };
+        let mut b = EntryBuilder::new(s.currency())
+            .debit(Account::UserAvailable { user: s.user }, from_wallet);
+        for taken in &from_escrow {
+            b = b
+                .debit(
+                    Account::Escrow {
+                        project: taken.project_id,
+                        milestone: taken.milestone,
+                    },
+                    taken.escrow,
+                )
+                .debit(
+                    Account::DeferredFees {
+                        project: taken.project_id,
+                    },
+                    taken.buyer_fee,
+                );
+        }
+        let entry = b
+            .debit(Account::Receivable { user: s.user }, receivable)
+            .debit(Account::ChargebackLosses, loss)
+            .credit(Account::Chargeback(cb.id), s.money(cb.amount_minor))
+            .build(cmd.at, cmd.at)?;
+        Ok(vec![PaymentEvent::ChargebackLost {
+            chargeback_id: cb.id,
+            from_wallet,
+            from_escrow,
+            receivable,
+            loss,
+            entry,
+        }])
     }
 }
 
@@ -629,6 +718,10 @@ impl Decider for Payment {
                 require_reporter(&cmd.actor, "mark a payment processing")?;
                 match s.status {
                     PaymentStatus::Pending => Ok(vec![PaymentEvent::PaymentProcessing]),
+                    // A deposit is a series of attempts: a new attempt after a failed one is processing again.
+                    PaymentStatus::Failed if kind == Some(PaymentKind::Deposit) => {
+                        Ok(vec![PaymentEvent::PaymentProcessing])
+                    }
                     PaymentStatus::Processing => Ok(vec![]),
                     other => Err(Rejection::transition(AGG, other, "mark processing")),
                 }

@@ -93,17 +93,19 @@ pub enum MilestoneStatus {
     Resolved,
     Refunded,
     Cancelled,
+    /// Its escrow was taken to cover a lost chargeback of the buyer's deposit.
+    ChargedBack,
 }
 
 impl MilestoneStatus {
-    fn is_settled(self) -> bool {
+    pub fn is_settled(self) -> bool {
         matches!(
             self,
-            Self::Released | Self::Resolved | Self::Refunded | Self::Cancelled
+            Self::Released | Self::Resolved | Self::Refunded | Self::Cancelled | Self::ChargedBack
         )
     }
     /// Escrow is held and no decision about it has been made.
-    fn is_held_open(self) -> bool {
+    pub fn is_held_open(self) -> bool {
         matches!(
             self,
             Self::Funded | Self::Submitted | Self::ChangesRequested
@@ -120,6 +122,8 @@ pub struct MilestoneState {
     pub funded_minor: i64,
     pub released_minor: i64,
     pub refunded_minor: i64,
+    #[serde(default)]
+    pub charged_back_minor: i64,
     pub submitted_at: Option<DateTime<Utc>>,
     pub approved: bool,
 }
@@ -127,7 +131,7 @@ pub struct MilestoneState {
 impl MilestoneState {
     /// Escrow still held for this milestone.
     pub fn held_minor(&self) -> i64 {
-        self.funded_minor - self.released_minor - self.refunded_minor
+        self.funded_minor - self.released_minor - self.refunded_minor - self.charged_back_minor
     }
 }
 
@@ -240,6 +244,13 @@ pub enum ProjectCommand {
     },
     Cancel,
     Close,
+    /// Engine-internal: escrow (and then the milestone's buyer fee) taken to cover a lost chargeback.
+    ChargeBack {
+        milestone: MilestoneNo,
+        escrow: Money,
+        buyer_fee: Money,
+        chargeback_id: Uuid,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -312,6 +323,13 @@ pub enum ProjectEvent {
     },
     MilestoneCancelled {
         milestone: MilestoneNo,
+    },
+    /// Mirror of a lost chargeback's posting to this milestone's escrow (the entry is on the payment).
+    MilestoneChargedBack {
+        milestone: MilestoneNo,
+        escrow: Money,
+        buyer_fee: Money,
+        chargeback_id: Uuid,
     },
     ProjectCompleted,
     ProjectCancelled,
@@ -942,6 +960,45 @@ impl Decider for Project {
                 cause,
             } => Project::resolve(cmd, s, *milestone, *release, *refund, *cause),
             C::Cancel => Project::cancel(cmd, s),
+            C::ChargeBack {
+                milestone,
+                escrow,
+                buyer_fee,
+                chargeback_id,
+            } => {
+                if cmd.actor != Actor::System {
+                    return Err(Rejection::not_party(
+                        &cmd.actor,
+                        "charge escrow back",
+                        "only the chargeback process",
+                    ));
+                }
+                let m = s.milestone(*milestone)?;
+                if !m.status.is_held_open() {
+                    return Err(Rejection::transition("milestone", m.status, "charge back"));
+                }
+                require_currency(s.currency(), *escrow)?;
+                require_currency(s.currency(), *buyer_fee)?;
+                let too_much =
+                    escrow.minor() > m.held_minor() || buyer_fee.minor() > m.buyer_fee_minor;
+                if escrow.minor() < 0 || buyer_fee.minor() < 0 || too_much {
+                    return Err(Rejection::AmountTooLarge {
+                        what: "chargeback from escrow",
+                        amount: escrow.to_string(),
+                        limit: s.money(m.held_minor()).to_string(),
+                    });
+                }
+                let mut events = vec![ProjectEvent::MilestoneChargedBack {
+                    milestone: *milestone,
+                    escrow: *escrow,
+                    buyer_fee: *buyer_fee,
+                    chargeback_id: *chargeback_id,
+                }];
+                if escrow.minor() == m.held_minor() {
+                    Project::completion(s, *milestone, &mut events);
+                }
+                Ok(events)
+            }
             C::Close => {
                 if !cmd.actor.is_admin_or_system() {
                     return Err(Rejection::not_party(
@@ -1075,6 +1132,19 @@ impl Decider for Project {
             }
             E::MilestoneCancelled { milestone } => {
                 ms(&mut s, *milestone).status = MilestoneStatus::Cancelled
+            }
+            E::MilestoneChargedBack {
+                milestone,
+                escrow,
+                buyer_fee,
+                ..
+            } => {
+                let m = ms(&mut s, *milestone);
+                m.charged_back_minor += escrow.minor();
+                m.buyer_fee_minor -= buyer_fee.minor();
+                if m.held_minor() == 0 {
+                    m.status = MilestoneStatus::ChargedBack;
+                }
             }
             E::ProjectCompleted => s.status = ProjectStatus::Completed,
             E::ProjectCancelled => s.status = ProjectStatus::Cancelled,

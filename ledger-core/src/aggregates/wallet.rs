@@ -25,16 +25,24 @@ pub enum Bucket {
 pub struct WalletState {
     pub available_minor: i64,
     pub pending_minor: i64,
+    /// Projects this wallet funded escrow in, oldest first (what a lost chargeback may claw back from).
+    #[serde(default)]
+    pub escrow_projects: Vec<Uuid>,
 }
+
+/// Bound on the projects a wallet remembers funding (the oldest are forgotten first).
+pub const ESCROW_PROJECTS_MAX: usize = 64;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum WalletCommand {
     /// Mirror of postings made by another aggregate's entry (engine-internal).
+    /// `escrow_project`: the project whose escrow the debited money went into, if any.
     Apply {
         user: Uuid,
         currency: Currency,
         available_delta: i64,
         pending_delta: i64,
+        escrow_project: Option<Uuid>,
     },
     /// Pending proceeds become available (a timer, or an operator).
     MaturePending { user: Uuid, amount: Money },
@@ -43,9 +51,20 @@ pub enum WalletCommand {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum WalletEvent {
-    Credited { bucket: Bucket, amount: Money },
-    Debited { bucket: Bucket, amount: Money },
-    PendingMatured { amount: Money, entry: JournalEntry },
+    Credited {
+        bucket: Bucket,
+        amount: Money,
+    },
+    Debited {
+        bucket: Bucket,
+        amount: Money,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        escrow_project: Option<Uuid>,
+    },
+    PendingMatured {
+        amount: Money,
+        entry: JournalEntry,
+    },
 }
 
 pub struct Wallet;
@@ -54,8 +73,8 @@ impl Wallet {
     fn apply(
         user: Uuid,
         currency: Currency,
-        available: i64,
-        pending: i64,
+        (available, pending): (i64, i64),
+        escrow_project: Option<Uuid>,
         state: &WalletState,
     ) -> Result<Vec<WalletEvent>, Rejection> {
         let mut events = Vec::with_capacity(2);
@@ -79,7 +98,11 @@ impl Wallet {
             let amount = Money::from_minor(delta.abs(), currency);
             match delta.signum() {
                 1 => events.push(WalletEvent::Credited { bucket, amount }),
-                -1 => events.push(WalletEvent::Debited { bucket, amount }),
+                -1 => events.push(WalletEvent::Debited {
+                    bucket,
+                    amount,
+                    escrow_project,
+                }),
                 _ => {}
             }
         }
@@ -103,7 +126,14 @@ impl Decider for Wallet {
                 currency,
                 available_delta,
                 pending_delta,
-            } => Wallet::apply(*user, *currency, *available_delta, *pending_delta, state),
+                escrow_project,
+            } => Wallet::apply(
+                *user,
+                *currency,
+                (*available_delta, *pending_delta),
+                *escrow_project,
+                state,
+            ),
             WalletCommand::MaturePending { user, amount } => {
                 if !matches!(cmd.actor, Actor::System | Actor::Admin(_)) {
                     return Err(Rejection::not_party(
@@ -147,10 +177,24 @@ impl Decider for Wallet {
                     *slot += amount.minor();
                 }
             }
-            WalletEvent::Debited { bucket, amount } => match bucket {
-                Bucket::Available => state.available_minor -= amount.minor(),
-                Bucket::Pending => state.pending_minor -= amount.minor(),
-            },
+            WalletEvent::Debited {
+                bucket,
+                amount,
+                escrow_project,
+            } => {
+                match bucket {
+                    Bucket::Available => state.available_minor -= amount.minor(),
+                    Bucket::Pending => state.pending_minor -= amount.minor(),
+                }
+                if let Some(project) = escrow_project {
+                    if !state.escrow_projects.contains(project) {
+                        if state.escrow_projects.len() == ESCROW_PROJECTS_MAX {
+                            state.escrow_projects.remove(0);
+                        }
+                        state.escrow_projects.push(*project);
+                    }
+                }
+            }
             WalletEvent::PendingMatured { amount, .. } => {
                 state.pending_minor -= amount.minor();
                 state.available_minor += amount.minor();
