@@ -1639,15 +1639,11 @@ fn guard_wallets(
             continue;
         };
         // Funding: the wallet remembers the project its money went into (a lost chargeback looks there).
-        if let Event::Project(ProjectEvent::MilestoneFunded { .. }) = &change.event {
-            if let Some(ProjectState { id, buyer, .. }) =
-                view.state(&change.stream).and_then(|s| match s {
-                    AggState::Project(p) => Some(p),
-                    _ => None,
-                })
-            {
-                escrow_of.insert((*buyer, entry.currency()), *id);
-            }
+        if let Event::Project(ProjectEvent::MilestoneFunded { .. }) = &change.event
+            && let Some(AggState::Project(ProjectState { id, buyer, .. })) =
+                view.state(&change.stream)
+        {
+            escrow_of.insert((*buyer, entry.currency()), *id);
         }
         for p in entry.postings() {
             let Some(user) = p.account.wallet_owner() else {

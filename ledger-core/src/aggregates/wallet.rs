@@ -186,13 +186,13 @@ impl Decider for Wallet {
                     Bucket::Available => state.available_minor -= amount.minor(),
                     Bucket::Pending => state.pending_minor -= amount.minor(),
                 }
-                if let Some(project) = escrow_project {
-                    if !state.escrow_projects.contains(project) {
-                        if state.escrow_projects.len() == ESCROW_PROJECTS_MAX {
-                            state.escrow_projects.remove(0);
-                        }
-                        state.escrow_projects.push(*project);
+                if let Some(project) = escrow_project
+                    && !state.escrow_projects.contains(project)
+                {
+                    if state.escrow_projects.len() == ESCROW_PROJECTS_MAX {
+                        state.escrow_projects.remove(0);
                     }
+                    state.escrow_projects.push(*project);
                 }
             }
             WalletEvent::PendingMatured { amount, .. } => {
