@@ -11,6 +11,7 @@
 pub mod chain;
 pub mod cluster;
 mod error;
+pub mod executor;
 mod memory;
 mod postgres;
 mod store;
@@ -18,6 +19,7 @@ pub mod testdb;
 mod types;
 
 pub use error::{Result, StoreError};
+pub use executor::{CommandOutcome, ExecError, Executor, ExecutorConfig};
 pub use memory::InMemoryEventStore;
 pub use postgres::{PgEventStore, STATEMENT_TIMEOUT, connect};
 pub use store::{

@@ -81,7 +81,7 @@ fn check_request(
     appends: &[StreamAppend],
     idempotency: Option<&IdempotencyRecord>,
 ) -> Result<()> {
-    validate_appends(appends)?;
+    validate_appends(appends, idempotency.is_some())?;
     if let Some(record) = idempotency
         && state.idempotency.contains_key(&record.key)
     {
@@ -339,6 +339,11 @@ impl EventStore for InMemoryEventStore {
             }
             Ok(verifier.finish())
         })
+    }
+
+    /// The in-memory store sequences inside `append`: nothing ever waits.
+    async fn sequence_pending(&self, _ledger_id: &str) -> Result<i64> {
+        Ok(0)
     }
 
     async fn seal(&self, ledger_id: &str) -> Result<Seal> {

@@ -92,6 +92,10 @@ pub trait EventStore: Send + Sync {
 
     /// The current chain head, to be written somewhere the database's operators cannot edit.
     async fn seal(&self, ledger_id: &str) -> Result<Seal>;
+
+    /// Gives positions to every committed event still waiting for one (a writer that died between its
+    /// commit and its sequencer call leaves such events). Returns how many were sequenced.
+    async fn sequence_pending(&self, ledger_id: &str) -> Result<i64>;
 }
 
 /// A reader's cursor over the log. `next_batch` waits until there is at least one event after
@@ -119,13 +123,14 @@ pub(crate) fn clamp_limit(limit: i64) -> i64 {
     limit.clamp(1, READ_LIMIT_MAX)
 }
 
-/// Pre-flight checks shared by both stores: bounded, non-empty, events in the right stream.
-pub(crate) fn validate_appends(appends: &[StreamAppend]) -> Result<()> {
+/// Pre-flight checks shared by both stores: bounded, events in the right stream, and non-empty unless
+/// the request records an idempotency outcome alone (a rejected command keeps its rejection under its key).
+pub(crate) fn validate_appends(appends: &[StreamAppend], records_outcome: bool) -> Result<()> {
     use crate::error::StoreError;
     let total: usize = appends.iter().map(|a| a.events.len()).sum();
     let invalid = |reason: String| Err(StoreError::InvalidAppend { reason });
-    if total == 0 {
-        return invalid("an append needs at least one event".into());
+    if total == 0 && !records_outcome {
+        return invalid("an append needs at least one event or an idempotency record".into());
     }
     if total > APPEND_EVENTS_MAX {
         return invalid(format!(

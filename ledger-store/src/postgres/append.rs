@@ -10,9 +10,9 @@ use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 /// Most events one sequencer call takes from the queue (bounds its transaction).
-const SEQUENCE_BATCH_MAX: i32 = 5_000;
+pub(super) const SEQUENCE_BATCH_MAX: i32 = 5_000;
 /// Sequencer rounds a writer runs before it gives up waiting for its own positions.
-const SEQUENCE_ROUNDS_MAX: usize = 1_000;
+pub(super) const SEQUENCE_ROUNDS_MAX: usize = 1_000;
 
 /// An inserted event that is waiting for its position.
 #[derive(Clone, Debug)]
@@ -202,7 +202,7 @@ pub(super) async fn append_in_tx(
     appends: Vec<StreamAppend>,
     idempotency: Option<IdempotencyRecord>,
 ) -> Result<Vec<Pending>, AppendFailure> {
-    validate_appends(&appends)?;
+    validate_appends(&appends, idempotency.is_some())?;
     insert_idempotency(conn, ledger_id, idempotency.into_iter().collect()).await?;
     let mut versions = stream_versions(conn, ledger_id, stream_ids(&appends)).await?;
     let rows = assign_versions(appends, &mut versions)?;
@@ -387,7 +387,7 @@ fn plan_request(
     keys: &mut HashSet<String>,
     event_ids: &mut HashSet<Uuid>,
 ) -> Planned {
-    if let Err(error) = validate_appends(&appends) {
+    if let Err(error) = validate_appends(&appends, idempotency.is_some()) {
         return Planned::Rejected(error);
     }
     if let Some(record) = &idempotency

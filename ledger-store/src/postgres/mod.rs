@@ -4,7 +4,7 @@ mod append;
 mod read;
 mod subscription;
 
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::store::{BatchRequest, EventStore, Subscription};
 use crate::types::{
     AppendOutcome, ChainReport, IdempotencyRecord, RecordedEvent, Seal, Snapshot, StreamAppend,
@@ -168,5 +168,21 @@ impl EventStore for PgEventStore {
 
     async fn seal(&self, ledger_id: &str) -> Result<Seal> {
         read::seal(&self.pool, ledger_id).await
+    }
+
+    async fn sequence_pending(&self, ledger_id: &str) -> Result<i64> {
+        let mut total = 0_i64;
+        for _ in 0..append::SEQUENCE_ROUNDS_MAX {
+            let sequenced: i64 = sqlx::query_scalar("select ledger.sequence($1, $2)")
+                .bind(ledger_id)
+                .bind(append::SEQUENCE_BATCH_MAX)
+                .fetch_one(&self.pool)
+                .await?;
+            total += sequenced;
+            if sequenced < i64::from(append::SEQUENCE_BATCH_MAX) {
+                return Ok(total);
+            }
+        }
+        Err(StoreError::SequencerStalled)
     }
 }

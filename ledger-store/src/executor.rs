@@ -1,0 +1,668 @@
+//! The command executor: load -> decide (ledger-core) -> append with expected versions -> on conflict reload
+//! and retry (bounded, with jitter). Also group commit: many commands in one transaction.
+//!
+//! A command and the follow-ups its events cause (an approval's release, a deposit's funding) are decided
+//! together by `ledger_core::engine::decide_all` and appended in one atomic append, so a crash never leaves
+//! an approved milestone unreleased. Every stream the decision appends to carries its expected version;
+//! constrained accounts live in wallet, project and payment streams, so they are guarded, while clearing,
+//! income and expense accounts belong to no stream and never become a concurrency point.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ledger_core::engine::{
+    self, AggState, Change, CommandEnvelope, DecideError, EventDecodeError, StreamId,
+};
+use ledger_core::{Rejection, RejectionReport};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::store::{EventStore, READ_LIMIT_MAX};
+use crate::types::{
+    AppendOutcome, AppendedEvent, EventMetadata, ExpectedVersion, IdempotencyRecord, NewEvent,
+    Snapshot, StreamAppend,
+};
+
+/// Version of the fold: bump it when an `evolve` changes, so old snapshots are ignored.
+pub const FOLD_VERSION: i32 = 1;
+/// A snapshot is written once a stream has this many events past its last snapshot.
+pub const SNAPSHOT_EVERY_EVENTS: i64 = 256;
+/// Bound on streams one command may load (each load round adds one).
+pub const LOAD_ROUNDS_MAX: usize = 32;
+
+#[derive(Clone, Debug)]
+pub struct ExecutorConfig {
+    /// Attempts of one command before `Contention` (the first try included).
+    pub attempts_max: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Streams whose state is kept between commands; the cache is cleared when it grows past this.
+    pub cache_streams_max: usize,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            attempts_max: 8,
+            backoff_base_ms: 2,
+            backoff_max_ms: 250,
+            cache_streams_max: 200_000,
+        }
+    }
+}
+
+/// What happened to a command. Serialized into idempotency records: a repeat gets exactly this back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum CommandOutcome {
+    Accepted {
+        command_id: Uuid,
+        events: Vec<AppendedEvent>,
+        follow_ups: Vec<FollowUpOutcome>,
+    },
+    Rejected {
+        command_id: Uuid,
+        rejection: RejectionReport,
+    },
+}
+
+impl CommandOutcome {
+    pub fn is_accepted(&self) -> bool {
+        matches!(self, CommandOutcome::Accepted { .. })
+    }
+}
+
+/// A follow-up the process logic ran inside the command's append (`rejection` when it was refused).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowUpOutcome {
+    pub command_id: Uuid,
+    pub command: String,
+    pub rejection: Option<RejectionReport>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("gave up after {attempts} attempts under contention: {last}")]
+    Contention { attempts: u32, last: String },
+    #[error("idempotency key {key:?} was already used for a different request")]
+    IdempotencyConflict { key: String },
+    #[error("a stored event could not be read: {0}")]
+    Decode(#[from] EventDecodeError),
+    #[error("command {command_id} needed more than {LOAD_ROUNDS_MAX} streams")]
+    TooManyStreams { command_id: Uuid },
+    #[error("corrupt idempotency record for {key:?}: {reason}")]
+    CorruptRecord { key: String, reason: String },
+}
+
+#[derive(Clone)]
+struct Cached {
+    state: AggState,
+    version: i64,
+}
+
+/// States and versions a decision was made against.
+#[derive(Default)]
+struct Loaded {
+    states: HashMap<StreamId, AggState>,
+    versions: HashMap<StreamId, i64>,
+    /// Streams taken from the cache (re-validated when the decision only reads them).
+    from_cache: HashSet<StreamId>,
+}
+
+pub struct Executor {
+    store: Arc<dyn EventStore>,
+    ledger_id: String,
+    config: ExecutorConfig,
+    cache: Mutex<HashMap<StreamId, Cached>>,
+}
+
+impl Executor {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        ledger_id: impl Into<String>,
+        config: ExecutorConfig,
+    ) -> Executor {
+        Executor {
+            store,
+            ledger_id: ledger_id.into(),
+            config,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn ledger_id(&self) -> &str {
+        &self.ledger_id
+    }
+
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    /// Executes one command. With an idempotency key, the outcome (acceptance or rejection) is recorded in
+    /// the same transaction as the events; a repeat returns it and appends nothing, also under races.
+    pub async fn execute(
+        &self,
+        env: &CommandEnvelope,
+        key: Option<&str>,
+    ) -> Result<CommandOutcome, ExecError> {
+        let request = key.map(|_| idempotency_request(env));
+        if let (Some(key), Some(request)) = (key, &request)
+            && let Some(record) = self.store.get_idempotency(&self.ledger_id, key).await?
+        {
+            return self.replay(record, request).await;
+        }
+        let mut last = String::new();
+        for attempt in 1..=self.config.attempts_max {
+            let mut loaded = self.load(&engine::primary_streams(&env.command)).await?;
+            let decided = self.decide_loading(env, &mut loaded).await?;
+            let (outcome, appends) = match &decided {
+                Err(rejection) => (rejected(env, rejection), Vec::new()),
+                Ok(decision) => {
+                    if !self.read_only_streams_current(&loaded, decision).await? {
+                        last = "a stream it read changed".into();
+                        self.backoff(attempt).await;
+                        continue;
+                    }
+                    (
+                        accepted_skeleton(env, decision, &loaded.versions),
+                        build_appends(env, key, decision, &loaded.versions),
+                    )
+                }
+            };
+            let record = match (key, &request) {
+                (Some(key), Some(request)) => Some(IdempotencyRecord {
+                    key: key.to_string(),
+                    request: request.clone(),
+                    outcome: serde_json::to_value(&outcome).expect("outcomes serialize"),
+                }),
+                _ => None,
+            };
+            if appends.is_empty() && record.is_none() {
+                return Ok(outcome); // a rejection without a key, or a no-op: nothing to record
+            }
+            match self.store.append(&self.ledger_id, appends, record).await {
+                Ok(appended) => {
+                    if let Ok(decision) = &decided {
+                        self.remember(&loaded, decision);
+                    }
+                    return Ok(with_positions(outcome, &appended));
+                }
+                Err(
+                    e @ (StoreError::ConcurrencyConflict { .. }
+                    | StoreError::Serialization
+                    | StoreError::Deadlock),
+                ) => {
+                    last = e.to_string();
+                    self.forget(loaded.states.keys());
+                    self.backoff(attempt).await;
+                }
+                Err(StoreError::DuplicateIdempotencyKey { key }) => {
+                    // A racing duplicate won: return what it recorded.
+                    let record = self
+                        .store
+                        .get_idempotency(&self.ledger_id, &key)
+                        .await?
+                        .ok_or_else(|| ExecError::CorruptRecord {
+                            key: key.clone(),
+                            reason: "duplicate reported but not found".into(),
+                        })?;
+                    return self
+                        .replay(record, request.as_ref().expect("a key has a request"))
+                        .await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ExecError::Contention {
+            attempts: self.config.attempts_max,
+            last,
+        })
+    }
+
+    /// Group commit: decides every command against the cached states, puts the ones whose streams do not
+    /// overlap into ONE transaction, and runs the rest (overlaps, conflicts, keyed duplicates) one by one
+    /// through `execute`. Results come back in input order.
+    pub async fn execute_batch(
+        &self,
+        items: Vec<(CommandEnvelope, Option<String>)>,
+    ) -> Vec<Result<CommandOutcome, ExecError>> {
+        let mut results: Vec<Option<Result<CommandOutcome, ExecError>>> =
+            (0..items.len()).map(|_| None).collect();
+        let mut taken: HashSet<StreamId> = HashSet::new();
+        let mut batch: Vec<(usize, Loaded, engine::Decision, CommandOutcome)> = Vec::new();
+        let mut requests = Vec::new();
+        for (index, (env, key)) in items.iter().enumerate() {
+            if key.is_some() {
+                continue; // keyed commands need the idempotency read first: the slow path handles them
+            }
+            let mut loaded = match self.load(&engine::primary_streams(&env.command)).await {
+                Ok(l) => l,
+                Err(e) => {
+                    results[index] = Some(Err(e));
+                    continue;
+                }
+            };
+            let decided = self.decide_loading(env, &mut loaded).await;
+            // A command that read a stream an earlier command of this batch writes was decided on a state
+            // that is about to change: it takes the slow path after the batch, accepted or not.
+            let streams: HashSet<StreamId> = loaded.states.keys().copied().collect();
+            if !streams.is_disjoint(&taken) {
+                continue;
+            }
+            match decided {
+                Ok(Err(rejection)) => results[index] = Some(Ok(rejected(env, &rejection))),
+                Ok(Ok(decision)) => {
+                    taken.extend(streams);
+                    let appends = build_appends(env, None, &decision, &loaded.versions);
+                    if appends.is_empty() {
+                        results[index] =
+                            Some(Ok(accepted_skeleton(env, &decision, &loaded.versions)));
+                        continue;
+                    }
+                    requests.push((appends, None));
+                    let skeleton = accepted_skeleton(env, &decision, &loaded.versions);
+                    batch.push((index, loaded, decision, skeleton));
+                }
+                Err(e) => results[index] = Some(Err(e)),
+            }
+        }
+        if !requests.is_empty() {
+            match self.store.append_batch(&self.ledger_id, requests).await {
+                Ok(slots) => {
+                    for ((index, loaded, decision, skeleton), slot) in batch.into_iter().zip(slots)
+                    {
+                        match slot {
+                            Ok(appended) => {
+                                self.remember(&loaded, &decision);
+                                results[index] = Some(Ok(with_positions(skeleton, &appended)));
+                            }
+                            Err(_) => self.forget(loaded.states.keys()),
+                        }
+                    }
+                }
+                Err(_) => {
+                    for (_, loaded, _, _) in &batch {
+                        self.forget(loaded.states.keys());
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for (index, slot) in results.into_iter().enumerate() {
+            out.push(match slot {
+                Some(result) => result,
+                None => {
+                    self.execute(&items[index].0, items[index].1.as_deref())
+                        .await
+                }
+            });
+        }
+        out
+    }
+
+    async fn decide_loading(
+        &self,
+        env: &CommandEnvelope,
+        loaded: &mut Loaded,
+    ) -> Result<Result<engine::Decision, Rejection>, ExecError> {
+        for _round in 0..LOAD_ROUNDS_MAX {
+            // Drop the overlay (it borrows the states) before any await.
+            let decided = engine::decide_all(env, &loaded.states).map(|(decision, _)| decision);
+            match decided {
+                Ok(decision) => return Ok(Ok(decision)),
+                Err(DecideError::Rejected(r)) => return Ok(Err(r)),
+                Err(DecideError::NeedStream(stream)) => {
+                    let more = self.load(&[stream]).await?;
+                    loaded.states.extend(more.states);
+                    loaded.versions.extend(more.versions);
+                    loaded.from_cache.extend(more.from_cache);
+                }
+            }
+        }
+        Err(ExecError::TooManyStreams {
+            command_id: env.command_id,
+        })
+    }
+
+    /// Loads streams from the cache, else from the latest snapshot plus the tail of the stream.
+    async fn load(&self, streams: &[StreamId]) -> Result<Loaded, ExecError> {
+        let mut loaded = Loaded::default();
+        for stream in streams {
+            let cached = self.cache.lock().expect("cache lock").get(stream).cloned();
+            let Cached { state, version } = match cached {
+                Some(c) => {
+                    loaded.from_cache.insert(*stream);
+                    c
+                }
+                None => self.load_from_store(stream).await?,
+            };
+            loaded.states.insert(*stream, state);
+            loaded.versions.insert(*stream, version);
+        }
+        Ok(loaded)
+    }
+
+    /// Snapshot (if one exists for this fold version) plus the events after it, in bounded batches.
+    pub async fn load_stream_state(&self, stream: &StreamId) -> Result<(AggState, i64), ExecError> {
+        let c = self.load_from_store(stream).await?;
+        Ok((c.state, c.version))
+    }
+
+    async fn load_from_store(&self, stream: &StreamId) -> Result<Cached, ExecError> {
+        let stream_id = stream.to_string();
+        let snapshot = self
+            .store
+            .load_snapshot(&self.ledger_id, &stream_id, FOLD_VERSION)
+            .await?;
+        let (mut state, mut version) = match snapshot.and_then(|s| {
+            serde_json::from_value(s.state)
+                .ok()
+                .map(|st| (st, s.stream_version))
+        }) {
+            Some((state, version)) => (state, version),
+            None => (AggState::initial(stream), 0),
+        };
+        let snapshot_version = version;
+        loop {
+            let batch = self
+                .store
+                .read_stream(&self.ledger_id, &stream_id, version, READ_LIMIT_MAX)
+                .await?;
+            for recorded in &batch {
+                let event = ledger_core::Event::from_stored(
+                    stream,
+                    &recorded.event_type,
+                    recorded.schema_version,
+                    recorded.payload.clone(),
+                )?;
+                state = engine::evolve(state, &event);
+                version = recorded.stream_version;
+            }
+            if (batch.len() as i64) < READ_LIMIT_MAX {
+                break;
+            }
+        }
+        if version - snapshot_version >= SNAPSHOT_EVERY_EVENTS {
+            let snapshot = Snapshot {
+                stream_id,
+                stream_version: version,
+                fold_version: FOLD_VERSION,
+                state: serde_json::to_value(&state).expect("states serialize"),
+                taken_at: chrono::Utc::now(),
+            };
+            // A snapshot is only a cache: failing to write one must not fail the command.
+            if let Err(e) = self.store.save_snapshot(&self.ledger_id, &snapshot).await {
+                tracing::warn!(error = %e, "could not save a snapshot");
+            }
+        }
+        Ok(Cached { state, version })
+    }
+
+    /// A stream the decision only read (no append, so no version check) must not have moved since it was
+    /// cached; otherwise the decision may rest on a stale state.
+    async fn read_only_streams_current(
+        &self,
+        loaded: &Loaded,
+        decision: &engine::Decision,
+    ) -> Result<bool, ExecError> {
+        let written: HashSet<StreamId> = decision.all_changes().map(|c| c.stream).collect();
+        for stream in loaded
+            .states
+            .keys()
+            .filter(|s| !written.contains(s) && loaded.from_cache.contains(s))
+        {
+            let version = loaded.versions[stream];
+            let newer = self
+                .store
+                .read_stream(&self.ledger_id, &stream.to_string(), version, 1)
+                .await?;
+            if !newer.is_empty() {
+                self.forget([stream]);
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn remember(&self, loaded: &Loaded, decision: &engine::Decision) {
+        let mut overlay = engine::Overlay::new(&loaded.states);
+        let mut versions = loaded.versions.clone();
+        for change in decision.all_changes() {
+            overlay.apply(change);
+            *versions.entry(change.stream).or_insert(0) += 1;
+        }
+        let changed = overlay.into_changed();
+        let mut cache = self.cache.lock().expect("cache lock");
+        if cache.len() + changed.len() > self.config.cache_streams_max {
+            cache.clear(); // crude but bounded; the store is the source of truth
+        }
+        for (stream, state) in changed {
+            cache.insert(
+                stream,
+                Cached {
+                    state,
+                    version: versions[&stream],
+                },
+            );
+        }
+    }
+
+    fn forget<'a>(&self, streams: impl IntoIterator<Item = &'a StreamId>) {
+        let mut cache = self.cache.lock().expect("cache lock");
+        for stream in streams {
+            cache.remove(stream);
+        }
+    }
+
+    async fn backoff(&self, attempt: u32) {
+        let ceiling =
+            (self.config.backoff_base_ms << attempt.min(16)).min(self.config.backoff_max_ms);
+        let ms = rand::rng().random_range(0..=ceiling);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    /// The recorded outcome of an idempotency key, if the request is the same (compared as parsed JSON).
+    async fn replay(
+        &self,
+        record: IdempotencyRecord,
+        request: &serde_json::Value,
+    ) -> Result<CommandOutcome, ExecError> {
+        if &record.request != request {
+            return Err(ExecError::IdempotencyConflict { key: record.key });
+        }
+        let outcome: CommandOutcome =
+            serde_json::from_value(record.outcome).map_err(|e| ExecError::CorruptRecord {
+                key: record.key.clone(),
+                reason: e.to_string(),
+            })?;
+        self.fill_positions(outcome).await
+    }
+
+    /// Positions are assigned after commit, so a recorded outcome carries none: look them up.
+    async fn fill_positions(&self, outcome: CommandOutcome) -> Result<CommandOutcome, ExecError> {
+        let CommandOutcome::Accepted {
+            command_id,
+            mut events,
+            follow_ups,
+        } = outcome
+        else {
+            return Ok(outcome);
+        };
+        // The first writer may have committed without sequencing yet (or died in between): sequence now.
+        self.store.sequence_pending(&self.ledger_id).await?;
+        for event in &mut events {
+            let found = self
+                .store
+                .read_stream(
+                    &self.ledger_id,
+                    &event.stream_id,
+                    event.stream_version - 1,
+                    1,
+                )
+                .await?;
+            event.position = found
+                .first()
+                .filter(|r| r.event_id == event.event_id)
+                .and_then(|r| r.position)
+                .ok_or_else(|| ExecError::CorruptRecord {
+                    key: command_id.to_string(),
+                    reason: format!("recorded event {} has no position", event.event_id),
+                })?;
+        }
+        Ok(CommandOutcome::Accepted {
+            command_id,
+            events,
+            follow_ups,
+        })
+    }
+}
+
+/// What an idempotency key is compared on: who asked for what (not the command id or the time, which a
+/// client's retry may legitimately change).
+fn idempotency_request(env: &CommandEnvelope) -> serde_json::Value {
+    serde_json::json!({ "actor": env.actor, "command": env.command })
+}
+
+fn rejected(env: &CommandEnvelope, rejection: &Rejection) -> CommandOutcome {
+    CommandOutcome::Rejected {
+        command_id: env.command_id,
+        rejection: rejection.to_report(),
+    }
+}
+
+/// The accepted outcome before positions are known (what the idempotency record keeps).
+fn accepted_skeleton(
+    env: &CommandEnvelope,
+    decision: &engine::Decision,
+    versions: &HashMap<StreamId, i64>,
+) -> CommandOutcome {
+    let mut next = versions.clone();
+    let events = decision
+        .all_changes()
+        .map(|c| {
+            let version = next.entry(c.stream).or_insert(0);
+            *version += 1;
+            AppendedEvent {
+                event_id: c.event_id,
+                stream_id: c.stream.to_string(),
+                stream_version: *version,
+                position: 0,
+            }
+        })
+        .collect();
+    let follow_ups = decision
+        .follow_ups
+        .iter()
+        .map(|(f, r)| FollowUpOutcome {
+            command_id: f.command_id,
+            command: command_type(&f.command),
+            rejection: r.as_ref().err().map(Rejection::to_report),
+        })
+        .collect();
+    CommandOutcome::Accepted {
+        command_id: env.command_id,
+        events,
+        follow_ups,
+    }
+}
+
+fn command_type(command: &ledger_core::Command) -> String {
+    serde_json::to_value(command)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Fills stream versions and positions from the append's answer (same order as the changes).
+fn with_positions(outcome: CommandOutcome, appended: &AppendOutcome) -> CommandOutcome {
+    let CommandOutcome::Accepted {
+        command_id,
+        events,
+        follow_ups,
+    } = outcome
+    else {
+        return outcome;
+    };
+    let by_id: HashMap<Uuid, &AppendedEvent> =
+        appended.events.iter().map(|e| (e.event_id, e)).collect();
+    let events = events
+        .into_iter()
+        .map(|e| by_id.get(&e.event_id).map(|a| (*a).clone()).unwrap_or(e))
+        .collect();
+    CommandOutcome::Accepted {
+        command_id,
+        events,
+        follow_ups,
+    }
+}
+
+/// One `StreamAppend` per stream, in first-touch order, each guarded by the version it was decided at.
+fn build_appends(
+    env: &CommandEnvelope,
+    key: Option<&str>,
+    decision: &engine::Decision,
+    versions: &HashMap<StreamId, i64>,
+) -> Vec<StreamAppend> {
+    let mut order: Vec<StreamId> = Vec::new();
+    let mut by_stream: HashMap<StreamId, Vec<NewEvent>> = HashMap::new();
+    let causes: HashMap<Uuid, Uuid> = decision
+        .follow_ups
+        .iter()
+        .filter_map(|(f, r)| r.as_ref().ok().map(|changes| (f.command_id, changes)))
+        .flat_map(|(cid, changes)| changes.iter().map(move |c| (c.event_id, cid)))
+        .collect();
+    for change in decision.all_changes() {
+        if !by_stream.contains_key(&change.stream) {
+            order.push(change.stream);
+        }
+        by_stream.entry(change.stream).or_default().push(new_event(
+            env,
+            key,
+            change,
+            causes.get(&change.event_id),
+        ));
+    }
+    order
+        .into_iter()
+        .map(|stream| {
+            let version = versions.get(&stream).copied().unwrap_or(0);
+            let expected = if version == 0 {
+                ExpectedVersion::NoStream
+            } else {
+                ExpectedVersion::Exact(version)
+            };
+            StreamAppend {
+                stream_id: stream.to_string(),
+                expected,
+                events: by_stream.remove(&stream).unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+fn new_event(
+    env: &CommandEnvelope,
+    key: Option<&str>,
+    change: &Change,
+    follow_up: Option<&Uuid>,
+) -> NewEvent {
+    let (event_type, payload) = change.event.to_stored();
+    NewEvent {
+        event_id: change.event_id,
+        stream_id: change.stream.to_string(),
+        event_type,
+        schema_version: engine::SCHEMA_VERSION,
+        payload,
+        metadata: EventMetadata {
+            causation_id: Some(*follow_up.unwrap_or(&env.command_id)),
+            correlation_id: Some(env.command_id),
+            actor: Some(env.actor.to_string()),
+            idempotency_key: key.map(str::to_string),
+        },
+    }
+}

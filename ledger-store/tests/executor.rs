@@ -1,0 +1,551 @@
+//! The command executor against a real PostgreSQL (and the in-memory store where noted): conflicts on one
+//! wallet, idempotency under races, group commit, follow-ups in the same append, crash safety.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use ledger_core::aggregates::project::FeePolicy;
+use ledger_core::engine::{AggState, StreamId};
+use ledger_core::{
+    Actor, Command, CommandEnvelope, Currency, Event, Gateway, MemoryLedger, Money, Rate,
+};
+use ledger_store::testdb::TestDb;
+use ledger_store::{
+    CommandOutcome, DEFAULT_LEDGER, EventStore, ExecError, Executor, ExecutorConfig,
+    InMemoryEventStore,
+};
+use uuid::Uuid;
+
+const BUYER: Uuid = Uuid::from_u128(0xB0B);
+const SELLER: Uuid = Uuid::from_u128(0x5E11);
+
+fn usd(minor: i64) -> Money {
+    Money::from_minor(minor, Currency::USD)
+}
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 0).unwrap() + Duration::seconds(seconds)
+}
+
+fn env(actor: Actor, command: Command) -> CommandEnvelope {
+    CommandEnvelope {
+        command_id: Uuid::new_v4(),
+        actor,
+        at: at(0),
+        command,
+    }
+}
+
+fn executor(store: Arc<dyn EventStore>) -> Executor {
+    Executor::new(
+        store,
+        DEFAULT_LEDGER,
+        ExecutorConfig {
+            attempts_max: 50,
+            ..ExecutorConfig::default()
+        },
+    )
+}
+
+async fn run(ex: &Executor, actor: Actor, command: Command) -> CommandOutcome {
+    ex.execute(&env(actor, command), None)
+        .await
+        .expect("no store error")
+}
+
+/// A deposit confirmed by the gateway: the buyer's wallet holds `minor`.
+async fn fund_wallet(ex: &Executor, user: Uuid, payment: u128, minor: i64) {
+    let payment_id = Uuid::from_u128(payment);
+    let init = Command::InitiateDeposit {
+        payment_id,
+        amount: usd(minor),
+        gateway: Gateway::Stripe,
+        fund: None,
+    };
+    assert!(run(ex, Actor::User(user), init).await.is_accepted());
+    let confirm = Command::ConfirmDeposit {
+        payment_id,
+        amount: usd(minor),
+        gateway_fee: None,
+        occurred_at: None,
+    };
+    assert!(
+        run(ex, Actor::Gateway(Gateway::Stripe), confirm)
+            .await
+            .is_accepted()
+    );
+}
+
+/// Replays the whole log through the core: the ledger every reader would rebuild.
+async fn replay(store: &dyn EventStore) -> MemoryLedger {
+    let mut ledger = MemoryLedger::new();
+    let mut after = 0;
+    loop {
+        let batch = store.read_log(DEFAULT_LEDGER, after, 1_000).await.unwrap();
+        if batch.is_empty() {
+            return ledger;
+        }
+        for recorded in batch {
+            let stream: StreamId = recorded.stream_id.parse().unwrap();
+            let event = Event::from_stored(
+                &stream,
+                &recorded.event_type,
+                recorded.schema_version,
+                recorded.payload,
+            )
+            .unwrap();
+            ledger.apply(ledger_core::Change {
+                stream,
+                event_id: recorded.event_id,
+                event,
+            });
+            after = recorded.position.unwrap();
+        }
+    }
+}
+
+fn wallet_available(ledger: &MemoryLedger, user: Uuid) -> i64 {
+    match ledger.state(&StreamId::Wallet {
+        user,
+        currency: Currency::USD,
+    }) {
+        Some(AggState::Wallet(w)) => w.available_minor,
+        _ => 0,
+    }
+}
+
+#[tokio::test]
+async fn concurrent_payouts_from_one_wallet_never_overdraw_and_lose_no_update() {
+    let db = TestDb::new().await;
+    let store: Arc<dyn EventStore> = Arc::new(db.store());
+    fund_wallet(&executor(store.clone()), BUYER, 1, 100_000).await;
+    // Eight writers, each with its own executor (its own cache, like separate processes), race to pay out.
+    let mut tasks = Vec::new();
+    for writer in 0..8_u128 {
+        let ex = executor(store.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut accepted = 0_i64;
+            for n in 0..10_u128 {
+                let amount = 1_000 + (writer * 37 + n * 113) as i64 % 2_500;
+                let payout_id = Uuid::from_u128(0x10_000 + writer * 100 + n);
+                let cmd = Command::RequestPayout {
+                    payout_id,
+                    amount: usd(amount),
+                    fee: None,
+                    gateway: Gateway::Stripe,
+                };
+                match ex
+                    .execute(&env(Actor::User(BUYER), cmd), None)
+                    .await
+                    .unwrap()
+                {
+                    CommandOutcome::Accepted { .. } => accepted += amount,
+                    CommandOutcome::Rejected { rejection, .. } => {
+                        assert_eq!(rejection.code, "insufficient_funds")
+                    }
+                }
+            }
+            accepted
+        }));
+    }
+    let mut accepted_total = 0;
+    for t in tasks {
+        accepted_total += t.await.unwrap();
+    }
+    assert!(accepted_total <= 100_000, "overdrawn: {accepted_total}");
+    assert!(
+        accepted_total > 90_000,
+        "the wallet should be nearly drained, only {accepted_total} went out"
+    );
+    let ledger = replay(store.as_ref()).await;
+    assert_eq!(
+        wallet_available(&ledger, BUYER),
+        100_000 - accepted_total,
+        "a lost update"
+    );
+    assert!(ledger.balances().negative_constrained().is_empty());
+    assert!(
+        ledger
+            .balances()
+            .imbalance_by_currency()
+            .values()
+            .all(|v| *v == 0)
+    );
+}
+
+#[tokio::test]
+async fn racing_duplicates_of_a_keyed_command_append_once_with_identical_outcomes() {
+    let db = TestDb::new().await;
+    let store: Arc<dyn EventStore> = Arc::new(db.store());
+    fund_wallet(&executor(store.clone()), BUYER, 1, 50_000).await;
+    let head_before = store.head_position(DEFAULT_LEDGER).await.unwrap();
+    let cmd = Command::RequestPayout {
+        payout_id: Uuid::from_u128(77),
+        amount: usd(5_000),
+        fee: None,
+        gateway: Gateway::Stripe,
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let ex = executor(store.clone());
+        // Each retry of a client is a new envelope (new command id, later time), same key and request.
+        let envelope = env(Actor::User(BUYER), cmd.clone());
+        tasks.push(tokio::spawn(async move {
+            ex.execute(&envelope, Some("payout-77")).await.unwrap()
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap());
+    }
+    assert!(
+        outcomes.iter().all(|o| o == &outcomes[0]),
+        "outcomes differ: {outcomes:?}"
+    );
+    assert!(outcomes[0].is_accepted());
+    let CommandOutcome::Accepted { events, .. } = &outcomes[0] else {
+        unreachable!()
+    };
+    assert!(
+        events.iter().all(|e| e.position > head_before),
+        "positions are filled: {events:?}"
+    );
+    let head_after = store.head_position(DEFAULT_LEDGER).await.unwrap();
+    assert_eq!(
+        head_after - head_before,
+        events.len() as i64,
+        "appended more than once"
+    );
+    let ledger = replay(store.as_ref()).await;
+    assert_eq!(wallet_available(&ledger, BUYER), 45_000);
+}
+
+#[tokio::test]
+async fn a_rejected_keyed_command_repeats_its_rejection_and_a_changed_payload_conflicts() {
+    let db = TestDb::new().await;
+    let store: Arc<dyn EventStore> = Arc::new(db.store());
+    let ex = executor(store.clone());
+    let too_much = Command::RequestPayout {
+        payout_id: Uuid::from_u128(5),
+        amount: usd(1_000),
+        fee: None,
+        gateway: Gateway::Stripe,
+    };
+    let first = ex
+        .execute(&env(Actor::User(BUYER), too_much.clone()), Some("k1"))
+        .await
+        .unwrap();
+    let CommandOutcome::Rejected { rejection, .. } = &first else {
+        panic!("{first:?}")
+    };
+    assert_eq!(rejection.code, "insufficient_funds");
+    // Money arrives; the repeat with the same key still gets the recorded rejection, not a new decision.
+    fund_wallet(&ex, BUYER, 1, 10_000).await;
+    let again = ex
+        .execute(&env(Actor::User(BUYER), too_much), Some("k1"))
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    let other = Command::RequestPayout {
+        payout_id: Uuid::from_u128(6),
+        amount: usd(1_000),
+        fee: None,
+        gateway: Gateway::Stripe,
+    };
+    let err = ex
+        .execute(&env(Actor::User(BUYER), other), Some("k1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ExecError::IdempotencyConflict { ref key } if key == "k1"),
+        "{err}"
+    );
+}
+
+/// Creates an agreed project with one milestone between BUYER and SELLER.
+async fn agreed_project(ex: &Executor, project_id: Uuid, buyer: Uuid, seller: Uuid, minor: i64) {
+    let fees = FeePolicy {
+        commission_rate: Rate::from_bps(1_000).unwrap(),
+        ..FeePolicy::default()
+    };
+    let create = Command::CreateProject {
+        project_id,
+        buyer,
+        seller,
+        currency: Currency::USD,
+        milestones: vec![usd(minor)],
+        fees,
+    };
+    assert!(run(ex, Actor::User(buyer), create).await.is_accepted());
+    assert!(
+        run(
+            ex,
+            Actor::User(buyer),
+            Command::SubmitProjectForAgreement { project_id }
+        )
+        .await
+        .is_accepted()
+    );
+    assert!(
+        run(
+            ex,
+            Actor::User(seller),
+            Command::AgreeToProject { project_id }
+        )
+        .await
+        .is_accepted()
+    );
+}
+
+#[tokio::test]
+async fn approval_and_its_release_are_appended_together() {
+    for store in [
+        Arc::new(InMemoryEventStore::new()) as Arc<dyn EventStore>,
+        Arc::new(TestDb::new().await.store()),
+    ] {
+        let ex = executor(store.clone());
+        let project_id = Uuid::from_u128(0x900);
+        agreed_project(&ex, project_id, BUYER, SELLER, 10_000).await;
+        fund_wallet(&ex, BUYER, 1, 10_000).await;
+        for (actor, cmd) in [
+            (
+                BUYER,
+                Command::FundMilestone {
+                    project_id,
+                    milestone: 1,
+                },
+            ),
+            (
+                SELLER,
+                Command::SubmitMilestone {
+                    project_id,
+                    milestone: 1,
+                },
+            ),
+        ] {
+            assert!(run(&ex, Actor::User(actor), cmd).await.is_accepted());
+        }
+        let outcome = run(
+            &ex,
+            Actor::User(BUYER),
+            Command::ApproveMilestone {
+                project_id,
+                milestone: 1,
+            },
+        )
+        .await;
+        let CommandOutcome::Accepted {
+            events, follow_ups, ..
+        } = outcome
+        else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(follow_ups.len(), 1);
+        assert_eq!(follow_ups[0].command, "release_milestone");
+        assert!(follow_ups[0].rejection.is_none());
+        // Approved, released, completed, and the seller's wallet credit: one append, consecutive positions.
+        assert_eq!(events.len(), 4, "{events:?}");
+        let positions: Vec<i64> = events.iter().map(|e| e.position).collect();
+        assert!(
+            positions.windows(2).all(|w| w[1] == w[0] + 1),
+            "{positions:?}"
+        );
+        let ledger = replay(store.as_ref()).await;
+        assert_eq!(wallet_available(&ledger, SELLER), 9_000);
+    }
+}
+
+#[tokio::test]
+async fn group_commit_appends_disjoint_commands_in_one_transaction_and_defers_overlaps() {
+    let db = TestDb::new().await;
+    let store: Arc<dyn EventStore> = Arc::new(db.store());
+    let ex = executor(store.clone());
+    let mut batch = Vec::new();
+    for n in 0..40_u128 {
+        let (buyer, seller, project_id) = (
+            Uuid::from_u128(0x1000 + n),
+            Uuid::from_u128(0x2000 + n),
+            Uuid::from_u128(0x3000 + n),
+        );
+        agreed_project(&ex, project_id, buyer, seller, 1_000).await;
+        fund_wallet(&ex, buyer, 0x4000 + n, 1_500).await;
+        batch.push((
+            env(
+                Actor::User(buyer),
+                Command::FundMilestone {
+                    project_id,
+                    milestone: 1,
+                },
+            ),
+            None,
+        ));
+    }
+    // Two commands on the same project in one batch: the second overlaps and must take the slow path.
+    let project_0 = Uuid::from_u128(0x3000);
+    batch.push((
+        env(
+            Actor::User(Uuid::from_u128(0x2000)),
+            Command::SubmitMilestone {
+                project_id: project_0,
+                milestone: 1,
+            },
+        ),
+        None,
+    ));
+    let head_before = store.head_position(DEFAULT_LEDGER).await.unwrap();
+    let results = ex.execute_batch(batch).await;
+    assert_eq!(results.len(), 41);
+    for r in &results {
+        assert!(r.as_ref().unwrap().is_accepted(), "{r:?}");
+    }
+    let head_after = store.head_position(DEFAULT_LEDGER).await.unwrap();
+    assert_eq!(head_after - head_before, 40 * 2 + 1);
+    let ledger = replay(store.as_ref()).await;
+    for n in 0..40_u128 {
+        assert_eq!(wallet_available(&ledger, Uuid::from_u128(0x1000 + n)), 500);
+        let project = Uuid::from_u128(0x3000 + n);
+        assert_eq!(
+            ledger.balances().balance(
+                &ledger_core::Account::Escrow {
+                    project,
+                    milestone: 1
+                },
+                Currency::USD
+            ),
+            1_000
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stale_cache_after_another_writer_is_corrected_by_the_version_check() {
+    let db = TestDb::new().await;
+    let store: Arc<dyn EventStore> = Arc::new(db.store());
+    let (a, b) = (executor(store.clone()), executor(store.clone()));
+    fund_wallet(&a, BUYER, 1, 10_000).await;
+    // Executor b spends through its own cache, so a's cached wallet is now stale.
+    let spend = |id: u128, minor| Command::RequestPayout {
+        payout_id: Uuid::from_u128(id),
+        amount: usd(minor),
+        fee: None,
+        gateway: Gateway::Stripe,
+    };
+    assert!(
+        run(&b, Actor::User(BUYER), spend(10, 8_000))
+            .await
+            .is_accepted()
+    );
+    let outcome = run(&a, Actor::User(BUYER), spend(11, 5_000)).await;
+    let CommandOutcome::Rejected { rejection, .. } = outcome else {
+        panic!("stale cache overdrew: {outcome:?}")
+    };
+    assert_eq!(rejection.code, "insufficient_funds");
+    let ledger = replay(store.as_ref()).await;
+    assert_eq!(wallet_available(&ledger, BUYER), 2_000);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Crash safety: a child process (this test binary, re-run with an env var) writes commands and prints each
+// acknowledged command id; the parent kills it with SIGKILL mid-stream, then checks that every acknowledged
+// command is in the log and that no command is there in part.
+
+const CHILD_URL: &str = "ESCROW_CRASH_CHILD_URL";
+
+#[tokio::test]
+async fn crash_child_writer() {
+    let Ok(url) = std::env::var(CHILD_URL) else {
+        return;
+    }; // only meaningful as the child
+    let pool = ledger_store::connect(&url).await.unwrap();
+    let store: Arc<dyn EventStore> = Arc::new(ledger_store::PgEventStore::new(pool));
+    let ex = executor(store);
+    for n in 0..100_000_u128 {
+        let payment_id = Uuid::from_u128(0xC0_0000 + n);
+        // Each acknowledged command: a deposit confirmed = payment event + wallet event, both or neither.
+        let init = Command::InitiateDeposit {
+            payment_id,
+            amount: usd(100),
+            gateway: Gateway::Stripe,
+            fund: None,
+        };
+        let e1 = env(Actor::User(BUYER), init);
+        ex.execute(&e1, None).await.unwrap();
+        let confirm = Command::ConfirmDeposit {
+            payment_id,
+            amount: usd(100),
+            gateway_fee: None,
+            occurred_at: None,
+        };
+        let e2 = env(Actor::Gateway(Gateway::Stripe), confirm);
+        ex.execute(&e2, None).await.unwrap();
+        println!("ACK {}", e2.command_id);
+    }
+}
+
+#[tokio::test]
+async fn a_killed_writer_loses_no_acknowledged_command_and_leaves_no_partial_one() {
+    use std::io::{BufRead, BufReader};
+    let db = TestDb::new().await;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "crash_child_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_URL, db.url())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut acked = HashSet::new();
+    let reader = BufReader::new(child.stdout.take().unwrap());
+    for line in reader.lines() {
+        let line = line.unwrap();
+        if let Some(id) = line.strip_prefix("ACK ") {
+            acked.insert(Uuid::parse_str(id).unwrap());
+            if acked.len() == 200 {
+                child.kill().unwrap(); // SIGKILL: no destructors, a transaction may be open
+                break;
+            }
+        }
+    }
+    child.wait().unwrap();
+    // A restarted writer's first append sequences whatever the dead one committed.
+    let store = db.store();
+    let ex = executor(Arc::new(db.store()));
+    fund_wallet(&ex, SELLER, 0xFFFF, 1).await;
+    let mut per_command: HashMap<Uuid, Vec<String>> = HashMap::new();
+    let mut after = 0;
+    loop {
+        let batch = store.read_log(DEFAULT_LEDGER, after, 1_000).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        for e in batch {
+            after = e.position.unwrap();
+            per_command
+                .entry(e.metadata.correlation_id.unwrap())
+                .or_default()
+                .push(e.event_type);
+        }
+    }
+    for id in &acked {
+        assert!(
+            per_command.contains_key(id),
+            "acknowledged command {id} is lost"
+        );
+    }
+    for (id, types) in &per_command {
+        let whole = types == &["DepositInitiated"] || types == &["DepositSucceeded", "Credited"];
+        assert!(whole, "command {id} is partial: {types:?}");
+    }
+    let ledger = replay(&store).await;
+    assert!(
+        ledger
+            .balances()
+            .imbalance_by_currency()
+            .values()
+            .all(|v| *v == 0)
+    );
+}
