@@ -1,1 +1,81 @@
-fn main() {}
+//! `escrow-ledger`: the operators' and accountants' command line. See `escrow-ledger --help`.
+//!
+//! Exit codes: 0 ok; 1 findings or rejections (a command refused, `verify` found a problem);
+//! 2 usage or environment errors (bad arguments, unreachable database, unreadable input).
+
+mod bench;
+mod db;
+mod exit;
+mod ledgers;
+mod scenario;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::exit::CliError;
+
+/// Event-sourced escrow and booking ledger: replay history, check it, feed it, benchmark it.
+#[derive(Parser, Debug)]
+#[command(name = "escrow-ledger", version, about, long_about = None, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: db::Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  escrow-ledger db migrate                      # private cluster when no DATABASE_URL is set
+  escrow-ledger --database-url postgres://postgres@127.0.0.1:5432/escrow db status
+  escrow-ledger ledgers create acme-marketplace
+  escrow-ledger bench seed --events 1000000
+  escrow-ledger bench append --writers 8 --json";
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The database: schema, status, and the private cluster used when no URL is configured.
+    #[command(subcommand)]
+    Db(db::DbCommand),
+    /// Ledgers (one per marketplace) in this database.
+    #[command(subcommand)]
+    Ledgers(ledgers::LedgersCommand),
+    /// Benchmarks that print figures (see README: Benchmarks).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ESCROW_LEDGER_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return exit::report(&CliError::environment(format!(
+                "cannot start the runtime: {e}"
+            )));
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => exit::report(&e),
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    match cli.command {
+        Command::Db(cmd) => db::run(&cli.global, cmd).await,
+        Command::Ledgers(cmd) => ledgers::run(&cli.global, cmd).await,
+        Command::Bench(cmd) => bench::run(&cli.global, cmd).await,
+    }
+}

@@ -38,6 +38,12 @@ impl MemoryLedger {
         &self.log
     }
 
+    /// Hands over the log so far and forgets it (states and balances stay): lets a generator stream a long
+    /// history in bounded memory.
+    pub fn take_log(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.log)
+    }
+
     pub fn balances(&self) -> &Balances {
         &self.balances
     }

@@ -12,6 +12,7 @@ pub mod chain;
 pub mod cluster;
 mod error;
 pub mod executor;
+pub mod group;
 mod memory;
 mod postgres;
 mod store;
@@ -20,6 +21,7 @@ mod types;
 
 pub use error::{Result, StoreError};
 pub use executor::{CommandOutcome, ExecError, Executor, ExecutorConfig};
+pub use group::{GroupCommitConfig, GroupCommitter, SubmitError};
 pub use memory::InMemoryEventStore;
 pub use postgres::{PgEventStore, STATEMENT_TIMEOUT, connect};
 pub use store::{

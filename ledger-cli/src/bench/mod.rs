@@ -1,0 +1,40 @@
+// Benchmark figures (rates, percentiles) are measurements, not money: floats are fine here and only here.
+//! `bench seed | append`: benchmarks that print figures. Heavy: run on demand, not in CI.
+#![allow(clippy::float_arithmetic)]
+
+mod append;
+mod seed;
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use crate::db::Global;
+use crate::exit::CliError;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Builds a realistic ledger of about N events with COPY (for the other benchmarks).
+    Seed(seed::SeedArgs),
+    /// Concurrent writers funding and releasing milestones through group commit; prints throughput.
+    Append(append::AppendArgs),
+}
+
+pub async fn run(global: &Global, command: BenchCommand) -> Result<ExitCode, CliError> {
+    match command {
+        BenchCommand::Seed(args) => seed::run(global, args).await,
+        BenchCommand::Append(args) => append::run(global, args).await,
+    }
+}
+
+/// Peak resident memory of this process, in MB (Linux `VmHWM`).
+pub fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    kb as f64 / 1024.0
+}

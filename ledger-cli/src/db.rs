@@ -1,0 +1,204 @@
+//! Where the database is, and the `db` subcommands.
+//!
+//! With `--database-url` (or `DATABASE_URL`) the CLI uses that database. Without one it never touches a
+//! server it did not start: it runs its own private cluster (see `ledger_store::cluster`), started on demand
+//! in its data directory (`$ESCROW_LEDGER_HOME/pg`; as root `/var/lib/escrow-ledger/pg`; else
+//! `~/.local/share/escrow-ledger/pg`), with a database named `escrow_ledger`, stopped by `db stop`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+use ledger_store::cluster::{ClusterStatus, PrivateCluster};
+use ledger_store::{EventStore, Executor, ExecutorConfig, PgEventStore};
+use sqlx::PgPool;
+
+use crate::exit::{CliError, Context};
+
+/// Name of the database the CLI creates in its private cluster.
+pub const PRIVATE_DATABASE: &str = "escrow_ledger";
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// PostgreSQL URL. Without it, a private cluster is started on demand (see `db start`).
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// The ledger (marketplace) to work on.
+    #[arg(long, env = "ESCROW_LEDGER", default_value = ledger_store::DEFAULT_LEDGER, global = true)]
+    pub ledger: String,
+}
+
+impl Global {
+    /// The URL to use: the configured one, else the private cluster's database (started if needed).
+    pub async fn url(&self) -> Result<String, CliError> {
+        if let Some(url) = &self.database_url {
+            return Ok(url.clone());
+        }
+        let cluster = PrivateCluster::with_defaults();
+        if !matches!(
+            cluster.status().context("private cluster")?,
+            ClusterStatus::Running { .. }
+        ) {
+            eprintln!(
+                "escrow-ledger: no DATABASE_URL; starting the private cluster in {}",
+                cluster.data_dir.display()
+            );
+            cluster
+                .start()
+                .context("cannot start the private PostgreSQL cluster")?;
+        }
+        let admin = ledger_store::connect(&cluster.url())
+            .await
+            .context("cannot connect to the private cluster")?;
+        let exists: bool =
+            sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+                .bind(PRIVATE_DATABASE)
+                .fetch_one(&admin)
+                .await
+                .context("private cluster")?;
+        if !exists {
+            // The name is a constant, so formatting it into the statement is safe.
+            let create = format!("create database {PRIVATE_DATABASE}");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+                .execute(&admin)
+                .await
+                .context("cannot create the database")?;
+        }
+        Ok(ledger_store::testdb::url_with_database(
+            &cluster.url(),
+            PRIVATE_DATABASE,
+        ))
+    }
+
+    /// A pool on a migrated database (migrations are idempotent and cheap when current).
+    pub async fn pool(&self) -> Result<PgPool, CliError> {
+        let url = self.url().await?;
+        let pool = ledger_store::connect(&url)
+            .await
+            .context(format!("cannot connect to {}", redact(&url)))?;
+        ledger_store::migrate(&pool)
+            .await
+            .context("cannot migrate the database")?;
+        Ok(pool)
+    }
+
+    /// The store and an executor on the selected ledger, which must exist.
+    pub async fn executor(&self) -> Result<(PgPool, Arc<Executor>), CliError> {
+        let pool = self.pool().await?;
+        let store = PgEventStore::new(pool.clone());
+        let ledgers = store.list_ledgers().await.context("cannot list ledgers")?;
+        if !ledgers.contains(&self.ledger) {
+            return Err(CliError::environment(format!(
+                "unknown ledger {:?} (known: {}); create it with `escrow-ledger ledgers create {}`",
+                self.ledger,
+                ledgers.join(", "),
+                self.ledger
+            )));
+        }
+        let executor = Executor::new(
+            Arc::new(store),
+            self.ledger.clone(),
+            ExecutorConfig::default(),
+        );
+        Ok((pool, Arc::new(executor)))
+    }
+}
+
+/// Hides a password in a URL shown to humans.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCommand {
+    /// Applies the schema migrations (creates the ledger named `default`).
+    Migrate,
+    /// Shows the applied migrations, the ledgers and their heads.
+    Status,
+    /// Starts the private cluster (used when no database URL is configured).
+    Start,
+    /// Stops the private cluster.
+    Stop,
+}
+
+pub async fn run(global: &Global, command: DbCommand) -> Result<ExitCode, CliError> {
+    match command {
+        DbCommand::Migrate => {
+            let pool = global.pool().await?;
+            let applied: i64 =
+                sqlx::query_scalar("select count(*) from _sqlx_migrations where success")
+                    .fetch_one(&pool)
+                    .await
+                    .context("cannot read the migrations table")?;
+            println!(
+                "migrated: {applied} migrations applied; ledger {:?} exists",
+                ledger_store::DEFAULT_LEDGER
+            );
+        }
+        DbCommand::Status => status(global).await?,
+        DbCommand::Start => {
+            let cluster = PrivateCluster::with_defaults();
+            cluster
+                .start()
+                .context("cannot start the private cluster")?;
+            println!(
+                "private cluster running in {} at {}",
+                cluster.data_dir.display(),
+                cluster.url()
+            );
+        }
+        DbCommand::Stop => {
+            let cluster = PrivateCluster::with_defaults();
+            cluster.stop().context("cannot stop the private cluster")?;
+            println!("private cluster stopped ({})", cluster.data_dir.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(global: &Global) -> Result<(), CliError> {
+    if global.database_url.is_none() {
+        let cluster = PrivateCluster::with_defaults();
+        let state = cluster.status().context("private cluster")?;
+        println!(
+            "private cluster: {} ({state:?})",
+            cluster.data_dir.display()
+        );
+        if !matches!(state, ClusterStatus::Running { .. }) {
+            return Ok(());
+        }
+    }
+    let url = global.url().await?;
+    let pool = ledger_store::connect(&url)
+        .await
+        .context(format!("cannot connect to {}", redact(&url)))?;
+    println!("database: {}", redact(&url));
+    let migrations: Vec<(i64, String)> = sqlx::query_as(
+        "select version, description from _sqlx_migrations where success order by version",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap_or_default();
+    println!("migrations applied: {}", migrations.len());
+    for (version, description) in migrations {
+        println!("  {version} {description}");
+    }
+    let store = PgEventStore::new(pool);
+    for ledger in store.list_ledgers().await.context("cannot list ledgers")? {
+        let head = store
+            .head_position(&ledger)
+            .await
+            .context("cannot read the head")?;
+        println!("ledger {ledger}: {head} events");
+    }
+    Ok(())
+}
