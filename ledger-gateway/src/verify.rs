@@ -1,0 +1,215 @@
+//! Authenticity on the raw bytes. Every comparison of a secret-derived value is constant-time (`subtle`);
+//! secrets are never formatted into errors or logs (`Secrets` has a redacting `Debug`).
+
+use hmac::{Hmac, Mac};
+use ledger_core::Gateway;
+use sha2::{Sha256, Sha512};
+use subtle::ConstantTimeEq;
+
+use crate::TOLERANCE_SECONDS;
+
+/// Bound on the signature header length and on the `v1` values considered.
+pub const SIGNATURE_HEADER_BYTES_MAX: usize = 4096;
+pub const SIGNATURES_MAX: usize = 8;
+
+/// One ledger's gateway secrets. Absent secret: that gateway's callbacks are refused (401).
+#[derive(Clone, Default)]
+pub struct Secrets {
+    pub stripe: Option<String>,
+    pub paystack: Option<String>,
+    pub flutterwave_hash: Option<String>,
+    pub fincra: Option<String>,
+    /// The in-house normalized format (`X-Escrow-Signature`).
+    pub callback: Option<String>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |s: &Option<String>| if s.is_some() { "set" } else { "unset" };
+        f.debug_struct("Secrets")
+            .field("stripe", &set(&self.stripe))
+            .field("paystack", &set(&self.paystack))
+            .field("flutterwave_hash", &set(&self.flutterwave_hash))
+            .field("fincra", &set(&self.fincra))
+            .field("callback", &set(&self.callback))
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no secret is configured for {0}")]
+    NoSecret(Gateway),
+    #[error("missing signature header {0}")]
+    MissingHeader(&'static str),
+    #[error("malformed signature header {0}")]
+    MalformedHeader(&'static str),
+    #[error("signature does not match")]
+    Mismatch,
+    #[error(
+        "signature timestamp is {age_seconds} s away from now (tolerance {TOLERANCE_SECONDS} s)"
+    )]
+    Stale { age_seconds: i64 },
+}
+
+/// Checks one delivery's authenticity for `gateway`.
+pub fn authenticate(
+    gateway: Gateway,
+    header: &dyn Fn(&str) -> Option<String>,
+    body: &[u8],
+    secrets: &Secrets,
+    now_unix: i64,
+) -> Result<(), AuthError> {
+    let need = |s: &Option<String>| s.clone().ok_or(AuthError::NoSecret(gateway));
+    match gateway {
+        Gateway::Stripe => {
+            let value =
+                header("stripe-signature").ok_or(AuthError::MissingHeader("Stripe-Signature"))?;
+            verify_timestamped(
+                &value,
+                "Stripe-Signature",
+                body,
+                &need(&secrets.stripe)?,
+                now_unix,
+            )
+        }
+        Gateway::Normalized => {
+            let value = header("x-escrow-signature")
+                .ok_or(AuthError::MissingHeader("X-Escrow-Signature"))?;
+            verify_timestamped(
+                &value,
+                "X-Escrow-Signature",
+                body,
+                &need(&secrets.callback)?,
+                now_unix,
+            )
+        }
+        Gateway::Paystack => {
+            let value = header("x-paystack-signature")
+                .ok_or(AuthError::MissingHeader("x-paystack-signature"))?;
+            verify_sha512_hex(
+                &value,
+                "x-paystack-signature",
+                body,
+                &need(&secrets.paystack)?,
+            )
+        }
+        Gateway::Fincra => {
+            let value = header("signature").ok_or(AuthError::MissingHeader("signature"))?;
+            verify_sha512_hex(&value, "signature", body, &need(&secrets.fincra)?)
+        }
+        Gateway::Flutterwave => {
+            let value = header("verif-hash").ok_or(AuthError::MissingHeader("verif-hash"))?;
+            let expected = need(&secrets.flutterwave_hash)?;
+            if bool::from(value.trim().as_bytes().ct_eq(expected.as_bytes())) {
+                Ok(())
+            } else {
+                Err(AuthError::Mismatch)
+            }
+        }
+    }
+}
+
+/// `t=<unix>,v1=<hex>[,v1=<hex>...][,v0=...]`: HMAC-SHA256 over `"{t}.{body}"`; any `v1` may match (secret
+/// rotation); other schemes are ignored (downgrade protection); `|now - t| <= 300 s`.
+pub fn verify_timestamped(
+    value: &str,
+    name: &'static str,
+    body: &[u8],
+    secret: &str,
+    now_unix: i64,
+) -> Result<(), AuthError> {
+    let (timestamp, signatures) = parse_timestamped(value, name)?;
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let expected = mac.finalize().into_bytes();
+    let mut matched = subtle::Choice::from(0);
+    for signature in &signatures {
+        matched |= signature.as_slice().ct_eq(&expected[..]);
+    }
+    if !bool::from(matched) {
+        return Err(AuthError::Mismatch);
+    }
+    // Checked after the MAC so that a forged header learns nothing about our clock.
+    let age_seconds = now_unix.saturating_sub(timestamp);
+    if age_seconds.abs() > crate::TOLERANCE_SECONDS {
+        return Err(AuthError::Stale { age_seconds });
+    }
+    Ok(())
+}
+
+/// Splits a timestamped signature header into its timestamp and decoded `v1` signatures.
+pub fn parse_timestamped(
+    value: &str,
+    name: &'static str,
+) -> Result<(i64, Vec<Vec<u8>>), AuthError> {
+    if value.len() > SIGNATURE_HEADER_BYTES_MAX {
+        return Err(AuthError::MalformedHeader(name));
+    }
+    let mut timestamp = None;
+    let mut signatures = Vec::new();
+    for part in value.split(',') {
+        let Some((key, val)) = part.trim().split_once('=') else {
+            return Err(AuthError::MalformedHeader(name));
+        };
+        match key {
+            "t" => {
+                timestamp = Some(
+                    val.parse::<i64>()
+                        .map_err(|_| AuthError::MalformedHeader(name))?,
+                )
+            }
+            "v1" if signatures.len() < SIGNATURES_MAX => {
+                signatures.push(hex::decode(val).map_err(|_| AuthError::MalformedHeader(name))?)
+            }
+            _ => {}
+        }
+    }
+    match timestamp {
+        Some(t) if !signatures.is_empty() => Ok((t, signatures)),
+        _ => Err(AuthError::MalformedHeader(name)),
+    }
+}
+
+/// HMAC-SHA512 of the raw body, hex (Paystack, Fincra).
+pub fn verify_sha512_hex(
+    value: &str,
+    name: &'static str,
+    body: &[u8],
+    secret: &str,
+) -> Result<(), AuthError> {
+    let given = hex::decode(value.trim()).map_err(|_| AuthError::MalformedHeader(name))?;
+    let mut mac =
+        Hmac::<Sha512>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(body);
+    let expected = mac.finalize().into_bytes();
+    if bool::from(given.as_slice().ct_eq(&expected[..])) {
+        Ok(())
+    } else {
+        Err(AuthError::Mismatch)
+    }
+}
+
+/// Signs a body the way our `X-Escrow-Signature` (and Stripe) expect: for in-house workers, tests, benches.
+pub fn sign_timestamped(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!(
+        "t={timestamp},v1={}",
+        hex::encode(mac.finalize().into_bytes())
+    )
+}
+
+/// HMAC-SHA512 hex of a body (Paystack, Fincra): for tests and replay tools.
+pub fn sign_sha512_hex(secret: &str, body: &[u8]) -> String {
+    let mut mac =
+        Hmac::<Sha512>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}

@@ -1,0 +1,426 @@
+//! Each adapter on the gateways' documented payloads (see tests/fixtures/SOURCES.md), with valid, invalid and
+//! stale signatures, and the exactness of amounts.
+
+use ledger_core::aggregates::payment::{PaymentKind, PaymentState, PaymentStatus};
+use ledger_core::{Command, Currency, Gateway, Money};
+use ledger_gateway::model::AmountProblem;
+use ledger_gateway::plan::{Disposition, dedupe_key, plan};
+use ledger_gateway::verify::{parse_timestamped, sign_timestamped};
+use ledger_gateway::{
+    AuthError, CallbackError, CallbackKind, Secrets, authenticate_and_parse, parse,
+};
+use uuid::Uuid;
+
+const STRIPE_DOCS_EVENT: &[u8] = include_bytes!("fixtures/stripe_event_object_docs.json");
+const STRIPE_PI: &[u8] = include_bytes!("fixtures/stripe_payment_intent_succeeded.json");
+const PAYSTACK_TRANSFER: &[u8] = include_bytes!("fixtures/paystack_transfer_success.json");
+const PAYSTACK_REFUND_OK: &[u8] = include_bytes!("fixtures/paystack_refund_processed.json");
+const PAYSTACK_REFUND_FAILED: &[u8] = include_bytes!("fixtures/paystack_refund_failed.json");
+const PAYSTACK_DISPUTE: &[u8] = include_bytes!("fixtures/paystack_dispute_create.json");
+const FINCRA_PAYOUT: &[u8] = include_bytes!("fixtures/fincra_payout_successful.json");
+const FLUTTERWAVE_CHARGE: &[u8] = include_bytes!("fixtures/flutterwave_charge_completed.json");
+
+/// Computed with Python's hmac module (SOURCES.md), not with the code under test.
+const STRIPE_VECTOR_HEX: &str = "2dedf3d0bb1ea987464b0f75fba8dcb38ce266f8e73df210b6815d4ce63fb631";
+const PAYSTACK_VECTOR_HEX: &str = "228efcd0c985851ea584eed8b56b5cd939c85b53a9d5b2b0d287c6531efdf824105d331ff9b53f7ce914b058d379c2d6ac64bddb70d328d330337e534f0faaee";
+const FINCRA_VECTOR_HEX: &str = "f92b62c5b2bea173b84a7fa8e411da36e810f5dcbfdd5964876146d2bfdadfb1193beecaa0312b28e3f4fda6f7ef280a71bfd19148eaef915f4975ec652145fa";
+/// Stripe's documented header (webhook signatures guide).
+const STRIPE_DOCS_HEADER: &str = "t=1492774577,v1=5257a869e7ecebeda32affa62cdca3fa51cad7e77a0e56ff536d0ce8e108d8bd,v0=6ffbb59b2300aae63f272406069a9788598b792a944a07aba816edb039989a39";
+
+fn secrets() -> Secrets {
+    Secrets {
+        stripe: Some("whsec_test_secret".into()),
+        paystack: Some("sk_test_paystack".into()),
+        flutterwave_hash: Some("flw-hash-123".into()),
+        fincra: Some("fincra_test_key".into()),
+        callback: Some("in-house-secret".into()),
+    }
+}
+
+fn headers(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let owned: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name: &str| {
+        owned
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+}
+
+fn money(text: &str, code: &str) -> Money {
+    Money::parse(text, Currency::from_code(code).unwrap()).unwrap()
+}
+
+#[test]
+fn stripe_published_vector_and_documented_header() {
+    let now = 1_700_000_010;
+    let good = format!("t=1700000000,v1={STRIPE_VECTOR_HEX}");
+    let c = authenticate_and_parse(
+        Gateway::Stripe,
+        &headers(&[("stripe-signature", &good)]),
+        STRIPE_PI,
+        &secrets(),
+        now,
+    )
+    .unwrap();
+    assert_eq!(c.kind, Some(CallbackKind::DepositSucceeded));
+    assert_eq!(c.event_id, "evt_checks_1");
+    assert_eq!(c.reference.as_deref(), Some("no-such-reference"));
+    assert_eq!(
+        c.amount.as_ref().unwrap().to_money().unwrap(),
+        money("25.00", "USD")
+    );
+    assert_eq!(c.raw_body, STRIPE_PI);
+    // Our signer agrees with the independent vector.
+    assert_eq!(
+        sign_timestamped("whsec_test_secret", 1_700_000_000, STRIPE_PI),
+        good
+    );
+    // Several v1 values (secret rotation): one good one is enough; v0 is ignored.
+    let rotated = format!(
+        "t=1700000000,v1={},v1={STRIPE_VECTOR_HEX},v0=00",
+        "ab".repeat(32)
+    );
+    assert!(
+        authenticate_and_parse(
+            Gateway::Stripe,
+            &headers(&[("stripe-signature", &rotated)]),
+            STRIPE_PI,
+            &secrets(),
+            now
+        )
+        .is_ok()
+    );
+    // Stale: more than 300 s old, and in the future.
+    for at in [1_700_000_301, 1_699_999_000] {
+        let err = authenticate_and_parse(
+            Gateway::Stripe,
+            &headers(&[("stripe-signature", &good)]),
+            STRIPE_PI,
+            &secrets(),
+            at,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, CallbackError::Unauthorized(AuthError::Stale { .. })),
+            "{err:?}"
+        );
+    }
+    // Forged: one byte of the body changed.
+    let mut forged = STRIPE_PI.to_vec();
+    forged[60] ^= 1;
+    let err = authenticate_and_parse(
+        Gateway::Stripe,
+        &headers(&[("stripe-signature", &good)]),
+        &forged,
+        &secrets(),
+        now,
+    )
+    .unwrap_err();
+    assert_eq!(err, CallbackError::Unauthorized(AuthError::Mismatch));
+    // Only a v0 signature (downgrade) is not accepted.
+    let v0_only = format!("t=1700000000,v0={STRIPE_VECTOR_HEX}");
+    assert!(
+        authenticate_and_parse(
+            Gateway::Stripe,
+            &headers(&[("stripe-signature", &v0_only)]),
+            STRIPE_PI,
+            &secrets(),
+            now
+        )
+        .is_err()
+    );
+    // The documented header: t and exactly one v1 (v0 ignored); it does not verify under our secret.
+    let (t, v1) = parse_timestamped(STRIPE_DOCS_HEADER, "Stripe-Signature").unwrap();
+    assert_eq!((t, v1.len()), (1_492_774_577, 1));
+    let err = authenticate_and_parse(
+        Gateway::Stripe,
+        &headers(&[("stripe-signature", STRIPE_DOCS_HEADER)]),
+        STRIPE_PI,
+        &secrets(),
+        t,
+    )
+    .unwrap_err();
+    assert_eq!(err, CallbackError::Unauthorized(AuthError::Mismatch));
+    // Missing header.
+    assert!(matches!(
+        authenticate_and_parse(Gateway::Stripe, &headers(&[]), STRIPE_PI, &secrets(), now),
+        Err(CallbackError::Unauthorized(AuthError::MissingHeader(_)))
+    ));
+}
+
+#[test]
+fn stripe_docs_event_is_authentic_but_not_handled() {
+    let c = parse(Gateway::Stripe, STRIPE_DOCS_EVENT).unwrap();
+    assert_eq!(c.event_id, "evt_1NG8Du2eZvKYlo2CUI79vXWy");
+    assert_eq!(c.event_type, "setup_intent.created");
+    assert_eq!(c.kind, None);
+    assert_eq!(plan(&c, None, true).disposition, Disposition::Ignored);
+}
+
+#[test]
+fn stripe_both_event_types_of_one_payment_share_a_dedupe_key() {
+    let id = Uuid::from_u128(7);
+    let pi = format!(
+        r#"{{"id":"evt_a","type":"payment_intent.succeeded","created":1700000000,"data":{{"object":{{"id":"pi_1","object":"payment_intent","amount":1000,"amount_received":1000,"currency":"usd","metadata":{{"payment_reference":"{id}"}}}}}}}}"#
+    );
+    let ch = format!(
+        r#"{{"id":"evt_b","type":"charge.succeeded","created":1700000001,"data":{{"object":{{"id":"ch_1","object":"charge","amount":1000,"amount_captured":1000,"currency":"usd","metadata":{{"payment_reference":"{id}"}}}}}}}}"#
+    );
+    let a = parse(Gateway::Stripe, pi.as_bytes()).unwrap();
+    let b = parse(Gateway::Stripe, ch.as_bytes()).unwrap();
+    assert_ne!(a.event_id, b.event_id);
+    assert_eq!(dedupe_key(&a), dedupe_key(&b));
+    assert_eq!(
+        dedupe_key(&a),
+        format!("callback:stripe:{id}:deposit_succeeded")
+    );
+}
+
+#[test]
+fn paystack_documented_transfer_refunds_and_dispute() {
+    let good = headers(&[("x-paystack-signature", PAYSTACK_VECTOR_HEX)]);
+    let c =
+        authenticate_and_parse(Gateway::Paystack, &good, PAYSTACK_TRANSFER, &secrets(), 0).unwrap();
+    assert_eq!(c.kind, Some(CallbackKind::PayoutSucceeded));
+    assert_eq!(
+        c.reference.as_deref(),
+        Some("ACV_9ee55786-2323-4760-98e2-6380c9cb3f68")
+    );
+    assert_eq!(c.event_id, "transfer.success:860703114:success");
+    assert_eq!(
+        c.amount.as_ref().unwrap().to_money().unwrap(),
+        money("1000.00", "NGN")
+    );
+    assert_eq!(
+        c.fee.as_ref().unwrap().to_money().unwrap(),
+        money("0", "NGN")
+    );
+    let wrong = headers(&[(
+        "x-paystack-signature",
+        &PAYSTACK_VECTOR_HEX.replace('2', "3"),
+    )]);
+    assert_eq!(
+        authenticate_and_parse(Gateway::Paystack, &wrong, PAYSTACK_TRANSFER, &secrets(), 0)
+            .unwrap_err(),
+        CallbackError::Unauthorized(AuthError::Mismatch)
+    );
+
+    let ok = parse(Gateway::Paystack, PAYSTACK_REFUND_OK).unwrap();
+    assert_eq!(ok.kind, Some(CallbackKind::RefundProcessed));
+    assert_eq!(
+        ok.reference.as_deref(),
+        Some("T2154954_412829_3be32076_6lcg3")
+    );
+    assert_eq!(
+        ok.amount.as_ref().unwrap().to_money().unwrap(),
+        money("50.00", "NGN")
+    ); // "5000" as a string
+    let failed = parse(Gateway::Paystack, PAYSTACK_REFUND_FAILED).unwrap();
+    assert_eq!(failed.kind, Some(CallbackKind::RefundFailed));
+    assert_eq!(
+        failed.amount.as_ref().unwrap().to_money().unwrap(),
+        money("200.00", "NGN")
+    ); // 20000 as a number
+
+    let dispute = parse(Gateway::Paystack, PAYSTACK_DISPUTE).unwrap();
+    assert_eq!(dispute.kind, Some(CallbackKind::ChargebackOpened));
+    assert_eq!(dispute.reference.as_deref(), Some("v3mjfgbnc19v97x"));
+    assert_eq!(dispute.dispute_id.as_deref(), Some("358950"));
+    assert_eq!(
+        dispute.amount.as_ref().unwrap().to_money().unwrap(),
+        money("58.00", "NGN")
+    );
+}
+
+#[test]
+fn fincra_documented_payout() {
+    let good = headers(&[("signature", FINCRA_VECTOR_HEX)]);
+    let c = authenticate_and_parse(Gateway::Fincra, &good, FINCRA_PAYOUT, &secrets(), 0).unwrap();
+    assert_eq!(c.kind, Some(CallbackKind::PayoutSucceeded));
+    assert_eq!(
+        c.amount.as_ref().unwrap().to_money().unwrap(),
+        money("212000", "GBP")
+    );
+    assert_eq!(
+        c.fee.as_ref().unwrap().to_money().unwrap(),
+        money("150", "GBP")
+    );
+    // The documented example has no customerReference: nothing names our payout, so nothing moves.
+    assert_eq!(c.reference, None);
+    assert_eq!(plan(&c, None, true).disposition, Disposition::Anomaly);
+    let mut tampered = FINCRA_PAYOUT.to_vec();
+    tampered.push(b' ');
+    assert!(authenticate_and_parse(Gateway::Fincra, &good, &tampered, &secrets(), 0).is_err());
+    assert!(
+        authenticate_and_parse(Gateway::Fincra, &headers(&[]), FINCRA_PAYOUT, &secrets(), 0)
+            .is_err()
+    );
+}
+
+#[test]
+fn flutterwave_documented_charge() {
+    let good = headers(&[("verif-hash", "flw-hash-123")]);
+    let c = authenticate_and_parse(
+        Gateway::Flutterwave,
+        &good,
+        FLUTTERWAVE_CHARGE,
+        &secrets(),
+        0,
+    )
+    .unwrap();
+    assert_eq!(c.kind, Some(CallbackKind::DepositSucceeded));
+    assert_eq!(c.reference.as_deref(), Some("order_2026_05_24_001"));
+    assert_eq!(
+        c.amount.as_ref().unwrap().to_money().unwrap(),
+        money("25000", "NGN")
+    );
+    let bad = headers(&[("verif-hash", "flw-hash-124")]);
+    assert_eq!(
+        authenticate_and_parse(
+            Gateway::Flutterwave,
+            &bad,
+            FLUTTERWAVE_CHARGE,
+            &secrets(),
+            0
+        )
+        .unwrap_err(),
+        CallbackError::Unauthorized(AuthError::Mismatch)
+    );
+    // v3 shape: tx_ref carries our reference, decimal major units parsed exactly.
+    let v3 = br#"{"event":"charge.completed","data":{"id":285959875,"tx_ref":"Links-616626414629","amount":100.10,"currency":"NGN","app_fee":1.4,"status":"successful","created_at":"2020-07-06T19:17:04.000Z"}}"#;
+    let c = parse(Gateway::Flutterwave, v3).unwrap();
+    assert_eq!(
+        c.amount.as_ref().unwrap().to_money().unwrap(),
+        money("100.10", "NGN")
+    );
+    assert_eq!(
+        c.fee.as_ref().unwrap().to_money().unwrap(),
+        money("1.40", "NGN")
+    );
+}
+
+#[test]
+fn amounts_are_exact_never_rounded() {
+    let body = |amount: &str, currency: &str| {
+        format!(
+            r#"{{"event_id":"e1","kind":"deposit_succeeded","payment_reference":"r","amount":{amount},"currency":"{currency}"}}"#
+        )
+    };
+    let amount_of = |a: &str, c: &str| {
+        parse(Gateway::Normalized, body(a, c).as_bytes()).map(|cb| cb.amount.unwrap().to_money())
+    };
+    // A JSON number that f64 cannot hold exactly.
+    assert_eq!(
+        amount_of("12345678901234567.89", "USD")
+            .unwrap()
+            .unwrap()
+            .minor(),
+        1_234_567_890_123_456_789
+    );
+    assert_eq!(
+        amount_of("0.1", "USD").unwrap().unwrap(),
+        money("0.10", "USD")
+    );
+    assert_eq!(
+        amount_of("\"1000.00\"", "JPY").unwrap().unwrap(),
+        money("1000", "JPY")
+    );
+    assert_eq!(
+        amount_of("10.505", "USD").unwrap().unwrap_err(),
+        AmountProblem::NotRepresentable {
+            held: money("10.50", "USD"),
+            reported: "10.505 USD".into()
+        }
+    );
+    assert!(matches!(
+        amount_of("1000.50", "JPY").unwrap(),
+        Err(AmountProblem::NotRepresentable { .. })
+    ));
+    assert!(matches!(
+        amount_of("5", "XXQ").unwrap(),
+        Err(AmountProblem::UnknownCurrency(_))
+    ));
+    assert!(
+        amount_of("1e3", "USD").is_err(),
+        "exponent forms are refused, not converted"
+    );
+    assert!(parse(Gateway::Normalized, b"{not json").is_err());
+}
+
+fn deposit(id: Uuid, currency: Currency) -> PaymentState {
+    PaymentState {
+        id,
+        kind: Some(PaymentKind::Deposit),
+        status: PaymentStatus::Pending,
+        user: Uuid::from_u128(1),
+        amount_minor: 1000,
+        currency: Some(currency),
+        gateway: Some(Gateway::Normalized),
+        ..PaymentState::default()
+    }
+}
+
+#[test]
+fn plan_routes_unmatched_money_to_suspense() {
+    let id = Uuid::from_u128(9);
+    let cb = |amount: &str, currency: &str, kind: &str| {
+        parse(
+            Gateway::Normalized,
+            format!(r#"{{"event_id":"e","kind":"{kind}","payment_reference":"{id}","amount":"{amount}","currency":"{currency}"}}"#).as_bytes(),
+        )
+        .unwrap()
+    };
+    // Matched: the deposit is confirmed with what actually moved (underpaid here).
+    let p = plan(
+        &cb("7.00", "USD", "deposit_succeeded"),
+        Some(&deposit(id, Currency::USD)),
+        true,
+    );
+    assert_eq!(p.disposition, Disposition::Apply);
+    assert!(
+        matches!(p.command, Some(Command::ConfirmDeposit { amount, .. }) if amount == money("7.00", "USD"))
+    );
+    // Unknown reference, currency mismatch, not representable: suspense with a deterministic id.
+    for (p1, p2) in [
+        (
+            plan(&cb("7.00", "USD", "deposit_succeeded"), None, true),
+            plan(&cb("7.00", "USD", "deposit_succeeded"), None, true),
+        ),
+        (
+            plan(
+                &cb("7.00", "EUR", "deposit_succeeded"),
+                Some(&deposit(id, Currency::USD)),
+                true,
+            ),
+            plan(
+                &cb("7.00", "EUR", "deposit_succeeded"),
+                Some(&deposit(id, Currency::USD)),
+                true,
+            ),
+        ),
+        (
+            plan(
+                &cb("7.005", "USD", "deposit_succeeded"),
+                Some(&deposit(id, Currency::USD)),
+                true,
+            ),
+            plan(
+                &cb("7.005", "USD", "deposit_succeeded"),
+                Some(&deposit(id, Currency::USD)),
+                true,
+            ),
+        ),
+    ] {
+        assert_eq!(p1.disposition, Disposition::Suspense, "{}", p1.detail);
+        assert_eq!(p1, p2);
+    }
+    // An outgoing outcome for an unknown payment moves nothing.
+    assert_eq!(
+        plan(&cb("7.00", "USD", "payout_succeeded"), None, true).disposition,
+        Disposition::Anomaly
+    );
+}
