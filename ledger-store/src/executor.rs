@@ -231,6 +231,7 @@ impl Executor {
         &self,
         items: Vec<(CommandEnvelope, Option<String>)>,
     ) -> Vec<Result<CommandOutcome, ExecError>> {
+        let started = std::time::Instant::now();
         let mut results: Vec<Option<Result<CommandOutcome, ExecError>>> =
             (0..items.len()).map(|_| None).collect();
         let mut taken: HashSet<StreamId> = HashSet::new();
@@ -271,6 +272,11 @@ impl Executor {
                 Err(e) => results[index] = Some(Err(e)),
             }
         }
+        tracing::debug!(
+            decided = batch.len(),
+            decide_ms = started.elapsed().as_millis() as u64,
+            "batch decided"
+        );
         if !requests.is_empty() {
             match self.store.append_batch(&self.ledger_id, requests).await {
                 Ok(slots) => {

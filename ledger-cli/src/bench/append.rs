@@ -39,6 +39,9 @@ pub struct AppendArgs {
     /// Concurrent group-commit transactions.
     #[arg(long, default_value_t = 2)]
     committers: usize,
+    /// How long a batch waits for more commands once it has one, in milliseconds.
+    #[arg(long, default_value_t = 2)]
+    linger_ms: u64,
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     json: bool,
@@ -197,6 +200,7 @@ pub async fn run(global: &Global, args: AppendArgs) -> Result<ExitCode, CliError
     let config = GroupCommitConfig {
         batch_size_max: args.batch_size,
         committers: args.committers,
+        linger: std::time::Duration::from_millis(args.linger_ms),
         ..GroupCommitConfig::default()
     };
     let committer = GroupCommitter::spawn(executor, config.clone());
@@ -222,8 +226,7 @@ pub async fn run(global: &Global, args: AppendArgs) -> Result<ExitCode, CliError
         setup_started.elapsed().as_secs_f64()
     );
     let started = Instant::now();
-    let (mut latencies, events) =
-        run_lanes(&committer, &lanes, args.in_flight, work).await?;
+    let (mut latencies, events) = run_lanes(&committer, &lanes, args.in_flight, work).await?;
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort();
     let commands = latencies.len() as u64;
