@@ -5,8 +5,10 @@
 
 mod bench;
 mod db;
+mod demo;
 mod exit;
 mod ledgers;
+mod projections;
 mod scenario;
 
 use std::process::ExitCode;
@@ -41,6 +43,15 @@ pub enum Command {
     /// Ledgers (one per marketplace) in this database.
     #[command(subcommand)]
     Ledgers(ledgers::LedgersCommand),
+    /// A marketplace story end to end (booking, escrow project, dispute, refund, payouts), projected, with
+    /// the balances. Each run adds a fresh, independent story to the ledger.
+    #[command(
+        after_help = "Example:\n  escrow-ledger demo                  # no DATABASE_URL: the private cluster"
+    )]
+    Demo,
+    /// Read tables in schema `escrow`: run the workers, show checkpoints, rebuild from zero.
+    #[command(subcommand)]
+    Projections(projections::ProjectionsCommand),
     /// Benchmarks that print figures (see README: Benchmarks).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -76,6 +87,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Db(cmd) => db::run(&cli.global, cmd).await,
         Command::Ledgers(cmd) => ledgers::run(&cli.global, cmd).await,
+        Command::Demo => demo::run(&cli.global).await,
+        Command::Projections(cmd) => projections::run(&cli.global, cmd).await,
         Command::Bench(cmd) => bench::run(&cli.global, cmd).await,
     }
 }

@@ -1,0 +1,323 @@
+//! Rebuild from zero: every ledger's log is folded in memory and written with COPY into unindexed shadow
+//! tables (`<table>__rb`, invisible to readers: no grants, no policies yet); the shadows are indexed like
+//! the live tables; then one short transaction swaps each shadow in with the live table's grants, RLS
+//! flags, policies and dependent views (`escrow.swap_shadow`) and sets the checkpoints to the positions the
+//! fold reached. Readers see the old model until that commit and the new one after it, never a half-built
+//! one. Workers that are running notice the moved checkpoint and continue from it.
+//!
+//! The read tables hold every ledger, so a rebuild covers every ledger of the database.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use ledger_store::{EventStore, PgEventStore, RecordedEvent};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgCopyIn, PgPoolCopyExt};
+use sqlx::{PgPool, Postgres};
+use tokio::sync::mpsc;
+
+use crate::fold::{Folder, RowSink, decode};
+use crate::sql::{copy_line, copy_sql};
+use crate::table::{Merge, Projection, Row, TABLES};
+use crate::{Error, Result};
+
+/// Events per read of the log.
+const READ_PAGE_EVENTS: i64 = 10_000;
+/// Pages read ahead of the fold.
+const READ_AHEAD_PAGES: usize = 4;
+/// A table's COPY buffer is sent once it holds this many bytes.
+const COPY_FLUSH_BYTES: usize = 1 << 20;
+/// Attempts at the swap when readers hold the tables (each waits at most `SWAP_LOCK_TIMEOUT`).
+const SWAP_ATTEMPTS_MAX: u32 = 5;
+const SWAP_LOCK_TIMEOUT: &str = "5s";
+const REBUILD_LOCK_KEY: &str = "escrow-ledger.projections.rebuild";
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RebuildReport {
+    pub projections: Vec<String>,
+    /// (ledger, position the rebuilt tables reflect).
+    pub ledgers: Vec<(String, i64)>,
+    pub events: u64,
+    /// (table, rows written).
+    pub rows: Vec<(String, u64)>,
+    pub fold_and_copy: Duration,
+    pub index: Duration,
+    pub swap: Duration,
+    pub total: Duration,
+}
+
+struct CopySink {
+    buffers: Vec<String>,
+    merged: Vec<BTreeMap<Row, Row>>,
+    rows: Vec<u64>,
+}
+
+impl CopySink {
+    fn new() -> CopySink {
+        CopySink {
+            buffers: TABLES.iter().map(|_| String::new()).collect(),
+            merged: TABLES.iter().map(|_| BTreeMap::new()).collect(),
+            rows: vec![0; TABLES.len()],
+        }
+    }
+
+    /// Moves the merged tables (accounts, balances) into the COPY buffers.
+    fn finish_merged(&mut self) {
+        for (index, map) in self.merged.iter_mut().enumerate() {
+            for row in std::mem::take(map).into_values() {
+                copy_line(&mut self.buffers[index], &row);
+                self.rows[index] += 1;
+            }
+        }
+    }
+}
+
+impl RowSink for CopySink {
+    fn put(&mut self, table: usize, row: Row) {
+        let spec = &TABLES[table];
+        if spec.merge == Merge::Replace {
+            // Facts are emitted once and entity rows only at the final drain: keys are unique here.
+            copy_line(&mut self.buffers[table], &row);
+            self.rows[table] += 1;
+            return;
+        }
+        let key = spec.key_of(&row).to_vec();
+        match self.merged[table].entry(key) {
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(row);
+            }
+            std::collections::btree_map::Entry::Occupied(mut slot) => {
+                spec.merge_into(slot.get_mut(), row)
+            }
+        }
+    }
+}
+
+type Copies = Vec<Option<PgCopyIn<PoolConnection<Postgres>>>>;
+
+async fn flush(sink: &mut CopySink, copies: &mut Copies, threshold: usize) -> Result<()> {
+    for (index, buffer) in sink.buffers.iter_mut().enumerate() {
+        if buffer.len() < threshold.max(1) {
+            continue;
+        }
+        let copy = copies[index]
+            .as_mut()
+            .ok_or_else(|| Error::Invalid(format!("no COPY open for {}", TABLES[index].name)))?;
+        copy.send(std::mem::take(buffer).into_bytes()).await?;
+    }
+    Ok(())
+}
+
+/// Rebuilds `projections` from zero on every ledger and swaps the results in.
+pub async fn rebuild(pool: &PgPool, projections: &[Projection]) -> Result<RebuildReport> {
+    let started = Instant::now();
+    let mut lock = pool.acquire().await?;
+    let locked: bool = sqlx::query_scalar("select pg_try_advisory_lock(hashtextextended($1, 0))")
+        .bind(REBUILD_LOCK_KEY)
+        .fetch_one(&mut *lock)
+        .await?;
+    if !locked {
+        return Err(Error::RebuildBusy);
+    }
+    let result = rebuild_locked(pool, projections, started).await;
+    let _ = sqlx::query("select pg_advisory_unlock(hashtextextended($1, 0))")
+        .bind(REBUILD_LOCK_KEY)
+        .execute(&mut *lock)
+        .await;
+    if result.is_err() {
+        drop_shadows(pool, projections).await;
+    }
+    result
+}
+
+async fn drop_shadows(pool: &PgPool, projections: &[Projection]) {
+    for spec in TABLES
+        .iter()
+        .filter(|t| projections.contains(&t.projection))
+    {
+        let drop = format!("drop table if exists escrow.{}__rb", spec.name);
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(pool).await;
+    }
+}
+
+async fn rebuild_locked(
+    pool: &PgPool,
+    projections: &[Projection],
+    started: Instant,
+) -> Result<RebuildReport> {
+    let tables: Vec<usize> = (0..TABLES.len())
+        .filter(|i| projections.contains(&TABLES[*i].projection))
+        .collect();
+    let mut copies: Copies = TABLES.iter().map(|_| None).collect();
+    for &index in &tables {
+        sqlx::query("select escrow.make_shadow($1)")
+            .bind(TABLES[index].name)
+            .execute(pool)
+            .await?;
+        copies[index] = Some(pool.copy_in_raw(&copy_sql(&TABLES[index], "__rb")).await?);
+    }
+    let store = PgEventStore::new(pool.clone());
+    let mut sink = CopySink::new();
+    let mut ledgers = Vec::new();
+    let mut events = 0_u64;
+    for ledger in store.list_ledgers().await? {
+        let head = store.head_position(&ledger).await?;
+        events += fold_ledger(&store, &ledger, head, projections, &mut sink, &mut copies).await?;
+        ledgers.push((ledger, head));
+    }
+    flush(&mut sink, &mut copies, 0).await?;
+    for copy in copies.into_iter().flatten() {
+        copy.finish().await?;
+    }
+    let folded = started.elapsed();
+    let indexes = tables.iter().map(|&index| async move {
+        sqlx::query("select escrow.index_shadow($1)")
+            .bind(TABLES[index].name)
+            .execute(pool)
+            .await
+    });
+    futures::future::try_join_all(indexes).await?;
+    let indexed = started.elapsed();
+    swap(pool, projections, &tables, &ledgers).await?;
+    let total = started.elapsed();
+    Ok(RebuildReport {
+        projections: projections.iter().map(|p| p.name().to_string()).collect(),
+        ledgers,
+        events,
+        rows: tables
+            .iter()
+            .map(|&i| (TABLES[i].name.to_string(), sink.rows[i]))
+            .collect(),
+        fold_and_copy: folded,
+        index: indexed - folded,
+        swap: total - indexed,
+        total,
+    })
+}
+
+/// Folds events 1..=`head` of `ledger` into the COPY buffers; returns the number of events.
+async fn fold_ledger(
+    store: &PgEventStore,
+    ledger: &str,
+    head: i64,
+    projections: &[Projection],
+    sink: &mut CopySink,
+    copies: &mut Copies,
+) -> Result<u64> {
+    let (pages_tx, mut pages) = mpsc::channel::<Result<Vec<RecordedEvent>>>(READ_AHEAD_PAGES);
+    let reader_store = store.clone();
+    let reader_ledger = ledger.to_owned();
+    let reader = tokio::spawn(async move {
+        let mut after = 0;
+        while after < head {
+            let page = reader_store
+                .read_log(&reader_ledger, after, READ_PAGE_EVENTS.min(head - after))
+                .await
+                .map_err(Error::from);
+            let last = page.as_ref().ok().and_then(|p| p.last()?.position);
+            let failed = page.is_err();
+            if pages_tx.send(page).await.is_err() || failed {
+                return;
+            }
+            match last {
+                Some(last) => after = last,
+                None => return,
+            }
+        }
+    });
+    let mut folder = Folder::new(ledger, projections);
+    let mut events = 0_u64;
+    while let Some(page) = pages.recv().await {
+        for record in page? {
+            let (stream, event) = decode(&record)?;
+            folder.apply(&stream, &record, &event, sink)?;
+            events += 1;
+        }
+        flush(sink, copies, COPY_FLUSH_BYTES).await?;
+    }
+    reader
+        .await
+        .map_err(|e| Error::Invalid(format!("log reader failed: {e}")))?;
+    if events != u64::try_from(head).unwrap_or(0) {
+        return Err(Error::Invalid(format!(
+            "ledger {ledger}: read {events} events, expected {head}"
+        )));
+    }
+    folder.drain(sink);
+    sink.finish_merged();
+    Ok(events)
+}
+
+async fn swap(
+    pool: &PgPool,
+    projections: &[Projection],
+    tables: &[usize],
+    ledgers: &[(String, i64)],
+) -> Result<()> {
+    let names: Vec<String> = projections.iter().map(|p| p.name().to_string()).collect();
+    for attempt in 1..=SWAP_ATTEMPTS_MAX {
+        match swap_once(pool, &names, tables, ledgers).await {
+            Err(Error::Db(sqlx::Error::Database(e)))
+                if e.code().as_deref() == Some("55P03") && attempt < SWAP_ATTEMPTS_MAX =>
+            {
+                tracing::warn!(
+                    attempt,
+                    "rebuild swap waited too long for readers; retrying"
+                );
+            }
+            other => return other,
+        }
+    }
+    Ok(())
+}
+
+async fn swap_once(
+    pool: &PgPool,
+    projections: &[String],
+    tables: &[usize],
+    ledgers: &[(String, i64)],
+) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    let set_timeout = format!("set local lock_timeout = '{SWAP_LOCK_TIMEOUT}'");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(set_timeout))
+        .execute(&mut *tx)
+        .await?;
+    // Checkpoints are read and written as the projector (RLS is forced on them, owner included); the
+    // swap itself is DDL, done as the owner. Workers commit under these row locks: none is half-way
+    // through a batch while the tables change.
+    sqlx::query("set local role escrow_projector")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "select 1 from escrow.projection_checkpoints where projection = any($1) for update",
+    )
+    .bind(projections)
+    .fetch_all(&mut *tx)
+    .await?;
+    sqlx::query("set local role none").execute(&mut *tx).await?;
+    for &index in tables {
+        sqlx::query("select escrow.swap_shadow($1)")
+            .bind(TABLES[index].name)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query("set local role escrow_projector")
+        .execute(&mut *tx)
+        .await?;
+    for (ledger, head) in ledgers {
+        sqlx::query(
+            "insert into escrow.projection_checkpoints (ledger_id, projection, position, events_applied)
+             select $1, p, $2, $2 from unnest($3::text[]) as p
+             on conflict (ledger_id, projection)
+             do update set position = excluded.position, events_applied = excluded.events_applied,
+                           updated_at = now()",
+        )
+        .bind(ledger)
+        .bind(head)
+        .bind(projections)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
