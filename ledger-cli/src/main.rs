@@ -7,9 +7,13 @@ mod bench;
 mod db;
 mod demo;
 mod exit;
+mod ingest;
 mod ledgers;
+mod outbox;
 mod projections;
 mod scenario;
+mod serve;
+mod suspense;
 
 use std::process::ExitCode;
 
@@ -55,6 +59,23 @@ pub enum Command {
     /// Benchmarks that print figures (see README: Benchmarks).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// The payment workers' HTTP API: gateway callbacks, commands, the outbox (see README).
+    Serve(serve::ServeArgs),
+    /// Payouts and card refunds the ledger decided, for workers to execute (lease-based claims).
+    #[command(subcommand)]
+    Outbox(outbox::OutboxCommand),
+    /// Unmatched incoming money held in Liabilities:Suspense: list, assign to a wallet, return.
+    #[command(subcommand)]
+    Suspense(suspense::SuspenseCommand),
+    /// Anomalies: late failures, successes after failure, unmatched or refused callbacks.
+    Anomalies {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+    },
+    /// Replays captured callback deliveries (JSON Lines) through the same ingestion as `serve`.
+    Ingest(ingest::IngestArgs),
 }
 
 fn main() -> ExitCode {
@@ -90,5 +111,10 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Demo => demo::run(&cli.global).await,
         Command::Projections(cmd) => projections::run(&cli.global, cmd).await,
         Command::Bench(cmd) => bench::run(&cli.global, cmd).await,
+        Command::Serve(args) => serve::run(&cli.global, args).await,
+        Command::Outbox(cmd) => outbox::run(&cli.global, cmd).await,
+        Command::Suspense(cmd) => suspense::run(&cli.global, cmd).await,
+        Command::Anomalies { json, limit } => suspense::anomalies(&cli.global, json, limit).await,
+        Command::Ingest(args) => ingest::run(&cli.global, args).await,
     }
 }

@@ -3,6 +3,7 @@
 #![allow(clippy::float_arithmetic)]
 
 mod append;
+mod callbacks;
 mod seed;
 
 use std::process::ExitCode;
@@ -18,12 +19,15 @@ pub enum BenchCommand {
     Seed(seed::SeedArgs),
     /// Concurrent writers funding and releasing milestones through group commit; prints throughput.
     Append(append::AppendArgs),
+    /// Signed callbacks through the real HTTP server from concurrent senders; prints callbacks/s, p50/p99.
+    Callbacks(callbacks::CallbacksArgs),
 }
 
 pub async fn run(global: &Global, command: BenchCommand) -> Result<ExitCode, CliError> {
     match command {
         BenchCommand::Seed(args) => seed::run(global, args).await,
         BenchCommand::Append(args) => append::run(global, args).await,
+        BenchCommand::Callbacks(args) => callbacks::run(global, args).await,
     }
 }
 

@@ -1,0 +1,153 @@
+//! `escrow-ledger serve --listen ADDR`: the payment workers' HTTP API.
+//!
+//! Routes (per ledger): `POST /v1/ledgers/{ledger}/callbacks/{gateway}`, `POST /v1/ledgers/{ledger}/commands`,
+//! `GET /v1/ledgers/{ledger}/outbox`, `POST /v1/ledgers/{ledger}/outbox/claim`; `GET /healthz`, `GET /metrics`.
+//! Bounded bodies (413), request timeouts (408), a bound on in-flight requests, graceful shutdown on SIGINT
+//! or SIGTERM that finishes in-flight requests, one tracing span per request with its correlation id
+//! (`X-Correlation-Id`, generated when absent, echoed in the response).
+
+pub mod config;
+mod http;
+pub mod metrics;
+pub mod pipeline;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use ledger_store::{EventStore, Executor, ExecutorConfig, PgEventStore};
+use sqlx::PgPool;
+
+use crate::db::Global;
+use crate::exit::{CliError, Context};
+use pipeline::LedgerContext;
+
+/// Requests handled at once; more wait (back-pressure) rather than pile onto the database.
+pub const IN_FLIGHT_MAX: usize = 512;
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on, e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Secrets and API keys per ledger (TOML; see README "Payment workers").
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+pub struct AppState {
+    pub pool: PgPool,
+    pub ledgers: HashMap<String, LedgerContext>,
+    pub metrics: metrics::Metrics,
+    pub in_flight: tokio::sync::Semaphore,
+}
+
+pub struct Limits {
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+/// Builds the state for every configured ledger that exists in the database.
+pub async fn build_state(
+    global: &Global,
+    config_path: Option<&std::path::Path>,
+) -> Result<(Arc<AppState>, Limits), CliError> {
+    let config = config::load(config_path, &global.ledger)?;
+    let pool = global.pool().await?;
+    let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(pool.clone()));
+    let known = store.list_ledgers().await.context("cannot list ledgers")?;
+    let mut ledgers = HashMap::new();
+    for (ledger_id, secrets) in &config.ledgers {
+        if !known.contains(ledger_id) {
+            if ledger_id == &global.ledger && config_path.is_none() {
+                continue; // only environment defaults for a ledger that does not exist: nothing to serve
+            }
+            return Err(CliError::environment(format!(
+                "configured ledger {ledger_id:?} does not exist"
+            )));
+        }
+        let executor = Arc::new(Executor::new(
+            store.clone(),
+            ledger_id.clone(),
+            ExecutorConfig::default(),
+        ));
+        ledgers.insert(
+            ledger_id.clone(),
+            LedgerContext {
+                ledger_id: ledger_id.clone(),
+                executor,
+                secrets: secrets.gateway_secrets(),
+                api_key: secrets.api_key.clone(),
+                recover_from_user: config.chargeback_recover_from_user.unwrap_or(true),
+            },
+        );
+    }
+    let limits = Limits {
+        body_limit_bytes: config
+            .body_limit_bytes
+            .unwrap_or(config::BODY_LIMIT_BYTES_DEFAULT),
+        request_timeout: Duration::from_millis(
+            config
+                .request_timeout_ms
+                .unwrap_or(config::REQUEST_TIMEOUT_MS_DEFAULT),
+        ),
+    };
+    let state = AppState {
+        pool,
+        ledgers,
+        metrics: metrics::Metrics::default(),
+        in_flight: tokio::sync::Semaphore::new(IN_FLIGHT_MAX),
+    };
+    Ok((Arc::new(state), limits))
+}
+
+pub async fn run(global: &Global, args: ServeArgs) -> Result<ExitCode, CliError> {
+    let (state, limits) = build_state(global, args.config.as_deref()).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .context(format!("cannot listen on {}", args.listen))?;
+    let names: Vec<&String> = state.ledgers.keys().collect();
+    tracing::info!(listen = %args.listen, ledgers = ?names, "serving");
+    eprintln!(
+        "escrow-ledger: serving {} ledger(s) on http://{}",
+        names.len(),
+        args.listen
+    );
+    serve(listener, state, limits, shutdown_signal()).await?;
+    eprintln!("escrow-ledger: stopped after finishing in-flight requests");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and waits for in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), CliError> {
+    let app = http::router(state, &limits);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("server failed")
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown requested: finishing in-flight requests");
+}
