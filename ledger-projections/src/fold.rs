@@ -585,7 +585,7 @@ impl Folder {
         let seller = parties.map(|p| p.seller);
         let zero = |c: Currency| Money::zero(c);
         // (type, user, milestone, amount, fee, entry)
-        let mut moves: Vec<(&str, Option<Uuid>, u32, Money, Money, &JournalEntry)> = Vec::new();
+        let mut moves: Vec<Movement> = Vec::new();
         match event {
             P::MilestoneFunded {
                 milestone,
@@ -825,6 +825,16 @@ impl Folder {
     }
 }
 
+/// One escrow money movement: (type, user, milestone, amount, fee, entry).
+type Movement<'a> = (
+    &'static str,
+    Option<Uuid>,
+    u32,
+    Money,
+    Money,
+    &'a JournalEntry,
+);
+
 /// Rows merged in memory exactly as the SQL writer merges them (per table, by key).
 #[derive(Default)]
 pub struct MapSink {
@@ -871,5 +881,18 @@ pub fn decode(record: &RecordedEvent) -> Result<(StreamId, Event), crate::Error>
         record.payload.clone(),
     )
     .map_err(|e| crate::Error::Decode(e.to_string()))?;
+    Ok((stream, event))
+}
+
+/// [`decode`] that takes the payload out of `record` instead of copying it (the rebuild's hot path; the
+/// payload is not needed afterwards).
+pub fn decode_owned(record: &mut RecordedEvent) -> Result<(StreamId, Event), crate::Error> {
+    let stream: StreamId = record
+        .stream_id
+        .parse()
+        .map_err(|e: ledger_core::engine::BadStreamId| crate::Error::Decode(e.to_string()))?;
+    let payload = std::mem::take(&mut record.payload);
+    let event = Event::from_stored(&stream, &record.event_type, record.schema_version, payload)
+        .map_err(|e| crate::Error::Decode(e.to_string()))?;
     Ok((stream, event))
 }

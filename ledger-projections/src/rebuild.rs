@@ -11,12 +11,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ledger_store::{EventStore, PgEventStore, RecordedEvent};
-use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgCopyIn, PgPoolCopyExt};
-use sqlx::{PgPool, Postgres};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolCopyExt;
 use tokio::sync::mpsc;
 
-use crate::fold::{Folder, RowSink, decode};
+use crate::fold::{Folder, RowSink, decode_owned};
 use crate::sql::{copy_line, copy_sql};
 use crate::table::{Merge, Projection, Row, TABLES};
 use crate::{Error, Result};
@@ -26,7 +25,7 @@ const READ_PAGE_EVENTS: i64 = 10_000;
 /// Pages read ahead of the fold.
 const READ_AHEAD_PAGES: usize = 4;
 /// A table's COPY buffer is sent once it holds this many bytes.
-const COPY_FLUSH_BYTES: usize = 1 << 20;
+const COPY_FLUSH_BYTES: usize = 4 << 20;
 /// Attempts at the swap when readers hold the tables (each waits at most `SWAP_LOCK_TIMEOUT`).
 const SWAP_ATTEMPTS_MAX: u32 = 5;
 const SWAP_LOCK_TIMEOUT: &str = "5s";
@@ -93,18 +92,23 @@ impl RowSink for CopySink {
     }
 }
 
-type Copies = Vec<Option<PgCopyIn<PoolConnection<Postgres>>>>;
-
-async fn flush(sink: &mut CopySink, copies: &mut Copies, threshold: usize) -> Result<()> {
+/// Sends every COPY buffer holding at least `threshold` bytes, one short COPY statement per buffer (the
+/// store's connections carry a statement timeout, and a COPY spanning the whole fold would outlive it).
+async fn flush(pool: &PgPool, sink: &mut CopySink, threshold: usize) -> Result<()> {
+    let mut sends = Vec::new();
     for (index, buffer) in sink.buffers.iter_mut().enumerate() {
-        if buffer.len() < threshold.max(1) {
+        if buffer.is_empty() || buffer.len() < threshold {
             continue;
         }
-        let copy = copies[index]
-            .as_mut()
-            .ok_or_else(|| Error::Invalid(format!("no COPY open for {}", TABLES[index].name)))?;
-        copy.send(std::mem::take(buffer).into_bytes()).await?;
+        let data = std::mem::take(buffer).into_bytes();
+        sends.push(async move {
+            let mut copy = pool.copy_in_raw(&copy_sql(&TABLES[index], "__rb")).await?;
+            copy.send(data).await?;
+            copy.finish().await?;
+            Ok::<_, Error>(())
+        });
     }
+    futures::future::try_join_all(sends).await?;
     Ok(())
 }
 
@@ -148,13 +152,11 @@ async fn rebuild_locked(
     let tables: Vec<usize> = (0..TABLES.len())
         .filter(|i| projections.contains(&TABLES[*i].projection))
         .collect();
-    let mut copies: Copies = TABLES.iter().map(|_| None).collect();
     for &index in &tables {
         sqlx::query("select escrow.make_shadow($1)")
             .bind(TABLES[index].name)
             .execute(pool)
             .await?;
-        copies[index] = Some(pool.copy_in_raw(&copy_sql(&TABLES[index], "__rb")).await?);
     }
     let store = PgEventStore::new(pool.clone());
     let mut sink = CopySink::new();
@@ -162,19 +164,23 @@ async fn rebuild_locked(
     let mut events = 0_u64;
     for ledger in store.list_ledgers().await? {
         let head = store.head_position(&ledger).await?;
-        events += fold_ledger(&store, &ledger, head, projections, &mut sink, &mut copies).await?;
+        events += fold_ledger(pool, &store, &ledger, head, projections, &mut sink).await?;
         ledgers.push((ledger, head));
     }
-    flush(&mut sink, &mut copies, 0).await?;
-    for copy in copies.into_iter().flatten() {
-        copy.finish().await?;
-    }
+    flush(pool, &mut sink, 0).await?;
     let folded = started.elapsed();
+    // Index builds run longer than the store's statement timeout on large ledgers; they lock only
+    // the shadow tables, which nobody reads yet.
     let indexes = tables.iter().map(|&index| async move {
+        let mut tx = pool.begin().await?;
+        sqlx::query("set local statement_timeout = '15min'")
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("select escrow.index_shadow($1)")
             .bind(TABLES[index].name)
-            .execute(pool)
-            .await
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
     });
     futures::future::try_join_all(indexes).await?;
     let indexed = started.elapsed();
@@ -197,12 +203,12 @@ async fn rebuild_locked(
 
 /// Folds events 1..=`head` of `ledger` into the COPY buffers; returns the number of events.
 async fn fold_ledger(
+    pool: &PgPool,
     store: &PgEventStore,
     ledger: &str,
     head: i64,
     projections: &[Projection],
     sink: &mut CopySink,
-    copies: &mut Copies,
 ) -> Result<u64> {
     let (pages_tx, mut pages) = mpsc::channel::<Result<Vec<RecordedEvent>>>(READ_AHEAD_PAGES);
     let reader_store = store.clone();
@@ -228,12 +234,12 @@ async fn fold_ledger(
     let mut folder = Folder::new(ledger, projections);
     let mut events = 0_u64;
     while let Some(page) = pages.recv().await {
-        for record in page? {
-            let (stream, event) = decode(&record)?;
+        for mut record in page? {
+            let (stream, event) = decode_owned(&mut record)?;
             folder.apply(&stream, &record, &event, sink)?;
             events += 1;
         }
-        flush(sink, copies, COPY_FLUSH_BYTES).await?;
+        flush(pool, sink, COPY_FLUSH_BYTES).await?;
     }
     reader
         .await

@@ -474,7 +474,8 @@ pub async fn status(pool: &PgPool) -> Result<Vec<CheckpointStatus>> {
     sqlx::query("set local role escrow_projector")
         .execute(&mut *tx)
         .await?;
-    let rows: Vec<(String, String, i64, i64, i64, Option<DateTime<Utc>>)> = sqlx::query_as(
+    type StatusRow = (String, String, i64, i64, i64, Option<DateTime<Utc>>);
+    let rows: Vec<StatusRow> = sqlx::query_as(
         "select l.ledger_id, p.projection, coalesce(c.position, 0), 
                 coalesce((select max(s.position) from ledger.sequence s where s.ledger_id = l.ledger_id), 0),
                 coalesce(c.events_applied, 0), c.updated_at

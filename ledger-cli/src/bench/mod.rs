@@ -3,6 +3,7 @@
 #![allow(clippy::float_arithmetic)]
 
 mod append;
+mod rebuild;
 mod callbacks;
 mod seed;
 
@@ -19,6 +20,8 @@ pub enum BenchCommand {
     Seed(seed::SeedArgs),
     /// Concurrent writers funding and releasing milestones through group commit; prints throughput.
     Append(append::AppendArgs),
+    /// Rebuild throughput of every projection, then live projection lag under an offered command load.
+    Rebuild(rebuild::RebuildArgs),
     /// Signed callbacks through the real HTTP server from concurrent senders; prints callbacks/s, p50/p99.
     Callbacks(callbacks::CallbacksArgs),
 }
@@ -27,6 +30,7 @@ pub async fn run(global: &Global, command: BenchCommand) -> Result<ExitCode, Cli
     match command {
         BenchCommand::Seed(args) => seed::run(global, args).await,
         BenchCommand::Append(args) => append::run(global, args).await,
+        BenchCommand::Rebuild(args) => rebuild::run(global, args).await,
         BenchCommand::Callbacks(args) => callbacks::run(global, args).await,
     }
 }
