@@ -104,6 +104,18 @@ impl Global {
     }
 }
 
+/// Refuses a ledger that does not exist, naming the known ones.
+pub async fn require_ledger(store: &PgEventStore, ledger: &str) -> Result<(), CliError> {
+    let ledgers = store.list_ledgers().await.context("cannot list ledgers")?;
+    if ledgers.iter().any(|l| l == ledger) {
+        return Ok(());
+    }
+    Err(CliError::environment(format!(
+        "unknown ledger {ledger:?} (known: {}); create it with `escrow-ledger ledgers create {ledger}`",
+        ledgers.join(", ")
+    )))
+}
+
 /// Hides a password in a URL shown to humans.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

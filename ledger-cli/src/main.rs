@@ -3,17 +3,22 @@
 //! Exit codes: 0 ok; 1 findings or rejections (a command refused, `verify` found a problem);
 //! 2 usage or environment errors (bad arguments, unreachable database, unreadable input).
 
+mod apply;
 mod bench;
 mod db;
 mod demo;
 mod exit;
+mod export;
 mod ingest;
 mod ledgers;
 mod outbox;
 mod projections;
+mod replay;
+mod reports;
 mod scenario;
 mod serve;
 mod suspense;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -44,6 +49,45 @@ pub enum Command {
     /// The database: schema, status, and the private cluster used when no URL is configured.
     #[command(subcommand)]
     Db(db::DbCommand),
+    /// Executes commands given as JSON Lines (a file or `-`); one result per line.
+    #[command(
+        after_help = "Example:\n  echo '{\"actor\": {\"kind\": \"user\", \"id\": \"00000000-0000-0000-0000-00000000b0b0\"}, \"command\": {\"type\": \"fund_milestone\", \"project_id\": \"00000000-0000-0000-0000-000000000001\", \"milestone\": 1}}' | escrow-ledger apply -"
+    )]
+    Apply(apply::ApplyArgs),
+    /// Debit and credit per account, one block per currency, replayed from the log.
+    #[command(
+        after_help = "Examples:\n  escrow-ledger trial-balance\n  escrow-ledger trial-balance --as-of 2026-01-31T23:59:59Z --format json\n  escrow-ledger trial-balance --position 1000 --currency USD"
+    )]
+    TrialBalance(reports::ReportArgs),
+    /// Every account's debits, credits and balance on its normal side.
+    Balances(reports::ReportArgs),
+    /// The general journal: each entry with its source event and gateway reference.
+    #[command(
+        after_help = "Examples:\n  escrow-ledger journal --account Liabilities:Escrow\n  escrow-ledger journal --from 2026-01-01T00:00:00Z --to 2026-02-01T00:00:00Z --format csv"
+    )]
+    Journal(reports::JournalArgs),
+    /// One account's postings with a running balance.
+    #[command(
+        after_help = "Example:\n  escrow-ledger register Liabilities:Users:00000000-0000-0000-0000-00000000b0b0:Available"
+    )]
+    Register(reports::RegisterArgs),
+    /// Assets, liabilities and retained earnings per currency.
+    BalanceSheet(reports::ReportArgs),
+    /// Revenue, expenses and net income per currency.
+    IncomeStatement(reports::ReportArgs),
+    /// Checks the whole ledger: invariants, hash chain (and seal), snapshots, projections. Silent when sound.
+    #[command(
+        after_help = "Examples:\n  escrow-ledger verify\n  escrow-ledger verify --seal seals/2026-01.json"
+    )]
+    Verify(verify::VerifyArgs),
+    /// Writes the chain head at the current position, to keep outside the database.
+    #[command(after_help = "Example:\n  escrow-ledger seal --output seals/2026-01.json")]
+    Seal(verify::SealArgs),
+    /// The journal as CSV, JSON, an hledger journal or a beancount file.
+    #[command(
+        after_help = "Examples:\n  escrow-ledger export --to hledger --output books.journal && hledger -f books.journal balance\n  escrow-ledger export --to beancount --as-of 2026-01-31T23:59:59Z --output books.beancount && bean-check books.beancount"
+    )]
+    Export(export::ExportArgs),
     /// Ledgers (one per marketplace) in this database.
     #[command(subcommand)]
     Ledgers(ledgers::LedgersCommand),
@@ -107,6 +151,16 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Db(cmd) => db::run(&cli.global, cmd).await,
+        Command::Apply(args) => apply::run(&cli.global, args).await,
+        Command::TrialBalance(args) => reports::trial_balance(&cli.global, args).await,
+        Command::Balances(args) => reports::balances(&cli.global, args).await,
+        Command::Journal(args) => reports::journal(&cli.global, args).await,
+        Command::Register(args) => reports::register(&cli.global, args).await,
+        Command::BalanceSheet(args) => reports::balance_sheet(&cli.global, args).await,
+        Command::IncomeStatement(args) => reports::income_statement(&cli.global, args).await,
+        Command::Verify(args) => verify::verify(&cli.global, args).await,
+        Command::Seal(args) => verify::seal(&cli.global, args).await,
+        Command::Export(args) => export::run(&cli.global, args).await,
         Command::Ledgers(cmd) => ledgers::run(&cli.global, cmd).await,
         Command::Demo => demo::run(&cli.global).await,
         Command::Projections(cmd) => projections::run(&cli.global, cmd).await,

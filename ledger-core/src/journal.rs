@@ -395,9 +395,12 @@ impl EntryBuilder {
 
 /// Balances per (account, currency), signed on the normal side (a credit-normal liability with more credits
 /// than debits is positive). Folding every entry of the log gives the trial balance.
+///
+/// A hash map inside (a replay applies millions of postings; ordered maps made it compare keys byte by
+/// byte), handed out in account order by `iter`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Balances {
-    debits_credits: BTreeMap<(Account, Currency), (i128, i128)>,
+    debits_credits: std::collections::HashMap<(Account, Currency), (i128, i128)>,
 }
 
 impl Balances {
@@ -432,8 +435,21 @@ impl Balances {
         }
     }
 
+    /// Adds raw totals to an account (loading a stored snapshot).
+    pub fn add_raw(&mut self, account: Account, currency: Currency, debits: i128, credits: i128) {
+        let slot = self
+            .debits_credits
+            .entry((account, currency))
+            .or_insert((0, 0));
+        slot.0 += debits;
+        slot.1 += credits;
+    }
+
+    /// Every account's `(debits, credits)`, ordered by account then currency.
     pub fn iter(&self) -> impl Iterator<Item = (&(Account, Currency), &(i128, i128))> {
-        self.debits_credits.iter()
+        let mut all: Vec<_> = self.debits_credits.iter().collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        all.into_iter()
     }
 
     /// Total debits minus total credits per currency: zero for every currency of a sound ledger.
@@ -447,11 +463,14 @@ impl Balances {
 
     /// Constrained accounts whose normal-side balance is negative (must be empty).
     pub fn negative_constrained(&self) -> Vec<(Account, Currency, i128)> {
-        self.debits_credits
+        let mut negative: Vec<_> = self
+            .debits_credits
             .keys()
             .filter(|(a, _)| a.is_constrained())
             .map(|(a, c)| (*a, *c, self.balance(a, *c)))
             .filter(|(_, _, b)| *b < 0)
-            .collect()
+            .collect();
+        negative.sort_unstable();
+        negative
     }
 }

@@ -268,9 +268,11 @@ impl Currency {
 
     /// Looks a code up in ISO 4217 list one. Codes are upper case, exactly three letters.
     pub fn from_code(code: &str) -> Result<Currency, MoneyError> {
+        // The table is in alphabetical order (a test checks it): binary search.
         ISO_4217
-            .iter()
-            .find(|(c, _)| *c == code)
+            .binary_search_by(|(c, _)| (*c).cmp(code))
+            .ok()
+            .map(|i| &ISO_4217[i])
             .map(|(c, exponent)| {
                 let bytes = c.as_bytes();
                 Currency {
@@ -590,5 +592,18 @@ impl TryFrom<Decimal> for Rate {
 impl From<Rate> for Decimal {
     fn from(r: Rate) -> Decimal {
         r.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ISO_4217;
+
+    #[test]
+    fn the_iso_table_is_sorted_and_has_no_duplicates() {
+        assert!(
+            ISO_4217.windows(2).all(|w| w[0].0 < w[1].0),
+            "ISO_4217 must stay sorted for binary search"
+        );
     }
 }

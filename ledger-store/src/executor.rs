@@ -224,6 +224,115 @@ impl Executor {
         })
     }
 
+    /// All or nothing: decides the commands in order, each against the states the previous ones produced,
+    /// and appends all their events (and follow-ups) in ONE append, or nothing when any is refused
+    /// (`Ok(Err((index, rejection)))`). Retries the whole set on a concurrency conflict.
+    pub async fn execute_atomic(
+        &self,
+        envs: &[CommandEnvelope],
+    ) -> Result<Result<Vec<CommandOutcome>, (usize, RejectionReport)>, ExecError> {
+        let mut last = String::new();
+        for attempt in 1..=self.config.attempts_max {
+            let mut states: HashMap<StreamId, AggState> = HashMap::new();
+            let mut base_versions: HashMap<StreamId, i64> = HashMap::new();
+            let mut all = Vec::with_capacity(envs.len());
+            for (index, env) in envs.iter().enumerate() {
+                let mut rounds = 0;
+                let decision = loop {
+                    let decided = engine::decide_all(env, &states).map(|(decision, _)| decision);
+                    match decided {
+                        Ok(decision) => break decision,
+                        Err(DecideError::Rejected(r)) => return Ok(Err((index, r.to_report()))),
+                        Err(DecideError::NeedStream(stream)) => {
+                            rounds += 1;
+                            if rounds > LOAD_ROUNDS_MAX {
+                                return Err(ExecError::TooManyStreams {
+                                    command_id: env.command_id,
+                                });
+                            }
+                            let (state, version) = self.load_stream_state(&stream).await?;
+                            states.insert(stream, state);
+                            base_versions.insert(stream, version);
+                        }
+                    }
+                };
+                // Later commands see this one's effects.
+                for change in decision.all_changes() {
+                    let state = states
+                        .remove(&change.stream)
+                        .unwrap_or_else(|| AggState::initial(&change.stream));
+                    states.insert(change.stream, engine::evolve(state, &change.event));
+                }
+                all.push((env, decision));
+            }
+            let mut order: Vec<StreamId> = Vec::new();
+            let mut by_stream: HashMap<StreamId, Vec<NewEvent>> = HashMap::new();
+            for (env, decision) in &all {
+                for change in decision.all_changes() {
+                    if !by_stream.contains_key(&change.stream) {
+                        order.push(change.stream);
+                    }
+                    by_stream
+                        .entry(change.stream)
+                        .or_default()
+                        .push(new_event(env, None, change, None));
+                }
+            }
+            let appends: Vec<StreamAppend> = order
+                .into_iter()
+                .map(|stream| {
+                    let version = base_versions.get(&stream).copied().unwrap_or(0);
+                    let expected = if version == 0 {
+                        ExpectedVersion::NoStream
+                    } else {
+                        ExpectedVersion::Exact(version)
+                    };
+                    StreamAppend {
+                        stream_id: stream.to_string(),
+                        expected,
+                        events: by_stream.remove(&stream).unwrap_or_default(),
+                    }
+                })
+                .collect();
+            if appends.is_empty() {
+                return Ok(Ok(all
+                    .iter()
+                    .map(|(env, d)| accepted_skeleton(env, d, &base_versions))
+                    .collect()));
+            }
+            match self.store.append(&self.ledger_id, appends, None).await {
+                Ok(appended) => {
+                    self.forget(base_versions.keys());
+                    let mut versions = base_versions.clone();
+                    let outcomes = all
+                        .iter()
+                        .map(|(env, d)| {
+                            let skeleton = accepted_skeleton(env, d, &versions);
+                            for change in d.all_changes() {
+                                *versions.entry(change.stream).or_insert(0) += 1;
+                            }
+                            with_positions(skeleton, &appended)
+                        })
+                        .collect();
+                    return Ok(Ok(outcomes));
+                }
+                Err(
+                    e @ (StoreError::ConcurrencyConflict { .. }
+                    | StoreError::Serialization
+                    | StoreError::Deadlock),
+                ) => {
+                    last = e.to_string();
+                    self.backoff(attempt).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ExecError::Contention {
+            attempts: self.config.attempts_max,
+            last,
+        })
+    }
+
     /// Group commit: decides every command against the cached states, puts the ones whose streams do not
     /// overlap into ONE transaction, and runs the rest (overlaps, conflicts, keyed duplicates) one by one
     /// through `execute`. Results come back in input order.

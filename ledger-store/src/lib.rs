@@ -8,6 +8,7 @@
 //! idempotency record; only this crate knows row types and SQLSTATEs (mapped in `error.rs`);
 //! no SQL text is built from values.
 
+pub mod balances;
 pub mod chain;
 pub mod cluster;
 mod error;
@@ -23,7 +24,7 @@ pub use error::{Result, StoreError};
 pub use executor::{CommandOutcome, ExecError, Executor, ExecutorConfig};
 pub use group::{GroupCommitConfig, GroupCommitter, SubmitError};
 pub use memory::InMemoryEventStore;
-pub use postgres::{PgEventStore, STATEMENT_TIMEOUT, connect};
+pub use postgres::{PgEventStore, RawEvent, STATEMENT_TIMEOUT, connect};
 pub use store::{
     APPEND_EVENTS_MAX, BATCH_REQUESTS_MAX, BatchRequest, EventStore, READ_LIMIT_MAX, Subscription,
     subscription_stream,

@@ -3,8 +3,9 @@
 #![allow(clippy::float_arithmetic)]
 
 mod append;
-mod rebuild;
 mod callbacks;
+mod rebuild;
+mod replay;
 mod seed;
 
 use std::process::ExitCode;
@@ -20,6 +21,8 @@ pub enum BenchCommand {
     Seed(seed::SeedArgs),
     /// Concurrent writers funding and releasing milestones through group commit; prints throughput.
     Append(append::AppendArgs),
+    /// Replay and verify speed, trial balance as of past moments, peak memory (on a seeded ledger).
+    Replay(replay::ReplayArgs),
     /// Rebuild throughput of every projection, then live projection lag under an offered command load.
     Rebuild(rebuild::RebuildArgs),
     /// Signed callbacks through the real HTTP server from concurrent senders; prints callbacks/s, p50/p99.
@@ -31,6 +34,7 @@ pub async fn run(global: &Global, command: BenchCommand) -> Result<ExitCode, Cli
         BenchCommand::Seed(args) => seed::run(global, args).await,
         BenchCommand::Append(args) => append::run(global, args).await,
         BenchCommand::Rebuild(args) => rebuild::run(global, args).await,
+        BenchCommand::Replay(args) => replay::run(global, args).await,
         BenchCommand::Callbacks(args) => callbacks::run(global, args).await,
     }
 }

@@ -40,6 +40,17 @@ pub async fn connect(url: &str) -> Result<PgPool> {
     Ok(pool)
 }
 
+/// A sequenced event with its payload as JSON text (see `PgEventStore::read_log_raw`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawEvent {
+    pub position: i64,
+    pub event_id: uuid::Uuid,
+    pub stream_id: String,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload: String,
+}
+
 /// The PostgreSQL event store. Cheap to clone (the pool is shared).
 #[derive(Clone, Debug)]
 pub struct PgEventStore {
@@ -62,6 +73,42 @@ impl PgEventStore {
     pub fn with_pre_commit_delay_ms(mut self, max_ms: u64) -> Self {
         self.pre_commit_delay_max_ms = max_ms.min(5_000);
         self
+    }
+
+    /// The log as text, for fast replays (PostgreSQL only): sequenced events with `position > after`, in
+    /// position order, at most `limit`, with the payload as its JSON text (no intermediate JSON tree).
+    pub async fn read_log_raw(
+        &self,
+        ledger_id: &str,
+        after_position: i64,
+        limit: i64,
+    ) -> Result<Vec<RawEvent>> {
+        let rows = sqlx::query_as::<_, (i64, uuid::Uuid, String, String, i32, String)>(
+            "select s.position, e.event_id, e.stream_id, e.event_type, e.schema_version, e.payload::text
+               from ledger.sequence s
+               join ledger.events e on e.ledger_id = s.ledger_id and e.local_id = s.local_id
+              where s.ledger_id = $1 and s.position > $2 and s.position <= $2 + $3
+              order by s.position",
+        )
+        .bind(ledger_id)
+        .bind(after_position)
+        // Positions are gapless, so the range is exactly the next `limit` events whatever the statistics.
+        .bind(limit.clamp(1, crate::store::READ_LIMIT_MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(position, event_id, stream_id, event_type, schema_version, payload)| RawEvent {
+                    position,
+                    event_id,
+                    stream_id,
+                    event_type,
+                    schema_version,
+                    payload,
+                },
+            )
+            .collect())
     }
 
     pub fn pool(&self) -> &PgPool {
