@@ -19,8 +19,17 @@ use crate::exit::{CliError, Context};
 
 /// Events per read from the store.
 pub const READ_BATCH: i64 = 10_000;
-/// A balance snapshot is written every this many positions during a full replay.
+/// A balance snapshot is written every this many positions during a full replay
+/// (`ESCROW_LEDGER_BALANCE_SNAPSHOT_EVERY` overrides it, for tests of the snapshot path).
 pub const BALANCE_SNAPSHOT_EVERY: i64 = 50_000;
+
+fn balance_snapshot_every() -> i64 {
+    std::env::var("ESCROW_LEDGER_BALANCE_SNAPSHOT_EVERY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|v: &i64| *v > 0)
+        .unwrap_or(BALANCE_SNAPSHOT_EVERY)
+}
 
 /// One event of the log, decoded.
 pub struct Decoded {
@@ -205,13 +214,14 @@ pub async fn balances_at(
     }
     let bar = progress(position - start, "replaying");
     let mut snapshots: Vec<(i64, serde_json::Value)> = Vec::new();
+    let every = balance_snapshot_every();
     scan(store, ledger, start, position, &bar, |d| {
         if let Some(entry) = d.event.entry()
             && view.includes_effective(entry.effective_at())
         {
             b.apply(entry);
         }
-        if view.effective_as_of.is_none() && d.position % BALANCE_SNAPSHOT_EVERY == 0 {
+        if view.effective_as_of.is_none() && d.position % every == 0 {
             snapshots.push((d.position, balances_to_json(&b)));
         }
         Ok(())
