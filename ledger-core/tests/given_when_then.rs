@@ -3946,3 +3946,24 @@ fn a_deposit_attempt_after_a_failed_one_is_processing_again_and_may_succeed() {
     assert_eq!(w.bal(available(BUYER)), 5_000);
     w.assert_sound();
 }
+
+#[test]
+fn a_processing_notice_arriving_after_the_outcome_changes_nothing() {
+    let mut w = World::new();
+    w.ok(
+        user(BUYER),
+        initiate(PAY, usd("20.00"), Gateway::Stripe, None),
+    );
+    w.ok(STRIPE, confirm(PAY, usd("20.00"), None));
+    let log_before = w.ledger.log().len();
+    let late = w.ok(STRIPE, Command::MarkPaymentProcessing { payment_id: PAY });
+    assert!(
+        late.changes.is_empty(),
+        "a stale notice appended {:?}",
+        types(&late)
+    );
+    assert_eq!(w.ledger.log().len(), log_before);
+    assert_eq!(w.payment(PAY).status, PaymentStatus::Completed);
+    assert_eq!(w.bal(available(BUYER)), 2_000);
+    w.assert_sound();
+}

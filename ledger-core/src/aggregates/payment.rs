@@ -722,8 +722,16 @@ impl Decider for Payment {
                     PaymentStatus::Failed if kind == Some(PaymentKind::Deposit) => {
                         Ok(vec![PaymentEvent::PaymentProcessing])
                     }
-                    PaymentStatus::Processing => Ok(vec![]),
-                    other => Err(Rejection::transition(AGG, other, "mark processing")),
+                    // Already processing, or a stale notice arriving after the outcome (gateways deliver out
+                    // of order): status only moves forward, so it changes nothing and is not an error.
+                    PaymentStatus::Processing
+                    | PaymentStatus::Completed
+                    | PaymentStatus::Failed
+                    | PaymentStatus::Cancelled
+                    | PaymentStatus::Reversed => Ok(vec![]),
+                    PaymentStatus::None => {
+                        Err(Rejection::transition(AGG, s.status, "mark processing"))
+                    }
                 }
             }
             C::DepositSucceeded {
