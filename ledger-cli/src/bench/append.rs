@@ -28,7 +28,7 @@ pub struct AppendArgs {
     #[arg(long, default_value_t = 8)]
     writers: usize,
     /// Projects each writer keeps under way at once (its pipelining window).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 128)]
     in_flight: usize,
     /// Projects per writer (each carries 8 milestones x 3 commands).
     #[arg(long, default_value_t = 200)]
@@ -37,10 +37,10 @@ pub struct AppendArgs {
     #[arg(long, default_value_t = 512)]
     batch_size: usize,
     /// Concurrent group-commit transactions.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 3)]
     committers: usize,
     /// How long a batch waits for more commands once it has one, in milliseconds.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 5)]
     linger_ms: u64,
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
