@@ -696,3 +696,25 @@ async fn bad_input_gives_one_line_errors_and_documented_exit_codes_and_applies_n
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("cannot connect"), "{stderr}");
 }
+
+#[tokio::test]
+async fn verify_reports_a_deleted_event_without_crashing() {
+    let db = scenario_db().await;
+    sqlx::raw_sql(
+        "set session_replication_role = replica;
+         delete from ledger.events where event_type = 'ProjectCreated';
+         set session_replication_role = origin;",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let output = cli(&db, &["verify"]);
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let report = findings(&output);
+    assert!(report.contains("missing"), "{report}");
+    assert!(
+        report.contains("does not fit its stream's state"),
+        "{report}"
+    );
+}

@@ -1,7 +1,7 @@
 //! `PgEventStore`: the PostgreSQL implementation of `EventStore` (schema in `migrations/`).
 
 mod append;
-mod read;
+pub(crate) mod read;
 mod subscription;
 
 use crate::error::{Result, StoreError};
@@ -109,6 +109,17 @@ impl PgEventStore {
                 },
             )
             .collect())
+    }
+
+    /// The chain's links with their events as text, by position range (PostgreSQL only): lets `verify` check
+    /// the chain and replay the events in one pass over the log.
+    pub async fn read_chain_rows(
+        &self,
+        ledger_id: &str,
+        after_position: i64,
+        limit: i64,
+    ) -> Result<Vec<read::ChainRow>> {
+        read::read_chain_rows(&self.pool, ledger_id, after_position, limit).await
     }
 
     pub fn pool(&self) -> &PgPool {

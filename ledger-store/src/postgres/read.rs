@@ -284,6 +284,87 @@ pub(super) async fn verify_chain(
     Ok(verifier.finish())
 }
 
+/// One link of the chain with its event (absent when the event row is gone), for single-pass verifiers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainRow {
+    pub position: i64,
+    pub hash: Vec<u8>,
+    pub event: Option<ChainEvent>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainEvent {
+    pub stream_id: String,
+    pub stream_version: i64,
+    pub event_id: uuid::Uuid,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload_text: String,
+    pub metadata_text: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl ChainRow {
+    /// Feeds this link to a verifier (what `verify_chain` does row by row).
+    pub fn push_to(&self, verifier: &mut ChainVerifier, ledger_id: &str) {
+        let Some(e) = &self.event else {
+            verifier.push_missing(self.position, &self.hash);
+            return;
+        };
+        let input = ChainInput {
+            ledger_id,
+            position: self.position,
+            stream_id: &e.stream_id,
+            stream_version: e.stream_version,
+            event_id: e.event_id,
+            event_type: &e.event_type,
+            schema_version: e.schema_version,
+            payload_text: &e.payload_text,
+            metadata_text: &e.metadata_text,
+            recorded_at_micros: e.recorded_at.timestamp_micros(),
+        };
+        verifier.push(&input, &self.hash);
+    }
+}
+
+/// Links with `after < position <= after + limit`, in position order, with their events.
+pub(super) async fn read_chain_rows(
+    pool: &PgPool,
+    ledger_id: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<ChainRow>> {
+    let rows = sqlx::query(VERIFY_ROWS)
+        .bind(ledger_id)
+        .bind(after)
+        .bind(limit.clamp(1, crate::store::READ_LIMIT_MAX))
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let stream_id: Option<String> = row.try_get(2)?;
+            let event = match stream_id {
+                None => None,
+                Some(stream_id) => Some(ChainEvent {
+                    stream_id,
+                    stream_version: row.try_get(3)?,
+                    event_id: row.try_get(4)?,
+                    event_type: row.try_get(5)?,
+                    schema_version: row.try_get(6)?,
+                    payload_text: row.try_get(7)?,
+                    metadata_text: row.try_get(8)?,
+                    recorded_at: row.try_get(9)?,
+                }),
+            };
+            Ok(ChainRow {
+                position: row.try_get(0)?,
+                hash: row.try_get(1)?,
+                event,
+            })
+        })
+        .collect()
+}
+
 fn verify_row(verifier: &mut ChainVerifier, ledger_id: &str, row: &PgRow) -> Result<()> {
     let position: i64 = row.try_get("position")?;
     let stored_hash: Vec<u8> = row.try_get("hash")?;
