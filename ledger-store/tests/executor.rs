@@ -549,3 +549,69 @@ async fn a_killed_writer_loses_no_acknowledged_command_and_leaves_no_partial_one
             .all(|v| *v == 0)
     );
 }
+
+#[tokio::test]
+async fn a_long_stream_loads_from_its_snapshot_plus_the_tail_to_the_same_state() {
+    use ledger_store::executor::{FOLD_VERSION, SNAPSHOT_EVERY_EVENTS};
+    let db = TestDb::new().await;
+    let store: Arc<dyn EventStore> = Arc::new(db.store());
+    let writer = executor(store.clone());
+    // More wallet events than the snapshot interval: one deposit credit each.
+    let deposits = SNAPSHOT_EVERY_EVENTS as u128 + 20;
+    for n in 0..deposits {
+        fund_wallet(&writer, BUYER, 0x5000 + n, 100).await;
+    }
+    let wallet = StreamId::Wallet {
+        user: BUYER,
+        currency: Currency::USD,
+    };
+    // A cold executor loads the whole stream and leaves a snapshot behind.
+    let (cold, version) = executor(store.clone())
+        .load_stream_state(&wallet)
+        .await
+        .unwrap();
+    assert_eq!(version, deposits as i64);
+    let snapshot = store
+        .load_snapshot(DEFAULT_LEDGER, &wallet.to_string(), FOLD_VERSION)
+        .await
+        .unwrap()
+        .expect("a snapshot was saved");
+    assert_eq!(snapshot.stream_version, deposits as i64);
+    // More events after the snapshot; the next cold load is snapshot + tail and equals a fold from zero.
+    for n in 0..7 {
+        fund_wallet(&writer, BUYER, 0x9000 + n, 100).await;
+    }
+    let (from_snapshot, version) = executor(store.clone())
+        .load_stream_state(&wallet)
+        .await
+        .unwrap();
+    assert_eq!(version, deposits as i64 + 7);
+    let ledger = replay(store.as_ref()).await;
+    assert_eq!(Some(&from_snapshot), ledger.state(&wallet));
+    assert_ne!(from_snapshot, cold);
+    assert_eq!(
+        wallet_available(&ledger, BUYER),
+        (deposits as i64 + 7) * 100
+    );
+    // The snapshot really is the starting point: a doctored one shows through (plus the 7-event tail).
+    let mut doctored = snapshot.clone();
+    doctored.state = serde_json::to_value(AggState::Wallet(
+        ledger_core::aggregates::wallet::WalletState {
+            available_minor: 1,
+            ..Default::default()
+        },
+    ))
+    .unwrap();
+    store
+        .save_snapshot(DEFAULT_LEDGER, &doctored)
+        .await
+        .unwrap();
+    let (loaded, _) = executor(store.clone())
+        .load_stream_state(&wallet)
+        .await
+        .unwrap();
+    let AggState::Wallet(w) = loaded else {
+        panic!("not a wallet")
+    };
+    assert_eq!(w.available_minor, 1 + 7 * 100);
+}
