@@ -131,77 +131,53 @@ pub enum EventDecodeError {
     FutureVersion(i32),
 }
 
+/// The one list of money-moving events: matches `$event` (by reference or by mutable reference; default
+/// binding modes give `entry` the same kind of reference) and yields its journal entry.
+macro_rules! entry_of {
+    ($event:expr) => {{
+        use PaymentEvent as P;
+        use ProjectEvent as J;
+        match $event {
+            Event::Project(
+                J::MilestoneFunded { entry, .. }
+                | J::MilestoneReleased { entry, .. }
+                | J::MilestoneRefunded { entry, .. }
+                | J::MilestoneResolved { entry, .. },
+            ) => Some(entry),
+            Event::Payment(
+                P::DepositSucceeded { entry, .. }
+                | P::PayoutRequested { entry, .. }
+                | P::PayoutCompleted { entry, .. }
+                | P::PayoutFailed { entry, .. }
+                | P::PayoutCancelled { entry }
+                | P::PayoutReversed { entry }
+                | P::CardRefundRequested { entry, .. }
+                | P::CardRefundProcessed { entry, .. }
+                | P::CardRefundFailed { entry, .. }
+                | P::SuccessAfterFailure { entry, .. }
+                | P::ChargebackOpened { entry, .. }
+                | P::ChargebackWon { entry, .. }
+                | P::ChargebackLost { entry, .. },
+            ) => Some(entry),
+            Event::Wallet(WalletEvent::PendingMatured { entry, .. }) => Some(entry),
+            Event::Suspense(
+                SuspenseEvent::SuspenseRecorded { entry, .. }
+                | SuspenseEvent::SuspenseAssigned { entry, .. }
+                | SuspenseEvent::SuspenseReturned { entry },
+            ) => Some(entry),
+            _ => None,
+        }
+    }};
+}
+
 impl Event {
     /// The journal entry this event carries, if it moves money.
     pub fn entry(&self) -> Option<&JournalEntry> {
-        use PaymentEvent as P;
-        use ProjectEvent as J;
-        match self {
-            Event::Project(
-                J::MilestoneFunded { entry, .. }
-                | J::MilestoneReleased { entry, .. }
-                | J::MilestoneRefunded { entry, .. }
-                | J::MilestoneResolved { entry, .. },
-            ) => Some(entry),
-            Event::Payment(
-                P::DepositSucceeded { entry, .. }
-                | P::PayoutRequested { entry, .. }
-                | P::PayoutCompleted { entry, .. }
-                | P::PayoutFailed { entry, .. }
-                | P::PayoutCancelled { entry }
-                | P::PayoutReversed { entry }
-                | P::CardRefundRequested { entry, .. }
-                | P::CardRefundProcessed { entry, .. }
-                | P::CardRefundFailed { entry, .. }
-                | P::SuccessAfterFailure { entry, .. }
-                | P::ChargebackOpened { entry, .. }
-                | P::ChargebackWon { entry, .. }
-                | P::ChargebackLost { entry, .. },
-            ) => Some(entry),
-            Event::Wallet(WalletEvent::PendingMatured { entry, .. }) => Some(entry),
-            Event::Suspense(
-                SuspenseEvent::SuspenseRecorded { entry, .. }
-                | SuspenseEvent::SuspenseAssigned { entry, .. }
-                | SuspenseEvent::SuspenseReturned { entry },
-            ) => Some(entry),
-            _ => None,
-        }
+        entry_of!(self)
     }
 
     fn entry_mut(&mut self) -> Option<&mut JournalEntry> {
-        // Safe re-borrow through the immutable accessor's shape: same arms, mutable.
-        use PaymentEvent as P;
-        use ProjectEvent as J;
-        match self {
-            Event::Project(
-                J::MilestoneFunded { entry, .. }
-                | J::MilestoneReleased { entry, .. }
-                | J::MilestoneRefunded { entry, .. }
-                | J::MilestoneResolved { entry, .. },
-            ) => Some(entry),
-            Event::Payment(
-                P::DepositSucceeded { entry, .. }
-                | P::PayoutRequested { entry, .. }
-                | P::PayoutCompleted { entry, .. }
-                | P::PayoutFailed { entry, .. }
-                | P::PayoutCancelled { entry }
-                | P::PayoutReversed { entry }
-                | P::CardRefundRequested { entry, .. }
-                | P::CardRefundProcessed { entry, .. }
-                | P::CardRefundFailed { entry, .. }
-                | P::SuccessAfterFailure { entry, .. }
-                | P::ChargebackOpened { entry, .. }
-                | P::ChargebackWon { entry, .. }
-                | P::ChargebackLost { entry, .. },
-            ) => Some(entry),
-            Event::Wallet(WalletEvent::PendingMatured { entry, .. }) => Some(entry),
-            Event::Suspense(
-                SuspenseEvent::SuspenseRecorded { entry, .. }
-                | SuspenseEvent::SuspenseAssigned { entry, .. }
-                | SuspenseEvent::SuspenseReturned { entry },
-            ) => Some(entry),
-            _ => None,
-        }
+        entry_of!(self)
     }
 
     /// `(event_type, payload)` as stored: the payload carries the same `type` tag.
