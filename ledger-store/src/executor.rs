@@ -105,6 +105,9 @@ struct Cached {
     version: i64,
 }
 
+/// One request of a group commit: its item, what to remember if it lands, and its outcome so far.
+type BatchSlot = (usize, Option<(Loaded, engine::Decision)>, CommandOutcome);
+
 /// States and versions a decision was made against.
 #[derive(Default)]
 struct Loaded {
@@ -344,11 +347,23 @@ impl Executor {
         let mut results: Vec<Option<Result<CommandOutcome, ExecError>>> =
             (0..items.len()).map(|_| None).collect();
         let mut taken: HashSet<StreamId> = HashSet::new();
-        let mut batch: Vec<(usize, Loaded, engine::Decision, CommandOutcome)> = Vec::new();
+        // Each request of the batch: its item, what to remember if it lands, and its outcome so far.
+        let mut batch: Vec<BatchSlot> = Vec::new();
         let mut requests = Vec::new();
         for (index, (env, key)) in items.iter().enumerate() {
-            if key.is_some() {
-                continue; // keyed commands need the idempotency read first: the slow path handles them
+            let request = key.as_ref().map(|_| idempotency_request(env));
+            if let (Some(key), Some(request)) = (key, &request) {
+                match self.store.get_idempotency(&self.ledger_id, key).await {
+                    Ok(Some(record)) => {
+                        results[index] = Some(self.replay(record, request).await);
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        results[index] = Some(Err(e.into()));
+                        continue;
+                    }
+                }
             }
             let mut loaded = match self.load(&engine::primary_streams(&env.command)).await {
                 Ok(l) => l,
@@ -364,22 +379,34 @@ impl Executor {
             if !streams.is_disjoint(&taken) {
                 continue;
             }
-            match decided {
-                Ok(Err(rejection)) => results[index] = Some(Ok(rejected(env, &rejection))),
+            let (outcome, appends, remember) = match decided {
+                Ok(Err(rejection)) => (rejected(env, &rejection), Vec::new(), None),
                 Ok(Ok(decision)) => {
                     taken.extend(streams);
-                    let appends = build_appends(env, None, &decision, &loaded.versions);
-                    if appends.is_empty() {
-                        results[index] =
-                            Some(Ok(accepted_skeleton(env, &decision, &loaded.versions)));
-                        continue;
-                    }
-                    requests.push((appends, None));
+                    let appends = build_appends(env, key.as_deref(), &decision, &loaded.versions);
                     let skeleton = accepted_skeleton(env, &decision, &loaded.versions);
-                    batch.push((index, loaded, decision, skeleton));
+                    (skeleton, appends, Some((loaded, decision)))
                 }
-                Err(e) => results[index] = Some(Err(e)),
+                Err(e) => {
+                    results[index] = Some(Err(e));
+                    continue;
+                }
+            };
+            // A keyed outcome, acceptance or rejection, is recorded in the same transaction as its events.
+            let record = match (key, request) {
+                (Some(key), Some(request)) => Some(IdempotencyRecord {
+                    key: key.clone(),
+                    request,
+                    outcome: serde_json::to_value(&outcome).expect("outcomes serialize"),
+                }),
+                _ => None,
+            };
+            if appends.is_empty() && record.is_none() {
+                results[index] = Some(Ok(outcome));
+                continue;
             }
+            requests.push((appends, record));
+            batch.push((index, remember, outcome));
         }
         tracing::debug!(
             decided = batch.len(),
@@ -389,20 +416,25 @@ impl Executor {
         if !requests.is_empty() {
             match self.store.append_batch(&self.ledger_id, requests).await {
                 Ok(slots) => {
-                    for ((index, loaded, decision, skeleton), slot) in batch.into_iter().zip(slots)
-                    {
-                        match slot {
-                            Ok(appended) => {
-                                self.remember(&loaded, &decision);
-                                results[index] = Some(Ok(with_positions(skeleton, &appended)));
+                    for ((index, remember, outcome), slot) in batch.into_iter().zip(slots) {
+                        match (slot, remember) {
+                            (Ok(appended), remember) => {
+                                if let Some((loaded, decision)) = &remember {
+                                    self.remember(loaded, decision);
+                                }
+                                results[index] = Some(Ok(with_positions(outcome, &appended)));
                             }
-                            Err(_) => self.forget(loaded.states.keys()),
+                            // The slow path retries it (or replays a racing duplicate's outcome).
+                            (Err(_), Some((loaded, _))) => self.forget(loaded.states.keys()),
+                            (Err(_), None) => {}
                         }
                     }
                 }
                 Err(_) => {
-                    for (_, loaded, _, _) in &batch {
-                        self.forget(loaded.states.keys());
+                    for (_, remember, _) in &batch {
+                        if let Some((loaded, _)) = remember {
+                            self.forget(loaded.states.keys());
+                        }
                     }
                 }
             }
@@ -418,6 +450,27 @@ impl Executor {
             });
         }
         out
+    }
+
+    /// A stream's current state and version for read-only use (planning what to do with a callback): from
+    /// the cache when it has it, else loaded and cached. Decisions never rest on it alone: every append is
+    /// checked against the stream's version. A stream that does not exist yet is never served from the cache
+    /// (another process may have created it since), so "unknown" is always a fresh answer.
+    pub async fn current_state(&self, stream: &StreamId) -> Result<(AggState, i64), ExecError> {
+        let cached = self.cache.lock().expect("cache lock").get(stream).cloned();
+        if let Some(c) = cached.filter(|c| c.version > 0) {
+            return Ok((c.state, c.version));
+        }
+        let loaded = self.load_from_store(stream).await?;
+        if loaded.version == 0 {
+            return Ok((loaded.state, 0));
+        }
+        let mut cache = self.cache.lock().expect("cache lock");
+        if cache.len() >= self.config.cache_streams_max {
+            cache.clear();
+        }
+        cache.insert(*stream, loaded.clone());
+        Ok((loaded.state, loaded.version))
     }
 
     async fn decide_loading(

@@ -615,3 +615,98 @@ async fn a_long_stream_loads_from_its_snapshot_plus_the_tail_to_the_same_state()
     };
     assert_eq!(w.available_minor, 1 + 7 * 100);
 }
+
+#[tokio::test]
+async fn keyed_commands_group_commit_with_their_outcomes_and_duplicates_replay() {
+    let db = TestDb::new().await;
+    let store: Arc<dyn EventStore> = Arc::new(db.store());
+    let ex = executor(store.clone());
+    fund_wallet(&ex, BUYER, 1, 10_000).await;
+    let payout = |id: u128, minor| Command::RequestPayout {
+        payout_id: Uuid::from_u128(id),
+        amount: usd(minor),
+        fee: None,
+        gateway: Gateway::Stripe,
+    };
+    let head_before = store.head_position(DEFAULT_LEDGER).await.unwrap();
+    let batch = vec![
+        (
+            env(Actor::User(BUYER), payout(10, 1_000)),
+            Some("k1".to_string()),
+        ),
+        // The same request again under the same key, in the same batch (a racing duplicate).
+        (
+            env(Actor::User(BUYER), payout(10, 1_000)),
+            Some("k1".to_string()),
+        ),
+        (
+            env(Actor::User(SELLER), payout(11, 5_000)),
+            Some("k2".to_string()),
+        ),
+        (
+            env(Actor::User(Uuid::from_u128(0xC0FFEE)), payout(12, 1)),
+            None,
+        ),
+    ];
+    let results: Vec<CommandOutcome> = ex
+        .execute_batch(batch)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert!(results[0].is_accepted());
+    assert_eq!(results[1], results[0], "a duplicate gets the first outcome");
+    let CommandOutcome::Rejected { rejection, .. } = &results[2] else {
+        panic!("{:?}", results[2])
+    };
+    assert_eq!(rejection.code, "insufficient_funds");
+    assert!(!results[3].is_accepted());
+    let CommandOutcome::Accepted { events, .. } = &results[0] else {
+        unreachable!()
+    };
+    let head_after = store.head_position(DEFAULT_LEDGER).await.unwrap();
+    assert_eq!(
+        head_after - head_before,
+        events.len() as i64,
+        "only the first k1 appended"
+    );
+    // Later repeats replay the recorded outcomes, the rejection included, and append nothing.
+    let again = ex
+        .execute_batch(vec![
+            (
+                env(Actor::User(BUYER), payout(10, 1_000)),
+                Some("k1".to_string()),
+            ),
+            (
+                env(Actor::User(SELLER), payout(11, 5_000)),
+                Some("k2".to_string()),
+            ),
+        ])
+        .await;
+    assert_eq!(again[0].as_ref().unwrap(), &results[0]);
+    assert_eq!(again[1].as_ref().unwrap(), &results[2]);
+    assert_eq!(
+        store.head_position(DEFAULT_LEDGER).await.unwrap(),
+        head_after
+    );
+    let ledger = replay(store.as_ref()).await;
+    assert_eq!(wallet_available(&ledger, BUYER), 9_000);
+}
+
+#[tokio::test]
+async fn current_state_never_caches_a_stream_that_does_not_exist_yet() {
+    let db = TestDb::new().await;
+    let store: Arc<dyn EventStore> = Arc::new(db.store());
+    let (reader, writer) = (executor(store.clone()), executor(store.clone()));
+    let payment = StreamId::Payment(Uuid::from_u128(0x77));
+    let (_, version) = reader.current_state(&payment).await.unwrap();
+    assert_eq!(version, 0);
+    // Another process creates the payment; the reader must see it, not a cached "unknown".
+    fund_wallet(&writer, BUYER, 0x77, 500).await;
+    let (state, version) = reader.current_state(&payment).await.unwrap();
+    assert_eq!(version, 2);
+    let AggState::Payment(p) = state else {
+        panic!("not a payment")
+    };
+    assert!(p.exists());
+}

@@ -58,7 +58,8 @@ pub async fn deliver(
         received_at.timestamp(),
     )?;
     let payment = match plan::payment_id(&callback) {
-        Some(id) => match ctx.executor.load_stream_state(&StreamId::Payment(id)).await {
+        // Planning only reads the payment (the executor checks versions when it appends): the cache will do.
+        Some(id) => match ctx.executor.current_state(&StreamId::Payment(id)).await {
             Ok((AggState::Payment(state), _)) => Some(state),
             Ok(_) => None,
             Err(e) => return Err(DeliveryError::Unavailable(e.to_string())),
