@@ -787,6 +787,21 @@ fn wrap<E>(stream: StreamId, events: Vec<E>, to_event: fn(E) -> Event) -> Vec<Ch
         .collect()
 }
 
+/// Runs one aggregate's decider on its loaded state and wraps its events for its stream.
+fn decide_on<D, C>(
+    env: &CommandEnvelope,
+    state: &D::State,
+    stream: StreamId,
+    body: C,
+    to_event: fn(D::Event) -> Event,
+) -> Result<Vec<Change>, DecideError>
+where
+    D: Decider<Command = Ctx<C>, Error = Rejection>,
+{
+    let events = D::decide(&ctx(env, body), state)?;
+    Ok(wrap(stream, events, to_event))
+}
+
 fn project_cmd(
     env: &CommandEnvelope,
     view: &dyn StateView,
@@ -794,8 +809,13 @@ fn project_cmd(
     body: ProjectCommand,
 ) -> Result<Vec<Change>, DecideError> {
     let stream = StreamId::Project(project_id);
-    let events = Project::decide(&ctx(env, body), project_state(view, stream)?)?;
-    Ok(wrap(stream, events, Event::Project))
+    decide_on::<Project, _>(
+        env,
+        project_state(view, stream)?,
+        stream,
+        body,
+        Event::Project,
+    )
 }
 
 fn payment_cmd(
@@ -805,8 +825,13 @@ fn payment_cmd(
     body: PaymentCommand,
 ) -> Result<Vec<Change>, DecideError> {
     let stream = StreamId::Payment(payment_id);
-    let events = Payment::decide(&ctx(env, body), payment_state(view, stream)?)?;
-    Ok(wrap(stream, events, Event::Payment))
+    decide_on::<Payment, _>(
+        env,
+        payment_state(view, stream)?,
+        stream,
+        body,
+        Event::Payment,
+    )
 }
 
 fn booking_cmd(
@@ -816,8 +841,13 @@ fn booking_cmd(
     body: BookingCommand,
 ) -> Result<Vec<Change>, DecideError> {
     let stream = StreamId::Booking(booking_id);
-    let events = Booking::decide(&ctx(env, body), booking_state(view, stream)?)?;
-    Ok(wrap(stream, events, Event::Booking))
+    decide_on::<Booking, _>(
+        env,
+        booking_state(view, stream)?,
+        stream,
+        body,
+        Event::Booking,
+    )
 }
 
 fn quote_cmd(
@@ -827,8 +857,7 @@ fn quote_cmd(
     body: QuoteCommand,
 ) -> Result<Vec<Change>, DecideError> {
     let stream = StreamId::Quote(quote_id);
-    let events = Quote::decide(&ctx(env, body), quote_state(view, stream)?)?;
-    Ok(wrap(stream, events, Event::Quote))
+    decide_on::<Quote, _>(env, quote_state(view, stream)?, stream, body, Event::Quote)
 }
 
 fn request_cmd(
@@ -838,8 +867,13 @@ fn request_cmd(
     body: ServiceRequestCommand,
 ) -> Result<Vec<Change>, DecideError> {
     let stream = StreamId::ServiceRequest(request_id);
-    let events = ServiceRequest::decide(&ctx(env, body), request_state(view, stream)?)?;
-    Ok(wrap(stream, events, Event::ServiceRequest))
+    decide_on::<ServiceRequest, _>(
+        env,
+        request_state(view, stream)?,
+        stream,
+        body,
+        Event::ServiceRequest,
+    )
 }
 
 fn dispute_cmd(
@@ -849,8 +883,13 @@ fn dispute_cmd(
     body: DisputeCommand,
 ) -> Result<Vec<Change>, DecideError> {
     let stream = StreamId::Dispute(dispute_id);
-    let events = Dispute::decide(&ctx(env, body), dispute_state(view, stream)?)?;
-    Ok(wrap(stream, events, Event::Dispute))
+    decide_on::<Dispute, _>(
+        env,
+        dispute_state(view, stream)?,
+        stream,
+        body,
+        Event::Dispute,
+    )
 }
 
 fn suspense_cmd(
@@ -860,8 +899,13 @@ fn suspense_cmd(
     body: SuspenseCommand,
 ) -> Result<Vec<Change>, DecideError> {
     let stream = StreamId::Suspense(suspense_id);
-    let events = Suspense::decide(&ctx(env, body), suspense_state(view, stream)?)?;
-    Ok(wrap(stream, events, Event::Suspense))
+    decide_on::<Suspense, _>(
+        env,
+        suspense_state(view, stream)?,
+        stream,
+        body,
+        Event::Suspense,
+    )
 }
 
 fn request_info(view: &dyn StateView, request_id: Uuid) -> Result<RequestInfo, DecideError> {

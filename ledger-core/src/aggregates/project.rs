@@ -176,6 +176,15 @@ impl ProjectState {
         self.milestones.iter().map(MilestoneState::held_minor).sum()
     }
 
+    /// Where released money lands for the seller: Pending or Available, per the fee policy.
+    fn seller_proceeds_account(&self) -> Account {
+        if self.fees.release_to_pending {
+            Account::UserPending { user: self.seller }
+        } else {
+            Account::UserAvailable { user: self.seller }
+        }
+    }
+
     fn money(&self, minor: i64) -> Money {
         Money::from_minor(minor, self.currency())
     }
@@ -609,11 +618,7 @@ impl Project {
         let amount = s.money(m.held_minor());
         let (commission, net) = amount.split_fee(s.fees.commission_rate);
         let fee_earned = s.money(m.buyer_fee_minor);
-        let seller = if s.fees.release_to_pending {
-            Account::UserPending { user: s.seller }
-        } else {
-            Account::UserAvailable { user: s.seller }
-        };
+        let seller = s.seller_proceeds_account();
         let entry = EntryBuilder::new(s.currency())
             .debit(
                 Account::Escrow {
@@ -742,11 +747,7 @@ impl Project {
             fee_earned = fee;
             fee_returned = s.money(0);
         }
-        let seller = if s.fees.release_to_pending {
-            Account::UserPending { user: s.seller }
-        } else {
-            Account::UserAvailable { user: s.seller }
-        };
+        let seller = s.seller_proceeds_account();
         let entry = EntryBuilder::new(s.currency())
             .debit(
                 Account::Escrow {
