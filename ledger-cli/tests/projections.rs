@@ -338,6 +338,9 @@ struct Identity {
     sub: Option<String>,
     staff: bool,
     provider: bool,
+    /// An application role without a ledger claim, or any identity without one once the database holds
+    /// several ledgers: no rows at all.
+    sees_nothing: bool,
 }
 
 fn claims(sub: &str, app_metadata: serde_json::Value) -> Option<serde_json::Value> {
@@ -495,6 +498,15 @@ async fn row_level_security_matrix_every_table_and_view_for_every_identity() {
         sub: if staff { None } else { Some(sub.clone()) },
         staff,
         provider,
+        sees_nothing: false,
+    };
+    let claimless = |name, sub: &String, meta: serde_json::Value| Identity {
+        name,
+        claims: claims(sub, meta),
+        sub: Some(sub.clone()),
+        staff: false,
+        provider: false,
+        sees_nothing: true,
     };
     let identities = vec![
         id("buyer", &buyer, none.clone(), false, false),
@@ -504,16 +516,23 @@ async fn row_level_security_matrix_every_table_and_view_for_every_identity() {
         id(
             "provider",
             &provider,
-            serde_json::json!({"role": "provider"}),
+            serde_json::json!({"role": "provider", "ledger": "default"}),
             false,
             true,
+        ),
+        id(
+            "buyer with its ledger claim",
+            &buyer,
+            serde_json::json!({"ledger": "default"}),
+            false,
+            false,
         ),
         id("stranger", &stranger, none.clone(), false, false),
         id("another stranger", &stranger2, none.clone(), false, false),
         id(
             "admin",
             &admin,
-            serde_json::json!({"role": "admin"}),
+            serde_json::json!({"role": "admin", "ledger": "default"}),
             true,
             false,
         ),
@@ -524,12 +543,34 @@ async fn row_level_security_matrix_every_table_and_view_for_every_identity() {
             true,
             false,
         ),
+        // No ledger claim: an application role sees nothing, whatever the role.
+        claimless(
+            "admin without a ledger claim",
+            &admin,
+            serde_json::json!({"role": "admin"}),
+        ),
+        claimless(
+            "accountant without a ledger claim",
+            &admin,
+            serde_json::json!({"role": "accountant"}),
+        ),
+        claimless(
+            "provider without a ledger claim",
+            &provider,
+            serde_json::json!({"role": "provider"}),
+        ),
+        claimless(
+            "seller with an unknown role and no ledger claim",
+            &seller,
+            serde_json::json!({"role": "seller"}),
+        ),
         Identity {
             name: "anonymous",
             claims: None,
             sub: None,
             staff: false,
             provider: false,
+            sees_nothing: true,
         },
         Identity {
             name: "forged top-level role",
@@ -537,6 +578,7 @@ async fn row_level_security_matrix_every_table_and_view_for_every_identity() {
             sub: Some(stranger.clone()),
             staff: false,
             provider: false,
+            sees_nothing: false,
         },
         Identity {
             name: "buyer claiming another ledger",
@@ -544,6 +586,7 @@ async fn row_level_security_matrix_every_table_and_view_for_every_identity() {
             sub: None,
             staff: false,
             provider: false,
+            sees_nothing: true,
         },
     ];
     let relations = escrow_relations(pool).await;
@@ -555,7 +598,9 @@ async fn row_level_security_matrix_every_table_and_view_for_every_identity() {
     for identity in &identities {
         for relation in &relations {
             let seen = visible(pool, identity, relation).await;
-            let nobody = identity.claims.is_none() || (identity.sub.is_none() && !identity.staff);
+            let nobody = identity.sees_nothing
+                || identity.claims.is_none()
+                || (identity.sub.is_none() && !identity.staff);
             // Staff have no accounts or projects of their own: their own views are empty.
             let expected = if nobody || (identity.staff && relation.contains(".my_")) {
                 0
@@ -565,7 +610,38 @@ async fn row_level_security_matrix_every_table_and_view_for_every_identity() {
             assert_eq!(seen, expected, "{} on {relation}", identity.name);
         }
     }
+    // Once the database holds a second ledger, a party without a ledger claim sees nothing either (its own
+    // rows only while there is one tenant); with the claim it sees them as before.
+    let created = Command::new(CLI)
+        .args(["--database-url", db.url(), "ledgers", "create", "acme"])
+        .output()
+        .unwrap();
+    assert!(created.status.success());
+    for identity in identities.iter().take(7) {
+        let with_claim = identity
+            .claims
+            .as_ref()
+            .is_some_and(|c| c["app_metadata"]["ledger"] == "default");
+        for relation in &relations {
+            let seen = visible(pool, identity, relation).await;
+            if with_claim {
+                assert_eq!(
+                    seen,
+                    allowed(pool, identity, relation).await,
+                    "{} on {relation} with two ledgers",
+                    identity.name
+                );
+            } else {
+                assert_eq!(seen, 0, "{} on {relation} with two ledgers", identity.name);
+            }
+        }
+    }
+    sqlx::query("delete from ledger.ledgers where ledger_id = 'acme'")
+        .execute(pool)
+        .await
+        .unwrap();
     // Parties see something of their own, staff see everything, and a stranger nothing.
+    let named = |name: &str| identities.iter().find(|i| i.name == name).unwrap();
     let buyer_id = &identities[0];
     for relation in [
         "escrow.projects",
@@ -592,17 +668,17 @@ async fn row_level_security_matrix_every_table_and_view_for_every_identity() {
         "escrow.service_requests",
     ] {
         assert!(
-            visible(pool, &identities[3], relation).await > 0,
+            visible(pool, named("client"), relation).await > 0,
             "client sees nothing in {relation}"
         );
     }
     let all_projects = count(pool, "select count(*) from escrow.projects").await;
     assert_eq!(
-        visible(pool, &identities[7], "escrow.projects").await,
+        visible(pool, named("admin"), "escrow.projects").await,
         all_projects
     );
-    assert!(visible(pool, &identities[0], "escrow.projects").await < all_projects);
-    assert!(visible(pool, &identities[7], "escrow.audit_log").await > 0);
+    assert!(visible(pool, buyer_id, "escrow.projects").await < all_projects);
+    assert!(visible(pool, named("admin"), "escrow.audit_log").await > 0);
 
     // escrow_reader can write nothing, whoever it claims to be.
     for relation in relations.iter().filter(|r| !r.contains(".my_")) {

@@ -130,6 +130,17 @@ fn money(minor: i64, currency: Option<Currency>) -> Cell {
     }
 }
 
+/// The sum of amounts in minor units, exact: added in i128 (no wrap: two milestones of `i64::MAX` once
+/// showed a total of -0.02) and shown as a decimal; a sum beyond `numeric`'s reach in `Decimal` (96 bits,
+/// more than 2^32 amounts of `i64::MAX`) becomes NULL, which the NOT NULL column refuses.
+fn money_sum(mut values: impl Iterator<Item = i64>, currency: Option<Currency>) -> Cell {
+    let total = values.try_fold(0_i128, |sum, v| sum.checked_add(i128::from(v)));
+    let scale = currency.map_or(0, |c| u32::from(c.exponent()));
+    total
+        .and_then(|t| Decimal::try_from_i128_with_scale(t, scale).ok())
+        .map_or(Cell::Null, Cell::num)
+}
+
 fn amount(value: Money) -> Cell {
     Cell::num(value.to_decimal())
 }
@@ -477,7 +488,7 @@ impl Folder {
     fn project_rows(&self, id: Uuid, p: &ProjectState, e: &Entity, sink: &mut dyn RowSink) {
         let currency = p.currency;
         let sum = |f: fn(&ledger_core::aggregates::project::MilestoneState) -> i64| {
-            money(p.milestones.iter().map(f).sum(), currency)
+            money_sum(p.milestones.iter().map(f), currency)
         };
         sink.put(
             self.ids.projects,

@@ -216,10 +216,21 @@ impl TableSpec {
                         (_, "as_of_position") => {
                             old[i] = Cell::Int(old[i].as_int().max(new[i].as_int()))
                         }
+                        // Checked: an impossible sum becomes NULL, which the NOT NULL columns refuse (the
+                        // batch or rebuild fails) instead of a wrapped or panicking total.
+                        (_, _) if old[i] == Cell::Null => {}
                         (ColType::Numeric, _) => {
-                            old[i] = Cell::num(old[i].as_num() + new[i].as_num())
+                            old[i] = old[i]
+                                .as_num()
+                                .checked_add(new[i].as_num())
+                                .map_or(Cell::Null, Cell::num)
                         }
-                        (ColType::Int8, _) => old[i] = Cell::Int(old[i].as_int() + new[i].as_int()),
+                        (ColType::Int8, _) => {
+                            old[i] = old[i]
+                                .as_int()
+                                .checked_add(new[i].as_int())
+                                .map_or(Cell::Null, Cell::Int)
+                        }
                         _ => {}
                     }
                 }

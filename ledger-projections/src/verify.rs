@@ -145,11 +145,12 @@ pub async fn compare_projection(
 ) -> Result<Vec<Mismatch>> {
     let store = PgEventStore::new(pool.clone());
     let mut tx = pool.begin().await?;
-    // One snapshot for the checkpoint and the tables, read as the projector (RLS is forced).
+    // One snapshot for the checkpoint and the tables, read as the auditor (RLS is forced; its policy shows
+    // every row, and it can write nothing).
     sqlx::query("set transaction isolation level repeatable read, read only")
         .execute(&mut *tx)
         .await?;
-    sqlx::query("set local role escrow_projector")
+    sqlx::query("set local role escrow_auditor")
         .execute(&mut *tx)
         .await?;
     let checkpoint: i64 = sqlx::query_scalar(
