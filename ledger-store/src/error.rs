@@ -32,6 +32,13 @@ pub enum StoreError {
     Deadlock,
     #[error("append-only violation: {message}")]
     AppendOnlyViolation { message: String },
+    /// COMMIT failed on the way (connection lost, server gone): the transaction may or may not have
+    /// committed. Look (by event id or idempotency key) before re-running anything.
+    #[error("the outcome of the commit is unknown: {reason}")]
+    CommitOutcomeUnknown { reason: String },
+    /// An inbox row with this delivery id is already recorded.
+    #[error("this delivery id is already in the inbox")]
+    DuplicateDelivery,
     #[error("the sequencer did not assign positions to committed events in time")]
     SequencerStalled,
     #[error("corrupt stored row: {reason}")]
@@ -50,6 +57,7 @@ pub(crate) enum DbFailure {
     EventIdTaken,
     IdempotencyKeyTaken,
     LedgerTaken,
+    DeliveryTaken,
     UnknownLedger,
     Serialization,
     Deadlock,
@@ -69,6 +77,7 @@ pub(crate) fn classify(error: sqlx::Error) -> DbFailure {
         ("23505", "events_event_id_key") => DbFailure::EventIdTaken,
         ("23505", "idempotency_pkey") => DbFailure::IdempotencyKeyTaken,
         ("23505", "ledgers_pkey") => DbFailure::LedgerTaken,
+        ("23505", "inbox_pkey") => DbFailure::DeliveryTaken,
         ("23503", _) => DbFailure::UnknownLedger,
         ("40001", _) => DbFailure::Serialization,
         ("40P01", _) => DbFailure::Deadlock,
@@ -110,6 +119,7 @@ impl From<sqlx::Error> for StoreError {
             DbFailure::UnknownLedger => Self::UnknownLedger {
                 ledger_id: String::new(),
             },
+            DbFailure::DeliveryTaken => Self::DuplicateDelivery,
             DbFailure::Other(e) => Self::Database(e),
         }
     }

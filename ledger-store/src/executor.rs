@@ -22,8 +22,8 @@ use uuid::Uuid;
 use crate::error::StoreError;
 use crate::store::{EventStore, READ_LIMIT_MAX};
 use crate::types::{
-    AppendOutcome, AppendedEvent, EventMetadata, ExpectedVersion, IdempotencyRecord, NewEvent,
-    Snapshot, StreamAppend,
+    AppendOutcome, AppendedEvent, EventMetadata, ExpectedVersion, IdempotencyRecord, InboxRow,
+    NewEvent, Snapshot, StreamAppend, escape_nul,
 };
 
 /// Version of the fold: bump it when an `evolve` changes, so old snapshots are ignored.
@@ -73,6 +73,27 @@ impl CommandOutcome {
     pub fn is_accepted(&self) -> bool {
         matches!(self, CommandOutcome::Accepted { .. })
     }
+
+    pub fn command_id(&self) -> Uuid {
+        match self {
+            CommandOutcome::Accepted { command_id, .. }
+            | CommandOutcome::Rejected { command_id, .. } => *command_id,
+        }
+    }
+}
+
+/// Builds a delivery's inbox row from the outcome (`true` when the outcome is a replayed duplicate).
+type InboxBuilder<'a> = &'a (dyn Fn(&CommandOutcome, bool) -> InboxRow + Send + Sync);
+
+/// Rejection codes whose answer can change with time alone (a due time passes): such a refusal is returned
+/// but never recorded under an idempotency key, so the same key may succeed later. Every other refusal
+/// depends on the command and the state only and is recorded like an acceptance. (`quote_expired` stays
+/// recorded: time only ever turns an acceptance into that refusal, never the other way.)
+pub const TRANSIENT_REJECTIONS: [&str; 1] = ["too_early"];
+
+/// Whether a refusal with this code is transient (see `TRANSIENT_REJECTIONS`).
+pub fn is_transient(code: &str) -> bool {
+    TRANSIENT_REJECTIONS.contains(&code)
 }
 
 /// A follow-up the process logic ran inside the command's append (`rejection` when it was refused).
@@ -107,6 +128,23 @@ struct Cached {
 
 /// One request of a group commit: its item, what to remember if it lands, and its outcome so far.
 type BatchSlot = (usize, Option<(Loaded, engine::Decision)>, CommandOutcome);
+
+/// A request of a group commit, what to remember if it lands, and its outcome.
+type BatchedRequest = (
+    crate::store::BatchRequest,
+    Option<(Loaded, engine::Decision)>,
+    CommandOutcome,
+);
+
+/// What group commit does with one item.
+enum BatchPlan {
+    /// Answered without the batch (a replayed key, an error).
+    Done(Result<CommandOutcome, ExecError>),
+    /// Run through `execute` after the batch.
+    SlowPath,
+    /// One request of the batch's transaction (boxed: it carries the loaded states).
+    Request(Box<BatchedRequest>),
+}
 
 /// States and versions a decision was made against.
 #[derive(Default)]
@@ -148,47 +186,87 @@ impl Executor {
 
     /// Executes one command. With an idempotency key, the outcome (acceptance or rejection) is recorded in
     /// the same transaction as the events; a repeat returns it and appends nothing, also under races.
+    /// A time-dependent refusal (`is_transient`) is returned but not recorded: the key may succeed later.
     pub async fn execute(
         &self,
         env: &CommandEnvelope,
         key: Option<&str>,
     ) -> Result<CommandOutcome, ExecError> {
+        self.run(env, key, None).await
+    }
+
+    /// Like `execute`; `inbox(&outcome, replayed)` builds the delivery's row, written in the same transaction
+    /// as the outcome (a replayed duplicate, which appends nothing, gets its own one-row transaction). The
+    /// outcome handed to `inbox` has no positions yet (they are assigned after the commit). On an error
+    /// nothing is recorded.
+    pub async fn execute_with_inbox(
+        &self,
+        env: &CommandEnvelope,
+        key: Option<&str>,
+        inbox: &(dyn Fn(&CommandOutcome, bool) -> InboxRow + Send + Sync),
+    ) -> Result<CommandOutcome, ExecError> {
+        self.run(env, key, Some(inbox)).await
+    }
+
+    /// A delivery that runs no command (ignored, anomaly without a command).
+    pub async fn record_inbox(&self, row: InboxRow) -> Result<(), ExecError> {
+        Ok(self.store.record_inbox(&self.ledger_id, row).await?)
+    }
+
+    /// The one path of a single command: load -> decide -> record the outcome in a transaction that checks
+    /// the version of every stream the decision read -> on a mismatch forget, reload and decide again.
+    async fn run(
+        &self,
+        env: &CommandEnvelope,
+        key: Option<&str>,
+        inbox: Option<InboxBuilder<'_>>,
+    ) -> Result<CommandOutcome, ExecError> {
+        // Text and jsonb cannot hold NUL: the key is stored (and looked up) escaped.
+        let key = key.map(escape_nul);
+        let key = key.as_deref();
         let request = key.map(|_| idempotency_request(env));
         if let (Some(key), Some(request)) = (key, &request)
             && let Some(record) = self.store.get_idempotency(&self.ledger_id, key).await?
         {
-            return self.replay(record, request).await;
+            return self.replayed(record, request, inbox).await;
         }
         let mut last = String::new();
         for attempt in 1..=self.config.attempts_max {
             let mut loaded = self.load(&engine::primary_streams(&env.command)).await?;
             let decided = self.decide_loading(env, &mut loaded).await?;
-            let (outcome, appends) = match &decided {
+            let (outcome, mut appends) = match &decided {
                 Err(rejection) => (rejected(env, rejection), Vec::new()),
-                Ok(decision) => {
-                    if !self.read_only_streams_current(&loaded, decision).await? {
-                        last = "a stream it read changed".into();
-                        self.backoff(attempt).await;
-                        continue;
-                    }
-                    (
-                        accepted_skeleton(env, decision, &loaded.versions),
-                        build_appends(env, key, decision, &loaded.versions),
-                    )
-                }
+                Ok(decision) => (
+                    accepted_skeleton(env, decision, &loaded.versions),
+                    build_appends(env, key, decision, &loaded.versions),
+                ),
             };
+            let transient = matches!(&decided, Err(r) if is_transient(r.code()));
             let record = match (key, &request) {
-                (Some(key), Some(request)) => Some(IdempotencyRecord {
+                (Some(key), Some(request)) if !transient => Some(IdempotencyRecord {
                     key: key.to_string(),
                     request: request.clone(),
                     outcome: serde_json::to_value(&outcome).expect("outcomes serialize"),
                 }),
                 _ => None,
             };
-            if appends.is_empty() && record.is_none() {
-                return Ok(outcome); // a rejection without a key, or a no-op: nothing to record
+            let row = inbox.map(|build| build(&outcome, false));
+            if appends.is_empty() && record.is_none() && row.is_none() {
+                // Nothing to record (an unkeyed or transient refusal, a no-op): the answer is returned only
+                // once it rests on fresh state, never on the cache alone.
+                if loaded.from_cache.is_empty() {
+                    return Ok(outcome);
+                }
+                self.forget(loaded.from_cache.iter());
+                last = "decided on cached state".into();
+                continue;
             }
-            match self.store.append(&self.ledger_id, appends, record).await {
+            appends.extend(read_checks(&loaded, decided.as_ref().ok()));
+            let result = self
+                .store
+                .append_with_inbox(&self.ledger_id, appends, record, row)
+                .await;
+            match result {
                 Ok(appended) => {
                     if let Ok(decision) = &decided {
                         self.remember(&loaded, decision);
@@ -200,23 +278,24 @@ impl Executor {
                     | StoreError::Serialization
                     | StoreError::Deadlock),
                 ) => {
+                    // A check failed: the cached states of this decision are suspect, all of them.
                     last = e.to_string();
                     self.forget(loaded.states.keys());
                     self.backoff(attempt).await;
                 }
                 Err(StoreError::DuplicateIdempotencyKey { key }) => {
                     // A racing duplicate won: return what it recorded.
-                    let record = self
-                        .store
-                        .get_idempotency(&self.ledger_id, &key)
-                        .await?
-                        .ok_or_else(|| ExecError::CorruptRecord {
-                            key: key.clone(),
-                            reason: "duplicate reported but not found".into(),
-                        })?;
-                    return self
-                        .replay(record, request.as_ref().expect("a key has a request"))
-                        .await;
+                    let record = self.recorded(&key).await?;
+                    let request = request.as_ref().expect("a key has a request");
+                    return self.replayed(record, request, inbox).await;
+                }
+                Err(StoreError::CommitOutcomeUnknown { reason }) => {
+                    self.forget(loaded.states.keys());
+                    if self.landed(&outcome, key, env).await? {
+                        return Ok(outcome); // committed: accepted, positions to come
+                    }
+                    last = reason;
+                    self.backoff(attempt).await;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -225,6 +304,64 @@ impl Executor {
             attempts: self.config.attempts_max,
             last,
         })
+    }
+
+    /// Whether a transaction whose COMMIT failed on the way did commit: its first event is in its stream
+    /// (by event id), or its idempotency key holds this command's outcome.
+    async fn landed(
+        &self,
+        outcome: &CommandOutcome,
+        key: Option<&str>,
+        env: &CommandEnvelope,
+    ) -> Result<bool, ExecError> {
+        if let CommandOutcome::Accepted { events, .. } = outcome
+            && let Some(first) = events.first()
+        {
+            return self.event_landed(first).await;
+        }
+        let Some(key) = key else { return Ok(false) };
+        let Some(record) = self.store.get_idempotency(&self.ledger_id, key).await? else {
+            return Ok(false);
+        };
+        let recorded: Option<CommandOutcome> = serde_json::from_value(record.outcome).ok();
+        Ok(recorded.is_some_and(|o| o.command_id() == env.command_id))
+    }
+
+    async fn event_landed(&self, event: &AppendedEvent) -> Result<bool, ExecError> {
+        let found = self
+            .store
+            .read_stream(
+                &self.ledger_id,
+                &event.stream_id,
+                event.stream_version - 1,
+                1,
+            )
+            .await?;
+        Ok(found.first().is_some_and(|r| r.event_id == event.event_id))
+    }
+
+    async fn recorded(&self, key: &str) -> Result<IdempotencyRecord, ExecError> {
+        self.store
+            .get_idempotency(&self.ledger_id, key)
+            .await?
+            .ok_or_else(|| ExecError::CorruptRecord {
+                key: key.to_string(),
+                reason: "duplicate reported but not found".into(),
+            })
+    }
+
+    /// A repeat of a recorded key: its outcome, and the delivery's own inbox row (one-row transaction).
+    async fn replayed(
+        &self,
+        record: IdempotencyRecord,
+        request: &serde_json::Value,
+        inbox: Option<InboxBuilder<'_>>,
+    ) -> Result<CommandOutcome, ExecError> {
+        let outcome = self.replay(record, request).await?;
+        if let Some(build) = inbox {
+            self.record_inbox(build(&outcome, true)).await?;
+        }
+        Ok(outcome)
     }
 
     /// All or nothing: decides the commands in order, each against the states the previous ones produced,
@@ -281,20 +418,12 @@ impl Executor {
                         .push(new_event(env, None, change, None));
                 }
             }
-            let appends: Vec<StreamAppend> = order
-                .into_iter()
-                .map(|stream| {
-                    let version = base_versions.get(&stream).copied().unwrap_or(0);
-                    let expected = if version == 0 {
-                        ExpectedVersion::NoStream
-                    } else {
-                        ExpectedVersion::Exact(version)
-                    };
-                    StreamAppend {
-                        stream_id: stream.to_string(),
-                        expected,
-                        events: by_stream.remove(&stream).unwrap_or_default(),
-                    }
+            let mut appends: Vec<StreamAppend> = order
+                .iter()
+                .map(|stream| StreamAppend {
+                    stream_id: stream.to_string(),
+                    expected: expected(base_versions.get(stream).copied().unwrap_or(0)),
+                    events: by_stream.remove(stream).unwrap_or_default(),
                 })
                 .collect();
             if appends.is_empty() {
@@ -303,6 +432,18 @@ impl Executor {
                     .map(|(env, d)| accepted_skeleton(env, d, &base_versions))
                     .collect()));
             }
+            // Streams only read are checked in the same transaction, like `execute` does.
+            let written: HashSet<&StreamId> = order.iter().collect();
+            appends.extend(
+                base_versions
+                    .iter()
+                    .filter(|(stream, _)| !written.contains(stream))
+                    .map(|(stream, version)| StreamAppend {
+                        stream_id: stream.to_string(),
+                        expected: expected(*version),
+                        events: Vec::new(),
+                    }),
+            );
             match self.store.append(&self.ledger_id, appends, None).await {
                 Ok(appended) => {
                     self.forget(base_versions.keys());
@@ -337,8 +478,11 @@ impl Executor {
     }
 
     /// Group commit: decides every command against the cached states, puts the ones whose streams do not
-    /// overlap into ONE transaction, and runs the rest (overlaps, conflicts, keyed duplicates) one by one
-    /// through `execute`. Results come back in input order.
+    /// overlap into ONE transaction (each request also checks the versions of the streams it only read;
+    /// one version query for the whole batch), and runs the rest (overlaps, failed checks, keyed duplicates,
+    /// answers that would rest on the cache alone) one by one through `execute`. Results come back in input
+    /// order. A command whose events committed is never run again: when the outcome of the batch's COMMIT
+    /// is unknown, each item is looked up (first event by id) before anything is re-run.
     pub async fn execute_batch(
         &self,
         items: Vec<(CommandEnvelope, Option<String>)>,
@@ -346,67 +490,23 @@ impl Executor {
         let started = std::time::Instant::now();
         let mut results: Vec<Option<Result<CommandOutcome, ExecError>>> =
             (0..items.len()).map(|_| None).collect();
+        let items: Vec<(CommandEnvelope, Option<String>)> = items
+            .into_iter()
+            .map(|(env, key)| (env, key.as_deref().map(escape_nul)))
+            .collect();
         let mut taken: HashSet<StreamId> = HashSet::new();
-        // Each request of the batch: its item, what to remember if it lands, and its outcome so far.
         let mut batch: Vec<BatchSlot> = Vec::new();
         let mut requests = Vec::new();
         for (index, (env, key)) in items.iter().enumerate() {
-            let request = key.as_ref().map(|_| idempotency_request(env));
-            if let (Some(key), Some(request)) = (key, &request) {
-                match self.store.get_idempotency(&self.ledger_id, key).await {
-                    Ok(Some(record)) => {
-                        results[index] = Some(self.replay(record, request).await);
-                        continue;
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        results[index] = Some(Err(e.into()));
-                        continue;
-                    }
+            match self.plan_batch_item(env, key.as_deref(), &mut taken).await {
+                BatchPlan::Done(result) => results[index] = Some(result),
+                BatchPlan::SlowPath => {}
+                BatchPlan::Request(planned) => {
+                    let (request, remember, outcome) = *planned;
+                    requests.push(request);
+                    batch.push((index, remember, outcome));
                 }
             }
-            let mut loaded = match self.load(&engine::primary_streams(&env.command)).await {
-                Ok(l) => l,
-                Err(e) => {
-                    results[index] = Some(Err(e));
-                    continue;
-                }
-            };
-            let decided = self.decide_loading(env, &mut loaded).await;
-            // A command that read a stream an earlier command of this batch writes was decided on a state
-            // that is about to change: it takes the slow path after the batch, accepted or not.
-            let streams: HashSet<StreamId> = loaded.states.keys().copied().collect();
-            if !streams.is_disjoint(&taken) {
-                continue;
-            }
-            let (outcome, appends, remember) = match decided {
-                Ok(Err(rejection)) => (rejected(env, &rejection), Vec::new(), None),
-                Ok(Ok(decision)) => {
-                    taken.extend(streams);
-                    let appends = build_appends(env, key.as_deref(), &decision, &loaded.versions);
-                    let skeleton = accepted_skeleton(env, &decision, &loaded.versions);
-                    (skeleton, appends, Some((loaded, decision)))
-                }
-                Err(e) => {
-                    results[index] = Some(Err(e));
-                    continue;
-                }
-            };
-            // A keyed outcome, acceptance or rejection, is recorded in the same transaction as its events.
-            let record = match (key, request) {
-                (Some(key), Some(request)) => Some(IdempotencyRecord {
-                    key: key.clone(),
-                    request,
-                    outcome: serde_json::to_value(&outcome).expect("outcomes serialize"),
-                }),
-                _ => None,
-            };
-            if appends.is_empty() && record.is_none() {
-                results[index] = Some(Ok(outcome));
-                continue;
-            }
-            requests.push((appends, record));
-            batch.push((index, remember, outcome));
         }
         tracing::debug!(
             decided = batch.len(),
@@ -414,30 +514,8 @@ impl Executor {
             "batch decided"
         );
         if !requests.is_empty() {
-            match self.store.append_batch(&self.ledger_id, requests).await {
-                Ok(slots) => {
-                    for ((index, remember, outcome), slot) in batch.into_iter().zip(slots) {
-                        match (slot, remember) {
-                            (Ok(appended), remember) => {
-                                if let Some((loaded, decision)) = &remember {
-                                    self.remember(loaded, decision);
-                                }
-                                results[index] = Some(Ok(with_positions(outcome, &appended)));
-                            }
-                            // The slow path retries it (or replays a racing duplicate's outcome).
-                            (Err(_), Some((loaded, _))) => self.forget(loaded.states.keys()),
-                            (Err(_), None) => {}
-                        }
-                    }
-                }
-                Err(_) => {
-                    for (_, remember, _) in &batch {
-                        if let Some((loaded, _)) = remember {
-                            self.forget(loaded.states.keys());
-                        }
-                    }
-                }
-            }
+            self.commit_batch(requests, batch, &items, &mut results)
+                .await;
         }
         let mut out = Vec::with_capacity(items.len());
         for (index, slot) in results.into_iter().enumerate() {
@@ -450,6 +528,109 @@ impl Executor {
             });
         }
         out
+    }
+
+    /// Decides one item of a group commit: answered now, left to the slow path, or a request of the batch.
+    async fn plan_batch_item(
+        &self,
+        env: &CommandEnvelope,
+        key: Option<&str>,
+        taken: &mut HashSet<StreamId>,
+    ) -> BatchPlan {
+        let request = key.map(|_| idempotency_request(env));
+        if let (Some(key), Some(request)) = (key, &request) {
+            match self.store.get_idempotency(&self.ledger_id, key).await {
+                Ok(Some(record)) => return BatchPlan::Done(self.replay(record, request).await),
+                Ok(None) => {}
+                Err(e) => return BatchPlan::Done(Err(e.into())),
+            }
+        }
+        let mut loaded = match self.load(&engine::primary_streams(&env.command)).await {
+            Ok(l) => l,
+            Err(e) => return BatchPlan::Done(Err(e)),
+        };
+        let decided = match self.decide_loading(env, &mut loaded).await {
+            Ok(decided) => decided,
+            Err(e) => return BatchPlan::Done(Err(e)),
+        };
+        // A command that read a stream an earlier command of this batch writes was decided on a state
+        // that is about to change: it takes the slow path after the batch, accepted or not.
+        let streams: HashSet<StreamId> = loaded.states.keys().copied().collect();
+        if !streams.is_disjoint(taken) {
+            return BatchPlan::SlowPath;
+        }
+        let transient = matches!(&decided, Err(r) if is_transient(r.code()));
+        let checks = read_checks(&loaded, decided.as_ref().ok());
+        let (outcome, mut appends, remember) = match decided {
+            Err(rejection) => (rejected(env, &rejection), Vec::new(), None),
+            Ok(decision) => {
+                taken.extend(streams);
+                let appends = build_appends(env, key, &decision, &loaded.versions);
+                let skeleton = accepted_skeleton(env, &decision, &loaded.versions);
+                (skeleton, appends, Some((loaded, decision)))
+            }
+        };
+        // A keyed outcome, acceptance or rejection, is recorded in the same transaction as its events.
+        let record = match (key, request) {
+            (Some(key), Some(request)) if !transient => Some(IdempotencyRecord {
+                key: key.to_string(),
+                request,
+                outcome: serde_json::to_value(&outcome).expect("outcomes serialize"),
+            }),
+            _ => None,
+        };
+        if appends.is_empty() && record.is_none() {
+            // Nothing to record: `execute` answers it on fresh state (the cache alone is not enough).
+            return BatchPlan::SlowPath;
+        }
+        appends.extend(checks);
+        BatchPlan::Request(Box::new(((appends, record), remember, outcome)))
+    }
+
+    /// Appends a group commit's requests and fills their results; failed items stay `None` (slow path).
+    async fn commit_batch(
+        &self,
+        requests: Vec<crate::store::BatchRequest>,
+        batch: Vec<BatchSlot>,
+        items: &[(CommandEnvelope, Option<String>)],
+        results: &mut [Option<Result<CommandOutcome, ExecError>>],
+    ) {
+        match self.store.append_batch(&self.ledger_id, requests).await {
+            Ok(slots) => {
+                for ((index, remember, outcome), slot) in batch.into_iter().zip(slots) {
+                    match (slot, remember) {
+                        (Ok(appended), remember) => {
+                            if let Some((loaded, decision)) = &remember {
+                                self.remember(loaded, decision);
+                            }
+                            results[index] = Some(Ok(with_positions(outcome, &appended)));
+                        }
+                        // The slow path retries it (or replays a racing duplicate's outcome).
+                        (Err(_), Some((loaded, _))) => self.forget(loaded.states.keys()),
+                        (Err(_), None) => {}
+                    }
+                }
+            }
+            Err(error) => {
+                let unknown = matches!(error, StoreError::CommitOutcomeUnknown { .. });
+                for (index, remember, outcome) in batch {
+                    if let Some((loaded, _)) = &remember {
+                        self.forget(loaded.states.keys());
+                    }
+                    // Failed before COMMIT: nothing applied, the slow path runs it. COMMIT itself failed:
+                    // an item that landed is accepted as it was decided, never decided again.
+                    if !unknown {
+                        continue;
+                    }
+                    let (env, key) = &items[index];
+                    match self.landed(&outcome, key.as_deref(), env).await {
+                        Ok(true) => results[index] = Some(Ok(outcome)),
+                        Ok(false) => {}
+                        Err(e) => results[index] = Some(Err(e)),
+                    }
+                }
+            }
+        }
     }
 
     /// A stream's current state and version for read-only use (planning what to do with a callback): from
@@ -469,7 +650,7 @@ impl Executor {
         if cache.len() >= self.config.cache_streams_max {
             cache.clear();
         }
-        cache.insert(*stream, loaded.clone());
+        cache_forward(&mut cache, *stream, loaded.clone());
         Ok((loaded.state, loaded.version))
     }
 
@@ -571,32 +752,6 @@ impl Executor {
         Ok(Cached { state, version })
     }
 
-    /// A stream the decision only read (no append, so no version check) must not have moved since it was
-    /// cached; otherwise the decision may rest on a stale state.
-    async fn read_only_streams_current(
-        &self,
-        loaded: &Loaded,
-        decision: &engine::Decision,
-    ) -> Result<bool, ExecError> {
-        let written: HashSet<StreamId> = decision.all_changes().map(|c| c.stream).collect();
-        for stream in loaded
-            .states
-            .keys()
-            .filter(|s| !written.contains(s) && loaded.from_cache.contains(s))
-        {
-            let version = loaded.versions[stream];
-            let newer = self
-                .store
-                .read_stream(&self.ledger_id, &stream.to_string(), version, 1)
-                .await?;
-            if !newer.is_empty() {
-                self.forget([stream]);
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
     fn remember(&self, loaded: &Loaded, decision: &engine::Decision) {
         let mut overlay = engine::Overlay::new(&loaded.states);
         let mut versions = loaded.versions.clone();
@@ -610,13 +765,8 @@ impl Executor {
             cache.clear(); // crude but bounded; the store is the source of truth
         }
         for (stream, state) in changed {
-            cache.insert(
-                stream,
-                Cached {
-                    state,
-                    version: versions[&stream],
-                },
-            );
+            let version = versions[&stream];
+            cache_forward(&mut cache, stream, Cached { state, version });
         }
     }
 
@@ -662,7 +812,10 @@ impl Executor {
             return Ok(outcome);
         };
         // The first writer may have committed without sequencing yet (or died in between): sequence now.
-        self.store.sequence_pending(&self.ledger_id).await?;
+        // Failing that, the answer stands with position 0 (committed means accepted).
+        if let Err(error) = self.store.sequence_pending(&self.ledger_id).await {
+            tracing::warn!(%error, "could not sequence before replaying an outcome");
+        }
         for event in &mut events {
             let found = self
                 .store
@@ -673,20 +826,31 @@ impl Executor {
                     1,
                 )
                 .await?;
-            event.position = found
+            let found = found
                 .first()
                 .filter(|r| r.event_id == event.event_id)
-                .and_then(|r| r.position)
                 .ok_or_else(|| ExecError::CorruptRecord {
                     key: command_id.to_string(),
-                    reason: format!("recorded event {} has no position", event.event_id),
+                    reason: format!("recorded event {} is not in its stream", event.event_id),
                 })?;
+            event.position = found.position.unwrap_or(0);
         }
         Ok(CommandOutcome::Accepted {
             command_id,
             events,
             follow_ups,
         })
+    }
+}
+
+/// Caches only move forward: a state older than the one cached (a slow load racing a newer append) never
+/// replaces it.
+fn cache_forward(cache: &mut HashMap<StreamId, Cached>, stream: StreamId, entry: Cached) {
+    match cache.get(&stream) {
+        Some(current) if current.version >= entry.version => {}
+        _ => {
+            cache.insert(stream, entry);
+        }
     }
 }
 
@@ -769,7 +933,8 @@ fn with_positions(outcome: CommandOutcome, appended: &AppendOutcome) -> CommandO
     }
 }
 
-/// One `StreamAppend` per stream, in first-touch order, each guarded by the version it was decided at.
+/// One `StreamAppend` per stream, in first-touch order (the store writes them in canonical order), each
+/// guarded by the version it was decided at.
 fn build_appends(
     env: &CommandEnvelope,
     key: Option<&str>,
@@ -797,20 +962,40 @@ fn build_appends(
     }
     order
         .into_iter()
-        .map(|stream| {
-            let version = versions.get(&stream).copied().unwrap_or(0);
-            let expected = if version == 0 {
-                ExpectedVersion::NoStream
-            } else {
-                ExpectedVersion::Exact(version)
-            };
-            StreamAppend {
-                stream_id: stream.to_string(),
-                expected,
-                events: by_stream.remove(&stream).unwrap_or_default(),
-            }
+        .map(|stream| StreamAppend {
+            stream_id: stream.to_string(),
+            expected: expected(versions.get(&stream).copied().unwrap_or(0)),
+            events: by_stream.remove(&stream).unwrap_or_default(),
         })
         .collect()
+}
+
+/// The version check of every stream the decision read but does not write: an empty `StreamAppend` with
+/// the version the decision saw. The store fails the request when any of them moved.
+fn read_checks(loaded: &Loaded, decision: Option<&engine::Decision>) -> Vec<StreamAppend> {
+    let written: HashSet<StreamId> = decision
+        .map(|d| d.all_changes().map(|c| c.stream).collect())
+        .unwrap_or_default();
+    let mut checks: Vec<StreamAppend> = loaded
+        .versions
+        .iter()
+        .filter(|(stream, _)| !written.contains(stream))
+        .map(|(stream, version)| StreamAppend {
+            stream_id: stream.to_string(),
+            expected: expected(*version),
+            events: Vec::new(),
+        })
+        .collect();
+    checks.sort_by(|a, b| a.stream_id.cmp(&b.stream_id));
+    checks
+}
+
+fn expected(version: i64) -> ExpectedVersion {
+    if version == 0 {
+        ExpectedVersion::NoStream
+    } else {
+        ExpectedVersion::Exact(version)
+    }
 }
 
 fn new_event(
@@ -832,5 +1017,28 @@ fn new_event(
             actor: Some(env.actor.to_string()),
             idempotency_key: key.map(str::to_string),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_never_moves_back_to_an_older_version() {
+        let stream = StreamId::Payment(Uuid::from_u128(1));
+        let entry = |version| Cached {
+            state: AggState::initial(&stream),
+            version,
+        };
+        let mut cache = HashMap::new();
+        cache_forward(&mut cache, stream, entry(5));
+        cache_forward(&mut cache, stream, entry(3));
+        assert_eq!(
+            cache[&stream].version, 5,
+            "an older load replaced a newer state"
+        );
+        cache_forward(&mut cache, stream, entry(6));
+        assert_eq!(cache[&stream].version, 6);
     }
 }

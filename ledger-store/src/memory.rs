@@ -5,11 +5,12 @@
 use crate::chain::{ChainInput, ChainVerifier, GENESIS_HASH, jsonb_text, next_hash};
 use crate::error::{Result, StoreError};
 use crate::store::{
-    BatchRequest, EventStore, Subscription, check_expected, clamp_limit, validate_appends,
+    BatchRequest, EventStore, READ_LIMIT_MAX, Subscription, canonical_order, check_expected,
+    clamp_limit, validate_appends, validate_inbox,
 };
 use crate::types::{
-    AppendOutcome, AppendedEvent, ChainReport, DEFAULT_LEDGER, IdempotencyRecord, RecordedEvent,
-    Seal, Snapshot, StreamAppend,
+    AppendOutcome, AppendedEvent, ChainReport, DEFAULT_LEDGER, IdempotencyRecord, InboxRow,
+    RecordedEvent, Seal, Snapshot, StreamAppend,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -30,6 +31,7 @@ struct LedgerState {
     event_ids: HashSet<uuid::Uuid>,
     idempotency: HashMap<String, IdempotencyRecord>,
     snapshots: HashMap<(String, i32), Snapshot>,
+    inbox: Vec<InboxRow>,
 }
 
 #[derive(Clone)]
@@ -80,8 +82,12 @@ fn check_request(
     state: &LedgerState,
     appends: &[StreamAppend],
     idempotency: Option<&IdempotencyRecord>,
+    inbox: Option<&InboxRow>,
 ) -> Result<()> {
-    validate_appends(appends, idempotency.is_some())?;
+    validate_appends(appends, idempotency.is_some() || inbox.is_some())?;
+    if let Some(row) = inbox {
+        check_inbox(state, row)?;
+    }
     if let Some(record) = idempotency
         && state.idempotency.contains_key(&record.key)
     {
@@ -104,6 +110,14 @@ fn check_request(
     Ok(())
 }
 
+fn check_inbox(state: &LedgerState, row: &InboxRow) -> Result<()> {
+    validate_inbox(row)?;
+    if state.inbox.iter().any(|r| r.delivery_id == row.delivery_id) {
+        return Err(StoreError::DuplicateDelivery);
+    }
+    Ok(())
+}
+
 fn now_micros() -> DateTime<Utc> {
     // PostgreSQL keeps microseconds; keep the same so that both stores hash the same bytes.
     DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).expect("clock in range")
@@ -112,10 +126,19 @@ fn now_micros() -> DateTime<Utc> {
 fn apply_request(
     ledger_id: &str,
     state: &mut LedgerState,
-    appends: Vec<StreamAppend>,
+    mut appends: Vec<StreamAppend>,
     idempotency: Option<IdempotencyRecord>,
+    inbox: Option<InboxRow>,
 ) -> Result<AppendOutcome> {
-    check_request(state, &appends, idempotency.as_ref())?;
+    check_request(state, &appends, idempotency.as_ref(), inbox.as_ref())?;
+    // Same log order as PostgreSQL (canonical), same answer order (the caller's).
+    let order: HashMap<uuid::Uuid, usize> = appends
+        .iter()
+        .flat_map(|a| &a.events)
+        .enumerate()
+        .map(|(i, e)| (e.event_id, i))
+        .collect();
+    canonical_order(&mut appends);
     let recorded_at = now_micros();
     let sequenced_at = state
         .log
@@ -154,6 +177,12 @@ fn apply_request(
     if let Some(record) = idempotency {
         state.idempotency.insert(record.key.clone(), record);
     }
+    if let Some(row) = inbox {
+        state.inbox.push(row.escaped());
+    }
+    outcome
+        .events
+        .sort_by_key(|e| order.get(&e.event_id).copied().unwrap_or(usize::MAX));
     Ok(outcome)
 }
 
@@ -203,17 +232,39 @@ fn slice_log(state: &LedgerState, after_position: i64, limit: i64) -> Vec<Record
 
 #[async_trait]
 impl EventStore for InMemoryEventStore {
-    async fn append(
+    async fn append_with_inbox(
         &self,
         ledger_id: &str,
         appends: Vec<StreamAppend>,
         idempotency: Option<IdempotencyRecord>,
+        inbox: Option<InboxRow>,
     ) -> Result<AppendOutcome> {
         let outcome = self.with_ledger(ledger_id, |s| {
-            apply_request(ledger_id, s, appends, idempotency)
+            apply_request(ledger_id, s, appends, idempotency, inbox)
         })?;
         self.appended.notify_waiters();
         Ok(outcome)
+    }
+
+    async fn record_inbox(&self, ledger_id: &str, row: InboxRow) -> Result<()> {
+        self.with_ledger(ledger_id, |s| {
+            check_inbox(s, &row)?;
+            s.inbox.push(row.escaped());
+            Ok(())
+        })
+    }
+
+    async fn read_inbox(&self, ledger_id: &str, dedupe_key: &str) -> Result<Vec<InboxRow>> {
+        let key = crate::types::escape_nul(dedupe_key);
+        let limit = usize::try_from(READ_LIMIT_MAX).unwrap_or(usize::MAX);
+        self.with_ledger(ledger_id, |s| {
+            Ok(s.inbox
+                .iter()
+                .filter(|r| r.dedupe_key == key)
+                .take(limit)
+                .cloned()
+                .collect())
+        })
     }
 
     async fn append_batch(
@@ -225,7 +276,7 @@ impl EventStore for InMemoryEventStore {
         let results = self.with_ledger(ledger_id, |state| {
             Ok(requests
                 .into_iter()
-                .map(|(appends, record)| apply_request(ledger_id, state, appends, record))
+                .map(|(appends, record)| apply_request(ledger_id, state, appends, record, None))
                 .collect())
         })?;
         self.appended.notify_waiters();

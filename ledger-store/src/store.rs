@@ -2,7 +2,8 @@
 
 use crate::error::Result;
 use crate::types::{
-    AppendOutcome, ChainReport, IdempotencyRecord, RecordedEvent, Seal, Snapshot, StreamAppend,
+    AppendOutcome, ChainReport, INBOX_BODY_MAX, IdempotencyRecord, InboxRow, RecordedEvent, Seal,
+    Snapshot, StreamAppend,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -14,19 +15,50 @@ pub const APPEND_EVENTS_MAX: usize = 10_000;
 /// Most requests one group commit may carry.
 pub const BATCH_REQUESTS_MAX: usize = 1_000;
 
+/// What `ledger.inbox.disposition` may say (its check constraint lists the same).
+pub const INBOX_DISPOSITIONS: [&str; 6] = [
+    "applied",
+    "duplicate",
+    "suspense",
+    "anomaly",
+    "ignored",
+    "rejected",
+];
+
 /// One request of a group commit: the streams to append to and its idempotency record.
 pub type BatchRequest = (Vec<StreamAppend>, Option<IdempotencyRecord>);
 
 #[async_trait]
 pub trait EventStore: Send + Sync {
     /// Appends to all streams atomically, each guarded by its own expected version, and records
-    /// `idempotency` in the same transaction. Returns once the events have positions.
+    /// `idempotency` in the same transaction. A `StreamAppend` without events is a version check only
+    /// (a stream the decision read): it fails the request like any other conflict and writes nothing.
+    /// Once the transaction has committed the append succeeds: an event the sequencer has not reached
+    /// yet comes back with position 0 (the background sequencer gives it one later).
     async fn append(
         &self,
         ledger_id: &str,
         appends: Vec<StreamAppend>,
         idempotency: Option<IdempotencyRecord>,
+    ) -> Result<AppendOutcome> {
+        self.append_with_inbox(ledger_id, appends, idempotency, None)
+            .await
+    }
+
+    /// `append`, and the delivery's inbox row in the same transaction (text columns NUL-escaped).
+    async fn append_with_inbox(
+        &self,
+        ledger_id: &str,
+        appends: Vec<StreamAppend>,
+        idempotency: Option<IdempotencyRecord>,
+        inbox: Option<InboxRow>,
     ) -> Result<AppendOutcome>;
+
+    /// One inbox row in its own transaction (a delivery that appends nothing).
+    async fn record_inbox(&self, ledger_id: &str, row: InboxRow) -> Result<()>;
+
+    /// The inbox rows recorded under a dedupe key, oldest first, at most `READ_LIMIT_MAX`.
+    async fn read_inbox(&self, ledger_id: &str, dedupe_key: &str) -> Result<Vec<InboxRow>>;
 
     /// Group commit: every request in one transaction. A request that conflicts fails alone
     /// (its slot holds the error); the outer error is for failures of the whole batch.
@@ -153,6 +185,13 @@ pub(crate) fn validate_appends(appends: &[StreamAppend], records_outcome: bool) 
     Ok(())
 }
 
+/// Sorts a request's streams into the one order every append path writes in (by stream id), so that
+/// two transactions touching the same streams take their row locks in the same order and cannot
+/// deadlock. Events inside a stream keep their order.
+pub(crate) fn canonical_order(appends: &mut [StreamAppend]) {
+    appends.sort_by(|a, b| a.stream_id.cmp(&b.stream_id));
+}
+
 /// Exact expected-version semantics: returns the stream's current version (0 when it has none)
 /// or the conflict. `Exact(v)` with the stream at any other version conflicts, behind included.
 pub(crate) fn check_expected(
@@ -175,6 +214,24 @@ pub(crate) fn check_expected(
             actual,
         })
     }
+}
+
+/// An inbox row the table would refuse, refused before touching the database.
+pub(crate) fn validate_inbox(row: &InboxRow) -> Result<()> {
+    if !INBOX_DISPOSITIONS.contains(&row.disposition.as_str()) {
+        return Err(crate::error::StoreError::InvalidAppend {
+            reason: format!("unknown inbox disposition {:?}", row.disposition),
+        });
+    }
+    if row.raw_body.len() > INBOX_BODY_MAX {
+        return Err(crate::error::StoreError::InvalidAppend {
+            reason: format!(
+                "an inbox body of {} bytes exceeds the limit {INBOX_BODY_MAX}",
+                row.raw_body.len()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Rejects an oversized group commit before touching the database.

@@ -132,3 +132,49 @@ impl ChainReport {
         self.first_break.is_none() && self.seal_matches != Some(false)
     }
 }
+
+/// Most bytes of a delivery's raw body (the `ledger.inbox` check constraint says the same).
+pub const INBOX_BODY_MAX: usize = 1_048_576;
+
+/// One callback delivery as `ledger.inbox` keeps it: what arrived (`raw_body`, byte-exact), what it was
+/// about and what became of it. Text columns cannot hold NUL: the store writes them through
+/// [`escape_nul`], so the raw body is the one byte-exact copy of what the gateway sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxRow {
+    pub delivery_id: Uuid,
+    pub gateway: String,
+    pub gateway_event_id: String,
+    pub event_type: String,
+    pub dedupe_key: String,
+    pub payment_reference: Option<String>,
+    pub disposition: String,
+    pub detail: String,
+    pub command_id: Option<Uuid>,
+    pub correlation_id: Option<Uuid>,
+    pub raw_body: Vec<u8>,
+    pub received_at: DateTime<Utc>,
+}
+
+impl InboxRow {
+    /// The row as stored: every text column with NUL escaped (see [`escape_nul`]).
+    pub fn escaped(mut self) -> InboxRow {
+        for text in [
+            &mut self.gateway,
+            &mut self.gateway_event_id,
+            &mut self.event_type,
+            &mut self.dedupe_key,
+            &mut self.disposition,
+            &mut self.detail,
+        ] {
+            *text = escape_nul(text);
+        }
+        self.payment_reference = self.payment_reference.as_deref().map(escape_nul);
+        self
+    }
+}
+
+/// PostgreSQL text (and jsonb) cannot hold U+0000: it is written as the six characters `\u0000`, the
+/// way JSON spells it. Text is for search and display; where bytes matter the raw body keeps them.
+pub fn escape_nul(text: &str) -> String {
+    text.replace('\0', "\\u0000")
+}

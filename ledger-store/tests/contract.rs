@@ -6,7 +6,8 @@ mod common;
 use common::{LEDGER, append, event, record};
 use ledger_store::testdb::TestDb;
 use ledger_store::{
-    EventStore, ExpectedVersion, InMemoryEventStore, Snapshot, StoreError, StreamAppend,
+    EventStore, ExpectedVersion, INBOX_BODY_MAX, InMemoryEventStore, InboxRow, Snapshot,
+    StoreError, StreamAppend,
 };
 use serde_json::json;
 
@@ -444,6 +445,143 @@ async fn subscription_tails_the_log(store: &dyn EventStore) {
     assert_eq!(position, 3);
 }
 
+fn inbox_row(dedupe_key: &str, event_id: &str, body: &[u8]) -> InboxRow {
+    InboxRow {
+        delivery_id: uuid::Uuid::new_v4(),
+        gateway: "stripe".into(),
+        gateway_event_id: event_id.into(),
+        event_type: "charge.succeeded".into(),
+        dedupe_key: dedupe_key.into(),
+        payment_reference: Some("ref\0x".into()),
+        disposition: "applied".into(),
+        detail: "deposit confirmed".into(),
+        command_id: Some(uuid::Uuid::new_v4()),
+        correlation_id: None,
+        raw_body: body.to_vec(),
+        received_at: chrono::DateTime::from_timestamp_micros(1_780_000_000_000_000).unwrap(),
+    }
+}
+
+/// The inbox row commits with the events or not at all; NUL in text is escaped, the body kept byte-exact.
+async fn inbox_rows_commit_with_their_append(store: &dyn EventStore) {
+    let body = b"{\"id\":\"evt\\u0000\"}\0\xff".to_vec();
+    let row = inbox_row("dk-1", "evt\0nul", &body);
+    store
+        .append_with_inbox(
+            LEDGER,
+            vec![append("p", ExpectedVersion::NoStream, 1)],
+            Some(record("k-inbox")),
+            Some(row.clone()),
+        )
+        .await
+        .expect("append with its inbox row");
+    let stored = store.read_inbox(LEDGER, "dk-1").await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].gateway_event_id, "evt\\u0000nul");
+    assert_eq!(stored[0].payment_reference.as_deref(), Some("ref\\u0000x"));
+    assert_eq!(stored[0].raw_body, body);
+    assert_eq!(stored[0].delivery_id, row.delivery_id);
+    assert_eq!(stored[0].received_at, row.received_at);
+    // A conflicting append takes its inbox row (and its key) down with it.
+    let failed = store
+        .append_with_inbox(
+            LEDGER,
+            vec![append("p", ExpectedVersion::NoStream, 1)],
+            Some(record("k-lost")),
+            Some(inbox_row("dk-2", "e2", b"{}")),
+        )
+        .await;
+    assert!(is_conflict(&failed, Some(1)), "{failed:?}");
+    assert!(store.read_inbox(LEDGER, "dk-2").await.unwrap().is_empty());
+    assert!(
+        store
+            .get_idempotency(LEDGER, "k-lost")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A delivery that runs no command: one row alone; the same delivery twice is refused.
+    let alone = inbox_row("dk\0-3", "e3", b"{}");
+    store.record_inbox(LEDGER, alone.clone()).await.unwrap();
+    let again = store.record_inbox(LEDGER, alone).await;
+    assert!(
+        matches!(again, Err(StoreError::DuplicateDelivery)),
+        "{again:?}"
+    );
+    assert_eq!(store.read_inbox(LEDGER, "dk\0-3").await.unwrap().len(), 1);
+    let huge = inbox_row("dk-4", "e4", &vec![b'x'; INBOX_BODY_MAX + 1]);
+    let refused = store.record_inbox(LEDGER, huge).await;
+    assert!(
+        matches!(refused, Err(StoreError::InvalidAppend { .. })),
+        "{refused:?}"
+    );
+}
+
+/// A stream given without events is a version check: it guards the request and writes nothing.
+async fn read_checks_guard_a_request(store: &dyn EventStore) {
+    store
+        .append(
+            LEDGER,
+            vec![append("r", ExpectedVersion::NoStream, 1)],
+            None,
+        )
+        .await
+        .unwrap();
+    let check = |expected| StreamAppend {
+        stream_id: "r".into(),
+        expected,
+        events: vec![],
+    };
+    store
+        .append(
+            LEDGER,
+            vec![
+                check(ExpectedVersion::Exact(1)),
+                append("w", ExpectedVersion::NoStream, 1),
+            ],
+            Some(record("k-checked")),
+        )
+        .await
+        .expect("the stream read is current");
+    store
+        .append(
+            LEDGER,
+            vec![append("r", ExpectedVersion::Exact(1), 1)],
+            None,
+        )
+        .await
+        .unwrap();
+    let stale = store
+        .append(
+            LEDGER,
+            vec![check(ExpectedVersion::Exact(1))],
+            Some(record("k-stale")),
+        )
+        .await;
+    assert!(is_conflict(&stale, Some(2)), "{stale:?}");
+    assert!(
+        store
+            .get_idempotency(LEDGER, "k-stale")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let requests = vec![
+        (vec![check(ExpectedVersion::Exact(1))], Some(record("k-b1"))),
+        (vec![check(ExpectedVersion::Exact(2))], Some(record("k-b2"))),
+    ];
+    let results = store.append_batch(LEDGER, requests).await.unwrap();
+    assert!(matches!(
+        results[0],
+        Err(StoreError::ConcurrencyConflict { .. })
+    ));
+    assert!(results[1].is_ok(), "{:?}", results[1]);
+    assert_eq!(
+        store.read_stream(LEDGER, "r", 0, 10).await.unwrap().len(),
+        2
+    );
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod postgres {
@@ -479,4 +617,6 @@ contract!(
     chain_verifies_and_seals,
     time_maps_to_positions,
     subscription_tails_the_log,
+    inbox_rows_commit_with_their_append,
+    read_checks_guard_a_request,
 );

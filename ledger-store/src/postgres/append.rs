@@ -3,8 +3,10 @@
 
 use super::PgEventStore;
 use crate::error::{DbFailure, Result, StoreError, classify};
-use crate::store::{BatchRequest, check_expected, validate_appends};
-use crate::types::{AppendOutcome, AppendedEvent, IdempotencyRecord, NewEvent, StreamAppend};
+use crate::store::{BatchRequest, canonical_order, check_expected, validate_appends};
+use crate::types::{
+    AppendOutcome, AppendedEvent, IdempotencyRecord, InboxRow, NewEvent, StreamAppend,
+};
 use sqlx::{Connection, PgConnection, Row};
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
@@ -66,6 +68,9 @@ async fn insert_events(
     ledger_id: &str,
     rows: Vec<Row_>,
 ) -> Result<Vec<Pending>, AppendFailure> {
+    if rows.is_empty() {
+        return Ok(Vec::new()); // a request that only checks versions and records an outcome
+    }
     let mut streams = Vec::with_capacity(rows.len());
     let mut versions = Vec::with_capacity(rows.len());
     let mut ids = Vec::with_capacity(rows.len());
@@ -137,6 +142,38 @@ async fn insert_idempotency(
     Ok(())
 }
 
+const INSERT_INBOX: &str = "
+    insert into ledger.inbox (ledger_id, delivery_id, gateway, gateway_event_id, event_type, dedupe_key,
+                              payment_reference, disposition, detail, command_id, correlation_id,
+                              raw_body, received_at)
+    values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+
+/// The delivery's row, text NUL-escaped (PostgreSQL text cannot hold NUL), the body byte-exact.
+pub(super) async fn insert_inbox(
+    conn: &mut PgConnection,
+    ledger_id: &str,
+    row: InboxRow,
+) -> Result<(), AppendFailure> {
+    let row = row.escaped();
+    sqlx::query(INSERT_INBOX)
+        .bind(ledger_id)
+        .bind(row.delivery_id)
+        .bind(row.gateway)
+        .bind(row.gateway_event_id)
+        .bind(row.event_type)
+        .bind(row.dedupe_key)
+        .bind(row.payment_reference)
+        .bind(row.disposition)
+        .bind(row.detail)
+        .bind(row.command_id)
+        .bind(row.correlation_id)
+        .bind(row.raw_body)
+        .bind(row.received_at)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 const STREAM_VERSIONS: &str = "
     select s.stream_id, max(e.stream_version) as version
       from unnest($2::text[]) as s(stream_id)
@@ -198,18 +235,29 @@ fn stream_ids(appends: &[StreamAppend]) -> Vec<String> {
 }
 
 /// One request inside an open transaction. The idempotency key is inserted first so that racing
-/// duplicates of one command fail on the key, not on the stream version.
+/// duplicates of one command fail on the key, not on the stream version. Streams are written in their
+/// canonical (sorted) order, so two requests touching the same streams cannot wait on each other in a
+/// cycle. The inbox row goes last: it commits with the events or not at all.
 pub(super) async fn append_in_tx(
     conn: &mut PgConnection,
     ledger_id: &str,
-    appends: Vec<StreamAppend>,
+    mut appends: Vec<StreamAppend>,
     idempotency: Option<IdempotencyRecord>,
+    inbox: Option<InboxRow>,
 ) -> Result<Vec<Pending>, AppendFailure> {
-    validate_appends(&appends, idempotency.is_some())?;
+    validate_appends(&appends, idempotency.is_some() || inbox.is_some())?;
+    if let Some(row) = &inbox {
+        crate::store::validate_inbox(row)?;
+    }
+    canonical_order(&mut appends);
     insert_idempotency(conn, ledger_id, idempotency.into_iter().collect()).await?;
     let mut versions = stream_versions(conn, ledger_id, stream_ids(&appends)).await?;
     let rows = assign_versions(appends, &mut versions)?;
-    insert_events(conn, ledger_id, rows).await
+    let pending = insert_events(conn, ledger_id, rows).await?;
+    if let Some(row) = inbox {
+        insert_inbox(conn, ledger_id, row).await?;
+    }
+    Ok(pending)
 }
 
 /// Attaches context to a failed request. A stream-version race is re-diagnosed with a fresh
@@ -240,6 +288,7 @@ pub(super) async fn resolve_failure(
         DbFailure::LedgerTaken => StoreError::LedgerExists {
             ledger_id: ledger_id.to_owned(),
         },
+        DbFailure::DeliveryTaken => StoreError::DuplicateDelivery,
         DbFailure::Other(error) => StoreError::Database(error),
     }
 }
@@ -260,7 +309,11 @@ async fn diagnose_conflict(
         }
     }
     // Only `Any` appends lost the race: report the first stream as it is now.
-    let first = &appends[0];
+    let Some(first) = appends.first() else {
+        return StoreError::Corrupt {
+            reason: "a stream version was taken by a request without streams".into(),
+        };
+    };
     StoreError::ConcurrencyConflict {
         stream_id: first.stream_id.clone(),
         expected: first.expected,
@@ -287,21 +340,40 @@ impl PgEventStore {
         ledger_id: &str,
         appends: Vec<StreamAppend>,
         idempotency: Option<IdempotencyRecord>,
+        inbox: Option<InboxRow>,
     ) -> Result<AppendOutcome> {
         let key = idempotency.as_ref().map(|r| r.key.clone());
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
-        match append_in_tx(&mut tx, ledger_id, appends.clone(), idempotency).await {
+        match append_in_tx(&mut tx, ledger_id, appends.clone(), idempotency, inbox).await {
             Ok(pending) => {
                 self.pre_commit_delay(&mut tx).await?;
-                tx.commit().await?;
+                commit(tx).await?;
                 drop(conn);
-                let positions = self.sequence_until_positioned(ledger_id, &pending).await?;
-                Ok(outcome(&pending, &positions))
+                let positions = self.positions_after_commit(ledger_id, &pending).await;
+                Ok(in_input_order(outcome(&pending, &positions), &appends))
             }
             Err(failure) => {
                 tx.rollback().await?;
                 Err(resolve_failure(&mut conn, ledger_id, &appends, key.as_deref(), failure).await)
+            }
+        }
+    }
+
+    /// Committed means accepted: a sequencer that fails or times out after the commit is logged, never
+    /// returned (the caller would retry a command that is already in the log). Events it did not reach
+    /// get position 0; the background sequencer (or the next append) positions them.
+    pub(super) async fn positions_after_commit(
+        &self,
+        ledger_id: &str,
+        pending: &[Pending],
+    ) -> HashMap<i64, i64> {
+        match self.sequence_until_positioned(ledger_id, pending).await {
+            Ok(positions) => positions,
+            Err(error) => {
+                tracing::warn!(%error, ledger_id, events = pending.len(),
+                    "committed events not sequenced yet; the background sequencer will");
+                HashMap::new()
             }
         }
     }
@@ -342,6 +414,16 @@ impl PgEventStore {
     }
 }
 
+/// COMMIT itself failing leaves the outcome unknown (the server may have committed before the
+/// connection broke): the caller must look before it re-runs anything.
+async fn commit(tx: sqlx::Transaction<'_, sqlx::Postgres>) -> Result<()> {
+    tx.commit()
+        .await
+        .map_err(|error| StoreError::CommitOutcomeUnknown {
+            reason: error.to_string(),
+        })
+}
+
 fn outcome(pending: &[Pending], positions: &HashMap<i64, i64>) -> AppendOutcome {
     AppendOutcome {
         events: pending
@@ -350,10 +432,24 @@ fn outcome(pending: &[Pending], positions: &HashMap<i64, i64>) -> AppendOutcome 
                 event_id: p.event_id,
                 stream_id: p.stream_id.clone(),
                 stream_version: p.stream_version,
-                position: positions[&p.local_id],
+                position: positions.get(&p.local_id).copied().unwrap_or(0),
             })
             .collect(),
     }
+}
+
+/// The outcome's events in the order the caller gave them (they were written in canonical order).
+fn in_input_order(mut outcome: AppendOutcome, appends: &[StreamAppend]) -> AppendOutcome {
+    let index: HashMap<Uuid, usize> = appends
+        .iter()
+        .flat_map(|a| &a.events)
+        .enumerate()
+        .map(|(i, e)| (e.event_id, i))
+        .collect();
+    outcome
+        .events
+        .sort_by_key(|e| index.get(&e.event_id).copied().unwrap_or(usize::MAX));
+    outcome
 }
 
 /// What the batch fast path decided for each request before touching the events table.
@@ -425,13 +521,23 @@ impl PgEventStore {
         crate::store::validate_batch_size(requests.len())?;
         let started = std::time::Instant::now();
         let count = requests.len();
+        let orders: Vec<Vec<Uuid>> = requests
+            .iter()
+            .map(|(appends, _)| {
+                appends
+                    .iter()
+                    .flat_map(|a| &a.events)
+                    .map(|e| e.event_id)
+                    .collect()
+            })
+            .collect();
         let results = match self.batch_fast_path(ledger_id, requests.clone()).await? {
             Some(results) => results,
             None => self.batch_isolated(ledger_id, requests).await?,
         };
         let pending: Vec<Pending> = results.iter().flatten().flatten().cloned().collect();
         let committed = started.elapsed();
-        let positions = self.sequence_until_positioned(ledger_id, &pending).await?;
+        let positions = self.positions_after_commit(ledger_id, &pending).await;
         tracing::debug!(
             requests = count,
             events = pending.len(),
@@ -441,7 +547,8 @@ impl PgEventStore {
         );
         Ok(results
             .into_iter()
-            .map(|r| r.map(|p| outcome(&p, &positions)))
+            .zip(orders)
+            .map(|(r, order)| r.map(|p| outcome(&sorted_like(p, &order), &positions)))
             .collect())
     }
 
@@ -459,7 +566,11 @@ impl PgEventStore {
         let versions =
             stream_versions(&mut tx, ledger_id, all_streams.into_iter().collect()).await?;
         let planned = plan_batch(requests, versions);
-        let (rows, records, shape) = flatten_plan(planned);
+        let (mut rows, records, shape) = flatten_plan(planned);
+        // One canonical order for the whole batch (see `append_in_tx`): no cycle with another writer.
+        rows.sort_by(|a, b| {
+            (&a.event.stream_id, a.stream_version).cmp(&(&b.event.stream_id, b.stream_version))
+        });
         let inserted = async {
             insert_idempotency(&mut tx, ledger_id, records).await?;
             if rows.is_empty() {
@@ -471,7 +582,7 @@ impl PgEventStore {
         match inserted {
             Ok(pending) => {
                 self.pre_commit_delay(&mut tx).await?;
-                tx.commit().await?;
+                commit(tx).await?;
                 Ok(Some(unflatten(shape, pending)))
             }
             Err(AppendFailure::Db(failure)) if failure.is_request_specific() => {
@@ -495,7 +606,15 @@ impl PgEventStore {
         for (appends, idempotency) in requests {
             let key = idempotency.as_ref().map(|r| r.key.clone());
             let mut savepoint = tx.begin().await?;
-            match append_in_tx(&mut savepoint, ledger_id, appends.clone(), idempotency).await {
+            match append_in_tx(
+                &mut savepoint,
+                ledger_id,
+                appends.clone(),
+                idempotency,
+                None,
+            )
+            .await
+            {
                 Ok(pending) => {
                     savepoint.commit().await?;
                     results.push(Ok(pending));
@@ -510,7 +629,7 @@ impl PgEventStore {
             }
         }
         self.pre_commit_delay(&mut tx).await?;
-        tx.commit().await?;
+        commit(tx).await?;
         Ok(results)
     }
 }
@@ -525,8 +644,8 @@ fn db_failure_error(failure: DbFailure) -> StoreError {
     }
 }
 
-/// Per request: `Err` for a rejected one, or how many events it contributed to the flat insert.
-type Shape = Vec<Result<usize>>;
+/// Per request: `Err` for a rejected one, or the ids of the events it contributed, in its own order.
+type Shape = Vec<Result<Vec<Uuid>>>;
 
 fn flatten_plan(planned: Vec<Planned>) -> (Vec<Row_>, Vec<IdempotencyRecord>, Shape) {
     let mut rows = Vec::new();
@@ -539,7 +658,7 @@ fn flatten_plan(planned: Vec<Planned>) -> (Vec<Row_>, Vec<IdempotencyRecord>, Sh
                 rows: request_rows,
                 idempotency,
             } => {
-                shape.push(Ok(request_rows.len()));
+                shape.push(Ok(request_rows.iter().map(|r| r.event.event_id).collect()));
                 rows.extend(request_rows);
                 records.extend(idempotency);
             }
@@ -549,9 +668,16 @@ fn flatten_plan(planned: Vec<Planned>) -> (Vec<Row_>, Vec<IdempotencyRecord>, Sh
 }
 
 fn unflatten(shape: Shape, pending: Vec<Pending>) -> Vec<Result<Vec<Pending>>> {
-    let mut remaining = pending.into_iter();
+    let mut by_id: HashMap<Uuid, Pending> = pending.into_iter().map(|p| (p.event_id, p)).collect();
     shape
         .into_iter()
-        .map(|slot| slot.map(|count| remaining.by_ref().take(count).collect()))
+        .map(|slot| slot.map(|ids| ids.iter().filter_map(|id| by_id.remove(id)).collect()))
         .collect()
+}
+
+/// `pending` in the order of `order` (a request's events as the caller gave them).
+fn sorted_like(mut pending: Vec<Pending>, order: &[Uuid]) -> Vec<Pending> {
+    let index: HashMap<&Uuid, usize> = order.iter().enumerate().map(|(i, id)| (id, i)).collect();
+    pending.sort_by_key(|p| index.get(&p.event_id).copied().unwrap_or(usize::MAX));
+    pending
 }

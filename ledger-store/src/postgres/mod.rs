@@ -7,7 +7,8 @@ mod subscription;
 use crate::error::{Result, StoreError};
 use crate::store::{BatchRequest, EventStore, Subscription};
 use crate::types::{
-    AppendOutcome, ChainReport, IdempotencyRecord, RecordedEvent, Seal, Snapshot, StreamAppend,
+    AppendOutcome, ChainReport, IdempotencyRecord, InboxRow, RecordedEvent, Seal, Snapshot,
+    StreamAppend,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -129,13 +130,30 @@ impl PgEventStore {
 
 #[async_trait]
 impl EventStore for PgEventStore {
-    async fn append(
+    async fn append_with_inbox(
         &self,
         ledger_id: &str,
         appends: Vec<StreamAppend>,
         idempotency: Option<IdempotencyRecord>,
+        inbox: Option<InboxRow>,
     ) -> Result<AppendOutcome> {
-        self.append_one(ledger_id, appends, idempotency).await
+        self.append_one(ledger_id, appends, idempotency, inbox)
+            .await
+    }
+
+    async fn record_inbox(&self, ledger_id: &str, row: InboxRow) -> Result<()> {
+        crate::store::validate_inbox(&row)?;
+        let mut conn = self.pool.acquire().await?;
+        match append::insert_inbox(&mut conn, ledger_id, row).await {
+            Ok(()) => Ok(()),
+            Err(failure) => {
+                Err(append::resolve_failure(&mut conn, ledger_id, &[], None, failure).await)
+            }
+        }
+    }
+
+    async fn read_inbox(&self, ledger_id: &str, dedupe_key: &str) -> Result<Vec<InboxRow>> {
+        read::read_inbox(&self.pool, ledger_id, dedupe_key).await
     }
 
     async fn append_batch(

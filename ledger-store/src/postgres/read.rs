@@ -3,7 +3,9 @@
 use crate::chain::{ChainInput, ChainVerifier, GENESIS_HASH};
 use crate::error::{DbFailure, Result, StoreError, classify};
 use crate::store::clamp_limit;
-use crate::types::{ChainReport, EventMetadata, IdempotencyRecord, RecordedEvent, Seal, Snapshot};
+use crate::types::{
+    ChainReport, EventMetadata, IdempotencyRecord, InboxRow, RecordedEvent, Seal, Snapshot,
+};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
@@ -65,6 +67,45 @@ pub(super) async fn get_idempotency(
         })
     })
     .transpose()
+}
+
+/// The inbox rows of one dedupe key, oldest first (bounded like every read).
+pub(super) async fn read_inbox(
+    pool: &PgPool,
+    ledger_id: &str,
+    dedupe_key: &str,
+) -> Result<Vec<InboxRow>> {
+    let rows = sqlx::query(
+        "select delivery_id, gateway, gateway_event_id, event_type, dedupe_key, payment_reference,
+                disposition, detail, command_id, correlation_id, raw_body, received_at
+           from ledger.inbox
+          where ledger_id = $1 and dedupe_key = $2
+          order by recorded_at, delivery_id
+          limit $3",
+    )
+    .bind(ledger_id)
+    .bind(crate::types::escape_nul(dedupe_key))
+    .bind(crate::store::READ_LIMIT_MAX)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(InboxRow {
+                delivery_id: row.try_get("delivery_id")?,
+                gateway: row.try_get("gateway")?,
+                gateway_event_id: row.try_get("gateway_event_id")?,
+                event_type: row.try_get("event_type")?,
+                dedupe_key: row.try_get("dedupe_key")?,
+                payment_reference: row.try_get("payment_reference")?,
+                disposition: row.try_get("disposition")?,
+                detail: row.try_get("detail")?,
+                command_id: row.try_get("command_id")?,
+                correlation_id: row.try_get("correlation_id")?,
+                raw_body: row.try_get("raw_body")?,
+                received_at: row.try_get("received_at")?,
+            })
+        })
+        .collect()
 }
 
 /// Includes committed events that are not sequenced yet: deciding needs the whole stream.
