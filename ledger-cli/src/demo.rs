@@ -145,7 +145,7 @@ async fn booking_story(story: &mut Story<'_>, cast: &Cast) -> Result<(), CliErro
             request_id,
             amount: usd(amount),
             valid_until,
-            fees,
+            fees: fees.into(),
         };
         story
             .step(
@@ -249,7 +249,7 @@ async fn escrow_story(story: &mut Story<'_>, cast: &Cast) -> Result<Uuid, CliErr
                 seller: c.seller,
                 currency: Currency::USD,
                 milestones: vec![usd("500.00"), usd("300.00"), usd("200.00")],
-                fees,
+                fees: fees.into(),
             },
         )
         .await?;

@@ -157,7 +157,7 @@ impl Generator {
             seller,
             currency: Currency::USD,
             milestones: milestones.iter().map(|m| usd(*m)).collect(),
-            fees,
+            fees: fees.into(),
         };
         self.run(Actor::User(buyer), create);
         self.run(

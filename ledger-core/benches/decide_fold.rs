@@ -69,7 +69,7 @@ fn realistic_ledger() -> MemoryLedger {
                 seller,
                 currency: Currency::USD,
                 milestones,
-                fees,
+                fees: fees.into(),
             },
         );
         s.run(
@@ -227,7 +227,7 @@ fn staged_states() -> HashMap<StreamId, AggState> {
                 seller,
                 currency: Currency::USD,
                 milestones: vec![usd(10_000), usd(5_000)],
-                fees,
+                fees: fees.into(),
             },
         );
         s.run(

@@ -22,11 +22,15 @@ use crate::aggregates::booking::{
 use crate::aggregates::dispute::{
     Dispute, DisputeCommand, DisputeEvent, DisputeState, DisputedMilestone,
 };
+use crate::aggregates::ledger_policy::{
+    FeeSchedule, LedgerPolicy, LedgerPolicyCommand, LedgerPolicyEvent, LedgerPolicyState,
+    RateBounds,
+};
 use crate::aggregates::payment::{
     EscrowSource, EscrowTaken, FundTarget, Payment, PaymentCommand, PaymentEvent, PaymentState,
 };
 use crate::aggregates::project::{
-    FeePolicy, NewProject, Project, ProjectCommand, ProjectEvent, ProjectState,
+    FeeTerms, NewProject, Project, ProjectCommand, ProjectEvent, ProjectState,
 };
 use crate::aggregates::quote::{Quote, QuoteCommand, QuoteEvent, QuoteState, RequestInfo};
 use crate::aggregates::service_request::{
@@ -46,6 +50,9 @@ pub const SCHEMA_VERSION: i32 = 1;
 pub const FOLLOW_UPS_MAX: usize = 32;
 pub const FOLLOW_UP_DEPTH_MAX: usize = 6;
 
+/// The name of the ledger policy's stream.
+const LEDGER_POLICY_STREAM: &str = "ledger-policy";
+
 /// One aggregate instance's event stream.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub enum StreamId {
@@ -54,9 +61,14 @@ pub enum StreamId {
     Booking(Uuid),
     Project(Uuid),
     Payment(Uuid),
-    Wallet { user: Uuid, currency: Currency },
+    Wallet {
+        user: Uuid,
+        currency: Currency,
+    },
     Dispute(Uuid),
     Suspense(Uuid),
+    /// The ledger's own policy (its fee schedule): one per ledger.
+    LedgerPolicy,
 }
 
 impl fmt::Display for StreamId {
@@ -70,6 +82,7 @@ impl fmt::Display for StreamId {
             StreamId::Wallet { user, currency } => write!(f, "wallet-{user}-{currency}"),
             StreamId::Dispute(id) => write!(f, "dispute-{id}"),
             StreamId::Suspense(id) => write!(f, "suspense-{id}"),
+            StreamId::LedgerPolicy => f.write_str(LEDGER_POLICY_STREAM),
         }
     }
 }
@@ -82,6 +95,9 @@ impl FromStr for StreamId {
     type Err = BadStreamId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || BadStreamId(s.to_string());
+        if s == LEDGER_POLICY_STREAM {
+            return Ok(StreamId::LedgerPolicy);
+        }
         let (kind, rest) = s.split_once('-').ok_or_else(bad)?;
         if kind == "wallet" {
             let (user, currency) = rest.rsplit_once('-').ok_or_else(bad)?;
@@ -116,6 +132,7 @@ pub enum Event {
     Wallet(WalletEvent),
     Dispute(DisputeEvent),
     Suspense(SuspenseEvent),
+    LedgerPolicy(LedgerPolicyEvent),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -216,6 +233,9 @@ impl Event {
             StreamId::Wallet { .. } => Event::Wallet(serde_json::from_value(payload).map_err(err)?),
             StreamId::Dispute(_) => Event::Dispute(serde_json::from_value(payload).map_err(err)?),
             StreamId::Suspense(_) => Event::Suspense(serde_json::from_value(payload).map_err(err)?),
+            StreamId::LedgerPolicy => {
+                Event::LedgerPolicy(serde_json::from_value(payload).map_err(err)?)
+            }
         })
     }
 
@@ -248,6 +268,9 @@ impl Event {
             StreamId::Wallet { .. } => Event::Wallet(serde_json::from_str(payload).map_err(err)?),
             StreamId::Dispute(_) => Event::Dispute(serde_json::from_str(payload).map_err(err)?),
             StreamId::Suspense(_) => Event::Suspense(serde_json::from_str(payload).map_err(err)?),
+            StreamId::LedgerPolicy => {
+                Event::LedgerPolicy(serde_json::from_str(payload).map_err(err)?)
+            }
         })
     }
 }
@@ -280,6 +303,7 @@ pub enum AggState {
     Wallet(WalletState),
     Dispute(DisputeState),
     Suspense(SuspenseState),
+    LedgerPolicy(LedgerPolicyState),
 }
 
 impl AggState {
@@ -315,6 +339,7 @@ impl AggState {
                 id,
                 ..Default::default()
             }),
+            StreamId::LedgerPolicy => AggState::LedgerPolicy(LedgerPolicyState::default()),
         }
     }
 }
@@ -332,6 +357,9 @@ pub fn evolve(state: AggState, event: &Event) -> AggState {
         (AggState::Wallet(s), Event::Wallet(e)) => AggState::Wallet(Wallet::evolve(s, e)),
         (AggState::Dispute(s), Event::Dispute(e)) => AggState::Dispute(Dispute::evolve(s, e)),
         (AggState::Suspense(s), Event::Suspense(e)) => AggState::Suspense(Suspense::evolve(s, e)),
+        (AggState::LedgerPolicy(s), Event::LedgerPolicy(e)) => {
+            AggState::LedgerPolicy(LedgerPolicy::evolve(s, e))
+        }
         (s, e) => panic!("event {e:?} does not belong to state {s:?}"),
     }
 }
@@ -358,7 +386,7 @@ pub enum Command {
         amount: Money,
         valid_until: DateTime<Utc>,
         #[serde(default)]
-        fees: FeePolicy,
+        fees: FeeTerms,
     },
     SendQuote {
         quote_id: Uuid,
@@ -417,7 +445,7 @@ pub enum Command {
         currency: Currency,
         milestones: Vec<Money>,
         #[serde(default)]
-        fees: FeePolicy,
+        fees: FeeTerms,
     },
     SubmitProjectForAgreement {
         project_id: Uuid,
@@ -586,6 +614,13 @@ pub enum Command {
     ReturnSuspense {
         suspense_id: Uuid,
     },
+    /// An operator sets the ledger's fee schedule (`aggregates::ledger_policy`).
+    SetFeePolicy {
+        commission: RateBounds,
+        buyer_fee: RateBounds,
+        payout_fee: RateBounds,
+        overrides_allowed: bool,
+    },
 }
 
 /// A command with its id (idempotency and event-id derivation), actor and time.
@@ -651,6 +686,7 @@ typed_state!(payment_state, Payment, PaymentState);
 typed_state!(wallet_state, Wallet, WalletState);
 typed_state!(dispute_state, Dispute, DisputeState);
 typed_state!(suspense_state, Suspense, SuspenseState);
+typed_state!(policy_state, LedgerPolicy, LedgerPolicyState);
 
 /// The streams a command certainly touches; `decide` asks for the rest (wallets, related aggregates).
 pub fn primary_streams(command: &Command) -> Vec<StreamId> {
@@ -751,12 +787,99 @@ pub fn primary_streams(command: &Command) -> Vec<StreamId> {
         | C::ReturnSuspense { suspense_id } => {
             vec![StreamId::Suspense(*suspense_id)]
         }
+        C::SetFeePolicy { .. } => vec![StreamId::LedgerPolicy],
     }
+}
+
+/// Earliest `at` (and time of money movement) a command may carry: 2000-01-01T00:00:00Z. A ledger records
+/// what happens now; a year-1 or year-9999 time is a client bug, and it would poison as-of reports.
+pub const COMMAND_TIME_MIN_UNIX_SECONDS: i64 = 946_684_800;
+/// First instant no command time may reach: 2200-01-01T00:00:00Z (exclusive).
+pub const COMMAND_TIME_END_UNIX_SECONDS: i64 = 7_258_118_400;
+
+impl Command {
+    /// Every amount the command carries (each must be within the amount ceiling).
+    fn amounts(&self) -> Vec<Money> {
+        use Command as C;
+        match self {
+            C::CreateQuote { amount, .. }
+            | C::InitiateDeposit { amount, .. }
+            | C::RequestCardRefund { amount, .. }
+            | C::MaturePending { amount, .. }
+            | C::RecordSuspense { amount, .. } => vec![*amount],
+            C::CreateProject { milestones, .. } => milestones.clone(),
+            C::ApplyResolution {
+                release, refund, ..
+            } => vec![*release, *refund],
+            C::ConfirmDeposit {
+                amount,
+                gateway_fee,
+                ..
+            } => [Some(*amount), *gateway_fee]
+                .into_iter()
+                .flatten()
+                .collect(),
+            C::RequestPayout { amount, fee, .. } | C::OpenChargeback { amount, fee, .. } => {
+                [Some(*amount), *fee].into_iter().flatten().collect()
+            }
+            C::ConfirmTransfer { gateway_fee, .. } => gateway_fee.iter().copied().collect(),
+            C::OpenDispute {
+                proposed_release, ..
+            } => vec![*proposed_release],
+            C::ResolveDispute { release, .. } => vec![*release],
+            // The rest carry no amount (a new command with one must be listed above).
+            _ => vec![],
+        }
+    }
+
+    /// Every time the command carries besides its `at`: when money moved, deadlines.
+    fn times(&self) -> Vec<DateTime<Utc>> {
+        use Command as C;
+        match self {
+            C::OpenServiceRequest { expires_at, .. } => expires_at.iter().copied().collect(),
+            C::CreateQuote { valid_until, .. } => vec![*valid_until],
+            C::OpenDispute { respond_by, .. } => vec![*respond_by],
+            C::ConfirmDeposit { occurred_at, .. }
+            | C::ConfirmTransfer { occurred_at, .. }
+            | C::ReversePayout { occurred_at, .. }
+            | C::OpenChargeback { occurred_at, .. } => occurred_at.iter().copied().collect(),
+            _ => vec![],
+        }
+    }
+}
+
+/// The checks every command passes before any decider sees it: sane times, amounts within the ceiling.
+fn check_envelope(env: &CommandEnvelope) -> Result<(), Rejection> {
+    let min = DateTime::<Utc>::from_timestamp(COMMAND_TIME_MIN_UNIX_SECONDS, 0)
+        .expect("a valid constant");
+    let end = DateTime::<Utc>::from_timestamp(COMMAND_TIME_END_UNIX_SECONDS, 0)
+        .expect("a valid constant");
+    for (what, time) in std::iter::once(("at", env.at))
+        .chain(env.command.times().into_iter().map(|t| ("a time", t)))
+    {
+        if time < min || time >= end {
+            return Err(Rejection::InvalidCommand(format!(
+                "{what} of {} is outside {} .. {} (exclusive)",
+                time.to_rfc3339(),
+                min.format("%Y-%m-%d"),
+                end.format("%Y-%m-%d"),
+            )));
+        }
+    }
+    for amount in env.command.amounts() {
+        crate::aggregates::require_within_ceiling(
+            "an amount",
+            i128::from(amount.minor()),
+            amount.currency(),
+        )?;
+    }
+    Ok(())
 }
 
 /// Decides a command against the loaded states: the events to append (with derived event and entry ids),
 /// or a rejection. Pure and deterministic.
 pub fn decide(env: &CommandEnvelope, view: &dyn StateView) -> Result<Vec<Change>, DecideError> {
+    check_envelope(env)?;
     let mut changes = route(env, view)?;
     guard_wallets(env, view, &mut changes)?;
     for (index, change) in changes.iter_mut().enumerate() {
@@ -958,6 +1081,7 @@ fn route(env: &CommandEnvelope, view: &dyn StateView) -> Result<Vec<Change>, Dec
             valid_until,
             fees,
         } => {
+            let fees = policy_state(view, StreamId::LedgerPolicy)?.resolve_terms(fees)?;
             let request = request_info(view, *request_id)?;
             quote_cmd(
                 env,
@@ -968,7 +1092,7 @@ fn route(env: &CommandEnvelope, view: &dyn StateView) -> Result<Vec<Change>, Dec
                     request,
                     amount: *amount,
                     valid_until: *valid_until,
-                    fees: *fees,
+                    fees,
                 },
             )
         }
@@ -1035,13 +1159,14 @@ fn route(env: &CommandEnvelope, view: &dyn StateView) -> Result<Vec<Change>, Dec
             milestones,
             fees,
         } => {
+            let fees = policy_state(view, StreamId::LedgerPolicy)?.resolve_terms(fees)?;
             let project = NewProject {
                 project_id: *project_id,
                 buyer: *buyer,
                 seller: *seller,
                 currency: *currency,
                 milestones: milestones.clone(),
-                fees: *fees,
+                fees,
             };
             project_cmd(env, view, *project_id, ProjectCommand::Create(project))
         }
@@ -1230,17 +1355,20 @@ fn route(env: &CommandEnvelope, view: &dyn StateView) -> Result<Vec<Change>, Dec
             amount,
             fee,
             gateway,
-        } => payment_cmd(
-            env,
-            view,
-            *payout_id,
-            PaymentCommand::RequestPayout {
-                payout_id: *payout_id,
-                amount: *amount,
-                fee: fee.unwrap_or(Money::zero(amount.currency())),
-                gateway: *gateway,
-            },
-        ),
+        } => {
+            let fee = policy_state(view, StreamId::LedgerPolicy)?.payout_fee(*amount, *fee)?;
+            payment_cmd(
+                env,
+                view,
+                *payout_id,
+                PaymentCommand::RequestPayout {
+                    payout_id: *payout_id,
+                    amount: *amount,
+                    fee,
+                    gateway: *gateway,
+                },
+            )
+        }
         C::RequestCardRefund {
             refund_id,
             amount,
@@ -1439,6 +1567,27 @@ fn route(env: &CommandEnvelope, view: &dyn StateView) -> Result<Vec<Change>, Dec
         C::ReturnSuspense { suspense_id } => {
             suspense_cmd(env, view, *suspense_id, SuspenseCommand::ReturnToSender)
         }
+        C::SetFeePolicy {
+            commission,
+            buyer_fee,
+            payout_fee,
+            overrides_allowed,
+        } => {
+            let schedule = FeeSchedule {
+                commission: *commission,
+                buyer_fee: *buyer_fee,
+                payout_fee: *payout_fee,
+                overrides_allowed: *overrides_allowed,
+            };
+            let stream = StreamId::LedgerPolicy;
+            decide_on::<LedgerPolicy, _>(
+                env,
+                policy_state(view, stream)?,
+                stream,
+                LedgerPolicyCommand::SetFees(schedule),
+                Event::LedgerPolicy,
+            )
+        }
     }
 }
 
@@ -1600,15 +1749,32 @@ fn check_fund_target(
 /// Bound on the milestones a lost chargeback may take escrow from (each adds two postings to its entry).
 pub const CHARGEBACK_ESCROW_SOURCES_MAX: usize = 6;
 
-/// The open escrow a user funded as buyer, oldest project first, within `CHARGEBACK_ESCROW_SOURCES_MAX`.
+/// Bound on the projects a lost chargeback looks into for escrow still held for the buyer: the newest ones
+/// the buyer's wallet remembers funding (`WalletState::escrow_projects`). Each is one stream to load, so this
+/// keeps the command's work bounded however many projects a buyer ever funded; escrow held in older projects
+/// is not clawed back, and what the wallet and these projects do not cover becomes a receivable or a loss,
+/// in domain.md's order. An operator can still refund or resolve an older milestone first.
+pub const CHARGEBACK_PROJECTS_MAX: usize = 8;
+
+/// The most streams any single command, with all its follow-ups, reads or writes: what an executor must be
+/// able to load (one `NeedStream` round per stream, after the primary streams). The largest today is a lost
+/// chargeback: the payment, the buyer's wallet and `CHARGEBACK_PROJECTS_MAX` projects; accepting a quote or
+/// confirming an earmarked deposit reaches five or six. The model-based property test checks every command it
+/// runs against this bound (`MemoryLedger::streams_needed`).
+pub const STREAMS_PER_COMMAND_MAX: usize = 16;
+const _: () = assert!(2 + CHARGEBACK_PROJECTS_MAX <= STREAMS_PER_COMMAND_MAX);
+
+/// The open escrow a user funded as buyer in the newest `CHARGEBACK_PROJECTS_MAX` projects the wallet
+/// remembers, oldest of those first, within `CHARGEBACK_ESCROW_SOURCES_MAX` milestones.
 fn escrow_sources(
     view: &dyn StateView,
     user: Uuid,
     currency: Currency,
     projects: &[Uuid],
 ) -> Result<Vec<EscrowSource>, DecideError> {
+    let newest = &projects[projects.len().saturating_sub(CHARGEBACK_PROJECTS_MAX)..];
     let mut sources = Vec::new();
-    for project_id in projects {
+    for project_id in newest {
         let p = project_state(view, StreamId::Project(*project_id))?;
         if p.buyer != user || p.currency != Some(currency) {
             continue;

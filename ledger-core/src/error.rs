@@ -62,6 +62,12 @@ pub enum Rejection {
     Overflow,
     #[error("unbalanced journal entry: {0}")]
     Unbalanced(String),
+    #[error("{what} {stated} is outside the ledger's fee policy: {allowed}")]
+    FeeOutsidePolicy {
+        what: &'static str,
+        stated: String,
+        allowed: String,
+    },
 }
 
 impl Rejection {
@@ -85,6 +91,7 @@ impl Rejection {
             Rejection::InvalidCommand(_) => "invalid_command",
             Rejection::Overflow => "overflow",
             Rejection::Unbalanced(_) => "unbalanced_entry",
+            Rejection::FeeOutsidePolicy { .. } => "fee_outside_policy",
         }
     }
 

@@ -10,6 +10,7 @@ use crate::engine::{self, AggState, Change, CommandEnvelope, DecideError, Stream
 
 /// Bound on load-and-decide rounds (each round loads one more stream).
 pub const LOAD_ROUNDS_MAX: usize = 32;
+const _: () = assert!(LOAD_ROUNDS_MAX >= engine::STREAMS_PER_COMMAND_MAX);
 use crate::error::Rejection;
 use crate::journal::Balances;
 
@@ -143,6 +144,32 @@ impl MemoryLedger {
             "command {:?} needed more than {LOAD_ROUNDS_MAX} streams",
             env.command
         )
+    }
+
+    /// How many streams deciding `env` (with its follow-ups) needs when nothing is loaded: what a store's
+    /// executor loads for it, one `NeedStream` round at a time. Decides only; appends nothing.
+    pub fn streams_needed(&self, env: &CommandEnvelope) -> usize {
+        let mut loaded: HashMap<StreamId, AggState> = HashMap::new();
+        let load = |loaded: &mut HashMap<StreamId, AggState>, stream: StreamId| {
+            let state = self
+                .states
+                .get(&stream)
+                .cloned()
+                .unwrap_or_else(|| AggState::initial(&stream));
+            loaded.insert(stream, state);
+        };
+        for stream in engine::primary_streams(&env.command) {
+            load(&mut loaded, stream);
+        }
+        loop {
+            match engine::decide_all(env, &loaded) {
+                Ok(_) | Err(DecideError::Rejected(_)) => return loaded.len(),
+                Err(DecideError::NeedStream(stream)) => {
+                    assert!(!loaded.contains_key(&stream), "{stream} asked for twice");
+                    load(&mut loaded, stream);
+                }
+            }
+        }
     }
 
     /// Appends one event: folds it into its stream's state and its entry into the balances.

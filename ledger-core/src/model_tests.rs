@@ -15,9 +15,10 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use uuid::Uuid;
 
+use crate::aggregates::ledger_policy::RateBounds;
 use crate::aggregates::payment::PaymentStatus;
 use crate::aggregates::project::{FeePolicy, MilestoneStatus};
-use crate::engine::{AggState, Command, CommandEnvelope, Event, StreamId};
+use crate::engine::{AggState, Command, CommandEnvelope, Event, STREAMS_PER_COMMAND_MAX, StreamId};
 use crate::ids::{Actor, Gateway};
 use crate::journal::{Account, Side};
 use crate::memory::MemoryLedger;
@@ -116,6 +117,47 @@ enum Op {
         proj: u8,
         m_raw: u32,
     },
+    /// The ledger's fee policy, set by an operator (or, refused, by a user). Triples are (min, default, max)
+    /// in basis points.
+    SetFeePolicy {
+        commission: (u32, u32, u32),
+        buyer_fee: (u32, u32, u32),
+        payout_fee: (u32, u32, u32),
+        overrides_allowed: bool,
+        by_admin: bool,
+    },
+}
+
+/// A rate in basis points below `max_bps`, zero (what a beneficiary would like) one time in four.
+fn rate_bps(max_bps: u32) -> impl Strategy<Value = u32> {
+    prop_oneof![1 => Just(0_u32), 3 => 0..max_bps]
+}
+
+fn fee_policy() -> impl Strategy<Value = Op> {
+    (
+        bps_bounds(2_000),
+        bps_bounds(1_000),
+        bps_bounds(300),
+        any::<bool>(),
+        prop::bool::weighted(0.8),
+    )
+        .prop_map(
+            |(commission, buyer_fee, payout_fee, overrides_allowed, by_admin)| Op::SetFeePolicy {
+                commission,
+                buyer_fee,
+                payout_fee,
+                overrides_allowed,
+                by_admin,
+            },
+        )
+}
+
+/// A sorted (min, default, max) triple of basis points below `max_bps`.
+fn bps_bounds(max_bps: u32) -> impl Strategy<Value = (u32, u32, u32)> {
+    prop::array::uniform3(0..max_bps).prop_map(|mut a| {
+        a.sort_unstable();
+        (a[0], a[1], a[2])
+    })
 }
 
 fn currency_index() -> impl Strategy<Value = u8> {
@@ -132,7 +174,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             .prop_map(|(pay, buyer, cur, amount, settle_now)| Op::Deposit { pay, buyer, cur, amount, settle_now }),
         3 => (pay_in, any::<bool>(), 1_i64..60_000, 0_i64..300, 1_u8..4)
             .prop_map(|(pay, success, amount, fee, times)| Op::DepositOutcome { pay, success, amount, fee, times }),
-        3 => (proj.clone(), 0_u8..2, 2_u8..4, currency_index(), prop::collection::vec(100_i64..20_000, 1..4), 0_u32..2_000, 0_u32..1_000)
+        // Projects 3 and 4 exist only if created here (after a policy, perhaps); zero rates are frequent.
+        3 => (0_u8..5, 0_u8..2, 2_u8..4, currency_index(), prop::collection::vec(100_i64..20_000, 1..4), rate_bps(2_000), rate_bps(1_000))
             .prop_map(|(proj, buyer, seller, cur, milestones, commission_bps, buyer_fee_bps)| Op::CreateProject {
                 proj, buyer, seller, cur, milestones, commission_bps, buyer_fee_bps,
             }),
@@ -147,6 +190,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         3 => (pay_out, any::<bool>(), 1_u8..4).prop_map(|(pay, success, times)| Op::TransferOutcome { pay, success, times }),
         1 => proj.clone().prop_map(|proj| Op::CancelProject { proj }),
         12 => (proj, 0_u32..12).prop_map(|(proj, m_raw)| Op::Progress { proj, m_raw }),
+        1 => fee_policy(),
     ]
 }
 
@@ -240,8 +284,37 @@ struct MDispute {
     open: bool,
 }
 
+/// The model's fee policy: (min, default, max) basis points per fee.
+#[derive(Clone, Debug)]
+struct MPolicy {
+    commission: (u32, u32, u32),
+    buyer_fee: (u32, u32, u32),
+    payout_fee: (u32, u32, u32),
+    overrides_allowed: bool,
+}
+
+impl MPolicy {
+    /// Whether a stated value (a rate in bps, or a payout fee in minor units with its bounds computed from
+    /// the amount) is allowed.
+    fn allows(&self, stated: i64, (min, default, max): (i64, i64, i64)) -> bool {
+        if self.overrides_allowed {
+            min <= stated && stated <= max
+        } else {
+            stated == default
+        }
+    }
+
+    fn allows_rate(&self, stated_bps: u32, (min, default, max): (u32, u32, u32)) -> bool {
+        self.allows(
+            i64::from(stated_bps),
+            (i64::from(min), i64::from(default), i64::from(max)),
+        )
+    }
+}
+
 #[derive(Default, Clone, Debug)]
 struct Model {
+    policy: Option<MPolicy>,
     /// Expected normal-side balance of every account the model knows, per currency.
     accounts: BTreeMap<(Account, Currency), i64>,
     projects: HashMap<u8, MProject>,
@@ -324,6 +397,12 @@ impl Model {
         commission_bps: u32,
         buyer_fee_bps: u32,
     ) -> Expect {
+        if let Some(policy) = &self.policy
+            && !(policy.allows_rate(commission_bps, policy.commission)
+                && policy.allows_rate(buyer_fee_bps, policy.buyer_fee))
+        {
+            return Err("fee_outside_policy");
+        }
         if self.projects.contains_key(&proj) {
             return Err("already_exists");
         }
@@ -553,6 +632,19 @@ impl Model {
         fee: i64,
         card_refund: bool,
     ) -> Expect {
+        if let Some(policy) = &self.policy
+            && !card_refund
+        {
+            let (min, default, max) = policy.payout_fee;
+            let bounds = (
+                model_fee(amount, min),
+                model_fee(amount, default),
+                model_fee(amount, max),
+            );
+            if !policy.allows(fee, bounds) {
+                return Err("fee_outside_policy");
+            }
+        }
         if self.payments.contains_key(&pay) {
             return Err("already_exists");
         }
@@ -687,6 +779,14 @@ impl Harness {
             at: self.now(),
             command,
         };
+        // Bounded work: no command (with its follow-ups) needs more streams than the documented bound.
+        let needed = self.ledger.streams_needed(&env);
+        if needed > STREAMS_PER_COMMAND_MAX {
+            return Err(format!(
+                "{:?} needs {needed} streams > {STREAMS_PER_COMMAND_MAX}",
+                env.command
+            ));
+        }
         let outcome = self
             .ledger
             .execute(&env)
@@ -801,7 +901,7 @@ impl Harness {
                     seller: user(*seller),
                     currency,
                     milestones: milestones.iter().map(|m| money(*m, currency)).collect(),
-                    fees,
+                    fees: fees.into(),
                 };
                 let got = self.run(Actor::User(user(*buyer)), create);
                 compare(op, expected, got.clone())?;
@@ -967,6 +1067,46 @@ impl Harness {
                     compare(op, expected, got)?;
                 }
                 Ok(())
+            }
+            Op::SetFeePolicy {
+                commission,
+                buyer_fee,
+                payout_fee,
+                overrides_allowed,
+                by_admin,
+            } => {
+                let policy = MPolicy {
+                    commission: *commission,
+                    buyer_fee: *buyer_fee,
+                    payout_fee: *payout_fee,
+                    overrides_allowed: *overrides_allowed,
+                };
+                let expected = if *by_admin {
+                    self.model.policy = Some(policy);
+                    Ok(())
+                } else {
+                    Err("not_a_party")
+                };
+                let bounds = |(min, default, max): (u32, u32, u32)| RateBounds {
+                    default: Rate::from_bps(default).unwrap(),
+                    min: Rate::from_bps(min).unwrap(),
+                    max: Rate::from_bps(max).unwrap(),
+                };
+                let actor = if *by_admin {
+                    Actor::Admin(user(9))
+                } else {
+                    Actor::User(user(0))
+                };
+                let got = self.run(
+                    actor,
+                    Command::SetFeePolicy {
+                        commission: bounds(*commission),
+                        buyer_fee: bounds(*buyer_fee),
+                        payout_fee: bounds(*payout_fee),
+                        overrides_allowed: *overrides_allowed,
+                    },
+                );
+                compare(op, expected, got)
             }
             Op::Progress { proj, m_raw } => {
                 let Some(p) = self.model.projects.get(proj).cloned() else {
@@ -1234,8 +1374,8 @@ fn sequences() -> impl Strategy<Value = Vec<Op>> {
             2_u8..4,
             currency_index(),
             prop::collection::vec(100_i64..20_000, 1..4),
-            0_u32..2_000,
-            0_u32..1_000,
+            rate_bps(2_000),
+            rate_bps(1_000),
         )
             .prop_map(
                 move |(buyer, seller, cur, milestones, commission_bps, buyer_fee_bps)| {
@@ -1261,6 +1401,7 @@ fn sequences() -> impl Strategy<Value = Vec<Op>> {
         })
     };
     let setup = (
+        prop::option::weighted(0.3, fee_policy()),
         project(0),
         project(1),
         project(2),
@@ -1270,8 +1411,9 @@ fn sequences() -> impl Strategy<Value = Vec<Op>> {
         deposit(3, 1),
     );
     (setup, prop::collection::vec(op_strategy(), 1..100)).prop_map(
-        |((a, b, c, d, e, f, g), mut ops)| {
-            let mut all = vec![a, b, c, d, e, f, g];
+        |((policy, a, b, c, d, e, f, g), mut ops)| {
+            let mut all: Vec<Op> = policy.into_iter().collect();
+            all.extend([a, b, c, d, e, f, g]);
             all.append(&mut ops);
             all
         },

@@ -188,6 +188,12 @@ const ISO_4217: &[(&str, u8)] = &[
 /// The largest exponent in the table; bounds the scale of every amount we accept.
 pub const EXPONENT_MAX: u8 = 4;
 
+/// The one amount ceiling, in minor units of any currency: every amount a command carries and every sum the
+/// core computes from them (a project's milestones, a payout and its fee, a wallet balance) stays at or
+/// below it (`amount_too_large` otherwise). 10^15 minor units is 10 trillion USD, so 1,000,000.00 USD is an
+/// ordinary amount, while a hundred maximal milestones still sum far inside `i64` (and `i128` balances).
+pub const AMOUNT_MINOR_MAX: i64 = 1_000_000_000_000_000;
+
 /// Errors of money parsing and arithmetic. Each maps to a stable rejection code in [`crate::Rejection`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MoneyError {
@@ -564,6 +570,7 @@ pub struct Rate(Decimal);
 
 impl Rate {
     pub const ZERO: Rate = Rate(Decimal::ZERO);
+    pub const ONE: Rate = Rate(Decimal::ONE);
 
     pub fn new(rate: Decimal) -> Result<Rate, MoneyError> {
         if rate.is_sign_negative() || rate > Decimal::ONE {

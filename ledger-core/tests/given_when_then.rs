@@ -418,7 +418,7 @@ impl World {
                 seller: SELLER,
                 currency: milestones[0].currency(),
                 milestones: milestones.to_vec(),
-                fees,
+                fees: fees.into(),
             },
         );
         self.ok(
@@ -499,7 +499,7 @@ impl World {
                 request_id: REQUEST,
                 amount: usd(amount),
                 valid_until: day(5),
-                fees,
+                fees: fees.into(),
             },
         );
     }
@@ -634,7 +634,7 @@ fn service_request_expires_only_by_the_timer_once_due() {
         request_id: REQUEST,
         amount: usd("10.00"),
         valid_until: day(40),
-        fees: FeePolicy::default(),
+        fees: FeePolicy::default().into(),
     };
     assert_eq!(w.rejects(user(SELLER), quote), "invalid_transition");
 }
@@ -822,7 +822,7 @@ fn quote_forbidden_commands() {
         request_id: REQUEST,
         amount,
         valid_until,
-        fees: FeePolicy::default(),
+        fees: FeePolicy::default().into(),
     };
     let q9 = Uuid::from_u128(0x3009);
     let creation: Vec<(Actor, Command, &str)> = vec![
@@ -859,7 +859,7 @@ fn quote_forbidden_commands() {
                 request_id: Uuid::from_u128(0x2999),
                 amount: usd("80.00"),
                 valid_until: day(5),
-                fees: FeePolicy::default(),
+                fees: FeePolicy::default().into(),
             },
             "not_found",
         ),
@@ -995,7 +995,7 @@ fn a_second_quote_cannot_be_accepted_on_a_booked_request() {
         request_id: REQUEST,
         amount: usd("60.00"),
         valid_until: day(5),
-        fees: FeePolicy::default(),
+        fees: FeePolicy::default().into(),
     };
     assert_eq!(w.rejects(user(STRANGER), late), "invalid_transition");
     // The losing quote can still be declined.
@@ -1397,7 +1397,7 @@ fn project_goes_from_draft_through_agreement() {
             seller: SELLER,
             currency: USD,
             milestones: vec![usd("100.00"), usd("50.00")],
-            fees: FeePolicy::default(),
+            fees: FeePolicy::default().into(),
         },
     );
     assert_eq!(types(&create), ["ProjectCreated"]);
@@ -1450,7 +1450,7 @@ fn project_creation_is_validated() {
         seller,
         currency: USD,
         milestones,
-        fees: FeePolicy::default(),
+        fees: FeePolicy::default().into(),
     };
     let table: Vec<(Actor, Command, &str)> = vec![
         (
@@ -1482,18 +1482,10 @@ fn project_creation_is_validated() {
             create(BUYER, BUYER, vec![usd("10.00")]),
             "invalid_command",
         ),
-        (
-            user(STRANGER),
-            create(BUYER, SELLER, vec![usd("10.00")]),
-            "not_a_party",
-        ),
+        // A third party (an agent, an operator) may create a project (tests/limits_and_parties.rs); timers
+        // and gateways may not.
         (
             Actor::System,
-            create(BUYER, SELLER, vec![usd("10.00")]),
-            "not_a_party",
-        ),
-        (
-            admin(),
             create(BUYER, SELLER, vec![usd("10.00")]),
             "not_a_party",
         ),
@@ -3918,7 +3910,8 @@ fn the_same_command_id_is_applied_once() {
     // Event ids derive from the command id: a replay of the log is identical.
     let replayed = MemoryLedger::replay(w.ledger.log());
     assert_eq!(replayed.log(), w.ledger.log());
-    assert_eq!(replayed.states(), w.ledger.states());
+    // Loading the (never written) ledger policy leaves an initial state behind; a replay has only written ones.
+    assert_eq!(replayed.states(), &w.ledger.written_states());
     w.assert_sound();
 }
 

@@ -192,7 +192,7 @@ impl Folder {
             }
             StreamId::Project(_) | StreamId::Dispute(_) => on(Projection::Escrow),
             StreamId::Payment(_) => on(Projection::Payments),
-            StreamId::Wallet { .. } | StreamId::Suspense(_) => false,
+            StreamId::Wallet { .. } | StreamId::Suspense(_) | StreamId::LedgerPolicy => false,
         }
     }
 

@@ -275,7 +275,7 @@ async fn agreed_project(ex: &Executor, project_id: Uuid, buyer: Uuid, seller: Uu
         seller,
         currency: Currency::USD,
         milestones: vec![usd(minor)],
-        fees,
+        fees: fees.into(),
     };
     assert!(run(ex, Actor::User(buyer), create).await.is_accepted());
     assert!(

@@ -78,7 +78,7 @@ fn commands() -> Vec<CommandEnvelope> {
                     seller,
                     currency: Currency::USD,
                     milestones: vec![usd(10_000), usd(7_333)],
-                    fees,
+                    fees: fees.into(),
                 },
             ),
             (

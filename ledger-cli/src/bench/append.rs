@@ -103,7 +103,7 @@ async fn set_up(committer: &GroupCommitter, lane: &Lane) -> Result<(), CliError>
             seller,
             currency: Currency::USD,
             milestones,
-            fees,
+            fees: fees.into(),
         },
     )
     .await?;

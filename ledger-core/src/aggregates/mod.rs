@@ -2,6 +2,7 @@
 
 pub mod booking;
 pub mod dispute;
+pub mod ledger_policy;
 pub mod payment;
 pub mod project;
 pub mod quote;
@@ -35,6 +36,26 @@ pub(crate) fn require_positive(amount: Money) -> Result<(), Rejection> {
     } else {
         Err(Rejection::NonPositiveAmount(amount.to_string()))
     }
+}
+
+/// Refuses an amount (or a sum) beyond [`crate::money::AMOUNT_MINOR_MAX`], in either direction.
+pub(crate) fn require_within_ceiling(
+    what: &'static str,
+    minor: i128,
+    currency: crate::money::Currency,
+) -> Result<(), Rejection> {
+    let limit = i128::from(crate::money::AMOUNT_MINOR_MAX);
+    if minor.abs() <= limit {
+        return Ok(());
+    }
+    let shown = i64::try_from(minor)
+        .map(|m| Money::from_minor(m, currency).to_string())
+        .unwrap_or_else(|_| format!("{minor} minor units of {currency}"));
+    Err(Rejection::AmountTooLarge {
+        what,
+        amount: shown,
+        limit: Money::from_minor(crate::money::AMOUNT_MINOR_MAX, currency).to_string(),
+    })
 }
 
 pub(crate) fn require_currency(

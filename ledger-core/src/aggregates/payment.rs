@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Ctx, require_currency, require_positive};
+use super::{Ctx, require_currency, require_positive, require_within_ceiling};
 use crate::decider::Decider;
 use crate::error::Rejection;
 use crate::ids::{Actor, Gateway, MilestoneNo};
@@ -287,9 +287,21 @@ pub struct Payment;
 
 const AGG: &str = "payment";
 
-fn require_reporter(actor: &Actor, action: &'static str) -> Result<(), Rejection> {
+/// Outcomes are reported by a verified gateway callback, the timers or an operator; a gateway only about its
+/// own payments (a callback from another gateway naming this payment is not its report: `not_a_party`).
+fn require_reporter(
+    actor: &Actor,
+    s: &PaymentState,
+    action: &'static str,
+) -> Result<(), Rejection> {
     match actor {
-        Actor::Gateway(_) | Actor::System | Actor::Admin(_) => Ok(()),
+        Actor::Gateway(g) if s.gateway == Some(*g) => Ok(()),
+        Actor::Gateway(_) => Err(Rejection::not_party(
+            actor,
+            action,
+            "a gateway reports only on payments made through it",
+        )),
+        Actor::System | Actor::Admin(_) => Ok(()),
         _ => Err(Rejection::not_party(
             actor,
             action,
@@ -312,7 +324,7 @@ impl Payment {
         gateway_fee: Money,
         occurred_at: DateTime<Utc>,
     ) -> Result<Vec<PaymentEvent>, Rejection> {
-        require_reporter(&cmd.actor, "confirm a deposit")?;
+        require_reporter(&cmd.actor, s, "confirm a deposit")?;
         if s.status == PaymentStatus::Completed || s.status == PaymentStatus::Reversed {
             return Ok(vec![]); // the same outcome again: already applied
         }
@@ -376,6 +388,11 @@ impl Payment {
             return Err(Rejection::NonPositiveAmount(fee.to_string()));
         }
         let total = amount.checked_add(fee)?;
+        require_within_ceiling(
+            "an amount and its fee",
+            i128::from(total.minor()),
+            total.currency(),
+        )?;
         let transit = if refund {
             Account::RefundsInTransit(id)
         } else {
@@ -411,7 +428,7 @@ impl Payment {
         gateway_fee: Money,
         occurred_at: DateTime<Utc>,
     ) -> Result<Vec<PaymentEvent>, Rejection> {
-        require_reporter(&cmd.actor, "confirm a payout or refund")?;
+        require_reporter(&cmd.actor, s, "confirm a payout or refund")?;
         require_currency(s.currency(), gateway_fee)?;
         if gateway_fee.minor() < 0 {
             return Err(Rejection::NonPositiveAmount(gateway_fee.to_string()));
@@ -461,7 +478,7 @@ impl Payment {
         s: &PaymentState,
         reason: &str,
     ) -> Result<Vec<PaymentEvent>, Rejection> {
-        require_reporter(&cmd.actor, "fail a payout or refund")?;
+        require_reporter(&cmd.actor, s, "fail a payout or refund")?;
         match s.status {
             PaymentStatus::Failed | PaymentStatus::Cancelled => Ok(vec![]),
             PaymentStatus::Completed | PaymentStatus::Reversed if s.late_failure_recorded => {
@@ -488,7 +505,7 @@ impl Payment {
         cmd: &Ctx<PaymentCommand>,
         s: &PaymentState,
     ) -> Result<Vec<PaymentEvent>, Rejection> {
-        require_reporter(&cmd.actor, "record a chargeback")?;
+        require_reporter(&cmd.actor, s, "record a chargeback")?;
         if s.kind != Some(PaymentKind::Deposit)
             || !matches!(s.status, PaymentStatus::Completed | PaymentStatus::Reversed)
         {
@@ -715,7 +732,7 @@ impl Decider for Payment {
                 }])
             }
             C::MarkProcessing => {
-                require_reporter(&cmd.actor, "mark a payment processing")?;
+                require_reporter(&cmd.actor, s, "mark a payment processing")?;
                 match s.status {
                     PaymentStatus::Pending => Ok(vec![PaymentEvent::PaymentProcessing]),
                     // A deposit is a series of attempts: a new attempt after a failed one is processing again.
@@ -744,7 +761,7 @@ impl Decider for Payment {
             }
             C::DepositFailed { reason } => {
                 deposit_only("fail as a deposit")?;
-                require_reporter(&cmd.actor, "fail a deposit")?;
+                require_reporter(&cmd.actor, s, "fail a deposit")?;
                 Ok(match s.status {
                     PaymentStatus::Completed | PaymentStatus::Reversed
                         if s.late_failure_recorded =>
@@ -807,7 +824,7 @@ impl Decider for Payment {
                 }])
             }
             C::PayoutReversed { occurred_at } => {
-                require_reporter(&cmd.actor, "reverse a payout")?;
+                require_reporter(&cmd.actor, s, "reverse a payout")?;
                 if kind != Some(PaymentKind::Payout) {
                     return Err(Rejection::transition(AGG, kind, "reverse as a payout"));
                 }

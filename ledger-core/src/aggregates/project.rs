@@ -12,7 +12,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Ctx, require_currency, require_positive};
+use super::{Ctx, require_currency, require_positive, require_within_ceiling};
 use crate::decider::Decider;
 use crate::error::Rejection;
 use crate::ids::{Actor, MilestoneNo};
@@ -43,6 +43,64 @@ pub struct FeePolicy {
     /// Bookings: the share of the escrow a provider keeps when the client cancels after confirmation.
     #[serde(default)]
     pub late_cancel_keep_rate: Rate,
+}
+
+/// Fee terms as a command (`create_project`, `create_quote`) states them. A rate left out takes the ledger's
+/// default (`aggregates::ledger_policy`; zero without a policy); a stated rate must be within the policy. The
+/// decided terms are a [`FeePolicy`], which is what events store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeeTerms {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commission_rate: Option<Rate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buyer_fee_rate: Option<Rate>,
+    #[serde(default = "yes")]
+    pub return_buyer_fee_on_refund: bool,
+    #[serde(default)]
+    pub release_to_pending: bool,
+    #[serde(default = "auto_approve_days")]
+    pub auto_approve_days: u32,
+    #[serde(default)]
+    pub late_cancel_keep_rate: Rate,
+}
+
+impl Default for FeeTerms {
+    /// Both rates left to the ledger's policy; the other terms as `FeePolicy::default()`.
+    fn default() -> Self {
+        FeeTerms {
+            commission_rate: None,
+            buyer_fee_rate: None,
+            ..FeePolicy::default().into()
+        }
+    }
+}
+
+impl From<FeePolicy> for FeeTerms {
+    /// Terms stating every rate explicitly.
+    fn from(p: FeePolicy) -> Self {
+        FeeTerms {
+            commission_rate: Some(p.commission_rate),
+            buyer_fee_rate: Some(p.buyer_fee_rate),
+            return_buyer_fee_on_refund: p.return_buyer_fee_on_refund,
+            release_to_pending: p.release_to_pending,
+            auto_approve_days: p.auto_approve_days,
+            late_cancel_keep_rate: p.late_cancel_keep_rate,
+        }
+    }
+}
+
+impl FeeTerms {
+    /// These terms with the two platform rates decided.
+    pub fn with_rates(&self, commission_rate: Rate, buyer_fee_rate: Rate) -> FeePolicy {
+        FeePolicy {
+            commission_rate,
+            buyer_fee_rate,
+            return_buyer_fee_on_refund: self.return_buyer_fee_on_refund,
+            release_to_pending: self.release_to_pending,
+            auto_approve_days: self.auto_approve_days,
+            late_cancel_keep_rate: self.late_cancel_keep_rate,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -161,7 +219,12 @@ impl ProjectState {
     }
 
     pub fn is_party(&self, actor: &Actor) -> bool {
-        actor.is(self.buyer) || actor.is(self.seller) || actor.is(self.creator)
+        actor.is(self.buyer) || actor.is(self.seller) || self.is_creator(actor)
+    }
+
+    /// The project's creator (a user, or the operator who created it), whatever its role in the deal.
+    pub fn is_creator(&self, actor: &Actor) -> bool {
+        matches!(actor, Actor::User(id) | Actor::Admin(id) if *id == self.creator)
     }
 
     pub fn milestone(&self, no: MilestoneNo) -> Result<&MilestoneState, Rejection> {
@@ -365,6 +428,8 @@ fn validate_new(p: &NewProject) -> Result<(), Rejection> {
         require_currency(p.currency, *m)?;
         require_positive(*m)?;
     }
+    let total: i128 = p.milestones.iter().map(|m| i128::from(m.minor())).sum();
+    require_within_ceiling("a project's total", total, p.currency)?;
     Ok(())
 }
 
@@ -394,17 +459,19 @@ impl Project {
             });
         }
         validate_new(p)?;
-        let creator = cmd
-            .actor
-            .user()
-            .filter(|u| *u == p.buyer || *u == p.seller)
-            .ok_or_else(|| {
-                Rejection::not_party(
+        // The creator may be the buyer, the seller or a third party: an agent or a platform operator who
+        // sets the deal up. Its rights are few (ARCHITECTURE.md, "Third-party creator"); no money moves to or
+        // from it. Timers and gateways create nothing.
+        let creator = match cmd.actor {
+            Actor::User(id) | Actor::Admin(id) => id,
+            Actor::System | Actor::Gateway(_) => {
+                return Err(Rejection::not_party(
                     &cmd.actor,
                     "create a project",
-                    "the creator must be its buyer or seller",
-                )
-            })?;
+                    "only a person or an operator",
+                ));
+            }
+        };
         Ok(vec![created(p, creator, None)])
     }
 
@@ -797,7 +864,7 @@ impl Project {
         no: MilestoneNo,
     ) -> Result<Vec<ProjectEvent>, Rejection> {
         if !(cmd.actor.is(s.buyer)
-            || cmd.actor.is(s.creator)
+            || s.is_creator(&cmd.actor)
             || matches!(cmd.actor, Actor::Admin(_)))
         {
             return Err(Rejection::not_party(
@@ -896,7 +963,7 @@ impl Decider for Project {
                 booking_id,
             } => Project::create_for_booking(cmd, s, project, *booking_id),
             C::SubmitForAgreement => {
-                if !cmd.actor.is(s.creator) {
+                if !s.is_creator(&cmd.actor) {
                     return Err(Rejection::not_party(
                         &cmd.actor,
                         "submit for agreement",
@@ -906,10 +973,12 @@ impl Decider for Project {
                 if s.status != ProjectStatus::Draft {
                     return Err(Rejection::transition(AGG, s.status, "submit for agreement"));
                 }
-                Ok(vec![
-                    ProjectEvent::ProjectSubmittedForAgreement,
-                    ProjectEvent::ProjectPartyAgreed { party: s.creator },
-                ])
+                let mut events = vec![ProjectEvent::ProjectSubmittedForAgreement];
+                // A creating buyer or seller agrees by submitting; a third party's say-so is nobody's consent.
+                if s.creator == s.buyer || s.creator == s.seller {
+                    events.push(ProjectEvent::ProjectPartyAgreed { party: s.creator });
+                }
+                Ok(events)
             }
             C::Agree => Project::agree(cmd, s),
             C::Fund { milestone } => Project::fund(cmd, s, *milestone),

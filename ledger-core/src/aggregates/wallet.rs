@@ -83,6 +83,9 @@ impl Wallet {
             (Bucket::Pending, pending, state.pending_minor),
         ] {
             let after = balance.checked_add(delta).ok_or(Rejection::Overflow)?;
+            if delta > 0 {
+                super::require_within_ceiling("a wallet balance", i128::from(after), currency)?;
+            }
             if after < 0 {
                 let account = if bucket == Bucket::Available {
                     Account::UserAvailable { user }
