@@ -276,7 +276,7 @@ async fn agreed_project(ex: &Executor, project_id: Uuid, buyer: Uuid, minor: i64
         seller: SELLER,
         currency: Currency::USD,
         milestones: vec![usd(minor)],
-        fees: FeePolicy::default(),
+        fees: FeePolicy::default().into(),
     };
     assert!(run(ex, Actor::User(buyer), create).await.is_accepted());
     let submit = Command::SubmitProjectForAgreement { project_id };
@@ -410,7 +410,7 @@ async fn a_buyer_with_a_thousand_funded_projects_can_lose_a_chargeback() {
             seller: SELLER,
             currency: Currency::USD,
             milestones: vec![usd(100)],
-            fees: FeePolicy::default(),
+            fees: FeePolicy::default().into(),
         };
         commands.push(env(Actor::User(BUYER), create));
         let submit = Command::SubmitProjectForAgreement { project_id };
