@@ -55,8 +55,9 @@ const DELIVERIES_MAX: usize = 5;
 const APPLY_SHARE_PERCENT: u32 = 25;
 /// Every this often a random process is killed (SIGKILL) and restarted.
 const KILL_INTERVAL: Duration = Duration::from_secs(2);
-/// The workload must be acknowledged within this; what is not is a finding.
-const WORKLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+/// The workload must be acknowledged within this; what is not is a finding. It takes 80-110 s on the loaded
+/// two-core development machine (load 15), much less on an idle one.
+const WORKLOAD_TIMEOUT: Duration = Duration::from_secs(150);
 /// One HTTP attempt.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
 /// One `apply` process (a batch).
@@ -1384,7 +1385,6 @@ fn seed() -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "red on main until issue 10 lands (stale-cache refusals across processes); run with --ignored"]
 async fn chaos_three_replicas_a_feeder_and_projections_under_sigkill() {
     let bin = escrow_ledger_binary();
     let db = TestDb::new().await;
