@@ -215,6 +215,13 @@ impl World {
 
     fn exec(&mut self, actor: Actor, command: Command) -> Result<Outcome, Rejection> {
         let env = self.envelope(actor, command);
+        // Bounded work: every scenario's commands stay within the documented bound of streams.
+        let needed = self.ledger.streams_needed(&env);
+        assert!(
+            needed <= ledger_core::engine::STREAMS_PER_COMMAND_MAX,
+            "{:?} needs {needed} streams",
+            env.command
+        );
         self.ledger.execute(&env)
     }
 

@@ -212,6 +212,33 @@ fn a_project_whose_milestones_sum_above_the_ceiling_is_refused() {
 }
 
 #[test]
+fn a_wallet_balance_never_grows_above_the_ceiling() {
+    let mut w = World::new();
+    let ceiling = Money::from_minor(1_000_000_000_000_000, USD);
+    w.deposit(BUYER, PAY, ceiling, Gateway::Stripe);
+    w.ok(
+        user(BUYER),
+        Command::InitiateDeposit {
+            payment_id: Uuid::from_u128(0x4002),
+            amount: usd("0.01"),
+            gateway: Gateway::Stripe,
+            fund: None,
+        },
+    );
+    let r = w.rejects(
+        Actor::Gateway(Gateway::Stripe),
+        Command::ConfirmDeposit {
+            payment_id: Uuid::from_u128(0x4002),
+            amount: usd("0.01"),
+            gateway_fee: None,
+            occurred_at: None,
+        },
+    );
+    assert_eq!(r.code(), "amount_too_large", "{r}");
+    assert!(r.to_string().contains("wallet balance"), "{r}");
+}
+
+#[test]
 fn a_payout_whose_amount_and_fee_sum_above_the_ceiling_is_refused() {
     let mut w = World::new();
     let r = w.rejects(
@@ -562,6 +589,11 @@ fn a_buyer_with_a_thousand_funded_projects_loses_a_chargeback() {
         },
     };
     let loaded = w.ledger.streams_needed(&env);
+    assert_eq!(
+        loaded,
+        2 + CHARGEBACK_PROJECTS_MAX,
+        "payment, wallet, the newest projects"
+    );
     assert!(
         loaded <= STREAMS_PER_COMMAND_MAX,
         "{loaded} streams > {STREAMS_PER_COMMAND_MAX}"

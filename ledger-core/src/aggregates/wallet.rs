@@ -154,6 +154,11 @@ impl Decider for Wallet {
                         requested: amount.to_string(),
                     });
                 }
+                super::require_within_ceiling(
+                    "a wallet balance",
+                    i128::from(state.available_minor) + i128::from(amount.minor()),
+                    amount.currency(),
+                )?;
                 let entry = EntryBuilder::new(amount.currency())
                     .debit(Account::UserPending { user: *user }, *amount)
                     .credit(Account::UserAvailable { user: *user }, *amount)
