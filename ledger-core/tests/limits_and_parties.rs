@@ -489,6 +489,51 @@ fn an_agent_may_cancel_before_funding() {
 }
 
 #[test]
+fn an_agent_may_cancel_an_unfunded_milestone_but_not_a_funded_one() {
+    let mut w = World::new();
+    w.create_project(user(AGENT), PROJECT, &[usd("60.00"), usd("40.00")]);
+    w.ok(
+        user(AGENT),
+        Command::SubmitProjectForAgreement {
+            project_id: PROJECT,
+        },
+    );
+    for party in [BUYER, SELLER] {
+        w.ok(
+            user(party),
+            Command::AgreeToProject {
+                project_id: PROJECT,
+            },
+        );
+    }
+    w.deposit(BUYER, PAY, usd("60.00"), Gateway::Stripe);
+    w.ok(
+        user(BUYER),
+        Command::FundMilestone {
+            project_id: PROJECT,
+            milestone: 1,
+        },
+    );
+    let cancel = |milestone| Command::CancelMilestone {
+        project_id: PROJECT,
+        milestone,
+    };
+    assert_eq!(
+        w.rejects(user(AGENT), cancel(1)).code(),
+        "invalid_transition"
+    );
+    w.ok(user(AGENT), cancel(2));
+    // Once escrow is held the agent can no longer cancel the project.
+    let r = w.rejects(
+        user(AGENT),
+        Command::CancelProject {
+            project_id: PROJECT,
+        },
+    );
+    assert_eq!(r.code(), "not_a_party", "{r}");
+}
+
+#[test]
 fn a_platform_operator_creates_a_project_and_submits_it() {
     let mut w = World::new();
     w.create_project(Actor::Admin(ADMIN), PROJECT, &[usd("100.00")]);
