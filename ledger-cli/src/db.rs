@@ -204,13 +204,24 @@ async fn status(global: &Global) -> Result<(), CliError> {
     for (version, description) in migrations {
         println!("  {version} {description}");
     }
+    let backlog = ledger_store::sequencer::backlog(&pool)
+        .await
+        .context("cannot read the unsequenced backlog")?;
     let store = PgEventStore::new(pool);
     for ledger in store.list_ledgers().await.context("cannot list ledgers")? {
         let head = store
             .head_position(&ledger)
             .await
             .context("cannot read the head")?;
-        println!("ledger {ledger}: {head} events");
+        // Committed events waiting for a position: readers do not see them yet.
+        let waiting = match backlog.iter().find(|b| b.ledger_id == ledger) {
+            Some(b) => format!(
+                "{} unsequenced, the oldest for {} ms",
+                b.events, b.oldest_age_ms
+            ),
+            None => "0 unsequenced".to_string(),
+        };
+        println!("ledger {ledger}: {head} events; {waiting}");
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ mod projections;
 mod replay;
 mod reports;
 mod scenario;
+mod sequencer;
 mod serve;
 mod suspense;
 mod verify;
@@ -120,6 +121,9 @@ pub enum Command {
     },
     /// Replays captured callback deliveries (JSON Lines) through the same ingestion as `serve`.
     Ingest(ingest::IngestArgs),
+    /// The background sequencer: positions for committed events no writer sequenced (a writer that died).
+    #[command(subcommand)]
+    Sequencer(sequencer::SequencerCommand),
 }
 
 fn main() -> ExitCode {
@@ -170,5 +174,6 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Suspense(cmd) => suspense::run(&cli.global, cmd).await,
         Command::Anomalies { json, limit } => suspense::anomalies(&cli.global, json, limit).await,
         Command::Ingest(args) => ingest::run(&cli.global, args).await,
+        Command::Sequencer(cmd) => sequencer::run(&cli.global, cmd).await,
     }
 }

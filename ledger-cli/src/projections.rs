@@ -125,6 +125,10 @@ async fn run_workers(global: &Global, args: RunArgs) -> Result<ExitCode, CliErro
         ..RunnerConfig::default()
     };
     if args.until_caught_up {
+        // Events a dead writer left committed but unsequenced are part of the log to catch up with.
+        ledger_store::sequencer::sequence_all(&pool)
+            .await
+            .context("cannot sequence the committed events")?;
         for ledger in &ledgers {
             let positions = ledger_projections::catch_up_all(&pool, ledger, &projections, &config)
                 .await
@@ -150,9 +154,11 @@ async fn run_workers(global: &Global, args: RunArgs) -> Result<ExitCode, CliErro
             .join(", "),
         ledgers.join(", ")
     );
-    ledger_projections::run_all(pool, ledgers, projections, config, stop, None)
-        .await
-        .context("a projection worker stopped")?;
+    // The projections follow the log; the background sequencer keeps it complete when no writer runs.
+    let sequencer = ledger_store::sequencer::Background::spawn(pool.clone());
+    let ran = ledger_projections::run_all(pool, ledgers, projections, config, stop, None).await;
+    sequencer.stop().await;
+    ran.context("a projection worker stopped")?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -4,8 +4,10 @@
 //! balances, the trial balance is zero per currency, no constrained account is below zero, every wallet,
 //! escrow and deferred-fee state equals its accounts, in-transit accounts are empty once their payment is
 //! terminal, income and expenses only come from releases, payouts, fees and chargebacks), the hash chain
-//! (against a seal when given), the balance snapshots, and that every projection equals the replay. Silent
-//! with exit 0 when all is well; otherwise one line per finding and exit 1.
+//! (against a seal when given; chain v2 also holds `sequenced_at`), the balance snapshots (content and
+//! digest), the stream snapshots' digests, that no committed event waits unsequenced for more than 10 s,
+//! and that every projection equals the replay. Silent with exit 0 when all is well; otherwise one line per
+//! finding and exit 1.
 
 use std::fs;
 use std::path::PathBuf;
@@ -118,6 +120,7 @@ pub async fn verify(global: &Global, args: VerifyArgs) -> Result<ExitCode, CliEr
             "the chain does not match the seal: history up to the seal was rewritten".to_string(),
         );
     }
+    store_checks(&pool, &global.ledger, &mut findings).await?;
     projection_checks(&pool, &global.ledger, &mut findings).await?;
     if findings.is_empty() {
         return Ok(ExitCode::SUCCESS);
@@ -209,7 +212,10 @@ async fn replay_checks(
         let stored = balances::load_exact(pool, ledger, position)
             .await
             .context("cannot read a balance snapshot")?;
-        let found = stored.map(|s| balances_from_json(&s.balances).map(|b| digest(&b)));
+        if matches!(&stored, Some((_, false))) {
+            findings.push(format!("balance snapshot at position {position} does not match its digest (edited outside ledger.save_balance_snapshot; reports ignore it)"));
+        }
+        let found = stored.map(|(s, _)| balances_from_json(&s.balances).map(|b| digest(&b)));
         if !matches!(&found, Some(Ok(d)) if *d == expected) {
             findings.push(format!("balance snapshot at position {position} differs from the replay of the log up to it"));
         }
@@ -367,6 +373,39 @@ fn ledger_checks(memory: &MemoryLedger, findings: &mut Vec<String>) {
             _ => {}
         }
     }
+}
+
+/// What the store keeps beside the log: events committed but left unsequenced for longer than
+/// `sequencer::STALE_AFTER` (invisible to every reader: no sequencer is running), and stream snapshots
+/// whose digest does not match their content (the executor ignores those; someone edited them).
+async fn store_checks(
+    pool: &PgPool,
+    ledger: &str,
+    findings: &mut Vec<String>,
+) -> Result<(), CliError> {
+    let backlog = ledger_store::sequencer::backlog(pool)
+        .await
+        .context("cannot read the unsequenced backlog")?;
+    for b in backlog
+        .iter()
+        .filter(|b| b.ledger_id == ledger && b.stale_events > 0)
+    {
+        findings.push(format!(
+            "{} committed events are unsequenced for more than {} s (the oldest for {} ms): no sequencer is running; start `escrow-ledger sequencer run`",
+            b.stale_events,
+            ledger_store::sequencer::STALE_AFTER.as_secs(),
+            b.oldest_age_ms
+        ));
+    }
+    let doctored = ledger_store::snapshot_digest_mismatches(pool, ledger)
+        .await
+        .context("cannot read the stream snapshots")?;
+    for (stream, fold_version) in doctored {
+        findings.push(format!(
+            "snapshot of stream {stream} (fold version {fold_version}) does not match its digest (edited outside ledger.save_snapshot; the executor ignores it)"
+        ));
+    }
+    Ok(())
 }
 
 /// Every projection's tables and checkpoint must equal what the log implies.

@@ -584,10 +584,14 @@ async fn verify_catches_a_rewritten_and_rehashed_history_against_an_earlier_seal
          do $$
          declare r record; v_hash bytea := decode(repeat('00', 32), 'hex');
          begin
-           for r in select s.position, e as ev from ledger.sequence s join ledger.events e
+           for r in select s.position, s.chain_version, s.sequenced_at, e as ev
+                      from ledger.sequence s join ledger.events e
                       on e.ledger_id = s.ledger_id and e.local_id = s.local_id
                      where s.ledger_id = 'default' order by s.position loop
-             v_hash := sha256(v_hash || ledger.canonical_event_bytes(r.ev, r.position));
+             v_hash := sha256(v_hash || ledger.canonical_event_bytes(r.ev, r.position)
+                              || case when r.chain_version = 2
+                                      then int8send((extract(epoch from r.sequenced_at) * 1000000)::bigint)
+                                      else ''::bytea end);
              update ledger.sequence set hash = v_hash where ledger_id = 'default' and position = r.position;
            end loop;
          end $$;

@@ -1,10 +1,14 @@
-//! The hash chain, computed the same way as `ledger.sequence()` in the migration.
+//! The hash chain, computed the same way as `ledger.sequence()` in the migrations.
 //!
 //! The bytes of one event are length-prefixed so that no two field lists share an encoding:
 //! `field(s) = u32_be(len(utf8(s))) || utf8(s)`, and
-//! `canonical = field(ledger_id) || i64_be(position) || field(stream_id) || i64_be(stream_version)
+//! `canonical_v1 = field(ledger_id) || i64_be(position) || field(stream_id) || i64_be(stream_version)
 //! || event_id (16 bytes) || field(event_type) || i32_be(schema_version) || field(payload text)
 //! || field(metadata text) || i64_be(recorded_at in microseconds since the Unix epoch)`.
+//! Chain version 2 (every link sequenced since migration 20261130000201) also holds what `--as-of`
+//! resolves with: `canonical_v2 = canonical_v1 || i64_be(sequenced_at in microseconds)`. Each link stores
+//! its version, so links hashed before the migration stay verifiable; along the log the version never
+//! goes back from 2 to 1 and `sequenced_at` never decreases ([`ChainVerifier`] reports either).
 //! `hash(p) = sha256(hash(p - 1) || canonical(p))`, with `hash(0)` = 32 zero bytes ([`GENESIS_HASH`]).
 //! The JSON texts are PostgreSQL's `jsonb` output, which [`jsonb_text`] reproduces for the
 //! in-memory store. Recomputing in Rust (not trusting SQL) is what makes `verify_chain` an
@@ -17,6 +21,9 @@ use uuid::Uuid;
 
 /// The link before the first event of every ledger.
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
+
+/// The chain version the sequencer writes today (see the module docs).
+pub const CHAIN_VERSION_CURRENT: i16 = 2;
 
 /// The fields of one sequenced event that the chain covers.
 #[derive(Clone, Debug)]
@@ -31,6 +38,9 @@ pub struct ChainInput<'a> {
     pub payload_text: &'a str,
     pub metadata_text: &'a str,
     pub recorded_at_micros: i64,
+    /// 1: links hashed before `sequenced_at` was covered; 2: today's links.
+    pub chain_version: i16,
+    pub sequenced_at_micros: i64,
 }
 
 fn push_field(out: &mut Vec<u8>, text: &str) {
@@ -52,6 +62,9 @@ pub fn canonical_bytes(input: &ChainInput<'_>) -> Vec<u8> {
     push_field(&mut out, input.payload_text);
     push_field(&mut out, input.metadata_text);
     out.extend_from_slice(&input.recorded_at_micros.to_be_bytes());
+    if input.chain_version >= 2 {
+        out.extend_from_slice(&input.sequenced_at_micros.to_be_bytes());
+    }
     out
 }
 
@@ -61,6 +74,34 @@ pub fn next_hash(previous: &[u8; 32], input: &ChainInput<'_>) -> [u8; 32] {
     hasher.update(previous);
     hasher.update(canonical_bytes(input));
     hasher.finalize().into()
+}
+
+/// The digest `ledger.save_snapshot` stores with a stream snapshot: `sha256(field(ledger) ||
+/// field(stream) || i64_be(stream_version) || i32_be(fold_version) || field(state jsonb text))`.
+pub fn snapshot_digest(
+    ledger_id: &str,
+    stream_id: &str,
+    stream_version: i64,
+    fold_version: i32,
+    state_text: &str,
+) -> [u8; 32] {
+    let mut bytes = Vec::with_capacity(64 + state_text.len());
+    push_field(&mut bytes, ledger_id);
+    push_field(&mut bytes, stream_id);
+    bytes.extend_from_slice(&stream_version.to_be_bytes());
+    bytes.extend_from_slice(&fold_version.to_be_bytes());
+    push_field(&mut bytes, state_text);
+    Sha256::digest(&bytes).into()
+}
+
+/// The digest `ledger.save_balance_snapshot` stores: `sha256(field(ledger) || i64_be(position) ||
+/// field(balances jsonb text))`.
+pub fn balance_snapshot_digest(ledger_id: &str, position: i64, balances_text: &str) -> [u8; 32] {
+    let mut bytes = Vec::with_capacity(64 + balances_text.len());
+    push_field(&mut bytes, ledger_id);
+    bytes.extend_from_slice(&position.to_be_bytes());
+    push_field(&mut bytes, balances_text);
+    Sha256::digest(&bytes).into()
 }
 
 /// PostgreSQL's `jsonb::text` rendering of a JSON value: `", "` and `": "` separators, object
@@ -135,6 +176,9 @@ pub struct ChainVerifier {
     events_verified: i64,
     first_break: Option<ChainBreak>,
     hash_at_seal: Option<[u8; 32]>,
+    /// Highest chain version and latest `sequenced_at` seen so far (neither may go back).
+    version_seen: i16,
+    sequenced_at_seen: i64,
 }
 
 impl ChainVerifier {
@@ -151,6 +195,8 @@ impl ChainVerifier {
             events_verified: 0,
             first_break: None,
             hash_at_seal,
+            version_seen: 1,
+            sequenced_at_seen: i64::MIN,
         }
     }
 
@@ -164,6 +210,19 @@ impl ChainVerifier {
         if input.position != self.position_next {
             self.record_break(input, format!("expected position {}", self.position_next));
         }
+        if !(1..=CHAIN_VERSION_CURRENT).contains(&input.chain_version) {
+            self.record_break(
+                input,
+                format!("unknown chain version {}", input.chain_version),
+            );
+        } else if input.chain_version < self.version_seen {
+            self.record_break(input, "chain version goes back to 1 after version 2".into());
+        }
+        if input.sequenced_at_micros < self.sequenced_at_seen {
+            self.record_break(input, "sequenced_at goes back in time along the log".into());
+        }
+        self.version_seen = self.version_seen.max(input.chain_version);
+        self.sequenced_at_seen = self.sequenced_at_seen.max(input.sequenced_at_micros);
         let computed = next_hash(&self.previous, input);
         if stored_hash != computed {
             self.record_break(
@@ -261,15 +320,33 @@ mod tests {
             payload_text: "{}",
             metadata_text: "{}",
             recorded_at_micros: 0,
+            chain_version: 2,
+            sequenced_at_micros: 0,
         };
         let first = next_hash(&GENESIS_HASH, &input);
         let second = next_hash(
             &GENESIS_HASH,
             &ChainInput {
                 position: 2,
-                ..input
+                ..input.clone()
             },
         );
         assert_ne!(first, second);
+        let version_1 = next_hash(
+            &GENESIS_HASH,
+            &ChainInput {
+                chain_version: 1,
+                ..input.clone()
+            },
+        );
+        assert_ne!(first, version_1);
+        let later = next_hash(
+            &GENESIS_HASH,
+            &ChainInput {
+                sequenced_at_micros: 1,
+                ..input
+            },
+        );
+        assert_ne!(first, later, "version 2 covers sequenced_at");
     }
 }

@@ -16,6 +16,7 @@ pub mod executor;
 pub mod group;
 mod memory;
 mod postgres;
+pub mod sequencer;
 mod store;
 pub mod testdb;
 mod types;
@@ -24,7 +25,7 @@ pub use error::{Result, StoreError};
 pub use executor::{CommandOutcome, ExecError, Executor, ExecutorConfig};
 pub use group::{GroupCommitConfig, GroupCommitter, SubmitError};
 pub use memory::InMemoryEventStore;
-pub use postgres::read::{ChainEvent, ChainRow};
+pub use postgres::read::{ChainEvent, ChainRow, sequencer_lock_key, snapshot_digest_mismatches};
 pub use postgres::{PgEventStore, RawEvent, STATEMENT_TIMEOUT, connect};
 pub use store::{
     APPEND_EVENTS_MAX, BATCH_REQUESTS_MAX, BatchRequest, EventStore, READ_LIMIT_MAX, Subscription,

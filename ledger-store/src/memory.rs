@@ -2,7 +2,9 @@
 //! of the layers above. Every append is sequenced at once (positions are still gapless and the
 //! chain is computed exactly as PostgreSQL computes it).
 
-use crate::chain::{ChainInput, ChainVerifier, GENESIS_HASH, jsonb_text, next_hash};
+use crate::chain::{
+    CHAIN_VERSION_CURRENT, ChainInput, ChainVerifier, GENESIS_HASH, jsonb_text, next_hash,
+};
 use crate::error::{Result, StoreError};
 use crate::store::{
     BatchRequest, EventStore, READ_LIMIT_MAX, Subscription, canonical_order, check_expected,
@@ -221,6 +223,8 @@ fn chain_input<'a>(
         payload_text: payload,
         metadata_text: metadata,
         recorded_at_micros: event.recorded_at.timestamp_micros(),
+        chain_version: CHAIN_VERSION_CURRENT,
+        sequenced_at_micros: event.sequenced_at.map_or(0, |at| at.timestamp_micros()),
     }
 }
 

@@ -284,6 +284,15 @@ async fn batch_isolates_failing_requests(store: &dyn EventStore) {
 
 async fn snapshots_are_replaceable(store: &dyn EventStore) {
     assert!(store.load_snapshot(LEDGER, "s", 1).await.unwrap().is_none());
+    // A snapshot is only of a version the stream has reached (PostgreSQL refuses any other).
+    store
+        .append(
+            LEDGER,
+            vec![append("s", ExpectedVersion::NoStream, 9)],
+            None,
+        )
+        .await
+        .unwrap();
     let mut snapshot = Snapshot {
         stream_id: "s".into(),
         stream_version: 3,

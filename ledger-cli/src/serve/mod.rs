@@ -117,7 +117,11 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<ExitCode, CliError>
         names.len(),
         args.listen
     );
-    serve(listener, state, limits, shutdown_signal()).await?;
+    // Events a dead writer (any process) left unsequenced get positions within a second.
+    let sequencer = ledger_store::sequencer::Background::spawn(state.pool.clone());
+    let served = serve(listener, state, limits, shutdown_signal()).await;
+    sequencer.stop().await;
+    served?;
     eprintln!("escrow-ledger: stopped after finishing in-flight requests");
     Ok(ExitCode::SUCCESS)
 }

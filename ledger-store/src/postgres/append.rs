@@ -56,13 +56,11 @@ const INSERT_EVENTS: &str = "
         select $1, * from unnest($2::text[], $3::bigint[], $4::uuid[], $5::text[], $6::int[],
                                  $7::jsonb[], $8::jsonb[])
         returning ledger_id, local_id, event_id, stream_id, stream_version
-    ), queued as (
-        insert into ledger.unsequenced (ledger_id, local_id)
-        select ledger_id, local_id from inserted
     )
     select local_id, event_id, stream_id, stream_version from inserted";
 
-/// Inserts all rows with one multi-row statement (arrays + UNNEST) and queues them.
+/// Inserts all rows with one multi-row statement (arrays + UNNEST). The trigger `events_queue` queues
+/// them for the sequencer (the writer has no right on the queue itself).
 async fn insert_events(
     conn: &mut PgConnection,
     ledger_id: &str,

@@ -167,22 +167,44 @@ pub(super) async fn head_position(pool: &PgPool, ledger_id: &str) -> Result<i64>
 }
 
 /// `sequenced_at` never decreases along the log, so "as of a time" is a prefix of the log.
+///
+/// The sequencer reads `sequenced_at` under the per-ledger advisory lock and commits before releasing
+/// it. Taking that lock (shared) first means no sequencing transaction is in flight any more whose
+/// `sequenced_at` is older than now: the next statement's snapshot sees every link stamped before this
+/// moment, and every later link is stamped after it. So a time in the past resolves to the same position
+/// on every run (without the barrier, a batch stamped a few milliseconds ago but not yet committed made
+/// the answer change between two runs).
 pub(super) async fn position_at_or_before(
     pool: &PgPool,
     ledger_id: &str,
     time: DateTime<Utc>,
 ) -> Result<i64> {
     ensure_ledger(pool, ledger_id).await?;
+    let mut tx = pool.begin().await?;
+    sqlx::query("select pg_advisory_xact_lock_shared(hashtextextended($1, 0))")
+        .bind(sequencer_lock_key(ledger_id))
+        .execute(&mut *tx)
+        .await?;
     let position: Option<i64> = sqlx::query_scalar(
         "select max(position) from ledger.sequence where ledger_id = $1 and sequenced_at <= $2",
     )
     .bind(ledger_id)
     .bind(time)
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(position.unwrap_or(0))
 }
 
+/// The text whose `hashtextextended(.., 0)` is the advisory lock key of a ledger's sequencer (the same
+/// expression as in `ledger.sequence`).
+pub fn sequencer_lock_key(ledger_id: &str) -> String {
+    format!("escrow-ledger.sequence:{ledger_id}")
+}
+
+/// A stored snapshot is used only when its digest (written by `ledger.save_snapshot`) matches its
+/// content: a row edited behind the function's back is ignored (the caller replays the stream) and
+/// logged; `verify` reports it (see `snapshot_digest_mismatches`).
 pub(super) async fn load_snapshot(
     pool: &PgPool,
     ledger_id: &str,
@@ -190,7 +212,9 @@ pub(super) async fn load_snapshot(
     fold_version: i32,
 ) -> Result<Option<Snapshot>> {
     let row = sqlx::query(
-        "select stream_id, stream_version, fold_version, state, taken_at from ledger.snapshots
+        "select stream_id, stream_version, fold_version, state, state::text as state_text, taken_at,
+                digest
+           from ledger.snapshots
           where ledger_id = $1 and stream_id = $2 and fold_version = $3",
     )
     .bind(ledger_id)
@@ -198,42 +222,96 @@ pub(super) async fn load_snapshot(
     .bind(fold_version)
     .fetch_optional(pool)
     .await?;
-    row.map(|row| {
-        Ok(Snapshot {
-            stream_id: row.try_get("stream_id")?,
-            stream_version: row.try_get("stream_version")?,
-            fold_version: row.try_get("fold_version")?,
-            state: row.try_get("state")?,
-            taken_at: row.try_get("taken_at")?,
-        })
-    })
-    .transpose()
+    let Some(row) = row else { return Ok(None) };
+    let snapshot = Snapshot {
+        stream_id: row.try_get("stream_id")?,
+        stream_version: row.try_get("stream_version")?,
+        fold_version: row.try_get("fold_version")?,
+        state: row.try_get("state")?,
+        taken_at: row.try_get("taken_at")?,
+    };
+    let state_text: String = row.try_get("state_text")?;
+    let digest: Option<Vec<u8>> = row.try_get("digest")?;
+    let expected = crate::chain::snapshot_digest(
+        ledger_id,
+        &snapshot.stream_id,
+        snapshot.stream_version,
+        snapshot.fold_version,
+        &state_text,
+    );
+    if digest.as_deref() != Some(expected.as_slice()) {
+        tracing::warn!(
+            ledger_id,
+            stream_id,
+            "ignoring a snapshot whose digest does not match its content (replaying the stream)"
+        );
+        return Ok(None);
+    }
+    Ok(Some(snapshot))
 }
 
-/// Snapshots are a cache, so replacing one is an upsert (the table is not append-only).
+/// Snapshots are a cache, so replacing one is an upsert, done by the definer function that also writes
+/// the digest (the writer role has no right on the table itself).
 pub(super) async fn save_snapshot(
     pool: &PgPool,
     ledger_id: &str,
     snapshot: &Snapshot,
 ) -> Result<()> {
-    sqlx::query(
-        "insert into ledger.snapshots
-                (ledger_id, stream_id, stream_version, fold_version, state, taken_at)
-         values ($1, $2, $3, $4, $5, $6)
-         on conflict (ledger_id, stream_id, fold_version) do update
-            set stream_version = excluded.stream_version, state = excluded.state,
-                taken_at = excluded.taken_at",
-    )
-    .bind(ledger_id)
-    .bind(&snapshot.stream_id)
-    .bind(snapshot.stream_version)
-    .bind(snapshot.fold_version)
-    .bind(&snapshot.state)
-    .bind(snapshot.taken_at)
-    .execute(pool)
-    .await
-    .map_err(|e| with_ledger_context(e, ledger_id))?;
+    sqlx::query("select ledger.save_snapshot($1, $2, $3, $4, $5, $6)")
+        .bind(ledger_id)
+        .bind(&snapshot.stream_id)
+        .bind(snapshot.stream_version)
+        .bind(snapshot.fold_version)
+        .bind(&snapshot.state)
+        .bind(snapshot.taken_at)
+        .execute(pool)
+        .await
+        .map_err(|e| with_ledger_context(e, ledger_id))?;
     Ok(())
+}
+
+/// Stream snapshots (stream, fold version) whose digest does not match their content, for `verify`.
+pub async fn snapshot_digest_mismatches(
+    pool: &PgPool,
+    ledger_id: &str,
+) -> Result<Vec<(String, i32)>> {
+    let mut mismatches = Vec::new();
+    let mut after = (String::new(), i32::MIN);
+    loop {
+        let rows = sqlx::query(
+            "select stream_id, stream_version, fold_version, state::text as state_text, digest
+               from ledger.snapshots
+              where ledger_id = $1 and (stream_id, fold_version) > ($2, $3)
+              order by stream_id, fold_version
+              limit $4",
+        )
+        .bind(ledger_id)
+        .bind(&after.0)
+        .bind(after.1)
+        .bind(VERIFY_BATCH)
+        .fetch_all(pool)
+        .await?;
+        for row in &rows {
+            let stream_id: String = row.try_get("stream_id")?;
+            let fold_version: i32 = row.try_get("fold_version")?;
+            let state_text: String = row.try_get("state_text")?;
+            let digest: Option<Vec<u8>> = row.try_get("digest")?;
+            let expected = crate::chain::snapshot_digest(
+                ledger_id,
+                &stream_id,
+                row.try_get("stream_version")?,
+                fold_version,
+                &state_text,
+            );
+            if digest.as_deref() != Some(expected.as_slice()) {
+                mismatches.push((stream_id.clone(), fold_version));
+            }
+            after = (stream_id, fold_version);
+        }
+        if (rows.len() as i64) < VERIFY_BATCH {
+            return Ok(mismatches);
+        }
+    }
 }
 
 fn with_ledger_context(error: sqlx::Error, ledger_id: &str) -> StoreError {
@@ -287,7 +365,7 @@ pub(super) async fn seal(pool: &PgPool, ledger_id: &str) -> Result<Seal> {
 /// Stored links with the fields they cover; the JSON comes as PostgreSQL's `jsonb` text, which
 /// is what the sequencer hashed. A left join, so that a deleted event row shows as a break.
 const VERIFY_ROWS: &str = "
-    select s.position, s.hash, e.stream_id, e.stream_version, e.event_id, e.event_type,
+    select s.position, s.hash, s.chain_version, s.sequenced_at, e.stream_id, e.stream_version, e.event_id, e.event_type,
            e.schema_version, e.payload::text as payload_text, e.metadata::text as metadata_text,
            e.recorded_at
       from ledger.sequence s
@@ -330,6 +408,8 @@ pub(super) async fn verify_chain(
 pub struct ChainRow {
     pub position: i64,
     pub hash: Vec<u8>,
+    pub chain_version: i16,
+    pub sequenced_at: DateTime<Utc>,
     pub event: Option<ChainEvent>,
 }
 
@@ -363,9 +443,35 @@ impl ChainRow {
             payload_text: &e.payload_text,
             metadata_text: &e.metadata_text,
             recorded_at_micros: e.recorded_at.timestamp_micros(),
+            chain_version: self.chain_version,
+            sequenced_at_micros: self.sequenced_at.timestamp_micros(),
         };
         verifier.push(&input, &self.hash);
     }
+}
+
+fn chain_row(row: &PgRow) -> Result<ChainRow> {
+    let stream_id: Option<String> = row.try_get("stream_id")?;
+    let event = match stream_id {
+        None => None,
+        Some(stream_id) => Some(ChainEvent {
+            stream_id,
+            stream_version: row.try_get("stream_version")?,
+            event_id: row.try_get("event_id")?,
+            event_type: row.try_get("event_type")?,
+            schema_version: row.try_get("schema_version")?,
+            payload_text: row.try_get("payload_text")?,
+            metadata_text: row.try_get("metadata_text")?,
+            recorded_at: row.try_get("recorded_at")?,
+        }),
+    };
+    Ok(ChainRow {
+        position: row.try_get("position")?,
+        hash: row.try_get("hash")?,
+        chain_version: row.try_get("chain_version")?,
+        sequenced_at: row.try_get("sequenced_at")?,
+        event,
+    })
 }
 
 /// Links with `after < position <= after + limit`, in position order, with their events.
@@ -381,54 +487,10 @@ pub(super) async fn read_chain_rows(
         .bind(limit.clamp(1, crate::store::READ_LIMIT_MAX))
         .fetch_all(pool)
         .await?;
-    rows.iter()
-        .map(|row| {
-            let stream_id: Option<String> = row.try_get(2)?;
-            let event = match stream_id {
-                None => None,
-                Some(stream_id) => Some(ChainEvent {
-                    stream_id,
-                    stream_version: row.try_get(3)?,
-                    event_id: row.try_get(4)?,
-                    event_type: row.try_get(5)?,
-                    schema_version: row.try_get(6)?,
-                    payload_text: row.try_get(7)?,
-                    metadata_text: row.try_get(8)?,
-                    recorded_at: row.try_get(9)?,
-                }),
-            };
-            Ok(ChainRow {
-                position: row.try_get(0)?,
-                hash: row.try_get(1)?,
-                event,
-            })
-        })
-        .collect()
+    rows.iter().map(chain_row).collect()
 }
 
 fn verify_row(verifier: &mut ChainVerifier, ledger_id: &str, row: &PgRow) -> Result<()> {
-    let position: i64 = row.try_get("position")?;
-    let stored_hash: Vec<u8> = row.try_get("hash")?;
-    let Some(stream_id) = row.try_get::<Option<String>, _>("stream_id")? else {
-        verifier.push_missing(position, &stored_hash);
-        return Ok(());
-    };
-    let event_type: String = row.try_get("event_type")?;
-    let payload_text: String = row.try_get("payload_text")?;
-    let metadata_text: String = row.try_get("metadata_text")?;
-    let recorded_at: DateTime<Utc> = row.try_get("recorded_at")?;
-    let input = ChainInput {
-        ledger_id,
-        position,
-        stream_id: &stream_id,
-        stream_version: row.try_get("stream_version")?,
-        event_id: row.try_get("event_id")?,
-        event_type: &event_type,
-        schema_version: row.try_get("schema_version")?,
-        payload_text: &payload_text,
-        metadata_text: &metadata_text,
-        recorded_at_micros: recorded_at.timestamp_micros(),
-    };
-    verifier.push(&input, &stored_hash);
+    chain_row(row)?.push_to(verifier, ledger_id);
     Ok(())
 }
