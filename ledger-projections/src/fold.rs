@@ -48,6 +48,10 @@ struct Entity {
     title: Option<String>,
     reason: Option<String>,
     settled: Option<(Money, Money)>,
+    /// A deposit's money as its journal entries moved it: received (credited to the wallet) and the gateway
+    /// fees paid on it, in minor units (the payment state keeps the amount asked for).
+    deposit_received_minor: i64,
+    deposit_fee_minor: i64,
     /// Per milestone: when and at which position it last changed.
     milestone_touched: Vec<(DateTime<Utc>, i64)>,
 }
@@ -317,6 +321,8 @@ impl Folder {
             title: None,
             reason: None,
             settled: None,
+            deposit_received_minor: 0,
+            deposit_fee_minor: 0,
             milestone_touched: Vec::new(),
         });
         let before = match &entity.state {
@@ -340,6 +346,18 @@ impl Folder {
             Event::Dispute(DisputeEvent::DisputeSettled {
                 release, refund, ..
             }) => entity.settled = Some((*release, *refund)),
+            // Saturating: a deposit's amounts are each below the core's ceiling; a sum past i64 cannot be
+            // shown exactly anyway, and `verify` compares the row with the journal.
+            Event::Payment(PaymentEvent::DepositSucceeded {
+                amount,
+                gateway_fee,
+                ..
+            }) => {
+                entity.deposit_received_minor =
+                    entity.deposit_received_minor.saturating_add(amount.minor());
+                entity.deposit_fee_minor =
+                    entity.deposit_fee_minor.saturating_add(gateway_fee.minor());
+            }
             _ => {}
         }
         if let AggState::Project(p) = &entity.state {
@@ -558,6 +576,17 @@ impl Folder {
         };
         let project = p.fund.map(|f| f.project_id);
         let parties = self.parties_as_of(project, e.position);
+        // A deposit shows what arrived and the gateway fee paid on it once money has arrived (an underpaid
+        // deposit is completed with less than it asked for); until then the amount asked for, fee 0.
+        let (amount_minor, fee_minor) = match p.kind {
+            Some(PaymentKind::Deposit) if e.deposit_received_minor > 0 => {
+                (e.deposit_received_minor, e.deposit_fee_minor)
+            }
+            Some(PaymentKind::Deposit) | None => (p.amount_minor, 0),
+            Some(PaymentKind::Payout) | Some(PaymentKind::CardRefund) => {
+                (p.amount_minor, p.fee_minor)
+            }
+        };
         vec![
             self.ledger.clone(),
             Cell::Uuid(id),
@@ -570,8 +599,8 @@ impl Folder {
             Cell::opt_uuid(parties.map(|x| x.creator)),
             Cell::opt_uuid(parties.map(|x| x.buyer)),
             Cell::opt_uuid(parties.map(|x| x.seller)),
-            money(p.amount_minor, p.currency),
-            money(p.fee_minor, p.currency),
+            money(amount_minor, p.currency),
+            money(fee_minor, p.currency),
             currency_cell(p.currency),
             p.gateway.map_or(Cell::Null, |g| Cell::text(g.to_string())),
             Cell::Uuid(id),

@@ -6,12 +6,15 @@
 //!   catch-up then live tail; bounded batches; crash-resumable.
 //! - [`rebuild`]: a projection rebuilt from zero into shadow tables (COPY, then indexes) and swapped in.
 //! - [`verify`]: recompute every table from the log in memory and report rows that differ.
+//! - [`journal_check`]: the money columns against the journal's postings (sums per deposit, payout,
+//!   project, milestone and account), independent of the fold.
 //!
 //! Invariants kept by absence: nothing here writes `ledger.*`; no read-table row is written outside a
 //! transaction that also moves its projection's checkpoint (except a rebuild's shadow tables, which no
 //! reader sees before the swap); no SQL text is built from values.
 
 pub mod fold;
+pub mod journal_check;
 pub mod rebuild;
 pub mod runner;
 pub mod sql;

@@ -9,6 +9,7 @@ use sqlx::PgPool;
 
 use crate::Result;
 use crate::fold::{Folder, MapSink, decode};
+use crate::journal_check::JournalMoney;
 use crate::sql::read_rows;
 use crate::table::{Cell, Projection, Row, TABLES, TableSpec};
 
@@ -197,7 +198,8 @@ pub async fn compare_projection(
             ));
         }
     }
-    let expected = replay(&store, ledger, projection, checkpoint.min(head)).await?;
+    let (expected, journal) =
+        replay_with_journal(&store, ledger, projection, checkpoint.min(head)).await?;
     for (spec, rows) in projection.tables().zip(&found) {
         let index = TABLES
             .iter()
@@ -205,6 +207,9 @@ pub async fn compare_projection(
             .expect("a listed table");
         mismatches.extend(compare_table(spec, &expected.tables[index], rows));
     }
+    // The fold above is the workers' own: the money columns are also checked against the journal.
+    let tables: Vec<(&TableSpec, &BTreeMap<Row, Row>)> = projection.tables().zip(&found).collect();
+    mismatches.extend(journal.check(projection, &tables));
     Ok(mismatches)
 }
 
@@ -215,6 +220,19 @@ pub async fn replay(
     projection: Projection,
     upto: i64,
 ) -> Result<MapSink> {
+    Ok(replay_with_journal(store, ledger, projection, upto)
+        .await?
+        .0)
+}
+
+/// [`replay`], and the journal's sums over the same events (see [`JournalMoney`]).
+pub async fn replay_with_journal(
+    store: &PgEventStore,
+    ledger: &str,
+    projection: Projection,
+    upto: i64,
+) -> Result<(MapSink, JournalMoney)> {
+    let mut journal = JournalMoney::new();
     let mut folder = Folder::new(ledger, &[projection]);
     let mut sink = MapSink::new();
     let mut after = 0;
@@ -228,9 +246,10 @@ pub async fn replay(
         for record in &page {
             let (stream, event) = decode(record)?;
             folder.apply(&stream, record, &event, &mut sink)?;
+            journal.feed(&stream, &event);
         }
         after = last;
     }
     folder.drain(&mut sink);
-    Ok(sink)
+    Ok((sink, journal))
 }
