@@ -150,11 +150,13 @@ fn normalized(event_id: &str, kind: &str, reference: Uuid, amount: &str) -> Deli
     }
 }
 
+/// A Stripe event; a charge (`ch_...`) names its payment intent (`pi_...`), as Stripe's charges do.
 fn stripe(event_id: &str, event_type: &str, object: &str, reference: Uuid, minor: i64) -> Delivery {
+    let intent = object.replace("ch_", "pi_");
     Delivery {
         gateway: "stripe",
         body: format!(
-            r#"{{"id":"{event_id}","object":"event","type":"{event_type}","created":1700000000,"data":{{"object":{{"id":"{object}","amount":{minor},"amount_received":{minor},"amount_captured":{minor},"currency":"usd","status":"succeeded","metadata":{{"payment_reference":"{reference}"}}}}}}}}"#
+            r#"{{"id":"{event_id}","object":"event","type":"{event_type}","created":1700000000,"data":{{"object":{{"id":"{object}","payment_intent":"{intent}","amount":{minor},"amount_received":{minor},"amount_captured":{minor},"currency":"usd","status":"succeeded","metadata":{{"payment_reference":"{reference}"}}}}}}}}"#
         ),
     }
 }
@@ -719,7 +721,11 @@ async fn bad_input_is_refused_with_the_right_status_and_posts_nothing() {
         .send()
         .await
         .unwrap();
-    assert_eq!(unknown_ledger.status(), 404);
+    assert_eq!(
+        unknown_ledger.status(),
+        401,
+        "an unknown ledger is not told apart from a bad signature"
+    );
     let commands = format!("{}/v1/ledgers/default/commands", server.base);
     let cmd = serde_json::json!({"actor": {"kind": "user", "id": Uuid::new_v4()}, "command": {"type": "initiate_deposit", "payment_id": Uuid::new_v4(), "amount": {"amount": "5.00", "currency": "USD"}, "gateway": "stripe", "fund": null}});
     assert_eq!(

@@ -5,9 +5,13 @@
 //! - Paystack: `data.reference` (charges, transfers); `data.transaction_reference` (refunds: the refunded
 //!   transaction); `data.transaction.reference` (disputes);
 //! - Flutterwave: `data.tx_ref` (v3 charges), else `data.reference` (transfers, v4 payloads);
-//! - Fincra: `data.customerReference` (payouts: "the reference supplied by your application"), else
-//!   `data.merchantReference` (collections);
+//! - Fincra: payouts `data.customerReference` ("the reference supplied by your application"); collections and
+//!   charges `data.merchantReference`, else `data.reference` (the checkout's reference we passed), posting
+//!   `amountReceived` (fee: `amountCharged - amountReceived` where both are given, else `fee`);
 //! - normalized: `payment_reference`.
+//!
+//! Identifiers holding a NUL (which no text column can store) are escaped and the delivery is marked
+//! `defect`: the plan makes it an anomaly rather than letting the database refuse it.
 
 use std::collections::HashMap;
 
@@ -31,6 +35,7 @@ pub fn parse(gateway: Gateway, body: &[u8]) -> Result<NormalizedCallback, String
         Gateway::Fincra => fincra(body),
         Gateway::Normalized => normalized(body),
     }?;
+    mark_unstorable(&mut callback);
     for text in [
         Some(&callback.event_id),
         callback.reference.as_ref(),
@@ -48,6 +53,45 @@ pub fn parse(gateway: Gateway, body: &[u8]) -> Result<NormalizedCallback, String
     }
     callback.raw_body = body.to_vec();
     Ok(callback)
+}
+
+/// Escapes NULs (`\\u0000` as text) in every text taken from the payload; a NUL in an identifier makes the
+/// delivery a `defect` (its meaning is unclear), in free text (`reason`) it is only escaped.
+fn mark_unstorable(c: &mut NormalizedCallback) {
+    fn escape(text: &mut String) -> bool {
+        let found = text.contains('\0');
+        if found {
+            *text = text.replace('\0', "\\u0000");
+        }
+        found
+    }
+    let mut fields = Vec::new();
+    if escape(&mut c.event_id) {
+        fields.push("event id");
+    }
+    if escape(&mut c.event_type) {
+        fields.push("event type");
+    }
+    for (name, value) in [
+        ("reference", &mut c.reference),
+        ("transaction id", &mut c.transaction_id),
+        ("dispute id", &mut c.dispute_id),
+    ] {
+        if value.as_mut().is_some_and(escape) {
+            fields.push(name);
+        }
+    }
+    if let Some(reason) = c.reason.as_mut() {
+        escape(reason);
+    }
+    for amount in [c.amount.as_mut(), c.fee.as_mut()].into_iter().flatten() {
+        if escape(&mut amount.currency_code) {
+            fields.push("currency");
+        }
+    }
+    if !fields.is_empty() {
+        c.defect = Some(format!("NUL character in {}", fields.join(", ")));
+    }
 }
 
 fn json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
@@ -75,6 +119,7 @@ fn empty(gateway: Gateway, event_id: String, event_type: String) -> NormalizedCa
         event_id,
         event_type,
         reference: None,
+        transaction_id: None,
         kind: None,
         amount: None,
         fee: None,
@@ -82,6 +127,7 @@ fn empty(gateway: Gateway, event_id: String, event_type: String) -> NormalizedCa
         dispute_id: None,
         reason: None,
         raw_body: Vec::new(),
+        defect: None,
     }
 }
 
@@ -108,6 +154,8 @@ struct StripeObject {
     currency: Option<String>,
     status: Option<String>,
     metadata: Option<HashMap<String, Value>>,
+    /// On charges: the payment intent they belong to (an id, or the object when expanded).
+    payment_intent: Option<Value>,
     failure_message: Option<String>,
     last_payment_error: Option<Value>,
     reason: Option<String>,
@@ -145,6 +193,16 @@ fn stripe(body: &[u8]) -> Result<NormalizedCallback, String> {
     };
     c.kind = kind;
     c.amount = amount(value, AmountUnit::Minor, &o.currency);
+    // One payment intent is one movement, whichever of its events (intent or charge) reports it.
+    let intent = match &o.payment_intent {
+        Some(Value::String(id)) => Some(id.clone()),
+        Some(Value::Object(object)) => object
+            .get("id")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+        _ => None,
+    };
+    c.transaction_id = intent.or_else(|| o.id.clone());
     if event.event_type.starts_with("charge.dispute.") {
         c.dispute_id = o.id;
     }
@@ -257,6 +315,7 @@ fn paystack(body: &[u8]) -> Result<NormalizedCallback, String> {
     };
     c.kind = kind;
     c.reference = reference;
+    c.transaction_id = d.id.as_ref().map(|i| i.0.clone());
     c.amount = amount(value, AmountUnit::Minor, &d.currency);
     c.fee = amount(fee, AmountUnit::Minor, &d.currency);
     c.reason = d.reason.or(d.gateway_response);
@@ -282,7 +341,8 @@ struct FlutterwaveData {
     app_fee: Option<ExactDecimal>,
     fee: Option<ExactDecimal>,
     created_at: Option<String>,
-    created_datetime: Option<String>,
+    /// v4: an RFC 3339 text or a number (Unix seconds, or milliseconds when it is that large).
+    created_datetime: Option<Value>,
     complete_message: Option<String>,
     processor_response: Option<Value>,
 }
@@ -304,11 +364,13 @@ fn flutterwave(body: &[u8]) -> Result<NormalizedCallback, String> {
         format!("{name}:{id}:{status}"),
         name.clone(),
     );
-    c.occurred_at = [&d.created_at, &d.created_datetime]
-        .into_iter()
-        .flatten()
-        .find_map(|t| from_rfc3339(t));
+    c.occurred_at = d
+        .created_at
+        .as_deref()
+        .and_then(from_rfc3339)
+        .or_else(|| d.created_datetime.as_ref().and_then(time_value));
     c.reference = d.tx_ref.clone().or(d.reference.clone());
+    c.transaction_id = Some(id.clone());
     use CallbackKind as K;
     let success = matches!(status.as_str(), "successful" | "succeeded" | "success");
     let failed = matches!(status.as_str(), "failed" | "failure");
@@ -331,6 +393,24 @@ fn flutterwave(body: &[u8]) -> Result<NormalizedCallback, String> {
     Ok(c)
 }
 
+/// A time as text (RFC 3339) or as a number of Unix seconds or milliseconds.
+fn time_value(value: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    /// Above this many seconds (year 5138) a number is taken as milliseconds.
+    const SECONDS_MAX: i64 = 100_000_000_000;
+    match value {
+        Value::String(text) => from_rfc3339(text),
+        Value::Number(n) => {
+            let n = n.as_i64()?;
+            if n.abs() > SECONDS_MAX {
+                chrono::DateTime::from_timestamp_millis(n)
+            } else {
+                from_unix(n)
+            }
+        }
+        _ => None,
+    }
+}
+
 #[derive(Deserialize)]
 struct FincraEvent {
     event: String,
@@ -345,9 +425,12 @@ struct FincraData {
     merchant_reference: Option<String>,
     reference: Option<String>,
     amount_charged: Option<ExactDecimal>,
+    amount_received: Option<ExactDecimal>,
     amount: Option<ExactDecimal>,
+    source_amount: Option<ExactDecimal>,
     fee: Option<ExactDecimal>,
     source_currency: Option<String>,
+    destination_currency: Option<String>,
     currency: Option<String>,
     status: Option<String>,
     reason: Option<String>,
@@ -373,17 +456,21 @@ fn fincra(body: &[u8]) -> Result<NormalizedCallback, String> {
         .into_iter()
         .flatten()
         .find_map(|t| from_rfc3339(t));
-    c.reference = d
-        .customer_reference
-        .clone()
-        .or(d.merchant_reference.clone());
+    c.transaction_id = d.id.as_ref().map(|i| i.0.clone());
     use CallbackKind as K;
+    let inbound = matches!(
+        event.event.as_str(),
+        "charge.successful" | "collection.successful" | "charge.failed" | "collection.failed"
+    );
+    if inbound {
+        fincra_collection(&mut c, event.event.as_str(), d);
+        return Ok(c);
+    }
+    c.reference = d.customer_reference.clone();
     let currency = d.source_currency.clone().or(d.currency.clone());
     let (kind, value) = match event.event.as_str() {
         "payout.successful" => (Some(K::PayoutSucceeded), d.amount_charged),
         "payout.failed" => (Some(K::PayoutFailed), d.amount_charged),
-        "charge.successful" | "collection.successful" => (Some(K::DepositSucceeded), d.amount),
-        "charge.failed" | "collection.failed" => (Some(K::DepositFailed), d.amount),
         _ => (None, None),
     };
     c.kind = kind;
@@ -393,12 +480,51 @@ fn fincra(body: &[u8]) -> Result<NormalizedCallback, String> {
     Ok(c)
 }
 
+/// A collection or checkout charge: what was received, against the reference we gave.
+fn fincra_collection(c: &mut NormalizedCallback, event: &str, d: FincraData) {
+    c.reference = d.merchant_reference.clone().or(d.reference.clone());
+    c.kind = Some(if event.ends_with(".successful") {
+        CallbackKind::DepositSucceeded
+    } else {
+        CallbackKind::DepositFailed
+    });
+    let currency = d
+        .currency
+        .clone()
+        .or(d.destination_currency.clone())
+        .or(d.source_currency.clone());
+    let fee = match (&d.amount_charged, &d.amount_received) {
+        (Some(charged), Some(received)) => difference(charged, received),
+        _ => d.fee.clone(),
+    };
+    let received = d.amount_received.or(d.amount).or(d.source_amount);
+    c.amount = amount(received, AmountUnit::Major, &currency);
+    c.fee = amount(fee, AmountUnit::Major, &currency);
+    c.reason = d.reason;
+}
+
+/// `a - b` exactly, when not negative.
+fn difference(a: &ExactDecimal, b: &ExactDecimal) -> Option<ExactDecimal> {
+    let a = rust_decimal::Decimal::from_str_exact(a.as_str()).ok()?;
+    let b = rust_decimal::Decimal::from_str_exact(b.as_str()).ok()?;
+    let d = a.checked_sub(b)?;
+    if d.is_sign_negative() {
+        return None;
+    }
+    ExactDecimal::parse_text(&d.to_string()).ok()
+}
+
 fn normalized(body: &[u8]) -> Result<NormalizedCallback, String> {
     let wire: NormalizedWire = json(body)?;
     let kind = CallbackKind::from_name(&wire.kind)
         .ok_or_else(|| format!("unknown kind {:?}", wire.kind))?;
+    let transaction_id = wire
+        .transaction_id
+        .clone()
+        .unwrap_or_else(|| wire.event_id.clone());
     let mut c = empty(Gateway::Normalized, wire.event_id, wire.kind.clone());
     c.kind = Some(kind);
+    c.transaction_id = Some(transaction_id);
     c.reference = Some(wire.payment_reference);
     c.amount = amount(wire.amount, AmountUnit::Major, &wire.currency);
     c.fee = amount(wire.fee, AmountUnit::Major, &wire.currency);

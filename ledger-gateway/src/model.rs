@@ -130,6 +130,10 @@ pub struct NormalizedCallback {
     pub event_id: String,
     pub event_type: String,
     pub reference: Option<String>,
+    /// The gateway's id of the money movement itself (Stripe: the payment intent; Paystack, Flutterwave,
+    /// Fincra: `data.id`; normalized: `transaction_id`, else the event id). Two deposit successes are one
+    /// movement only when this and the amount agree.
+    pub transaction_id: Option<String>,
     pub kind: Option<CallbackKind>,
     pub amount: Option<ReportedAmount>,
     pub fee: Option<ReportedAmount>,
@@ -139,6 +143,9 @@ pub struct NormalizedCallback {
     pub reason: Option<String>,
     /// The request body exactly as received, for audit.
     pub raw_body: Vec<u8>,
+    /// Why this authentic delivery cannot be acted on although it parsed (a NUL in an identifier, which no
+    /// text column can store): it becomes an anomaly, its raw bytes kept. Its texts are already escaped.
+    pub defect: Option<String>,
 }
 
 /// The in-house normalized format (route segment `normalized`), amounts in major units.
@@ -148,6 +155,8 @@ pub struct NormalizedWire {
     pub event_id: String,
     pub kind: String,
     pub payment_reference: String,
+    /// The in-house worker's id of the money movement; the event id when absent.
+    pub transaction_id: Option<String>,
     pub amount: Option<ExactDecimal>,
     pub currency: Option<String>,
     pub fee: Option<ExactDecimal>,

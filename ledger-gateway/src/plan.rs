@@ -1,14 +1,21 @@
 //! What the ledger does with one authentic callback, given the payment it names. Pure.
 //!
-//! - The dedupe key is per payment and outcome (`callback:{gateway}:{reference}:{kind}`), so Stripe's
-//!   `payment_intent.succeeded` and `charge.succeeded` for one payment collapse into one money effect.
+//! - The dedupe key is per payment and outcome (`callback:{gateway}:{reference}:{kind}`); a deposit success
+//!   adds the movement it reports (`:{transaction id}:{amount}`), so Stripe's `payment_intent.succeeded` and
+//!   `charge.succeeded` for one payment intent collapse into one money effect, while a second, different
+//!   success for the same deposit is never taken for a duplicate.
+//! - A callback acts only on a payment of its own gateway: naming another gateway's payment, it is money with
+//!   an unknown reference for its gateway (incoming: suspense on its clearing; outgoing: an anomaly), with the
+//!   payment it pointed at named in the detail.
+//! - A deposit already completed (or reversed) that is reported successful again by another movement is held
+//!   in suspense (Dr Clearing, Cr Suspense) for a person to assign: never dropped, never credited twice.
 //! - Money that came in and cannot be matched (unknown reference, currency mismatch, more digits than the
 //!   currency has) becomes `RecordSuspense` with an id derived from the dedupe key: idempotent.
 //! - Outgoing outcomes that cannot be matched, and reports without usable money, move nothing: they are
 //!   recorded in the inbox as anomalies for a person.
 
 use chrono::{DateTime, Utc};
-use ledger_core::aggregates::payment::{PaymentKind, PaymentState};
+use ledger_core::aggregates::payment::{PaymentKind, PaymentState, PaymentStatus};
 use ledger_core::{Command, Gateway, Money};
 use uuid::Uuid;
 
@@ -64,6 +71,16 @@ pub fn dedupe_key(callback: &NormalizedCallback) -> String {
         (None, None) => "-".to_string(),
     };
     let outcome = match callback.kind {
+        Some(CallbackKind::DepositSucceeded) => format!(
+            "deposit_succeeded:{}:{}",
+            callback.transaction_id.as_deref().unwrap_or("-"),
+            callback.amount.as_ref().map_or_else(
+                || "-".to_string(),
+                |a| a
+                    .to_money()
+                    .map_or_else(|_| a.describe(), |m| m.to_string())
+            )
+        ),
         Some(kind) => kind.as_str().to_string(),
         None => format!("ignored:{}", callback.event_id),
     };
@@ -91,6 +108,9 @@ pub fn plan(
 ) -> Plan {
     let key = dedupe_key(callback);
     let payment = payment.filter(|p| p.exists());
+    if let Some(defect) = &callback.defect {
+        return outcome(key, Disposition::Anomaly, None, defect.clone());
+    }
     let Some(kind) = callback.kind else {
         return outcome(
             key,
@@ -116,6 +136,31 @@ pub fn plan(
             None,
             format!("{} for an unknown payment reference", kind.as_str()),
         ),
+        Some(p) if p.gateway != Some(callback.gateway) => {
+            let detail = format!(
+                "{} from {} names payment {} of gateway {}",
+                kind.as_str(),
+                callback.gateway,
+                p.id,
+                p.gateway.map_or_else(|| "-".to_string(), |g| g.to_string())
+            );
+            if kind.is_inbound() {
+                suspense(callback, key, &detail)
+            } else {
+                outcome(key, Disposition::Anomaly, None, detail)
+            }
+        }
+        Some(p)
+            if kind == CallbackKind::DepositSucceeded
+                && matches!(p.status, PaymentStatus::Completed | PaymentStatus::Reversed) =>
+        {
+            let detail = format!(
+                "another success for deposit {} already completed (transaction {})",
+                p.id,
+                callback.transaction_id.as_deref().unwrap_or("-")
+            );
+            suspense(callback, key, &detail)
+        }
         Some(p) if p.kind != Some(expected_kind) => {
             let detail = format!(
                 "{} names a {:?} payment",

@@ -1,5 +1,9 @@
 //! Authenticity on the raw bytes. Every comparison of a secret-derived value is constant-time (`subtle`);
 //! secrets are never formatted into errors or logs (`Secrets` has a redacting `Debug`).
+//!
+//! Flutterwave: `flutterwave-signature` = base64(HMAC-SHA256(secret hash, raw body)) (v4). The older
+//! `verif-hash` header carries the secret hash itself, the same in every webhook: whoever sees one request can
+//! forge any body, so it is accepted only when the ledger opts in (`flutterwave_accept_static_hash`).
 
 use hmac::{Hmac, Mac};
 use ledger_core::Gateway;
@@ -18,6 +22,8 @@ pub struct Secrets {
     pub stripe: Option<String>,
     pub paystack: Option<String>,
     pub flutterwave_hash: Option<String>,
+    /// Accept Flutterwave's static `verif-hash` header (weaker: see the module docs).
+    pub flutterwave_accept_static_hash: bool,
     pub fincra: Option<String>,
     /// The in-house normalized format (`X-Escrow-Signature`).
     pub callback: Option<String>,
@@ -30,6 +36,10 @@ impl std::fmt::Debug for Secrets {
             .field("stripe", &set(&self.stripe))
             .field("paystack", &set(&self.paystack))
             .field("flutterwave_hash", &set(&self.flutterwave_hash))
+            .field(
+                "flutterwave_accept_static_hash",
+                &self.flutterwave_accept_static_hash,
+            )
             .field("fincra", &set(&self.fincra))
             .field("callback", &set(&self.callback))
             .finish()
@@ -60,7 +70,12 @@ pub fn authenticate(
     secrets: &Secrets,
     now_unix: i64,
 ) -> Result<(), AuthError> {
-    let need = |s: &Option<String>| s.clone().ok_or(AuthError::NoSecret(gateway));
+    // A blank secret is no secret (configuration refuses it too): it never switches authentication off.
+    let need = |s: &Option<String>| {
+        s.clone()
+            .filter(|v| !v.trim().is_empty())
+            .ok_or(AuthError::NoSecret(gateway))
+    };
     match gateway {
         Gateway::Stripe => {
             let value =
@@ -99,12 +114,19 @@ pub fn authenticate(
             verify_sha512_hex(&value, "signature", body, &need(&secrets.fincra)?)
         }
         Gateway::Flutterwave => {
-            let value = header("verif-hash").ok_or(AuthError::MissingHeader("verif-hash"))?;
-            let expected = need(&secrets.flutterwave_hash)?;
-            if bool::from(value.trim().as_bytes().ct_eq(expected.as_bytes())) {
-                Ok(())
-            } else {
-                Err(AuthError::Mismatch)
+            let hash = need(&secrets.flutterwave_hash)?;
+            if let Some(value) = header("flutterwave-signature") {
+                return verify_sha256_base64(&value, "flutterwave-signature", body, &hash);
+            }
+            match header("verif-hash") {
+                Some(value) if secrets.flutterwave_accept_static_hash => {
+                    if same_secret(value.trim(), &hash) {
+                        Ok(())
+                    } else {
+                        Err(AuthError::Mismatch)
+                    }
+                }
+                _ => Err(AuthError::MissingHeader("flutterwave-signature")),
             }
         }
     }
@@ -191,6 +213,51 @@ pub fn verify_sha512_hex(
     } else {
         Err(AuthError::Mismatch)
     }
+}
+
+/// base64(HMAC-SHA256(secret, raw body)) (Flutterwave v4 `flutterwave-signature`).
+pub fn verify_sha256_base64(
+    value: &str,
+    name: &'static str,
+    body: &[u8],
+    secret: &str,
+) -> Result<(), AuthError> {
+    use base64::Engine as _;
+    if value.len() > SIGNATURE_HEADER_BYTES_MAX {
+        return Err(AuthError::MalformedHeader(name));
+    }
+    let given = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .map_err(|_| AuthError::MalformedHeader(name))?;
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(body);
+    let expected = mac.finalize().into_bytes();
+    if bool::from(given.as_slice().ct_eq(&expected[..])) {
+        Ok(())
+    } else {
+        Err(AuthError::Mismatch)
+    }
+}
+
+/// Constant time whatever the lengths: the SHA-256 digests are compared, never the texts (an early return on
+/// a length mismatch would tell an attacker the secret's length).
+pub fn same_secret(given: &str, expected: &str) -> bool {
+    use sha2::Digest;
+    let (a, b) = (
+        Sha256::digest(given.as_bytes()),
+        Sha256::digest(expected.as_bytes()),
+    );
+    bool::from(a[..].ct_eq(&b[..]))
+}
+
+/// base64(HMAC-SHA256) of a body (Flutterwave v4): for tests and replay tools.
+pub fn sign_sha256_base64(secret: &str, body: &[u8]) -> String {
+    use base64::Engine as _;
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(body);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
 /// Signs a body the way our `X-Escrow-Signature` (and Stripe) expect: for in-house workers, tests, benches.

@@ -19,11 +19,14 @@ const PAYSTACK_REFUND_FAILED: &[u8] = include_bytes!("fixtures/paystack_refund_f
 const PAYSTACK_DISPUTE: &[u8] = include_bytes!("fixtures/paystack_dispute_create.json");
 const FINCRA_PAYOUT: &[u8] = include_bytes!("fixtures/fincra_payout_successful.json");
 const FLUTTERWAVE_CHARGE: &[u8] = include_bytes!("fixtures/flutterwave_charge_completed.json");
+const FINCRA_CHARGE: &[u8] = include_bytes!("fixtures/fincra_charge_successful.json");
 
 /// Computed with Python's hmac module (SOURCES.md), not with the code under test.
 const STRIPE_VECTOR_HEX: &str = "2dedf3d0bb1ea987464b0f75fba8dcb38ce266f8e73df210b6815d4ce63fb631";
 const PAYSTACK_VECTOR_HEX: &str = "228efcd0c985851ea584eed8b56b5cd939c85b53a9d5b2b0d287c6531efdf824105d331ff9b53f7ce914b058d379c2d6ac64bddb70d328d330337e534f0faaee";
 const FINCRA_VECTOR_HEX: &str = "f92b62c5b2bea173b84a7fa8e411da36e810f5dcbfdd5964876146d2bfdadfb1193beecaa0312b28e3f4fda6f7ef280a71bfd19148eaef915f4975ec652145fa";
+const FLUTTERWAVE_VECTOR_B64: &str = "ON/KAGccl63uko6xsN/YsnKEgxZMw2cCdwOlrVMmn4g=";
+const FINCRA_CHARGE_VECTOR_HEX: &str = "7b17b08e203b8121d8374754ef4b549f68c682bdc3557e1526ef3fb4bf234ac43aa1e3a068defc987451e49dd2693fa0a2f96a51b2c1660de623866f9faa9af8";
 /// Stripe's documented header (webhook signatures guide).
 const STRIPE_DOCS_HEADER: &str = "t=1492774577,v1=5257a869e7ecebeda32affa62cdca3fa51cad7e77a0e56ff536d0ce8e108d8bd,v0=6ffbb59b2300aae63f272406069a9788598b792a944a07aba816edb039989a39";
 
@@ -32,6 +35,7 @@ fn secrets() -> Secrets {
         stripe: Some("whsec_test_secret".into()),
         paystack: Some("sk_test_paystack".into()),
         flutterwave_hash: Some("flw-hash-123".into()),
+        flutterwave_accept_static_hash: false,
         fincra: Some("fincra_test_key".into()),
         callback: Some("in-house-secret".into()),
     }
@@ -168,7 +172,7 @@ fn stripe_both_event_types_of_one_payment_share_a_dedupe_key() {
         r#"{{"id":"evt_a","type":"payment_intent.succeeded","created":1700000000,"data":{{"object":{{"id":"pi_1","object":"payment_intent","amount":1000,"amount_received":1000,"currency":"usd","metadata":{{"payment_reference":"{id}"}}}}}}}}"#
     );
     let ch = format!(
-        r#"{{"id":"evt_b","type":"charge.succeeded","created":1700000001,"data":{{"object":{{"id":"ch_1","object":"charge","amount":1000,"amount_captured":1000,"currency":"usd","metadata":{{"payment_reference":"{id}"}}}}}}}}"#
+        r#"{{"id":"evt_b","type":"charge.succeeded","created":1700000001,"data":{{"object":{{"id":"ch_1","object":"charge","payment_intent":"pi_1","amount":1000,"amount_captured":1000,"currency":"usd","metadata":{{"payment_reference":"{id}"}}}}}}}}"#
     );
     let a = parse(Gateway::Stripe, pi.as_bytes()).unwrap();
     let b = parse(Gateway::Stripe, ch.as_bytes()).unwrap();
@@ -176,7 +180,7 @@ fn stripe_both_event_types_of_one_payment_share_a_dedupe_key() {
     assert_eq!(dedupe_key(&a), dedupe_key(&b));
     assert_eq!(
         dedupe_key(&a),
-        format!("callback:stripe:{id}:deposit_succeeded")
+        format!("callback:stripe:{id}:deposit_succeeded:pi_1:10.00 USD")
     );
 }
 
@@ -263,15 +267,33 @@ fn fincra_documented_payout() {
 
 #[test]
 fn flutterwave_documented_charge() {
+    // The sample travels with the static `verif-hash`: accepted only for a ledger that opted in.
     let good = headers(&[("verif-hash", "flw-hash-123")]);
+    assert_eq!(
+        authenticate_and_parse(
+            Gateway::Flutterwave,
+            &good,
+            FLUTTERWAVE_CHARGE,
+            &secrets(),
+            0
+        )
+        .unwrap_err(),
+        CallbackError::Unauthorized(AuthError::MissingHeader("flutterwave-signature"))
+    );
+    let opted_in = Secrets {
+        flutterwave_accept_static_hash: true,
+        ..secrets()
+    };
     let c = authenticate_and_parse(
         Gateway::Flutterwave,
         &good,
         FLUTTERWAVE_CHARGE,
-        &secrets(),
+        &opted_in,
         0,
     )
     .unwrap();
+    // Its reference is not a ledger payment id: authentic money we cannot match goes to suspense.
+    assert_eq!(plan(&c, None, true).disposition, Disposition::Suspense);
     assert_eq!(c.kind, Some(CallbackKind::DepositSucceeded));
     assert_eq!(c.reference.as_deref(), Some("order_2026_05_24_001"));
     assert_eq!(
@@ -280,16 +302,37 @@ fn flutterwave_documented_charge() {
     );
     let bad = headers(&[("verif-hash", "flw-hash-124")]);
     assert_eq!(
-        authenticate_and_parse(
-            Gateway::Flutterwave,
-            &bad,
-            FLUTTERWAVE_CHARGE,
-            &secrets(),
-            0
-        )
-        .unwrap_err(),
+        authenticate_and_parse(Gateway::Flutterwave, &bad, FLUTTERWAVE_CHARGE, &opted_in, 0)
+            .unwrap_err(),
         CallbackError::Unauthorized(AuthError::Mismatch)
     );
+    // v4: `flutterwave-signature` = base64(HMAC-SHA256(secret hash, raw body)), computed independently
+    // (python3 hmac/base64 over the fixture file with key "flw-hash-123").
+    let signed = headers(&[("flutterwave-signature", FLUTTERWAVE_VECTOR_B64)]);
+    let c = authenticate_and_parse(
+        Gateway::Flutterwave,
+        &signed,
+        FLUTTERWAVE_CHARGE,
+        &secrets(),
+        0,
+    )
+    .unwrap();
+    assert_eq!(
+        c.transaction_id.as_deref(),
+        Some("chg_e1f3a2b1-93f0-4a51-aa57-1d80c5e4c001")
+    );
+    let mut tampered = FLUTTERWAVE_CHARGE.to_vec();
+    tampered.push(b' ');
+    assert_eq!(
+        authenticate_and_parse(Gateway::Flutterwave, &signed, &tampered, &secrets(), 0)
+            .unwrap_err(),
+        CallbackError::Unauthorized(AuthError::Mismatch)
+    );
+    // v4 envelope with a numeric created_datetime (milliseconds).
+    let v4 = br#"{"webhook_id":"wbk_1","timestamp":1732000000000,"type":"charge.completed","data":{"id":"chg_2","amount":10.5,"currency":"NGN","status":"succeeded","reference":"r","created_datetime":1732000000000}}"#;
+    let c = parse(Gateway::Flutterwave, v4).unwrap();
+    assert_eq!(c.kind, Some(CallbackKind::DepositSucceeded));
+    assert_eq!(c.occurred_at.unwrap().timestamp(), 1_732_000_000);
     // v3 shape: tx_ref carries our reference, decimal major units parsed exactly.
     let v3 = br#"{"event":"charge.completed","data":{"id":285959875,"tx_ref":"Links-616626414629","amount":100.10,"currency":"NGN","app_fee":1.4,"status":"successful","created_at":"2020-07-06T19:17:04.000Z"}}"#;
     let c = parse(Gateway::Flutterwave, v3).unwrap();
@@ -422,5 +465,168 @@ fn plan_routes_unmatched_money_to_suspense() {
     assert_eq!(
         plan(&cb("7.00", "USD", "payout_succeeded"), None, true).disposition,
         Disposition::Anomaly
+    );
+}
+
+#[test]
+fn fincra_documented_charge_posts_what_was_received_against_our_reference() {
+    let good = headers(&[("signature", FINCRA_CHARGE_VECTOR_HEX)]);
+    let c = authenticate_and_parse(Gateway::Fincra, &good, FINCRA_CHARGE, &secrets(), 0).unwrap();
+    assert_eq!(c.kind, Some(CallbackKind::DepositSucceeded));
+    assert_eq!(
+        c.reference.as_deref(),
+        Some("31c1169c-d535-4e0b-90eb-a03a99c2f334")
+    );
+    assert_eq!(
+        c.amount.as_ref().unwrap().to_money().unwrap(),
+        money("101.51", "NGN")
+    );
+    assert_eq!(
+        c.fee.as_ref().unwrap().to_money().unwrap(),
+        money("1.51", "NGN")
+    );
+    let id = Uuid::parse_str("31c1169c-d535-4e0b-90eb-a03a99c2f334").unwrap();
+    let payment = PaymentState {
+        gateway: Some(Gateway::Fincra),
+        currency: Some(Currency::from_code("NGN").unwrap()),
+        ..deposit(id, Currency::USD)
+    };
+    let p = plan(&c, Some(&payment), true);
+    assert_eq!(p.disposition, Disposition::Apply, "{}", p.detail);
+    assert!(
+        matches!(p.command, Some(Command::ConfirmDeposit { amount, gateway_fee: Some(fee), .. })
+        if amount == money("101.51", "NGN") && fee == money("1.51", "NGN"))
+    );
+    // Unknown to the ledger: authentic money held in suspense.
+    assert_eq!(plan(&c, None, true).disposition, Disposition::Suspense);
+    // A collection reporting what was charged and what was received: the difference is the fee.
+    let collection = br#"{"event":"collection.successful","data":{"id":5,"merchantReference":"m-1","amountCharged":"1000.00","amountReceived":"985.00","currency":"NGN","status":"successful"}}"#;
+    let c = parse(Gateway::Fincra, collection).unwrap();
+    assert_eq!(c.reference.as_deref(), Some("m-1"));
+    assert_eq!(
+        c.amount.as_ref().unwrap().to_money().unwrap(),
+        money("985.00", "NGN")
+    );
+    assert_eq!(
+        c.fee.as_ref().unwrap().to_money().unwrap(),
+        money("15.00", "NGN")
+    );
+}
+
+fn paystack_success(
+    reference: Uuid,
+    data_id: &str,
+    minor: i64,
+) -> ledger_gateway::NormalizedCallback {
+    parse(
+        Gateway::Paystack,
+        format!(r#"{{"event":"charge.success","data":{{"id":{data_id},"reference":"{reference}","amount":{minor},"currency":"USD","status":"success"}}}}"#).as_bytes(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_callback_naming_another_gateways_payment_is_suspense_on_its_own_clearing() {
+    let id = Uuid::from_u128(11);
+    let stripe_payment = PaymentState {
+        gateway: Some(Gateway::Stripe),
+        ..deposit(id, Currency::USD)
+    };
+    let p = plan(
+        &paystack_success(id, "1", 100_000_000),
+        Some(&stripe_payment),
+        true,
+    );
+    assert_eq!(p.disposition, Disposition::Suspense);
+    assert!(p.detail.contains(&id.to_string()), "{}", p.detail);
+    assert!(
+        matches!(p.command, Some(Command::RecordSuspense { gateway: Gateway::Paystack, amount, .. })
+        if amount == money("1000000.00", "USD"))
+    );
+    // An outgoing outcome for another gateway's payout moves nothing.
+    let payout = PaymentState {
+        kind: Some(PaymentKind::Payout),
+        gateway: Some(Gateway::Stripe),
+        ..deposit(id, Currency::USD)
+    };
+    let transfer = parse(
+        Gateway::Paystack,
+        format!(r#"{{"event":"transfer.success","data":{{"id":2,"reference":"{id}","amount":1000,"currency":"USD","status":"success"}}}}"#).as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(
+        plan(&transfer, Some(&payout), true).disposition,
+        Disposition::Anomaly
+    );
+}
+
+#[test]
+fn only_the_same_movement_is_a_duplicate_and_another_success_is_held() {
+    let id = Uuid::from_u128(12);
+    let (first, again, other) = (
+        paystack_success(id, "1", 18_000),
+        paystack_success(id, "1", 18_000),
+        paystack_success(id, "2", 2_000),
+    );
+    assert_eq!(dedupe_key(&first), dedupe_key(&again));
+    assert_ne!(dedupe_key(&first), dedupe_key(&other));
+    // Same transaction id, another amount: another movement too.
+    assert_ne!(
+        dedupe_key(&first),
+        dedupe_key(&paystack_success(id, "1", 2_000))
+    );
+    let completed = PaymentState {
+        gateway: Some(Gateway::Paystack),
+        status: PaymentStatus::Completed,
+        ..deposit(id, Currency::USD)
+    };
+    let p = plan(&other, Some(&completed), true);
+    assert_eq!(p.disposition, Disposition::Suspense);
+    assert!(
+        matches!(p.command, Some(Command::RecordSuspense { amount, .. }) if amount == money("20.00", "USD"))
+    );
+}
+
+#[test]
+fn a_nul_in_an_identifier_is_an_anomaly_with_storable_texts() {
+    let id = Uuid::from_u128(13);
+    let body = format!(
+        r#"{{"event":"charge.success","data":{{"id":"7\u0000\nx","reference":"{id}","amount":1000,"currency":"USD","status":"success","gateway_response":"a\u0000b"}}}}"#
+    );
+    let c = parse(Gateway::Paystack, body.as_bytes()).unwrap();
+    assert!(c.defect.is_some());
+    for text in [
+        &c.event_id,
+        c.reason.as_ref().unwrap(),
+        c.transaction_id.as_ref().unwrap(),
+    ] {
+        assert!(!text.contains('\0'), "{text:?}");
+    }
+    let payment = PaymentState {
+        gateway: Some(Gateway::Paystack),
+        ..deposit(id, Currency::USD)
+    };
+    let p = plan(&c, Some(&payment), true);
+    assert_eq!((p.disposition, p.command), (Disposition::Anomaly, None));
+}
+
+#[test]
+fn a_blank_secret_authenticates_nothing() {
+    let blank = Secrets {
+        paystack: Some("  ".into()),
+        ..secrets()
+    };
+    let body = b"{}";
+    let signature = ledger_gateway::verify::sign_sha512_hex("  ", body);
+    assert_eq!(
+        authenticate_and_parse(
+            Gateway::Paystack,
+            &headers(&[("x-paystack-signature", &signature)]),
+            body,
+            &blank,
+            0
+        )
+        .unwrap_err(),
+        CallbackError::Unauthorized(AuthError::NoSecret(Gateway::Paystack))
     );
 }

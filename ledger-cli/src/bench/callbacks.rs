@@ -91,7 +91,7 @@ pub async fn run(global: &Global, args: CallbacksArgs) -> Result<ExitCode, CliEr
                 callback: Some(secret.clone()),
                 ..Secrets::default()
             },
-            api_key: None,
+            keys: crate::serve::keys::ApiKeys::default(),
             recover_from_user: true,
         },
     );
@@ -109,6 +109,7 @@ pub async fn run(global: &Global, args: CallbacksArgs) -> Result<ExitCode, CliEr
     let limits = Limits {
         body_limit_bytes: 64 * 1024,
         request_timeout: Duration::from_secs(30),
+        ..Limits::default()
     };
     let server = tokio::spawn(crate::serve::serve(listener, state, limits, async {
         let _ = stopped.await;

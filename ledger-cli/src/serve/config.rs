@@ -3,16 +3,24 @@
 //!
 //! ```toml
 //! body_limit_bytes = 262144        # optional, default 256 KiB, at most 1 MiB
-//! request_timeout_ms = 10000       # optional
+//! request_timeout_ms = 10000       # optional: covers the wait for a slot, the body and the answer
+//! header_read_timeout_ms = 5000    # optional: a connection must send its request head within this
+//! idle_timeout_ms = 60000          # optional: a connection with no traffic for this long is closed
+//! connections_max = 4096           # optional: open connections at once (more wait in the backlog)
 //! chargeback_recover_from_user = true   # a lost chargeback not covered becomes a receivable (else a loss)
 //! [ledgers.default]
-//! api_key = "..."                  # bearer token of POST /commands and the outbox
+//! api_key = "..."                  # backend key: POST /commands (user, admin, system actors) and the outbox
+//! payout_worker_key = "..."        # payout workers: read and claim the outbox, nothing else
 //! stripe_secret = "whsec_..."
 //! paystack_secret = "sk_live_..."
-//! flutterwave_hash = "..."
+//! flutterwave_hash = "..."         # the secret hash: key of `flutterwave-signature`
+//! flutterwave_accept_static_hash = false   # true also accepts the static `verif-hash` header (weaker)
 //! fincra_secret = "..."
 //! callback_secret = "..."          # X-Escrow-Signature of the normalized format
 //! ```
+//!
+//! An empty or all-whitespace secret or key, from the file or the environment, is a startup error naming
+//! the setting: it would otherwise switch authentication off (or on for an empty signature).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,6 +32,11 @@ use crate::exit::{CliError, Context};
 
 pub const BODY_LIMIT_BYTES_DEFAULT: usize = 256 * 1024;
 pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+pub const HEADER_READ_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+pub const CONNECTIONS_MAX_DEFAULT: usize = 4_096;
+/// Bound on `connections_max` (each connection holds a file descriptor and a task).
+pub const CONNECTIONS_MAX_LIMIT: usize = 65_536;
 /// Bound on configured ledgers.
 pub const LEDGERS_MAX: usize = 1024;
 
@@ -32,6 +45,9 @@ pub const LEDGERS_MAX: usize = 1024;
 pub struct FileConfig {
     pub body_limit_bytes: Option<usize>,
     pub request_timeout_ms: Option<u64>,
+    pub header_read_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub connections_max: Option<usize>,
     pub chargeback_recover_from_user: Option<bool>,
     #[serde(default)]
     pub ledgers: BTreeMap<String, LedgerSecrets>,
@@ -41,23 +57,23 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub struct LedgerSecrets {
     pub api_key: Option<String>,
+    pub payout_worker_key: Option<String>,
     pub stripe_secret: Option<String>,
     pub paystack_secret: Option<String>,
     pub flutterwave_hash: Option<String>,
+    pub flutterwave_accept_static_hash: Option<bool>,
     pub fincra_secret: Option<String>,
     pub callback_secret: Option<String>,
 }
 
 impl std::fmt::Debug for LedgerSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |s: &Option<String>| if s.is_some() { "set" } else { "unset" };
         write!(
             f,
-            "LedgerSecrets {{ api_key: {}, {:?} }}",
-            if self.api_key.is_some() {
-                "set"
-            } else {
-                "unset"
-            },
+            "LedgerSecrets {{ api_key: {}, payout_worker_key: {}, {:?} }}",
+            set(&self.api_key),
+            set(&self.payout_worker_key),
             self.gateway_secrets()
         )
     }
@@ -69,26 +85,66 @@ impl LedgerSecrets {
             stripe: self.stripe_secret.clone(),
             paystack: self.paystack_secret.clone(),
             flutterwave_hash: self.flutterwave_hash.clone(),
+            flutterwave_accept_static_hash: self.flutterwave_accept_static_hash.unwrap_or(false),
             fincra: self.fincra_secret.clone(),
             callback: self.callback_secret.clone(),
         }
     }
 
-    fn overlay_env(&mut self) {
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let pairs: [(&mut Option<String>, &str); 6] = [
+    /// Every secret and key that is set, with its name in the file.
+    fn named(&self) -> [(&'static str, &Option<String>); 7] {
+        [
+            ("api_key", &self.api_key),
+            ("payout_worker_key", &self.payout_worker_key),
+            ("stripe_secret", &self.stripe_secret),
+            ("paystack_secret", &self.paystack_secret),
+            ("flutterwave_hash", &self.flutterwave_hash),
+            ("fincra_secret", &self.fincra_secret),
+            ("callback_secret", &self.callback_secret),
+        ]
+    }
+
+    /// A blank value is refused (naming `ledgers.{ledger}.{setting}`), never taken as "no authentication".
+    fn check_not_blank(&self, ledger: &str) -> Result<(), CliError> {
+        for (name, value) in self.named() {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(CliError::environment(format!(
+                    "ledgers.{ledger}.{name} is empty: remove the setting or give it a value"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Environment variables override the file; one that is set but blank is an error naming it.
+    fn overlay_env(&mut self) -> Result<(), CliError> {
+        let pairs: [(&mut Option<String>, &str); 7] = [
             (&mut self.stripe_secret, "ESCROW_LEDGER_STRIPE_SECRET"),
             (&mut self.paystack_secret, "ESCROW_LEDGER_PAYSTACK_SECRET"),
             (&mut self.flutterwave_hash, "ESCROW_LEDGER_FLUTTERWAVE_HASH"),
             (&mut self.fincra_secret, "ESCROW_LEDGER_FINCRA_SECRET"),
             (&mut self.callback_secret, "ESCROW_LEDGER_CALLBACK_SECRET"),
             (&mut self.api_key, "ESCROW_LEDGER_API_KEY"),
+            (
+                &mut self.payout_worker_key,
+                "ESCROW_LEDGER_PAYOUT_WORKER_KEY",
+            ),
         ];
         for (slot, name) in pairs {
-            if let Some(v) = env(name) {
-                *slot = Some(v);
+            match std::env::var(name) {
+                Ok(v) if v.trim().is_empty() => {
+                    return Err(CliError::environment(format!(
+                        "{name} is set but empty: unset it or give it a value"
+                    )));
+                }
+                Ok(v) => *slot = Some(v),
+                Err(std::env::VarError::NotPresent) => {}
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    return Err(CliError::environment(format!("{name} is not UTF-8")));
+                }
             }
         }
+        Ok(())
     }
 }
 
@@ -103,11 +159,14 @@ pub fn load(path: Option<&Path>, default_ledger: &str) -> Result<FileConfig, Cli
         }
         None => FileConfig::default(),
     };
+    for (ledger, secrets) in &config.ledgers {
+        secrets.check_not_blank(ledger)?;
+    }
     config
         .ledgers
         .entry(default_ledger.to_string())
         .or_default()
-        .overlay_env();
+        .overlay_env()?;
     if config.ledgers.len() > LEDGERS_MAX {
         return Err(CliError::environment(format!(
             "more than {LEDGERS_MAX} ledgers configured"
@@ -120,5 +179,25 @@ pub fn load(path: Option<&Path>, default_ledger: &str) -> Result<FileConfig, Cli
             ledger_gateway::BODY_BYTES_MAX
         )));
     }
+    check_limits(&config)?;
     Ok(config)
+}
+
+fn check_limits(config: &FileConfig) -> Result<(), CliError> {
+    let connections = config.connections_max.unwrap_or(CONNECTIONS_MAX_DEFAULT);
+    if connections == 0 || connections > CONNECTIONS_MAX_LIMIT {
+        return Err(CliError::environment(format!(
+            "connections_max must be in 1..={CONNECTIONS_MAX_LIMIT}"
+        )));
+    }
+    for (name, value) in [
+        ("request_timeout_ms", config.request_timeout_ms),
+        ("header_read_timeout_ms", config.header_read_timeout_ms),
+        ("idle_timeout_ms", config.idle_timeout_ms),
+    ] {
+        if value == Some(0) {
+            return Err(CliError::environment(format!("{name} must be positive")));
+        }
+    }
+    Ok(())
 }

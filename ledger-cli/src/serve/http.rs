@@ -1,44 +1,55 @@
 //! Routes, status codes, the request middleware (correlation id, tracing span, metrics, in-flight bound).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use ledger_core::{Actor, Command, CommandEnvelope};
 use ledger_store::{CommandOutcome, ExecError};
 use serde::Deserialize;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::keys::{self, Scope};
 use super::pipeline::{DeliveryError, LedgerContext, deliver};
 use super::{AppState, Limits};
 use crate::outbox;
 
 /// Bound on an `Idempotency-Key`.
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 256;
+/// What a 503 asks the client to wait before retrying.
+const RETRY_AFTER_SECONDS: &str = "1";
+/// Namespace of command ids derived from API idempotency keys (a retry keeps its command id).
+const API_COMMAND_NAMESPACE: Uuid = Uuid::from_u128(0x2c4b_81e0_5d3f_4a96_b7c1_90e2_6f8a_d435);
 
 pub fn router(state: Arc<AppState>, limits: &Limits) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
+    // Innermost first: the body is read, then a slot taken, all inside the deadline; probes skip both.
+    let api = Router::new()
         .route("/v1/ledgers/{ledger}/callbacks/{gateway}", post(callback))
         .route("/v1/ledgers/{ledger}/commands", post(command))
         .route("/v1/ledgers/{ledger}/outbox", get(outbox_list))
         .route("/v1/ledgers/{ledger}/outbox/claim", post(outbox_claim))
         .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            limits.request_timeout,
+        .layer(middleware::from_fn_with_state(
+            (state.clone(), limits.body_limit_bytes),
+            admit,
         ))
+        .layer(middleware::from_fn_with_state(
+            limits.request_timeout,
+            deadline,
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .merge(api)
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
@@ -47,7 +58,63 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, axum::Json(json!({ "error": message.to_string() }))).into_response()
 }
 
-/// Correlation id, span, in-flight bound and metrics around every request.
+/// Every authentication failure looks the same: no hint of which keys, gateways or ledgers exist.
+fn unauthorized() -> Response {
+    error(StatusCode::UNAUTHORIZED, "unauthorized")
+}
+
+/// The ledger cannot answer now (database down, contention, deadline passed): retry shortly.
+fn unavailable(message: impl std::fmt::Display) -> Response {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    response
+        .headers_mut()
+        .insert("retry-after", HeaderValue::from_static(RETRY_AFTER_SECONDS));
+    response
+}
+
+/// The request deadline: it covers the body, the wait for a slot and the work; past it, 503.
+async fn deadline(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => unavailable("the request did not complete in time"),
+    }
+}
+
+/// Reads the whole body (bounded) BEFORE taking an in-flight slot, so slow senders hold no slot.
+async fn admit(
+    State((state, limit)): State<(Arc<AppState>, usize)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body over {limit} bytes"),
+        );
+    }
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body over {limit} bytes or cut short"),
+            );
+        }
+    };
+    let Ok(_permit) = state.in_flight.acquire().await else {
+        return unavailable("shutting down");
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+/// Correlation id, span and metrics around every request.
 async fn track(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
     let correlation = request
         .headers()
@@ -57,12 +124,10 @@ async fn track(State(state): State<Arc<AppState>>, mut request: Request, next: N
         .unwrap_or_else(Uuid::new_v4);
     request.extensions_mut().insert(Correlation(correlation));
     let route = super::metrics::Metrics::route_index(request.uri().path());
-    let span = tracing::info_span!("request", correlation_id = %correlation, method = %request.method(), path = %request.uri().path());
+    let span = tracing::info_span!("request", correlation_id = %correlation, method = %request.method(), path = ?request.uri().path());
     let started = Instant::now();
     state.metrics.started();
-    let permit = state.in_flight.acquire().await;
     let mut response = next.run(request).instrument(span.clone()).await;
-    drop(permit);
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     state
         .metrics
@@ -85,13 +150,27 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-fn ledger<'a>(state: &'a AppState, name: &str) -> Result<&'a LedgerContext, Box<Response>> {
-    state.ledgers.get(name).ok_or_else(|| {
-        Box::new(error(
-            StatusCode::NOT_FOUND,
-            format!("unknown ledger {name:?}"),
-        ))
-    })
+/// The ledger and the scope of the presented key. The key's digest is compared even when the ledger does not
+/// exist, and every failure is the same 401: an unknown ledger is not told apart from a wrong key.
+fn authenticate<'a>(
+    state: &'a AppState,
+    ledger_name: &str,
+    headers: &HeaderMap,
+) -> Result<(&'a LedgerContext, Scope), Box<Response>> {
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let digest = keys::digest(given);
+    let Some(ctx) = state.ledgers.get(ledger_name) else {
+        let _ = keys::ApiKeys::default().scope_of(&digest);
+        return Err(Box::new(unauthorized()));
+    };
+    match ctx.keys.scope_of(&digest) {
+        Some(scope) => Ok((ctx, scope)),
+        None => Err(Box::new(unauthorized())),
+    }
 }
 
 async fn callback(
@@ -101,15 +180,12 @@ async fn callback(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let ctx = match ledger(&state, &ledger_name) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
     let Some(gateway) = ledger_gateway::gateway_from_segment(&segment) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("unknown gateway {segment:?}"),
-        );
+        return error(StatusCode::NOT_FOUND, "unknown gateway");
+    };
+    // Without the ledger there are no secrets to verify with: the same 401 as a bad signature.
+    let Some(ctx) = state.ledgers.get(&ledger_name) else {
+        return unauthorized();
     };
     let header = |name: &str| {
         headers
@@ -130,52 +206,119 @@ async fn callback(
     {
         Ok(receipt) => {
             state.metrics.disposition(receipt.disposition);
-            tracing::info!(gateway = %gateway, event = %receipt.gateway_event_id, disposition = receipt.disposition, "callback");
+            // Payload texts are logged with `?`: control characters come out escaped, never raw.
+            tracing::info!(gateway = %gateway, event = ?receipt.gateway_event_id, disposition = receipt.disposition, "callback");
             (StatusCode::OK, axum::Json(receipt)).into_response()
         }
         Err(DeliveryError::Callback(ledger_gateway::CallbackError::Unauthorized(e))) => {
             tracing::warn!(gateway = %gateway, reason = %e, "callback refused");
-            error(StatusCode::UNAUTHORIZED, e)
+            unauthorized()
         }
         Err(DeliveryError::Callback(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
         Err(e @ DeliveryError::Unavailable(_)) => {
             tracing::error!(error = %e, "callback not recorded");
-            error(StatusCode::SERVICE_UNAVAILABLE, e)
+            unavailable(e)
         }
     }
 }
 
-/// The ledger's API key as a bearer token, compared in constant time.
-fn authorize(ctx: &LedgerContext, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let Some(expected) = &ctx.api_key else {
-        return Err(Box::new(error(
-            StatusCode::UNAUTHORIZED,
-            "no API key is configured for this ledger",
-        )));
-    };
-    let given = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-        Ok(())
-    } else {
-        Err(Box::new(error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong API key",
-        )))
-    }
-}
-
-/// One command as the marketplace backend sends it: it asserts the actor (see README, trust model).
+/// One command as the marketplace backend sends it: it asserts the actor (see README, trust model). `at` is
+/// not accepted: the server stamps it.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CommandRequest {
     command_id: Option<Uuid>,
     actor: Actor,
-    at: Option<DateTime<Utc>>,
+    at: Option<serde_json::Value>,
     command: Command,
+}
+
+/// The path of the first string (or key) holding a NUL, which PostgreSQL cannot store in text or jsonb.
+fn nul_field(value: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value as V;
+    let join = |name: &str| {
+        if path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{path}.{name}")
+        }
+    };
+    match value {
+        V::String(text) if text.contains('\0') => Some(path.to_string()),
+        V::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_field(item, &format!("{path}[{i}]"))),
+        V::Object(map) => map.iter().find_map(|(name, item)| {
+            if name.contains('\0') {
+                Some(join(&name.escape_debug().to_string()))
+            } else {
+                nul_field(item, &join(name))
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// The command and its stored idempotency key (`api:` namespace: never a callback's `callback:` key).
+fn parse_command(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(CommandEnvelope, String), Box<Response>> {
+    let refuse = |message: String| Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, message));
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| refuse(format!("invalid command: {e}")))?;
+    if let Some(field) = nul_field(&value, "") {
+        return Err(refuse(format!(
+            "field {field} contains a NUL character, which cannot be stored"
+        )));
+    }
+    let request: CommandRequest =
+        serde_json::from_value(value).map_err(|e| refuse(format!("invalid command: {e}")))?;
+    if request.at.is_some() {
+        return Err(refuse(
+            "`at` is stamped by the server; effective times come from the gateways' own fields"
+                .into(),
+        ));
+    }
+    if matches!(request.actor, Actor::Gateway(_)) {
+        return Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "a gateway actor comes only from a verified callback",
+        )));
+    }
+    let header = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(k)) if !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_BYTES_MAX => Some(k),
+        Some(_) => {
+            return Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "Idempotency-Key must be 1..={IDEMPOTENCY_KEY_BYTES_MAX} visible ASCII bytes"
+                ),
+            )));
+        }
+    };
+    let key = match (header, request.command_id) {
+        (Some(k), _) => format!("api:key:{k}"),
+        (None, Some(id)) => format!("api:command:{id}"),
+        (None, None) => {
+            return Err(refuse(
+                "every command needs an Idempotency-Key header or a top-level command_id, so that a retry \
+                 can never apply twice"
+                    .into(),
+            ));
+        }
+    };
+    let env = CommandEnvelope {
+        command_id: request
+            .command_id
+            .unwrap_or_else(|| Uuid::new_v5(&API_COMMAND_NAMESPACE, key.as_bytes())),
+        actor: request.actor,
+        at: Utc::now(),
+        command: request.command,
+    };
+    Ok((env, key))
 }
 
 async fn command(
@@ -184,50 +327,32 @@ async fn command(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let ctx = match ledger(&state, &ledger_name) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
-    if let Err(r) = authorize(ctx, &headers) {
-        return *r;
-    }
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    if key
-        .as_ref()
-        .is_some_and(|k| k.is_empty() || k.len() > IDEMPOTENCY_KEY_BYTES_MAX)
-    {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("Idempotency-Key must be 1..={IDEMPOTENCY_KEY_BYTES_MAX} bytes"),
-        );
-    }
-    let request: CommandRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
+    let ctx = match authenticate(&state, &ledger_name, &headers) {
+        Ok((ctx, Scope::Backend)) => ctx,
+        Ok((_, Scope::PayoutWorker)) => {
             return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("invalid command: {e}"),
+                StatusCode::FORBIDDEN,
+                "this key reads and claims the outbox only",
             );
         }
+        Err(r) => return *r,
     };
-    let env = CommandEnvelope {
-        command_id: request.command_id.unwrap_or_else(Uuid::new_v4),
-        actor: request.actor,
-        at: request.at.unwrap_or_else(Utc::now),
-        command: request.command,
+    let (env, key) = match parse_command(&headers, &body) {
+        Ok(parsed) => parsed,
+        Err(r) => return *r,
     };
-    match ctx.executor.execute(&env, key.as_deref()).await {
+    match ctx.executor.execute(&env, Some(&key)).await {
         Ok(outcome @ CommandOutcome::Accepted { .. }) => {
             (StatusCode::OK, axum::Json(outcome)).into_response()
         }
         Ok(outcome @ CommandOutcome::Rejected { .. }) => {
             (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(outcome)).into_response()
         }
-        Err(e @ ExecError::IdempotencyConflict { .. }) => error(StatusCode::CONFLICT, e),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(ExecError::IdempotencyConflict { .. }) => error(
+            StatusCode::CONFLICT,
+            "Idempotency-Key (or command_id) already used for a different request",
+        ),
+        Err(e) => unavailable(e),
     }
 }
 
@@ -242,16 +367,14 @@ async fn outbox_list(
     Query(query): Query<ListQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let ctx = match ledger(&state, &ledger_name) {
-        Ok(c) => c,
+    // Both scopes read and claim the outbox.
+    let ctx = match authenticate(&state, &ledger_name, &headers) {
+        Ok((ctx, _)) => ctx,
         Err(r) => return *r,
     };
-    if let Err(r) = authorize(ctx, &headers) {
-        return *r;
-    }
     match outbox::list(&state.pool, &ctx.ledger_id, query.limit.unwrap_or(100)).await {
         Ok(items) => axum::Json(json!({ "items": items })).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => unavailable(e),
     }
 }
 
@@ -269,13 +392,11 @@ async fn outbox_claim(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let ctx = match ledger(&state, &ledger_name) {
-        Ok(c) => c,
+    // Both scopes read and claim the outbox.
+    let ctx = match authenticate(&state, &ledger_name, &headers) {
+        Ok((ctx, _)) => ctx,
         Err(r) => return *r,
     };
-    if let Err(r) = authorize(ctx, &headers) {
-        return *r;
-    }
     let request: ClaimRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -298,6 +419,6 @@ async fn outbox_claim(
     .await;
     match claimed {
         Ok(items) => axum::Json(json!({ "items": items })).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => unavailable(e),
     }
 }

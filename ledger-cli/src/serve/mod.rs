@@ -2,12 +2,16 @@
 //!
 //! Routes (per ledger): `POST /v1/ledgers/{ledger}/callbacks/{gateway}`, `POST /v1/ledgers/{ledger}/commands`,
 //! `GET /v1/ledgers/{ledger}/outbox`, `POST /v1/ledgers/{ledger}/outbox/claim`; `GET /healthz`, `GET /metrics`.
-//! Bounded bodies (413), request timeouts (408), a bound on in-flight requests, graceful shutdown on SIGINT
-//! or SIGTERM that finishes in-flight requests, one tracing span per request with its correlation id
-//! (`X-Correlation-Id`, generated when absent, echoed in the response).
+//! Bounded bodies (413), a request deadline that covers the wait for an in-flight slot (503 with
+//! `Retry-After` when it passes), a bound on in-flight requests (taken only once the body has arrived, so slow
+//! senders hold no slot; `/healthz` and `/metrics` take none), a cap on open connections with header-read and
+//! idle timeouts (`listener`), graceful shutdown on SIGINT or SIGTERM that finishes in-flight requests, one
+//! tracing span per request with its correlation id (`X-Correlation-Id`, generated when absent, echoed).
 
 pub mod config;
 mod http;
+pub mod keys;
+mod listener;
 pub mod metrics;
 pub mod pipeline;
 
@@ -49,6 +53,21 @@ pub struct AppState {
 pub struct Limits {
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub connections_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            body_limit_bytes: config::BODY_LIMIT_BYTES_DEFAULT,
+            request_timeout: Duration::from_millis(config::REQUEST_TIMEOUT_MS_DEFAULT),
+            header_read_timeout: Duration::from_millis(config::HEADER_READ_TIMEOUT_MS_DEFAULT),
+            idle_timeout: Duration::from_millis(config::IDLE_TIMEOUT_MS_DEFAULT),
+            connections_max: config::CONNECTIONS_MAX_DEFAULT,
+        }
+    }
 }
 
 /// Builds the state for every configured ledger that exists in the database.
@@ -81,20 +100,23 @@ pub async fn build_state(
                 ledger_id: ledger_id.clone(),
                 executor,
                 secrets: secrets.gateway_secrets(),
-                api_key: secrets.api_key.clone(),
+                keys: keys::ApiKeys::new(
+                    secrets.api_key.as_deref(),
+                    secrets.payout_worker_key.as_deref(),
+                ),
                 recover_from_user: config.chargeback_recover_from_user.unwrap_or(true),
             },
         );
     }
+    let defaults = Limits::default();
+    let millis =
+        |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_millis);
     let limits = Limits {
-        body_limit_bytes: config
-            .body_limit_bytes
-            .unwrap_or(config::BODY_LIMIT_BYTES_DEFAULT),
-        request_timeout: Duration::from_millis(
-            config
-                .request_timeout_ms
-                .unwrap_or(config::REQUEST_TIMEOUT_MS_DEFAULT),
-        ),
+        body_limit_bytes: config.body_limit_bytes.unwrap_or(defaults.body_limit_bytes),
+        request_timeout: millis(config.request_timeout_ms, defaults.request_timeout),
+        header_read_timeout: millis(config.header_read_timeout_ms, defaults.header_read_timeout),
+        idle_timeout: millis(config.idle_timeout_ms, defaults.idle_timeout),
+        connections_max: config.connections_max.unwrap_or(defaults.connections_max),
     };
     let state = AppState {
         pool,
@@ -106,7 +128,8 @@ pub async fn build_state(
 }
 
 pub async fn run(global: &Global, args: ServeArgs) -> Result<ExitCode, CliError> {
-    let (state, limits) = build_state(global, args.config.as_deref()).await?;
+    let (state, mut limits) = build_state(global, args.config.as_deref()).await?;
+    limits.connections_max = listener::raise_open_files_limit(limits.connections_max);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .context(format!("cannot listen on {}", args.listen))?;
@@ -134,10 +157,13 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), CliError> {
     let app = http::router(state, &limits);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("server failed")
+    let connections = listener::ConnectionLimits {
+        connections_max: limits.connections_max,
+        header_read_timeout: limits.header_read_timeout,
+        idle_timeout: limits.idle_timeout,
+    };
+    listener::accept_loop(listener, app, connections, shutdown).await;
+    Ok(())
 }
 
 async fn shutdown_signal() {

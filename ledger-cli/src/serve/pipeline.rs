@@ -18,7 +18,7 @@ pub struct LedgerContext {
     pub ledger_id: String,
     pub executor: Arc<Executor>,
     pub secrets: Secrets,
-    pub api_key: Option<String>,
+    pub keys: super::keys::ApiKeys,
     pub recover_from_user: bool,
 }
 
@@ -108,7 +108,16 @@ async fn execute(
         at,
         command,
     };
-    match ctx.executor.execute(&env, Some(&plan.dedupe_key)).await {
+    let outcome = ctx.executor.execute(&env, Some(&plan.dedupe_key)).await;
+    if let Ok(CommandOutcome::Accepted { events, .. }) = &outcome
+        && events.is_empty()
+        && matches!(plan.command, Some(Command::ConfirmDeposit { .. }))
+    {
+        // Another movement completed the deposit between planning and deciding (the core took this success
+        // as "already applied"): it is money all the same, held like any later different success.
+        return hold_after_race(ctx, callback, plan, at).await;
+    }
+    match outcome {
         Ok(CommandOutcome::Accepted {
             command_id, events, ..
         }) if command_id == env.command_id => {
@@ -141,6 +150,54 @@ async fn execute(
         Err(ExecError::IdempotencyConflict { .. }) => Ok((
             "duplicate",
             "same payment outcome already recorded with other details".to_string(),
+            None,
+        )),
+        Err(e) => Err(DeliveryError::Unavailable(e.to_string())),
+    }
+}
+
+/// Plans again on the payment as it is now (completed) and holds the money in suspense under its own key.
+async fn hold_after_race(
+    ctx: &LedgerContext,
+    callback: &NormalizedCallback,
+    plan: &plan::Plan,
+    at: DateTime<Utc>,
+) -> Result<(&'static str, String, Option<Uuid>), DeliveryError> {
+    let id = plan::payment_id(callback);
+    let fresh = match id {
+        Some(id) => match ctx.executor.load_stream_state(&StreamId::Payment(id)).await {
+            Ok((AggState::Payment(state), _)) => Some(state),
+            Ok(_) => None,
+            Err(e) => return Err(DeliveryError::Unavailable(e.to_string())),
+        },
+        None => None,
+    };
+    let held = plan::plan(callback, fresh.as_ref(), ctx.recover_from_user);
+    let Some(Command::RecordSuspense { .. }) = &held.command else {
+        return Ok((held.disposition.as_str(), held.detail, None));
+    };
+    let key = format!("{}:held", plan.dedupe_key);
+    let env = CommandEnvelope {
+        command_id: Uuid::new_v4(),
+        actor: plan::actor(callback.gateway),
+        at,
+        command: held.command.clone().expect("matched above"),
+    };
+    match ctx.executor.execute(&env, Some(&key)).await {
+        Ok(CommandOutcome::Accepted { command_id, .. }) => {
+            Ok(("suspense", held.detail.clone(), Some(command_id)))
+        }
+        Ok(CommandOutcome::Rejected {
+            command_id,
+            rejection,
+        }) => Ok((
+            "rejected",
+            format!("{}: {}", held.detail, rejection.message),
+            Some(command_id),
+        )),
+        Err(ExecError::IdempotencyConflict { .. }) => Ok((
+            "duplicate",
+            "same payment outcome already recorded".to_string(),
             None,
         )),
         Err(e) => Err(DeliveryError::Unavailable(e.to_string())),

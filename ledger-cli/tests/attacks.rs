@@ -1,0 +1,754 @@
+//! The HTTP surface tried as an attacker would (issue 9, items 1-5, 9, 11 and 12), through the real
+//! `escrow-ledger serve` binary on a fresh database. Each test was written against the code that had the
+//! hole and seen failing first.
+
+use std::io::Write as _;
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use chrono::Utc;
+use hmac::{Hmac, Mac};
+use ledger_core::aggregates::payment::{PaymentState, PaymentStatus};
+use ledger_core::{
+    Account, Actor, AggState, Balances, Command, CommandEnvelope, Currency, Event, Gateway, Money,
+    StreamId,
+};
+use ledger_gateway::verify::{sign_sha512_hex, sign_timestamped};
+use ledger_store::testdb::TestDb;
+use ledger_store::{Executor, ExecutorConfig};
+use sha2::Sha256;
+use uuid::Uuid;
+
+const BACKEND_KEY: &str = "backend-key-0123456789";
+const WORKER_KEY: &str = "payout-worker-key-0123456789";
+const STRIPE_SECRET: &str = "whsec_attacks";
+const PAYSTACK_SECRET: &str = "sk_test_attacks";
+const FLUTTERWAVE_HASH: &str = "flw-secret-hash-attacks";
+const FINCRA_SECRET: &str = "fincra-webhook-key-attacks";
+const CALLBACK_SECRET: &str = "in-house-attacks";
+
+/// Every secret and the backend key, for ledger `default` (the payout worker's key comes from the
+/// environment: `ESCROW_LEDGER_PAYOUT_WORKER_KEY`).
+fn full_config() -> String {
+    format!(
+        "[ledgers.default]\napi_key = \"{BACKEND_KEY}\"\n\
+         stripe_secret = \"{STRIPE_SECRET}\"\npaystack_secret = \"{PAYSTACK_SECRET}\"\n\
+         flutterwave_hash = \"{FLUTTERWAVE_HASH}\"\nfincra_secret = \"{FINCRA_SECRET}\"\n\
+         callback_secret = \"{CALLBACK_SECRET}\"\n"
+    )
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    log: std::path::PathBuf,
+}
+
+fn write_temp(text: &str, suffix: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("escrow-attacks-{}.{suffix}", Uuid::new_v4()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The serve command line (not started): config file, environment, stderr into a file we can read.
+fn serve_process(
+    url: &str,
+    port: u16,
+    config: &str,
+    env: &[(&str, &str)],
+) -> (Process, std::path::PathBuf) {
+    let log = write_temp("", "log");
+    let mut cmd = Process::new(env!("CARGO_BIN_EXE_escrow-ledger"));
+    cmd.args([
+        "--database-url",
+        url,
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .arg("--config")
+    .arg(write_temp(config, "toml"))
+    .env("ESCROW_LEDGER_LOG", "info")
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    (cmd, log)
+}
+
+impl Server {
+    async fn start(url: &str, config: &str) -> Server {
+        Server::start_with(url, config, &[]).await
+    }
+
+    async fn start_with(url: &str, config: &str, env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let (mut cmd, log) = serve_process(url, port, config, env);
+        let server = Server {
+            child: cmd.spawn().expect("the binary starts"),
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        for _ in 0..400 {
+            if reqwest::get(format!("{}/healthz", server.base))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("server did not answer /healthz: {}", server.log_text());
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v1/ledgers/default/{path}", self.base)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn executor(db: &TestDb) -> Executor {
+    Executor::new(Arc::new(db.store()), "default", ExecutorConfig::default())
+}
+
+fn usd(text: &str) -> Money {
+    Money::parse(text, Currency::USD).unwrap()
+}
+
+async fn deposit(ex: &Executor, user: Uuid, amount: Money, gateway: Gateway) -> Uuid {
+    let id = Uuid::new_v4();
+    let env = CommandEnvelope {
+        command_id: Uuid::new_v4(),
+        actor: Actor::User(user),
+        at: Utc::now(),
+        command: Command::InitiateDeposit {
+            payment_id: id,
+            amount,
+            gateway,
+            fund: None,
+        },
+    };
+    assert!(ex.execute(&env, None).await.unwrap().is_accepted());
+    id
+}
+
+async fn payment(ex: &Executor, id: Uuid) -> PaymentState {
+    match ex
+        .load_stream_state(&StreamId::Payment(id))
+        .await
+        .unwrap()
+        .0
+    {
+        AggState::Payment(p) => p,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Balances folded from every stored event (not from any read table).
+async fn balances(db: &TestDb) -> Balances {
+    let pool = ledger_store::connect(db.url()).await.unwrap();
+    let rows: Vec<(String, String, i32, serde_json::Value)> = sqlx::query_as(
+        "select stream_id, event_type, schema_version, payload from ledger.events where ledger_id = 'default' order by local_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut balances = Balances::default();
+    for (stream, event_type, version, payload) in rows {
+        let event =
+            Event::from_stored(&stream.parse().unwrap(), &event_type, version, payload).unwrap();
+        if let Some(entry) = event.entry() {
+            balances.apply(entry);
+        }
+    }
+    balances
+}
+
+fn wallet(b: &Balances, user: Uuid, currency: Currency) -> i128 {
+    b.balance(&Account::UserAvailable { user }, currency).abs()
+}
+
+async fn events_count(db: &TestDb) -> i64 {
+    let pool = ledger_store::connect(db.url()).await.unwrap();
+    sqlx::query_scalar("select count(*) from ledger.events")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+}
+
+async fn inbox_rows(db: &TestDb) -> Vec<(String, String, Vec<u8>)> {
+    let pool = ledger_store::connect(db.url()).await.unwrap();
+    sqlx::query_as("select disposition, detail, raw_body from ledger.inbox order by recorded_at")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+}
+
+fn paystack_charge(data_id: i64, reference: Uuid, minor: i64, currency: &str) -> String {
+    format!(
+        r#"{{"event":"charge.success","data":{{"id":{data_id},"reference":"{reference}","amount":{minor},"currency":"{currency}","status":"success","fees":0,"paid_at":"2026-11-30T10:00:00.000Z"}}}}"#
+    )
+}
+
+async fn post_paystack(
+    client: &reqwest::Client,
+    server: &Server,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let r = client
+        .post(server.url("callbacks/paystack"))
+        .header(
+            "x-paystack-signature",
+            sign_sha512_hex(PAYSTACK_SECRET, body.as_bytes()),
+        )
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+fn flutterwave_signature(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(FLUTTERWAVE_HASH.as_bytes()).unwrap();
+    mac.update(body);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+async fn command(
+    client: &reqwest::Client,
+    server: &Server,
+    key: Option<&str>,
+    idempotency_key: Option<&str>,
+    body: &serde_json::Value,
+) -> (u16, String) {
+    let mut request = client.post(server.url("commands")).json(body);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    if let Some(k) = idempotency_key {
+        request = request.header("idempotency-key", k);
+    }
+    let r = request.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+fn initiate(user: Uuid, payment: Uuid, amount: &str, gateway: &str) -> serde_json::Value {
+    serde_json::json!({"actor": {"kind": "user", "id": user}, "command": {"type": "initiate_deposit",
+        "payment_id": payment, "amount": {"amount": amount, "currency": "USD"}, "gateway": gateway, "fund": null}})
+}
+
+/// Item 1: an authentic callback of gateway B naming a payment of gateway A moves nothing on that payment:
+/// the money is held in suspense on B's clearing, with the payment it pointed at named. Flutterwave's static
+/// `verif-hash` (which travels in every webhook) is refused unless the ledger opts in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_callback_acts_only_on_what_its_gateway_owns() {
+    let db = TestDb::new().await;
+    let ex = executor(&db);
+    let user = Uuid::new_v4();
+    let id = deposit(&ex, user, usd("10.00"), Gateway::Stripe).await;
+    let server = Server::start(db.url(), &full_config()).await;
+    let client = reqwest::Client::new();
+    let (status, receipt) = post_paystack(
+        &client,
+        &server,
+        &paystack_charge(7001, id, 100_000_000, "USD"),
+    )
+    .await;
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["disposition"], "suspense", "{receipt}");
+    assert!(
+        receipt["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&id.to_string()),
+        "{receipt}"
+    );
+    assert_eq!(payment(&ex, id).await.status, PaymentStatus::Pending);
+    let b = balances(&db).await;
+    assert_eq!(
+        wallet(&b, user, Currency::USD),
+        0,
+        "a Paystack callback credited a Stripe deposit"
+    );
+    assert_eq!(
+        b.balance(&Account::Suspense, Currency::USD).abs(),
+        100_000_000
+    );
+    assert_eq!(
+        b.balance(&Account::GatewayClearing(Gateway::Paystack), Currency::USD),
+        100_000_000
+    );
+    assert_eq!(
+        b.balance(&Account::GatewayClearing(Gateway::Stripe), Currency::USD),
+        0
+    );
+
+    // The static verif-hash alone is not a signature: 401 unless the ledger opted in.
+    let fid = deposit(&ex, user, usd("10.00"), Gateway::Flutterwave).await;
+    let body = format!(
+        r#"{{"type":"charge.completed","data":{{"id":"chg_1","amount":10,"currency":"USD","status":"succeeded","reference":"{fid}"}}}}"#
+    );
+    let forged = client
+        .post(server.url("callbacks/flutterwave"))
+        .header("verif-hash", FLUTTERWAVE_HASH)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        forged.status(),
+        401,
+        "a body with only the static verif-hash was accepted"
+    );
+    assert_eq!(payment(&ex, fid).await.status, PaymentStatus::Pending);
+}
+
+/// Environment variables given to one server.
+type Environment = Vec<(&'static str, &'static str)>;
+
+/// Item 2: an empty or all-whitespace secret or key, from the file or the environment, stops the server
+/// at start with the setting's name; it never switches authentication off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_empty_secret_is_a_startup_error_naming_the_setting() {
+    let db = TestDb::new().await;
+    let cases: Vec<(String, Environment, &str)> = vec![
+        (
+            "[ledgers.default]\napi_key = \"\"\n".into(),
+            vec![],
+            "api_key",
+        ),
+        (
+            "[ledgers.default]\nstripe_secret = \"  \"\n".into(),
+            vec![],
+            "stripe_secret",
+        ),
+        (
+            "[ledgers.default]\nflutterwave_hash = \"\"\n".into(),
+            vec![],
+            "flutterwave_hash",
+        ),
+        (
+            String::new(),
+            vec![("ESCROW_LEDGER_PAYSTACK_SECRET", " \t")],
+            "ESCROW_LEDGER_PAYSTACK_SECRET",
+        ),
+        (
+            String::new(),
+            vec![("ESCROW_LEDGER_API_KEY", "")],
+            "ESCROW_LEDGER_API_KEY",
+        ),
+    ];
+    for (config, env, setting) in cases {
+        let (mut cmd, log) = serve_process(db.url(), free_port(), &config, &env);
+        let mut child = cmd.spawn().unwrap();
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "serve started with an empty {setting} ({config:?} {env:?})"
+        );
+        assert!(
+            text.contains(setting),
+            "the error does not name {setting}: {text}"
+        );
+    }
+}
+
+/// Item 3: an API idempotency key shaped like a callback's dedupe key cannot swallow the genuine callback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_idempotency_keys_never_collide_with_callback_dedupe_keys() {
+    let db = TestDb::new().await;
+    let ex = executor(&db);
+    let user = Uuid::new_v4();
+    let id = deposit(&ex, user, usd("10.00"), Gateway::Paystack).await;
+    let server = Server::start(db.url(), &full_config()).await;
+    let client = reqwest::Client::new();
+    let key = format!("callback:paystack:{id}:deposit_succeeded");
+    let (status, text) = command(
+        &client,
+        &server,
+        Some(BACKEND_KEY),
+        Some(&key),
+        &initiate(user, Uuid::new_v4(), "1.00", "paystack"),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let (status, receipt) =
+        post_paystack(&client, &server, &paystack_charge(7002, id, 1000, "USD")).await;
+    assert_eq!(status, 200);
+    assert_eq!(receipt["disposition"], "applied", "{receipt}");
+    assert_eq!(payment(&ex, id).await.status, PaymentStatus::Completed);
+    assert_eq!(wallet(&balances(&db).await, user, Currency::USD), 1000);
+}
+
+/// Item 4: keys have scopes; no HTTP key asserts a gateway actor; every command carries an idempotency key
+/// or a command id; the server stamps `at`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http_keys_have_scopes_and_none_can_act_as_a_gateway() {
+    let db = TestDb::new().await;
+    let ex = executor(&db);
+    let user = Uuid::new_v4();
+    let id = deposit(&ex, user, usd("10.00"), Gateway::Stripe).await;
+    let server = Server::start_with(
+        db.url(),
+        &full_config(),
+        &[("ESCROW_LEDGER_PAYOUT_WORKER_KEY", WORKER_KEY)],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let confirm = serde_json::json!({"actor": {"kind": "gateway", "id": "stripe"}, "command": {"type": "confirm_deposit",
+        "payment_id": id, "amount": {"amount": "50000.00", "currency": "USD"}, "gateway_fee": null}});
+    let (status, text) = command(&client, &server, Some(BACKEND_KEY), Some("gw-1"), &confirm).await;
+    assert_eq!(
+        status, 403,
+        "the backend key asserted a gateway actor: {text}"
+    );
+    assert_eq!(wallet(&balances(&db).await, user, Currency::USD), 0);
+
+    // The payout worker's key reads and claims the outbox, nothing else.
+    let (status, _) = command(
+        &client,
+        &server,
+        Some(WORKER_KEY),
+        Some("w-1"),
+        &initiate(user, Uuid::new_v4(), "1.00", "stripe"),
+    )
+    .await;
+    assert_eq!(status, 403, "the payout worker's key sent a command");
+    let claim = client
+        .post(server.url("outbox/claim"))
+        .bearer_auth(WORKER_KEY)
+        .json(&serde_json::json!({"worker": "w1", "limit": 5, "lease_seconds": 60}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(claim.status(), 200);
+
+    // No idempotency key and no command id: refused, so that a retry can never apply twice.
+    let before = events_count(&db).await;
+    let (status, text) = command(
+        &client,
+        &server,
+        Some(BACKEND_KEY),
+        None,
+        &initiate(user, Uuid::new_v4(), "1.00", "stripe"),
+    )
+    .await;
+    assert_eq!(status, 422, "{text}");
+    assert!(text.contains("Idempotency-Key"), "{text}");
+    // A top-level command_id is enough, and a retry with it applies once.
+    let mut with_id = initiate(user, Uuid::new_v4(), "1.00", "stripe");
+    with_id["command_id"] = serde_json::json!(Uuid::new_v4());
+    for _ in 0..2 {
+        let (status, text) = command(&client, &server, Some(BACKEND_KEY), None, &with_id).await;
+        assert_eq!(status, 200, "{text}");
+    }
+    assert_eq!(events_count(&db).await, before + 1);
+    // Callers cannot backdate.
+    let mut dated = initiate(user, Uuid::new_v4(), "1.00", "stripe");
+    dated["at"] = serde_json::json!("2001-01-01T00:00:00Z");
+    let (status, text) =
+        command(&client, &server, Some(BACKEND_KEY), Some("dated-1"), &dated).await;
+    assert_eq!(status, 422, "a caller set `at`: {text}");
+}
+
+/// Item 5: a second, different success for a completed deposit is held in suspense, never answered
+/// "duplicate"; only the same movement (same transaction, same amount) is a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_different_success_for_a_completed_deposit_is_never_dropped() {
+    let db = TestDb::new().await;
+    let ex = executor(&db);
+    let user = Uuid::new_v4();
+    let id = deposit(&ex, user, usd("200.00"), Gateway::Paystack).await;
+    let server = Server::start(db.url(), &full_config()).await;
+    let client = reqwest::Client::new();
+    let first = paystack_charge(8001, id, 18_000, "USD");
+    let second = paystack_charge(8002, id, 2_000, "USD");
+    assert_eq!(
+        post_paystack(&client, &server, &first).await.1["disposition"],
+        "applied"
+    );
+    let (status, receipt) = post_paystack(&client, &server, &second).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        receipt["disposition"], "suspense",
+        "the second real payment: {receipt}"
+    );
+    for body in [&first, &second] {
+        let (status, receipt) = post_paystack(&client, &server, body).await;
+        assert_eq!(
+            (status, receipt["disposition"].as_str()),
+            (200, Some("duplicate")),
+            "{receipt}"
+        );
+    }
+    let b = balances(&db).await;
+    assert_eq!(wallet(&b, user, Currency::USD), 18_000);
+    assert_eq!(b.balance(&Account::Suspense, Currency::USD).abs(), 2_000);
+}
+
+/// Item 9: slow connections cannot starve `/healthz`; a database that is down answers 503 with
+/// `Retry-After`, not 408.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_connections_do_not_starve_health_and_a_dead_database_answers_503() {
+    raise_open_files_limit();
+    let db = TestDb::new().await;
+    let server = Server::start(db.url(), &full_config()).await;
+    let address = server.base.trim_start_matches("http://").to_string();
+    let mut slow = Vec::new();
+    for _ in 0..2000 {
+        let Ok(mut s) = std::net::TcpStream::connect(&address) else {
+            break;
+        };
+        let _ = s.write_all(
+            b"POST /v1/ledgers/default/commands HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{",
+        );
+        slow.push(s);
+    }
+    assert_eq!(slow.len(), 2000, "could not open the slow connections");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let health = reqwest::Client::new()
+        .get(format!("{}/healthz", server.base))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    let took = started.elapsed();
+    assert!(
+        health.as_ref().is_ok_and(|r| r.status() == 200) && took < Duration::from_secs(1),
+        "/healthz with 2000 slow connections open: {health:?} after {took:?}"
+    );
+    drop(slow);
+
+    // The database goes away under the server.
+    let admin = ledger_store::testdb::admin_url().await.unwrap();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "alter database \"{}\" allow_connections false",
+        db.name()
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query("select pg_terminate_backend(pid) from pg_stat_activity where datname = $1")
+        .bind(db.name())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let r = reqwest::Client::new()
+        .post(server.url("commands"))
+        .bearer_auth(BACKEND_KEY)
+        .header("idempotency-key", "down-1")
+        .json(&initiate(Uuid::new_v4(), Uuid::new_v4(), "1.00", "stripe"))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap();
+    let (status, retry_after) = (
+        r.status().as_u16(),
+        r.headers().get("retry-after").is_some(),
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "alter database \"{}\" allow_connections true",
+        db.name()
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!((status, retry_after), (503, true), "database down");
+}
+
+/// Raises this test process's open-file limit to its hard limit (2,000 sockets need more than 1,024).
+fn raise_open_files_limit() {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        },
+    );
+}
+
+/// Item 11 (HTTP): a NUL in a command answers 422 naming the field; an authentic callback is never 5xx
+/// because of its content (its raw bytes are kept and it becomes an anomaly); control characters are
+/// escaped in the logs; a 401 says only "unauthorized"; authentication comes before the ledger lookup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_bytes_and_refusals_leak_nothing_and_never_5xx() {
+    let db = TestDb::new().await;
+    let ex = executor(&db);
+    let user = Uuid::new_v4();
+    let server = Server::start(
+        db.url(),
+        &format!("[ledgers.default]\napi_key = \"{BACKEND_KEY}\"\npaystack_secret = \"{PAYSTACK_SECRET}\"\n"),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let id = deposit(&ex, user, usd("10.00"), Gateway::Paystack).await;
+    let cancel = serde_json::json!({"actor": {"kind": "user", "id": user}, "command": {"type": "initiate_deposit",
+        "payment_id": Uuid::new_v4(), "amount": {"amount": "1.00", "currency": "USD"}, "gateway": "stripe", "fund": null}});
+    let body = serde_json::json!({"actor": {"kind": "admin", "id": Uuid::new_v4()}, "command": {"type": "record_suspense",
+        "suspense_id": Uuid::new_v4(), "gateway": "stripe", "amount": {"amount": "1.00", "currency": "USD"},
+        "reference": "ref\u{0}x", "reason": "r"}});
+    let (status, text) = command(&client, &server, Some(BACKEND_KEY), Some("nul-1"), &body).await;
+    assert_eq!(status, 422, "{text}");
+    assert!(
+        text.contains("command.reference"),
+        "the 422 does not name the field: {text}"
+    );
+
+    // A NUL and a line break in an authentic callback's identifiers: 200 anomaly, raw bytes kept, every time.
+    let event = format!(
+        r#"{{"event":"charge.success","data":{{"id":"77\u0000\nFORGED LOG LINE","reference":"{id}","amount":1000,"currency":"USD","status":"success"}}}}"#
+    );
+    for _ in 0..2 {
+        let (status, receipt) = post_paystack(&client, &server, &event).await;
+        assert_eq!(status, 200, "{receipt}");
+        assert_eq!(receipt["disposition"], "anomaly", "{receipt}");
+    }
+    let rows = inbox_rows(&db).await;
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|(_, _, raw)| raw == event.as_bytes()));
+    assert_eq!(payment(&ex, id).await.status, PaymentStatus::Pending);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = server.log_text();
+    assert!(
+        !log.lines().any(|l| l.starts_with("FORGED LOG LINE")),
+        "a control character reached the log raw: {log}"
+    );
+
+    // 401s say only "unauthorized", and an unknown ledger is not told apart from a wrong key.
+    let unconfigured = client
+        .post(server.url("callbacks/stripe"))
+        .header(
+            "stripe-signature",
+            sign_timestamped("x", Utc::now().timestamp(), b"{}"),
+        )
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unconfigured.status(), 401);
+    assert_eq!(
+        unconfigured.text().await.unwrap(),
+        r#"{"error":"unauthorized"}"#
+    );
+    let unknown = client
+        .post(format!("{}/v1/ledgers/acme/commands", server.base))
+        .json(&cancel)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        unknown.status(),
+        401,
+        "an unknown ledger answered before authentication"
+    );
+    assert_eq!(unknown.text().await.unwrap(), r#"{"error":"unauthorized"}"#);
+    let (status, text) = command(&client, &server, Some("wrong"), Some("k"), &cancel).await;
+    assert_eq!(
+        (status, text.as_str()),
+        (401, r#"{"error":"unauthorized"}"#)
+    );
+}
+
+/// Item 12: the gateways' real payloads: Flutterwave v4 signed with `flutterwave-signature` (a numeric
+/// `created_datetime`), Fincra collections carrying `amountReceived` and `reference`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn real_flutterwave_v4_and_fincra_collection_payloads_post_money() {
+    let db = TestDb::new().await;
+    let ex = executor(&db);
+    let user = Uuid::new_v4();
+    let ngn = |t: &str| Money::parse(t, Currency::from_code("NGN").unwrap()).unwrap();
+    let flw = deposit(&ex, user, ngn("25000"), Gateway::Flutterwave).await;
+    let fincra = deposit(&ex, user, ngn("101.51"), Gateway::Fincra).await;
+    let server = Server::start(db.url(), &full_config()).await;
+    let client = reqwest::Client::new();
+    let v4 = format!(
+        r#"{{"webhook_id":"wbk_1","timestamp":1732000000000,"type":"charge.completed","data":{{"id":"chg_e1f3a2b1","amount":25000,"currency":"NGN","status":"succeeded","reference":"{flw}","created_datetime":1732000000000}}}}"#
+    );
+    let r = client
+        .post(server.url("callbacks/flutterwave"))
+        .header(
+            "flutterwave-signature",
+            flutterwave_signature(v4.as_bytes()),
+        )
+        .body(v4)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let receipt: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(receipt["disposition"], "applied", "{receipt}");
+    assert_eq!(payment(&ex, flw).await.status, PaymentStatus::Completed);
+
+    let collection = format!(
+        r#"{{"event":"charge.successful","data":{{"chargeReference":"fcr-bt-1","amountToSettle":100,"id":892892,"amount":101.51,"amountExpected":101.51,"amountReceived":101.51,"currency":"NGN","fee":1.51,"status":"success","reference":"{fincra}"}}}}"#
+    );
+    let r = client
+        .post(server.url("callbacks/fincra"))
+        .header(
+            "signature",
+            sign_sha512_hex(FINCRA_SECRET, collection.as_bytes()),
+        )
+        .body(collection)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let receipt: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(receipt["disposition"], "applied", "{receipt}");
+    let p = payment(&ex, fincra).await;
+    assert_eq!(
+        (p.status, p.received_minor),
+        (PaymentStatus::Completed, 10_151)
+    );
+    let b = balances(&db).await;
+    assert_eq!(
+        wallet(&b, user, Currency::from_code("NGN").unwrap()),
+        2_500_000 + 10_151
+    );
+    assert_eq!(
+        b.balance(
+            &Account::GatewayClearing(Gateway::Fincra),
+            Currency::from_code("NGN").unwrap()
+        ),
+        10_000,
+        "the clearing account receives what Fincra settles (amountToSettle)"
+    );
+}
