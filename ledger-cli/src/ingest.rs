@@ -103,7 +103,6 @@ pub async fn run(global: &Global, args: IngestArgs) -> Result<ExitCode, CliError
         let header = |name: &str| headers.get(name).cloned();
         match deliver(
             ctx,
-            &state.pool,
             gateway,
             &header,
             &body,

@@ -699,8 +699,13 @@ async fn bad_input_is_refused_with_the_right_status_and_posts_nothing() {
             401,
         ),
     ];
+    // A fresh connection per case: after a 413 the server may close the connection it answered on.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     for (what, body, signature, expected) in cases {
-        let status = client
+        let status = fresh
             .post(&url)
             .header("stripe-signature", signature)
             .body(body)

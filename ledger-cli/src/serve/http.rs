@@ -93,25 +93,30 @@ async fn admit(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body over {limit} bytes"),
-        );
+        return too_large(limit);
     }
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body over {limit} bytes or cut short"),
-            );
-        }
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        return too_large(limit);
     };
     let Ok(_permit) = state.in_flight.acquire().await else {
         return unavailable("shutting down");
     };
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+/// 413, closing the connection: the unread rest of the body must not be taken for the next request, and the
+/// client must not reuse a connection the server is about to close.
+fn too_large(limit: usize) -> Response {
+    let mut response = error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("body over {limit} bytes or cut short"),
+    );
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// Correlation id, span and metrics around every request.
@@ -193,17 +198,7 @@ async fn callback(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    match deliver(
-        ctx,
-        &state.pool,
-        gateway,
-        &header,
-        &body,
-        Utc::now(),
-        correlation,
-    )
-    .await
-    {
+    match deliver(ctx, gateway, &header, &body, Utc::now(), correlation).await {
         Ok(receipt) => {
             state.metrics.disposition(receipt.disposition);
             // Payload texts are logged with `?`: control characters come out escaped, never raw.

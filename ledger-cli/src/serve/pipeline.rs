@@ -1,5 +1,7 @@
-//! One authentic-or-not delivery through the ledger: verify, parse, plan, execute with the dedupe key,
-//! record the delivery in the inbox. Shared by `serve` (HTTP) and `ingest` (captured deliveries).
+//! One authentic-or-not delivery through the ledger: verify, parse, plan, execute with the dedupe key and
+//! the delivery's inbox row in the same transaction (`Executor::execute_with_inbox`: no commit is left
+//! without its row, and one commit per callback). Shared by `serve` (HTTP) and `ingest` (captured
+//! deliveries).
 
 use std::sync::Arc;
 
@@ -8,9 +10,8 @@ use ledger_core::aggregates::payment::{PaymentKind, PaymentState, PaymentStatus}
 use ledger_core::{AggState, Command, CommandEnvelope, Gateway, StreamId};
 use ledger_gateway::plan;
 use ledger_gateway::{CallbackError, CallbackKind, NormalizedCallback, Secrets};
-use ledger_store::{CommandOutcome, ExecError, Executor};
+use ledger_store::{CommandOutcome, ExecError, Executor, InboxRow};
 use serde::Serialize;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 /// One ledger as the workers see it.
@@ -41,9 +42,10 @@ pub enum DeliveryError {
     Unavailable(String),
 }
 
+/// One delivery: verify, parse, plan, then run the plan's command with the inbox row in the same transaction
+/// (or record the row alone when there is nothing to run).
 pub async fn deliver(
     ctx: &LedgerContext,
-    pool: &PgPool,
     gateway: Gateway,
     header: &(dyn Fn(&str) -> Option<String> + Sync),
     body: &[u8],
@@ -67,91 +69,159 @@ pub async fn deliver(
         None => None,
     };
     let plan = plan::plan(&callback, payment.as_ref(), ctx.recover_from_user);
-    let (disposition, detail, command_id) = match &plan.command {
-        None => (plan.disposition.as_str(), plan.detail.clone(), None),
-        Some(command) => {
-            execute(
-                ctx,
-                &callback,
-                &plan,
-                command.clone(),
-                payment.as_ref(),
-                received_at,
-            )
-            .await?
+    let delivery = Delivery {
+        callback: &callback,
+        plan: &plan,
+        payment: payment.as_ref(),
+        received_at,
+        correlation_id,
+    };
+    match &plan.command {
+        None => {
+            let receipt = delivery.receipt(plan.disposition.as_str(), plan.detail.clone(), None);
+            record_alone(ctx, &delivery, &receipt).await?;
+            Ok(receipt)
         }
-    };
-    let receipt = Receipt {
-        disposition,
-        gateway_event_id: callback.event_id.clone(),
-        dedupe_key: plan.dedupe_key.clone(),
-        detail,
-        command_id,
-    };
-    record(ctx, pool, &callback, &receipt, received_at, correlation_id)
+        Some(command) => execute(ctx, &delivery, command.clone()).await,
+    }
+}
+
+/// What is known of one delivery once it is planned.
+struct Delivery<'a> {
+    callback: &'a NormalizedCallback,
+    plan: &'a plan::Plan,
+    payment: Option<&'a PaymentState>,
+    received_at: DateTime<Utc>,
+    correlation_id: Uuid,
+}
+
+impl Delivery<'_> {
+    fn receipt(
+        &self,
+        disposition: &'static str,
+        detail: String,
+        command_id: Option<Uuid>,
+    ) -> Receipt {
+        Receipt {
+            disposition,
+            gateway_event_id: self.callback.event_id.clone(),
+            dedupe_key: self.plan.dedupe_key.clone(),
+            detail,
+            command_id,
+        }
+    }
+
+    /// The inbox row of this delivery (the store escapes NULs in its texts; the body is kept as bytes).
+    fn row(&self, receipt: &Receipt) -> InboxRow {
+        InboxRow {
+            delivery_id: Uuid::new_v4(),
+            gateway: self.callback.gateway.to_string(),
+            gateway_event_id: self.callback.event_id.clone(),
+            event_type: self.callback.event_type.clone(),
+            dedupe_key: receipt.dedupe_key.clone(),
+            payment_reference: self.callback.reference.clone(),
+            disposition: receipt.disposition.to_string(),
+            detail: receipt.detail.clone(),
+            command_id: receipt.command_id,
+            correlation_id: Some(self.correlation_id),
+            raw_body: self.callback.raw_body.clone(),
+            received_at: self.received_at,
+        }
+    }
+
+    /// Whether the core took this deposit success as "already applied": another movement completed the
+    /// deposit between planning and deciding. It is money all the same, held like any later success.
+    fn lost_race(&self, outcome: &CommandOutcome) -> bool {
+        matches!(outcome, CommandOutcome::Accepted { events, .. } if events.is_empty())
+            && matches!(self.plan.command, Some(Command::ConfirmDeposit { .. }))
+    }
+
+    /// The receipt for an outcome (`replayed`: the outcome recorded by an earlier delivery).
+    fn describe(&self, outcome: &CommandOutcome, replayed: bool) -> Receipt {
+        let plan = self.plan;
+        match outcome {
+            _ if replayed => self.receipt(
+                "duplicate",
+                format!("same outcome as command {}", outcome.command_id()),
+                Some(outcome.command_id()),
+            ),
+            CommandOutcome::Accepted { command_id, .. } if self.lost_race(outcome) => self.receipt(
+                "suspense",
+                format!(
+                    "{}; the deposit was completed by another movement first: held in suspense",
+                    plan.detail
+                ),
+                Some(*command_id),
+            ),
+            CommandOutcome::Accepted {
+                command_id, events, ..
+            } => {
+                let disposition = if is_anomaly(self.callback.kind, self.payment) {
+                    "anomaly"
+                } else {
+                    plan.disposition.as_str()
+                };
+                let detail = format!("{}; {} events", plan.detail, events.len());
+                self.receipt(disposition, detail, Some(*command_id))
+            }
+            CommandOutcome::Rejected {
+                command_id,
+                rejection,
+            } => self.receipt(
+                "rejected",
+                format!("{}: {}", plan.detail, rejection.message),
+                Some(*command_id),
+            ),
+        }
+    }
+}
+
+async fn record_alone(
+    ctx: &LedgerContext,
+    delivery: &Delivery<'_>,
+    receipt: &Receipt,
+) -> Result<(), DeliveryError> {
+    ctx.executor
+        .record_inbox(delivery.row(receipt))
         .await
-        .map_err(|e| DeliveryError::Unavailable(format!("cannot record the delivery: {e}")))?;
-    Ok(receipt)
+        .map_err(|e| DeliveryError::Unavailable(format!("cannot record the delivery: {e}")))
 }
 
 async fn execute(
     ctx: &LedgerContext,
-    callback: &NormalizedCallback,
-    plan: &plan::Plan,
+    delivery: &Delivery<'_>,
     command: Command,
-    payment: Option<&PaymentState>,
-    at: DateTime<Utc>,
-) -> Result<(&'static str, String, Option<Uuid>), DeliveryError> {
+) -> Result<Receipt, DeliveryError> {
     let env = CommandEnvelope {
         command_id: Uuid::new_v4(),
-        actor: plan::actor(callback.gateway),
-        at,
+        actor: plan::actor(delivery.callback.gateway),
+        at: delivery.received_at,
         command,
     };
-    let outcome = ctx.executor.execute(&env, Some(&plan.dedupe_key)).await;
-    if let Ok(CommandOutcome::Accepted { events, .. }) = &outcome
-        && events.is_empty()
-        && matches!(plan.command, Some(Command::ConfirmDeposit { .. }))
-    {
-        // Another movement completed the deposit between planning and deciding (the core took this success
-        // as "already applied"): it is money all the same, held like any later different success.
-        return hold_after_race(ctx, callback, plan, at).await;
-    }
-    match outcome {
-        Ok(CommandOutcome::Accepted {
-            command_id, events, ..
-        }) if command_id == env.command_id => {
-            let disposition = if is_anomaly(callback.kind, payment) {
-                "anomaly"
-            } else {
-                plan.disposition.as_str()
-            };
-            let detail = format!("{}; {} events", plan.detail, events.len());
-            Ok((disposition, detail, Some(command_id)))
+    let key = &delivery.plan.dedupe_key;
+    let row = |outcome: &CommandOutcome, replayed: bool| {
+        delivery.row(&delivery.describe(outcome, replayed))
+    };
+    match ctx.executor.execute_with_inbox(&env, Some(key), &row).await {
+        Ok(outcome) => {
+            let replayed = outcome.command_id() != env.command_id;
+            if delivery.lost_race(&outcome) {
+                // Also on a replay: a crash may have come between the two commits.
+                hold_after_race(ctx, delivery).await?;
+            }
+            Ok(delivery.describe(&outcome, replayed))
         }
-        Ok(CommandOutcome::Rejected {
-            command_id,
-            rejection,
-        }) if command_id == env.command_id => Ok((
-            "rejected",
-            format!("{}: {}", plan.detail, rejection.message),
-            Some(command_id),
-        )),
-        Ok(
-            CommandOutcome::Accepted { command_id, .. }
-            | CommandOutcome::Rejected { command_id, .. },
-        ) => Ok((
-            "duplicate",
-            format!("same outcome as command {command_id}"),
-            Some(command_id),
-        )),
-        // The same payment outcome reported with other details (another event type, another time):
-        // the first report's effect stands.
-        Err(ExecError::IdempotencyConflict { .. }) => Ok((
-            "duplicate",
-            "same payment outcome already recorded with other details".to_string(),
-            None,
-        )),
+        // The same key with another plan: the same movement seen after the payment moved on (its first
+        // report's effect stands).
+        Err(ExecError::IdempotencyConflict { .. }) => {
+            let receipt = delivery.receipt(
+                "duplicate",
+                "same payment outcome already recorded with other details".to_string(),
+                None,
+            );
+            record_alone(ctx, delivery, &receipt).await?;
+            Ok(receipt)
+        }
         Err(e) => Err(DeliveryError::Unavailable(e.to_string())),
     }
 }
@@ -159,12 +229,10 @@ async fn execute(
 /// Plans again on the payment as it is now (completed) and holds the money in suspense under its own key.
 async fn hold_after_race(
     ctx: &LedgerContext,
-    callback: &NormalizedCallback,
-    plan: &plan::Plan,
-    at: DateTime<Utc>,
-) -> Result<(&'static str, String, Option<Uuid>), DeliveryError> {
-    let id = plan::payment_id(callback);
-    let fresh = match id {
+    delivery: &Delivery<'_>,
+) -> Result<(), DeliveryError> {
+    let callback = delivery.callback;
+    let fresh = match plan::payment_id(callback) {
         Some(id) => match ctx.executor.load_stream_state(&StreamId::Payment(id)).await {
             Ok((AggState::Payment(state), _)) => Some(state),
             Ok(_) => None,
@@ -173,33 +241,18 @@ async fn hold_after_race(
         None => None,
     };
     let held = plan::plan(callback, fresh.as_ref(), ctx.recover_from_user);
-    let Some(Command::RecordSuspense { .. }) = &held.command else {
-        return Ok((held.disposition.as_str(), held.detail, None));
+    let Some(command @ Command::RecordSuspense { .. }) = held.command else {
+        return Ok(());
     };
-    let key = format!("{}:held", plan.dedupe_key);
     let env = CommandEnvelope {
         command_id: Uuid::new_v4(),
         actor: plan::actor(callback.gateway),
-        at,
-        command: held.command.clone().expect("matched above"),
+        at: delivery.received_at,
+        command,
     };
+    let key = format!("{}:held", delivery.plan.dedupe_key);
     match ctx.executor.execute(&env, Some(&key)).await {
-        Ok(CommandOutcome::Accepted { command_id, .. }) => {
-            Ok(("suspense", held.detail.clone(), Some(command_id)))
-        }
-        Ok(CommandOutcome::Rejected {
-            command_id,
-            rejection,
-        }) => Ok((
-            "rejected",
-            format!("{}: {}", held.detail, rejection.message),
-            Some(command_id),
-        )),
-        Err(ExecError::IdempotencyConflict { .. }) => Ok((
-            "duplicate",
-            "same payment outcome already recorded".to_string(),
-            None,
-        )),
+        Ok(_) | Err(ExecError::IdempotencyConflict { .. }) => Ok(()),
         Err(e) => Err(DeliveryError::Unavailable(e.to_string())),
     }
 }
@@ -217,35 +270,4 @@ fn is_anomaly(kind: Option<CallbackKind>, payment: Option<&PaymentState>) -> boo
         Some(CallbackKind::PayoutSucceeded | CallbackKind::RefundProcessed) => outbound && failed,
         _ => false,
     }
-}
-
-async fn record(
-    ctx: &LedgerContext,
-    pool: &PgPool,
-    callback: &NormalizedCallback,
-    receipt: &Receipt,
-    received_at: DateTime<Utc>,
-    correlation_id: Uuid,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "insert into ledger.inbox (ledger_id, delivery_id, gateway, gateway_event_id, event_type, dedupe_key,
-             payment_reference, disposition, detail, command_id, correlation_id, raw_body, received_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(&ctx.ledger_id)
-    .bind(Uuid::new_v4())
-    .bind(callback.gateway.to_string())
-    .bind(&callback.event_id)
-    .bind(&callback.event_type)
-    .bind(&receipt.dedupe_key)
-    .bind(&callback.reference)
-    .bind(receipt.disposition)
-    .bind(&receipt.detail)
-    .bind(receipt.command_id)
-    .bind(correlation_id)
-    .bind(&callback.raw_body)
-    .bind(received_at)
-    .execute(pool)
-    .await
-    .map(|_| ())
 }
