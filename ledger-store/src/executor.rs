@@ -30,13 +30,27 @@ use crate::types::{
 pub const FOLD_VERSION: i32 = 1;
 /// A snapshot is written once a stream has this many events past its last snapshot.
 pub const SNAPSHOT_EVERY_EVENTS: i64 = 256;
-/// Bound on streams one command may load (each load round adds one).
+/// Bound on streams one command may load beyond its primary streams (each load round adds one). Every valid
+/// command fits: the core bounds what any command with its follow-ups reads or writes
+/// (`ledger_core::engine::STREAMS_PER_COMMAND_MAX`, a lost chargeback being the largest), and the assertion
+/// below keeps the two in step, so `TooManyStreams` can only mean a core that broke its own bound.
 pub const LOAD_ROUNDS_MAX: usize = 32;
+const _: () = assert!(LOAD_ROUNDS_MAX >= engine::STREAMS_PER_COMMAND_MAX);
+
+/// Default attempts of one command under contention (failed version checks) before `Contention`.
+pub const ATTEMPTS_MAX_DEFAULT: u32 = 8;
+/// Default first backoff ceiling after a conflict (doubles per attempt, jittered from 0).
+pub const BACKOFF_BASE_MS_DEFAULT: u64 = 2;
+/// Default largest backoff between two attempts.
+pub const BACKOFF_MAX_MS_DEFAULT: u64 = 250;
+/// Default number of streams whose state the executor caches (about 1 KiB each); cleared past it.
+pub const CACHE_STREAMS_MAX_DEFAULT: usize = 200_000;
 
 #[derive(Clone, Debug)]
 pub struct ExecutorConfig {
     /// Attempts of one command before `Contention` (the first try included).
     pub attempts_max: u32,
+    /// First backoff ceiling in ms; doubles per attempt up to `backoff_max_ms`.
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
     /// Streams whose state is kept between commands; the cache is cleared when it grows past this.
@@ -46,10 +60,10 @@ pub struct ExecutorConfig {
 impl Default for ExecutorConfig {
     fn default() -> Self {
         ExecutorConfig {
-            attempts_max: 8,
-            backoff_base_ms: 2,
-            backoff_max_ms: 250,
-            cache_streams_max: 200_000,
+            attempts_max: ATTEMPTS_MAX_DEFAULT,
+            backoff_base_ms: BACKOFF_BASE_MS_DEFAULT,
+            backoff_max_ms: BACKOFF_MAX_MS_DEFAULT,
+            cache_streams_max: CACHE_STREAMS_MAX_DEFAULT,
         }
     }
 }
@@ -88,12 +102,24 @@ type InboxBuilder<'a> = &'a (dyn Fn(&CommandOutcome, bool) -> InboxRow + Send + 
 /// Rejection codes whose answer can change with time alone (a due time passes): such a refusal is returned
 /// but never recorded under an idempotency key, so the same key may succeed later. Every other refusal
 /// depends on the command and the state only and is recorded like an acceptance. (`quote_expired` stays
-/// recorded: time only ever turns an acceptance into that refusal, never the other way.)
+/// recorded: time only ever turns an acceptance into that refusal, never the other way; so do
+/// `insufficient_funds` and `fee_outside_policy`, which change only with the ledger's state.)
 pub const TRANSIENT_REJECTIONS: [&str; 1] = ["too_early"];
 
 /// Whether a refusal with this code is transient (see `TRANSIENT_REJECTIONS`).
 pub fn is_transient(code: &str) -> bool {
     TRANSIENT_REJECTIONS.contains(&code)
+}
+
+/// Whether this refusal of this envelope must not be recorded under its key: a transient code, or an
+/// envelope time outside the core's bounds (the key compares actor and command, not `at`, so a retry
+/// with a corrected time must be decided, not answered with the first time's refusal).
+fn is_transient_refusal(env: &CommandEnvelope, rejection: &Rejection) -> bool {
+    let at = env.at.timestamp();
+    let at_out_of_bounds = !(engine::COMMAND_TIME_MIN_UNIX_SECONDS
+        ..engine::COMMAND_TIME_END_UNIX_SECONDS)
+        .contains(&at);
+    is_transient(rejection.code()) || at_out_of_bounds
 }
 
 /// A follow-up the process logic ran inside the command's append (`rejection` when it was refused).
@@ -241,7 +267,7 @@ impl Executor {
                     build_appends(env, key, decision, &loaded.versions),
                 ),
             };
-            let transient = matches!(&decided, Err(r) if is_transient(r.code()));
+            let transient = matches!(&decided, Err(r) if is_transient_refusal(env, r));
             let record = match (key, &request) {
                 (Some(key), Some(request)) if !transient => Some(IdempotencyRecord {
                     key: key.to_string(),
@@ -559,7 +585,7 @@ impl Executor {
         if !streams.is_disjoint(taken) {
             return BatchPlan::SlowPath;
         }
-        let transient = matches!(&decided, Err(r) if is_transient(r.code()));
+        let transient = matches!(&decided, Err(r) if is_transient_refusal(env, r));
         let checks = read_checks(&loaded, decided.as_ref().ok());
         let (outcome, mut appends, remember) = match decided {
             Err(rejection) => (rejected(env, &rejection), Vec::new(), None),

@@ -237,6 +237,30 @@ async fn a_too_early_refusal_is_transient_and_the_same_key_succeeds_later() {
     );
 }
 
+/// The key compares actor and command, not the envelope's time: a refusal of an impossible `at` (outside the
+/// core's bounds) is not recorded, so the retry with a sane time is decided.
+#[tokio::test]
+async fn a_refused_envelope_time_is_not_recorded_under_the_key() {
+    let db = TestDb::new().await;
+    let ex = executor(Arc::new(db.store()));
+    let payment = Uuid::from_u128(0x7E0);
+    let mut bogus = env(Actor::User(BUYER), deposit(payment, 1_000));
+    bogus.at = Utc.with_ymd_and_hms(1990, 1, 1, 0, 0, 0).unwrap();
+    let refused = ex.execute(&bogus, Some("deposit-1")).await.unwrap();
+    assert!(!refused.is_accepted(), "{refused:?}");
+    let retried = ex
+        .execute(
+            &env(Actor::User(BUYER), deposit(payment, 1_000)),
+            Some("deposit-1"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        retried.is_accepted(),
+        "the bad time's refusal was recorded: {retried:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // 3. Committed means accepted: a sequencer that fails after the commit never turns into an error, a retry
 // or a rejection. The failure is real: another session holds `ledger.sequence` locked and the writer's
@@ -392,7 +416,6 @@ async fn group_commit_never_turns_an_applied_command_into_a_rejection() {
 // of 64 projects and 30x the old load bound of 32) can still have a lost chargeback booked.
 
 #[tokio::test]
-#[ignore = "needs helper core's bounded chargeback-loss loads in ledger-core; un-ignored when it lands"]
 async fn a_buyer_with_a_thousand_funded_projects_can_lose_a_chargeback() {
     const PROJECTS: u128 = 1_000;
     const CHUNK: usize = 100;
