@@ -4,8 +4,8 @@
 //! balances, the trial balance is zero per currency, no constrained account is below zero, every wallet,
 //! escrow and deferred-fee state equals its accounts, in-transit accounts are empty once their payment is
 //! terminal, income and expenses only come from releases, payouts, fees and chargebacks), the hash chain
-//! (against a seal when given; chain v2 also holds `sequenced_at`), the balance snapshots (content and
-//! digest), the stream snapshots' digests, that no committed event waits unsequenced for more than 10 s,
+//! (against a seal when given; chain v2 also holds `sequenced_at`), the balance snapshots and the stream
+//! snapshots (each recomputed from the log, and its digest), that no committed event waits unsequenced for more than 10 s,
 //! and that every projection equals the replay. Silent with exit 0 when all is well; otherwise one line per
 //! finding and exit 1.
 
@@ -153,6 +153,7 @@ async fn replay_checks(
     // Only a digest of the replayed balances is kept per snapshot position (a clone of every account's
     // balances per snapshot would make memory grow with the log).
     let mut due_snapshots: Vec<(i64, [u8; 32])> = Vec::new();
+    let mut stream_snapshots = StreamSnapshots::load(pool, ledger).await?;
     let mut memory = MemoryLedger::new();
     let mut broken = false;
     let bar = replay::progress(head, "verifying");
@@ -186,7 +187,7 @@ async fn replay_checks(
         }
         // `evolve` is total for any history the engine wrote; an event that does not fit its stream's state
         // means the stored history was changed (an event removed or reordered): a finding, not a crash.
-        let (position, event_id) = (d.position, d.event_id);
+        let (position, event_id, stream) = (d.position, d.event_id, d.stream);
         let change = Change { stream: d.stream, event_id: d.event_id, event: d.event };
         let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| memory.apply(change)));
         if applied.is_err() {
@@ -196,6 +197,7 @@ async fn replay_checks(
             ));
             return Ok(());
         }
+        stream_snapshots.check(&memory, &stream, findings);
         if memory.log().len() >= replay::READ_BATCH as usize {
             memory.take_log();
         }
@@ -224,6 +226,51 @@ async fn replay_checks(
         ledger_checks(&memory, findings);
     }
     Ok(verifier.finish())
+}
+
+/// The executor's stream snapshots (current fold version), each compared with the replayed state of its
+/// stream when the replay reaches the snapshot's version: a snapshot saved through `ledger.save_snapshot`
+/// with a made-up state has a valid digest, so only a recomputation catches it. A snapshot the replay does
+/// not reach (its events were sequenced after `verify` read the head) is not checked this time;
+/// `ledger.save_snapshot` refuses a version the stream does not have.
+struct StreamSnapshots {
+    pending: std::collections::HashMap<String, (u64, serde_json::Value)>,
+}
+
+impl StreamSnapshots {
+    async fn load(pool: &PgPool, ledger: &str) -> Result<Self, CliError> {
+        let rows =
+            ledger_store::stream_snapshots(pool, ledger, ledger_store::executor::FOLD_VERSION)
+                .await
+                .context("cannot read the stream snapshots")?;
+        let pending = rows
+            .into_iter()
+            .map(|(stream, version, state)| (stream, (u64::try_from(version).unwrap_or(0), state)))
+            .collect();
+        Ok(Self { pending })
+    }
+
+    /// Called after each replayed event of `stream`.
+    fn check(&mut self, memory: &MemoryLedger, stream: &StreamId, findings: &mut Vec<String>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let key = stream.to_string();
+        let version = memory.version(stream);
+        let Some((at, stored)) = self.pending.get(&key) else {
+            return;
+        };
+        if *at != version {
+            return;
+        }
+        let replayed = memory.state(stream).map(serde_json::to_value);
+        if !matches!(&replayed, Some(Ok(value)) if value == stored) {
+            findings.push(format!(
+                "snapshot of stream {key} at version {version} differs from the replay of its events (the executor would start from it)"
+            ));
+        }
+        self.pending.remove(&key);
+    }
 }
 
 /// Reads the chain's links with their events by position ranges (the next range read while this one is

@@ -234,22 +234,45 @@ async fn verify_with_a_seal_reports_an_edited_sequenced_at() {
     assert!(report.contains("seal"), "{report}");
 }
 
+/// The state the executor would snapshot: the stream's events folded by the core.
+async fn replayed_state(db: &TestDb, stream_id: &str) -> serde_json::Value {
+    let stream: ledger_core::StreamId = stream_id.parse().unwrap();
+    let events = db
+        .store()
+        .read_stream("default", stream_id, 0, 1_000)
+        .await
+        .unwrap();
+    let mut state = ledger_core::AggState::initial(&stream);
+    for e in &events {
+        let event = ledger_core::Event::from_stored(
+            &stream,
+            &e.event_type,
+            e.schema_version,
+            e.payload.clone(),
+        )
+        .unwrap();
+        state = ledger_core::engine::evolve(state, &event);
+    }
+    serde_json::to_value(&state).unwrap()
+}
+
 #[tokio::test]
-async fn verify_reports_a_doctored_snapshot() {
+async fn verify_reports_a_lying_or_doctored_snapshot() {
     let db = TestDb::new().await;
     let lines = write_lines(&db, "deposit", &[initiate_deposit(), confirm_deposit()]);
     succeeded(&cli(&db, &["apply", lines.to_str().unwrap()]));
     let (stream_id, stream_version): (String, i64) = sqlx::query_as(
-        "select stream_id, stream_version from ledger.events order by local_id limit 1",
+        "select stream_id, max(stream_version) from ledger.events
+          where stream_id like 'wallet-%' group by stream_id limit 1",
     )
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    let snapshot = ledger_store::Snapshot {
-        stream_id,
+    let mut snapshot = ledger_store::Snapshot {
+        stream_id: stream_id.clone(),
         stream_version,
-        fold_version: 1,
-        state: serde_json::json!({}),
+        fold_version: ledger_store::executor::FOLD_VERSION,
+        state: replayed_state(&db, &stream_id).await,
         taken_at: chrono::Utc::now(),
     };
     db.store()
@@ -257,7 +280,16 @@ async fn verify_reports_a_doctored_snapshot() {
         .await
         .unwrap();
     assert!(succeeded(&cli(&db, &["verify"])).is_empty());
-    sqlx::raw_sql("update ledger.snapshots set state = '{\"available_minor\": 1000000}'")
+    // (a) A writer saves a made-up state through the function: the digest is valid, the state is not.
+    snapshot.state["available_minor"] = serde_json::json!(1_000_000);
+    db.store()
+        .save_snapshot("default", &snapshot)
+        .await
+        .unwrap();
+    let report = findings(&cli(&db, &["verify"]));
+    assert!(report.contains("differs from the replay"), "{report}");
+    // (b) Someone edits the row behind the function: the digest no longer matches.
+    sqlx::raw_sql("update ledger.snapshots set state = '{\"available_minor\": 1}'")
         .execute(&db.pool)
         .await
         .unwrap();

@@ -25,7 +25,9 @@ pub use error::{Result, StoreError};
 pub use executor::{CommandOutcome, ExecError, Executor, ExecutorConfig};
 pub use group::{GroupCommitConfig, GroupCommitter, SubmitError};
 pub use memory::InMemoryEventStore;
-pub use postgres::read::{ChainEvent, ChainRow, sequencer_lock_key, snapshot_digest_mismatches};
+pub use postgres::read::{
+    ChainEvent, ChainRow, sequencer_lock_key, snapshot_digest_mismatches, stream_snapshots,
+};
 pub use postgres::{PgEventStore, RawEvent, STATEMENT_TIMEOUT, connect};
 pub use store::{
     APPEND_EVENTS_MAX, BATCH_REQUESTS_MAX, BatchRequest, EventStore, READ_LIMIT_MAX, Subscription,

@@ -270,6 +270,38 @@ pub(super) async fn save_snapshot(
     Ok(())
 }
 
+/// Every stream snapshot of one fold version (stream, stream version, state), for `verify`, which
+/// recomputes each from the log. Read in pages; the result grows with the number of snapshotted streams.
+pub async fn stream_snapshots(
+    pool: &PgPool,
+    ledger_id: &str,
+    fold_version: i32,
+) -> Result<Vec<(String, i64, serde_json::Value)>> {
+    let mut snapshots = Vec::new();
+    let mut after = String::new();
+    loop {
+        let rows: Vec<(String, i64, serde_json::Value)> = sqlx::query_as(
+            "select stream_id, stream_version, state from ledger.snapshots
+              where ledger_id = $1 and fold_version = $2 and stream_id > $3
+              order by stream_id limit $4",
+        )
+        .bind(ledger_id)
+        .bind(fold_version)
+        .bind(&after)
+        .bind(VERIFY_BATCH)
+        .fetch_all(pool)
+        .await?;
+        let full = rows.len() as i64 == VERIFY_BATCH;
+        if let Some(last) = rows.last() {
+            after = last.0.clone();
+        }
+        snapshots.extend(rows);
+        if !full {
+            return Ok(snapshots);
+        }
+    }
+}
+
 /// Stream snapshots (stream, fold version) whose digest does not match their content, for `verify`.
 pub async fn snapshot_digest_mismatches(
     pool: &PgPool,
