@@ -3352,7 +3352,10 @@ fn suspense_is_recorded_then_assigned_to_a_wallet() {
 #[test]
 fn suspense_is_recorded_then_returned_to_the_sender() {
     let mut w = World::new();
-    w.ok(GATEWAY, record_suspense(usd("12.34")));
+    w.ok(
+        Actor::Gateway(Gateway::Paystack),
+        record_suspense(usd("12.34")),
+    );
     let returned = w.ok(
         admin(),
         Command::ReturnSuspense {
@@ -3382,13 +3385,20 @@ fn suspense_forbidden_commands() {
     };
     let table: Vec<(Actor, Command, &str)> = vec![
         (user(BUYER), record_suspense(usd("1.00")), "not_a_party"),
-        (GATEWAY, record_suspense(usd("0.00")), "non_positive_amount"),
+        (
+            Actor::Gateway(Gateway::Paystack),
+            record_suspense(usd("0.00")),
+            "non_positive_amount",
+        ),
         (admin(), assign.clone(), "invalid_transition"), // nothing recorded
     ];
     for (actor, command, code) in table {
         assert_eq!(w.rejects(actor, command.clone()), code, "{command:?}");
     }
-    w.ok(GATEWAY, record_suspense(usd("1.00")));
+    w.ok(
+        Actor::Gateway(Gateway::Paystack),
+        record_suspense(usd("1.00")),
+    );
     let held: Vec<(Actor, Command, &str)> = vec![
         (GATEWAY, assign.clone(), "not_a_party"),
         (Actor::System, assign.clone(), "not_a_party"),
@@ -3657,7 +3667,10 @@ fn scenario_worlds() -> Vec<World> {
 
     // Suspense.
     let mut w = World::new();
-    w.ok(GATEWAY, record_suspense(money("0.670", Currency::KWD)));
+    w.ok(
+        Actor::Gateway(Gateway::Paystack),
+        record_suspense(money("0.670", Currency::KWD)),
+    );
     w.ok(
         admin(),
         Command::AssignSuspense {
@@ -3667,7 +3680,10 @@ fn scenario_worlds() -> Vec<World> {
     );
     worlds.push(w);
     let mut w = World::new();
-    w.ok(GATEWAY, record_suspense(money("1000", Currency::JPY)));
+    w.ok(
+        Actor::Gateway(Gateway::Paystack),
+        record_suspense(money("1000", Currency::JPY)),
+    );
     w.ok(
         admin(),
         Command::ReturnSuspense {

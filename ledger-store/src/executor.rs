@@ -26,8 +26,9 @@ use crate::types::{
     NewEvent, Snapshot, StreamAppend, escape_nul,
 };
 
-/// Version of the fold: bump it when an `evolve` changes, so old snapshots are ignored.
-pub const FOLD_VERSION: i32 = 1;
+/// Version of the fold: bump it when an `evolve` changes, so old snapshots are ignored. (2: a wallet moves
+/// a project it funds again to the newest end of `escrow_projects`.)
+pub const FOLD_VERSION: i32 = 2;
 /// A snapshot is written once a stream has this many events past its last snapshot.
 pub const SNAPSHOT_EVERY_EVENTS: i64 = 256;
 /// Bound on streams one command may load beyond its primary streams (each load round adds one). Every valid

@@ -94,6 +94,14 @@ impl Decider for Suspense {
                 reference,
                 reason,
             } => {
+                // A callback holds money only on its own gateway's clearing (operators and timers on any).
+                if matches!(cmd.actor, Actor::Gateway(g) if g != *gateway) {
+                    return Err(Rejection::not_party(
+                        &cmd.actor,
+                        "hold money in suspense",
+                        "a gateway holds money only on its own clearing",
+                    ));
+                }
                 if s.status != SuspenseStatus::None {
                     return Ok(vec![]); // the same unmatched money reported again
                 }

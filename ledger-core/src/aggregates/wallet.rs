@@ -25,7 +25,8 @@ pub enum Bucket {
 pub struct WalletState {
     pub available_minor: i64,
     pub pending_minor: i64,
-    /// Projects this wallet funded escrow in, oldest first (what a lost chargeback may claw back from).
+    /// Projects this wallet funded escrow in, least recently funded first (what a lost chargeback may claw
+    /// back from; funding a project again moves it to the end).
     #[serde(default)]
     pub escrow_projects: Vec<Uuid>,
 }
@@ -194,9 +195,10 @@ impl Decider for Wallet {
                     Bucket::Available => state.available_minor -= amount.minor(),
                     Bucket::Pending => state.pending_minor -= amount.minor(),
                 }
-                if let Some(project) = escrow_project
-                    && !state.escrow_projects.contains(project)
-                {
+                // Newest funding last: funding another milestone of an old project makes it the newest
+                // again (a lost chargeback looks at the newest `CHARGEBACK_PROJECTS_MAX` only).
+                if let Some(project) = escrow_project {
+                    state.escrow_projects.retain(|p| p != project);
                     if state.escrow_projects.len() == ESCROW_PROJECTS_MAX {
                         state.escrow_projects.remove(0);
                     }
