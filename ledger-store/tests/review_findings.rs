@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use ledger_core::{Actor, Command, CommandEnvelope, Currency, Gateway, Money};
 use ledger_store::testdb::TestDb;
-use ledger_store::{CommandOutcome, DEFAULT_LEDGER, EventStore, Executor, ExecutorConfig};
+use ledger_store::{CommandOutcome, DEFAULT_LEDGER, Executor, ExecutorConfig};
 use uuid::Uuid;
 
 const BUYER: Uuid = Uuid::from_u128(0xB0B);
