@@ -127,7 +127,8 @@ pub async fn run(global: &Global, command: SuspenseCommand) -> Result<ExitCode, 
 }
 
 /// Lists anomalies: the core's anomaly events (a late failure after success, a transfer success after its
-/// failure) and callbacks the ingestion could not match or the ledger refused (from the inbox).
+/// failure) and callbacks the ingestion could not match or the ledger refused (from the inbox), including
+/// money held in suspense that names one of our payments.
 pub async fn anomalies(global: &Global, json: bool, limit: i64) -> Result<ExitCode, CliError> {
     let (pool, _) = global.executor().await?;
     let events: Vec<(String, String, serde_json::Value, DateTime<Utc>)> = sqlx::query_as(
@@ -141,8 +142,17 @@ pub async fn anomalies(global: &Global, json: bool, limit: i64) -> Result<ExitCo
     .await
     .context("cannot read anomaly events")?;
     let inbox: Vec<InboxRow> = sqlx::query_as(
+        // Money held in suspense although it names one of our payments (another gateway's callback naming
+        // it, a second success for a completed deposit, a currency mismatch) is also for a person to look at.
         "select gateway, gateway_event_id, event_type, payment_reference, disposition, detail, received_at
-           from ledger.inbox where ledger_id = $1 and disposition in ('anomaly', 'rejected')
+           from ledger.inbox i
+          where ledger_id = $1
+            and (disposition in ('anomaly', 'rejected')
+                 or (disposition = 'suspense'
+                     and exists (select 1 from ledger.events e
+                                  where e.ledger_id = i.ledger_id
+                                    and e.stream_id = 'payment-' || lower(btrim(i.payment_reference))
+                                    and e.stream_version = 1)))
           order by recorded_at limit $2",
     )
     .bind(&global.ledger)
@@ -178,7 +188,7 @@ pub async fn anomalies(global: &Global, json: bool, limit: i64) -> Result<ExitCo
     }
     if !json {
         println!(
-            "{} anomaly events, {} unmatched or refused callbacks",
+            "{} anomaly events, {} unmatched, refused or held callbacks",
             events.len(),
             inbox.len()
         );

@@ -304,6 +304,18 @@ async fn a_callback_acts_only_on_what_its_gateway_owns() {
         b.balance(&Account::GatewayClearing(Gateway::Stripe), Currency::USD),
         0
     );
+    // ... and it is an anomaly for a person, naming the payment it pointed at.
+    let listed = std::process::Command::new(env!("CARGO_BIN_EXE_escrow-ledger"))
+        .args(["--database-url", db.url(), "anomalies", "--json"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains(&id.to_string()) && l.contains("\"gateway\":\"paystack\"")),
+        "`anomalies` does not list the Paystack callback naming Stripe payment {id}:\n{listed}"
+    );
 
     // The static verif-hash alone is not a signature: 401 unless the ledger opted in.
     let fid = deposit(&ex, user, usd("10.00"), Gateway::Flutterwave).await;
