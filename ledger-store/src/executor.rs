@@ -153,12 +153,19 @@ struct Cached {
     version: i64,
 }
 
-/// One request of a group commit: its item, what to remember if it lands, and its outcome so far.
-type BatchSlot = (usize, Option<(Loaded, engine::Decision)>, CommandOutcome);
+/// One request of a group commit: its item, the streams its decision read (dropped from the cache when
+/// its checks fail), what to remember if it lands, and its outcome so far.
+type BatchSlot = (
+    usize,
+    Vec<StreamId>,
+    Option<(Loaded, engine::Decision)>,
+    CommandOutcome,
+);
 
-/// A request of a group commit, what to remember if it lands, and its outcome.
+/// A request of a group commit, the streams it read, what to remember if it lands, and its outcome.
 type BatchedRequest = (
     crate::store::BatchRequest,
+    Vec<StreamId>,
     Option<(Loaded, engine::Decision)>,
     CommandOutcome,
 );
@@ -529,9 +536,9 @@ impl Executor {
                 BatchPlan::Done(result) => results[index] = Some(result),
                 BatchPlan::SlowPath => {}
                 BatchPlan::Request(planned) => {
-                    let (request, remember, outcome) = *planned;
+                    let (request, read, remember, outcome) = *planned;
                     requests.push(request);
-                    batch.push((index, remember, outcome));
+                    batch.push((index, read, remember, outcome));
                 }
             }
         }
@@ -582,7 +589,8 @@ impl Executor {
         };
         // A command that read a stream an earlier command of this batch writes was decided on a state
         // that is about to change: it takes the slow path after the batch, accepted or not.
-        let streams: HashSet<StreamId> = loaded.states.keys().copied().collect();
+        let read: Vec<StreamId> = loaded.states.keys().copied().collect();
+        let streams: HashSet<StreamId> = read.iter().copied().collect();
         if !streams.is_disjoint(taken) {
             return BatchPlan::SlowPath;
         }
@@ -611,7 +619,7 @@ impl Executor {
             return BatchPlan::SlowPath;
         }
         appends.extend(checks);
-        BatchPlan::Request(Box::new(((appends, record), remember, outcome)))
+        BatchPlan::Request(Box::new(((appends, record), read, remember, outcome)))
     }
 
     /// Appends a group commit's requests and fills their results; failed items stay `None` (slow path).
@@ -624,26 +632,24 @@ impl Executor {
     ) {
         match self.store.append_batch(&self.ledger_id, requests).await {
             Ok(slots) => {
-                for ((index, remember, outcome), slot) in batch.into_iter().zip(slots) {
-                    match (slot, remember) {
-                        (Ok(appended), remember) => {
+                for ((index, read, remember, outcome), slot) in batch.into_iter().zip(slots) {
+                    match slot {
+                        Ok(appended) => {
                             if let Some((loaded, decision)) = &remember {
                                 self.remember(loaded, decision);
                             }
                             results[index] = Some(Ok(with_positions(outcome, &appended)));
                         }
-                        // The slow path retries it (or replays a racing duplicate's outcome).
-                        (Err(_), Some((loaded, _))) => self.forget(loaded.states.keys()),
-                        (Err(_), None) => {}
+                        // A check failed (or a racing duplicate won): the slow path decides it again on
+                        // fresh state (or replays the duplicate's outcome).
+                        Err(_) => self.forget(read.iter()),
                     }
                 }
             }
             Err(error) => {
                 let unknown = matches!(error, StoreError::CommitOutcomeUnknown { .. });
-                for (index, remember, outcome) in batch {
-                    if let Some((loaded, _)) = &remember {
-                        self.forget(loaded.states.keys());
-                    }
+                for (index, read, _, outcome) in batch {
+                    self.forget(read.iter());
                     // Failed before COMMIT: nothing applied, the slow path runs it. COMMIT itself failed:
                     // an item that landed is accepted as it was decided, never decided again.
                     if !unknown {

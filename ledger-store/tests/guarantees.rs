@@ -473,7 +473,7 @@ fn two_streams(first: &str, second: &str, events: usize) -> Vec<StreamAppend> {
                     stream_id: stream.to_string(),
                     event_type: "Tested".into(),
                     schema_version: 1,
-                    payload: serde_json::json!({"pad": "x".repeat(200)}),
+                    payload: serde_json::json!({"pad": "x"}),
                     metadata: EventMetadata::default(),
                 })
                 .collect(),
@@ -483,33 +483,44 @@ fn two_streams(first: &str, second: &str, events: usize) -> Vec<StreamAppend> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn appends_in_opposite_stream_order_never_deadlock() {
-    const PAIRS: usize = 60;
+    // In waves, so that every append has a connection at once (the pool holds 24).
+    const WAVES: usize = 4;
+    const PAIRS_PER_WAVE: usize = 10;
+    // Long inserts and a common start make the two statements of a pair overlap.
+    const EVENTS_PER_STREAM: usize = 1_000;
     let db = TestDb::new().await;
     let store = db.store();
-    let mut tasks = Vec::new();
-    for pair in 0..PAIRS {
-        let (x, y) = (format!("x-{pair}"), format!("y-{pair}"));
-        for (first, second) in [(x.clone(), y.clone()), (y, x)] {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                store
-                    .append(DEFAULT_LEDGER, two_streams(&first, &second, 200), None)
-                    .await
-            }));
-        }
-    }
     let (mut deadlocks, mut conflicts, mut appended) = (0, 0, 0);
-    for task in tasks {
-        match task.await.unwrap() {
-            Ok(_) => appended += 1,
-            Err(StoreError::Deadlock) => deadlocks += 1,
-            Err(StoreError::ConcurrencyConflict { .. }) => conflicts += 1,
-            Err(other) => panic!("unexpected {other:?}"),
+    for wave in 0..WAVES {
+        let mut tasks = Vec::new();
+        for pair in 0..PAIRS_PER_WAVE {
+            let (x, y) = (format!("x-{wave}-{pair}"), format!("y-{wave}-{pair}"));
+            let start = Arc::new(tokio::sync::Barrier::new(2));
+            for (first, second) in [(x.clone(), y.clone()), (y, x)] {
+                let (store, start) = (store.clone(), start.clone());
+                let appends = two_streams(&first, &second, EVENTS_PER_STREAM);
+                tasks.push(tokio::spawn(async move {
+                    start.wait().await;
+                    store.append(DEFAULT_LEDGER, appends, None).await
+                }));
+            }
+        }
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => appended += 1,
+                Err(StoreError::Deadlock) => deadlocks += 1,
+                Err(StoreError::ConcurrencyConflict { .. }) => conflicts += 1,
+                Err(other) => panic!("unexpected {other:?}"),
+            }
         }
     }
     eprintln!("appended {appended}, conflicts {conflicts}, deadlocks {deadlocks}");
     assert_eq!(deadlocks, 0, "appends in opposite order deadlocked");
-    assert_eq!(appended, PAIRS, "one append of each pair wins");
+    assert_eq!(
+        appended,
+        WAVES * PAIRS_PER_WAVE,
+        "one append of each pair wins"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------------
