@@ -14,6 +14,7 @@
 //! `--atomic`: then every line must parse and every command be accepted, and all are appended in one
 //! transaction or none is. Exit 0 when every command was accepted, 1 when any was refused or invalid.
 
+use ledger_store::roles::RunRole;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -146,7 +147,7 @@ pub async fn run(global: &Global, args: ApplyArgs) -> Result<ExitCode, CliError>
         );
         return Ok(ExitCode::from(crate::exit::EXIT_FINDINGS));
     }
-    let (_, executor) = global.executor().await?;
+    let (_, executor) = global.executor_as(RunRole::Writer).await?;
     let mut refused = invalid.len();
     for (number, error) in &invalid {
         println!(

@@ -3,13 +3,19 @@
 //! With `--database-url` (or `DATABASE_URL`) the CLI uses that database. Without one it never touches a
 //! server it did not start: it runs its own private cluster (see `ledger_store::cluster`), started on demand
 //! in its data directory (`$ESCROW_LEDGER_HOME/pg`; as root `/var/lib/escrow-ledger/pg`; else
-//! `~/.local/share/escrow-ledger/pg`), with a database named `escrow_ledger`, stopped by `db stop`.
+//! `~/.local/share/escrow-ledger/pg`), with a database named `escrow_ledger`, stopped by `db stop`; it asks
+//! for the password it generated and keeps in that directory.
+//!
+//! Run-time roles: the migrations run as the URL's user; then every command but `db`, `ledgers`,
+//! `projections rebuild`, `demo` and `bench` reduces a privileged user to `escrow_writer`,
+//! `escrow_projector` or `escrow_auditor` ([`Global::pool_as`], `ledger_store::roles`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use ledger_store::cluster::{ClusterStatus, PrivateCluster};
+use ledger_store::roles::RunRole;
 use ledger_store::{EventStore, Executor, ExecutorConfig, PgEventStore};
 use sqlx::PgPool;
 
@@ -82,9 +88,36 @@ impl Global {
         Ok(pool)
     }
 
-    /// The store and an executor on the selected ledger, which must exist.
+    /// A pool on a migrated database whose sessions run as `role` (see `ledger_store::roles`): the
+    /// migrations run first as the URL's user (the owner), then a privileged user is reduced with the
+    /// role, so no command but `db migrate`, `ledgers`, `projections rebuild`, `demo` and the benchmarks can
+    /// alter a table, disable a trigger or bypass row-level security.
+    pub async fn pool_as(&self, role: RunRole) -> Result<PgPool, CliError> {
+        let url = self.url().await?;
+        self.pool().await?.close().await;
+        ledger_store::roles::connect_as(&url, role)
+            .await
+            .context(format!(
+                "cannot connect to {} as {}",
+                redact(&url),
+                role.name()
+            ))
+    }
+
+    /// The store and an executor on the selected ledger, which must exist, as the owner (benchmarks and
+    /// the demo).
     pub async fn executor(&self) -> Result<(PgPool, Arc<Executor>), CliError> {
         let pool = self.pool().await?;
+        self.executor_on(pool).await
+    }
+
+    /// [`Global::executor`] whose sessions run as `role`.
+    pub async fn executor_as(&self, role: RunRole) -> Result<(PgPool, Arc<Executor>), CliError> {
+        let pool = self.pool_as(role).await?;
+        self.executor_on(pool).await
+    }
+
+    async fn executor_on(&self, pool: PgPool) -> Result<(PgPool, Arc<Executor>), CliError> {
         let store = PgEventStore::new(pool.clone());
         let ledgers = store.list_ledgers().await.context("cannot list ledgers")?;
         if !ledgers.contains(&self.ledger) {
@@ -165,7 +198,7 @@ pub async fn run(global: &Global, command: DbCommand) -> Result<ExitCode, CliErr
             println!(
                 "private cluster running in {} at {}",
                 cluster.data_dir.display(),
-                cluster.url()
+                redact(&cluster.url())
             );
         }
         DbCommand::Stop => {

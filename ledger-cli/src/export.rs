@@ -5,6 +5,7 @@
 //! 8F0C...:Available`. The mapping is reversible: lower-casing a UUID component gives the ledger's name back
 //! (the ledger always prints UUIDs in lower case, and no other component changes).
 
+use ledger_store::roles::RunRole;
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -164,7 +165,7 @@ fn write_entry(
 }
 
 pub async fn run(global: &Global, args: ExportArgs) -> Result<ExitCode, CliError> {
-    let pool = global.pool().await?;
+    let pool = global.pool_as(RunRole::Auditor).await?;
     let store = PgEventStore::new(pool);
     crate::db::require_ledger(&store, &global.ledger).await?;
     let position = args.as_of.resolve(&store, &global.ledger).await?;

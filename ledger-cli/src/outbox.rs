@@ -2,6 +2,7 @@
 //! `CardRefundRequested` whose payment has no terminal event yet), claimed by workers with a lease so two
 //! workers never both send one. The gateway's callback (with our payment id as its reference) closes it.
 
+use ledger_store::roles::RunRole;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
@@ -148,7 +149,7 @@ pub struct ClaimArgs {
 }
 
 pub async fn run(global: &Global, command: OutboxCommand) -> Result<ExitCode, CliError> {
-    let (pool, _) = global.executor().await?;
+    let (pool, _) = global.executor_as(RunRole::Writer).await?;
     match command {
         OutboxCommand::List { limit, json } => {
             let items = list(&pool, &global.ledger, limit)

@@ -1,5 +1,6 @@
 //! `projections run | status | rebuild`: the read tables in schema `escrow` (see ledger-projections).
 
+use ledger_store::roles::RunRole;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -117,7 +118,7 @@ async fn ledgers_to_run(
 }
 
 async fn run_workers(global: &Global, args: RunArgs) -> Result<ExitCode, CliError> {
-    let pool = global.pool().await?;
+    let pool = global.pool_as(RunRole::Projector).await?;
     let ledgers = ledgers_to_run(global, &pool, args.all_ledgers).await?;
     let projections = or_all(args.projections);
     let config = RunnerConfig {
@@ -163,7 +164,7 @@ async fn run_workers(global: &Global, args: RunArgs) -> Result<ExitCode, CliErro
 }
 
 async fn status(global: &Global, json: bool) -> Result<ExitCode, CliError> {
-    let pool = global.pool().await?;
+    let pool = global.pool_as(RunRole::Auditor).await?;
     let rows = ledger_projections::runner::status(&pool)
         .await
         .context("cannot read the checkpoints")?;

@@ -2,6 +2,7 @@
 //! `trial-balance`, `balances`, `balance-sheet`, `income-statement`, `journal`, `register`.
 //! Amounts are exact, in each currency's precision; currencies are never summed together.
 
+use ledger_store::roles::RunRole;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -83,7 +84,7 @@ fn rows(balances: &Balances, currency: Option<Currency>) -> Vec<Row> {
 }
 
 async fn load(global: &Global, args: &ReportArgs) -> Result<(i64, Balances), CliError> {
-    let pool = global.pool().await?;
+    let pool = global.pool_as(RunRole::Auditor).await?;
     let store = PgEventStore::new(pool.clone());
     crate::db::require_ledger(&store, &global.ledger).await?;
     let position = args.as_of.resolve(&store, &global.ledger).await?;
@@ -428,7 +429,7 @@ fn matches_account(account: &Account, filter: &Option<String>) -> bool {
 }
 
 pub async fn journal(global: &Global, args: JournalArgs) -> Result<ExitCode, CliError> {
-    let pool = global.pool().await?;
+    let pool = global.pool_as(RunRole::Auditor).await?;
     let store = PgEventStore::new(pool);
     crate::db::require_ledger(&store, &global.ledger).await?;
     let position = args.as_of.resolve(&store, &global.ledger).await?;
@@ -501,7 +502,7 @@ pub struct RegisterArgs {
 pub async fn register(global: &Global, args: RegisterArgs) -> Result<ExitCode, CliError> {
     let account =
         Account::from_str(&args.account).map_err(|e| CliError::environment(e.to_string()))?;
-    let pool = global.pool().await?;
+    let pool = global.pool_as(RunRole::Auditor).await?;
     let store = PgEventStore::new(pool);
     crate::db::require_ledger(&store, &global.ledger).await?;
     let position = args.as_of.resolve(&store, &global.ledger).await?;

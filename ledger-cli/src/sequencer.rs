@@ -2,6 +2,7 @@
 //! `projections run` run the same loop; run this one where neither runs (for example beside `apply` and
 //! `ingest` feeders), so that events a dead writer left are sequenced within a second.
 
+use ledger_store::roles::RunRole;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ pub struct RunArgs {
 
 pub async fn run(global: &Global, command: SequencerCommand) -> Result<ExitCode, CliError> {
     let SequencerCommand::Run(args) = command;
-    let pool = global.pool().await?;
+    let pool = global.pool_as(RunRole::Writer).await?;
     let background = ledger_store::sequencer::Background::spawn_with_interval(
         pool,
         Duration::from_millis(args.poll_ms),

@@ -1,6 +1,7 @@
 //! `escrow-ledger suspense` (list, assign to a wallet, return to the sender) and `escrow-ledger anomalies`.
 //! Resolving is an operator's command through the executor, recorded like every other event.
 
+use ledger_store::roles::RunRole;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
@@ -52,7 +53,7 @@ pub enum SuspenseCommand {
 }
 
 pub async fn run(global: &Global, command: SuspenseCommand) -> Result<ExitCode, CliError> {
-    let (pool, executor) = global.executor().await?;
+    let (pool, executor) = global.executor_as(RunRole::Writer).await?;
     let (command, operator) = match command {
         SuspenseCommand::List { json, limit } => {
             let rows: Vec<(String, serde_json::Value, DateTime<Utc>, Option<String>)> = sqlx::query_as(
@@ -130,7 +131,7 @@ pub async fn run(global: &Global, command: SuspenseCommand) -> Result<ExitCode, 
 /// failure) and callbacks the ingestion could not match or the ledger refused (from the inbox), including
 /// money held in suspense that names one of our payments.
 pub async fn anomalies(global: &Global, json: bool, limit: i64) -> Result<ExitCode, CliError> {
-    let (pool, _) = global.executor().await?;
+    let (pool, _) = global.executor_as(RunRole::Writer).await?;
     let events: Vec<(String, String, serde_json::Value, DateTime<Utc>)> = sqlx::query_as(
         "select stream_id, event_type, payload, recorded_at from ledger.events
           where ledger_id = $1 and event_type in ('LateFailureIgnored', 'SuccessAfterFailure')

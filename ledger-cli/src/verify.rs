@@ -9,6 +9,7 @@
 //! and that every projection equals the replay. Silent with exit 0 when all is well; otherwise one line per
 //! finding and exit 1.
 
+use ledger_store::roles::RunRole;
 use std::fs;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,7 +46,7 @@ pub struct SealArgs {
 }
 
 pub async fn seal(global: &Global, args: SealArgs) -> Result<ExitCode, CliError> {
-    let store = PgEventStore::new(global.pool().await?);
+    let store = PgEventStore::new(global.pool_as(RunRole::Auditor).await?);
     crate::db::require_ledger(&store, &global.ledger).await?;
     let seal = store.seal(&global.ledger).await.context("cannot seal")?;
     let text = serde_json::to_string_pretty(&seal).expect("seals serialize");
@@ -82,7 +83,7 @@ pub async fn verify(global: &Global, args: VerifyArgs) -> Result<ExitCode, CliEr
             s.ledger_id, global.ledger
         )));
     }
-    let pool = global.pool().await?;
+    let pool = global.pool_as(RunRole::Auditor).await?;
     let store = PgEventStore::new(pool.clone());
     crate::db::require_ledger(&store, &global.ledger).await?;
     let mut findings = Vec::new();

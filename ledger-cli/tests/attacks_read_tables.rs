@@ -289,6 +289,146 @@ async fn item8_no_ledger_claim_no_rows_and_a_rebuild_grants_authenticated_no_wri
     assert!(bad.is_empty(), "{bad:#?}");
 }
 
+/// Item 10: commands given the superuser's URL run as a role that cannot alter the log, disable its
+/// triggers or bypass RLS; the reports' read-only role sees every row; the private cluster wants a password.
+#[tokio::test]
+async fn item10_run_time_roles_cannot_alter_the_log_and_the_private_cluster_wants_a_password() {
+    let db = TestDb::new().await;
+    // Record the role each statement inserting events runs under (`role` is what SET ROLE chose; it stays
+    // the same inside security definer functions, which change only current_user).
+    sqlx::raw_sql(
+        "create table public.roles_seen (role text not null, superuser boolean not null);
+         grant insert on public.roles_seen to public;
+         create function public.record_role() returns trigger language plpgsql as $$
+         begin
+             insert into public.roles_seen
+             select current_setting('role'), rolsuper from pg_roles where rolname = current_user;
+             return null;
+         end $$;
+         create trigger record_role after insert on ledger.events
+             for each statement execute function public.record_role();",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let line = serde_json::json!({"actor": {"kind": "user", "id": BUYER}, "idempotency_key": "r10",
+        "command": {"type": "initiate_deposit", "payment_id": DEPOSIT, "gateway": "stripe", "fund": null,
+                    "amount": {"amount": "10.00", "currency": "USD"}}});
+    ok(
+        &cli(db.url(), &["apply", "-"], Some(&format!("{line}\n"))),
+        "apply",
+    );
+    let mut bad = Vec::new();
+    let roles: Vec<(String, bool)> =
+        sqlx::query_as("select distinct role, superuser from public.roles_seen")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    if roles.is_empty() {
+        bad.push("apply appended nothing".to_string());
+    }
+    for (role, superuser) in &roles {
+        if role == "none" || *superuser {
+            bad.push(format!(
+                "apply with the superuser's URL appended as role {role:?} (superuser: {superuser})"
+            ));
+            continue;
+        }
+        for attack in [
+            "alter table ledger.events disable trigger all",
+            "alter table ledger.events disable trigger user",
+            "alter table escrow.transactions no force row level security",
+            "truncate ledger.events",
+        ] {
+            let code = sqlstate_as(&db.pool, role, &[attack]).await;
+            if code.as_deref() != Some("42501") {
+                bad.push(format!("as {role}: {attack}: {code:?}"));
+            }
+        }
+        let bypass = scalar_text(
+            &db.pool,
+            &format!("select rolbypassrls::text from pg_roles where rolname = '{role}'"),
+        )
+        .await;
+        if bypass != "false" {
+            bad.push(format!("{role} bypasses RLS: {bypass}"));
+        }
+    }
+    // The reports' role: reads every row of every ledger, writes nothing.
+    ok(&cli(db.url(), &["demo"], None), "demo");
+    let all = scalar_text(&db.pool, "select count(*)::text from escrow.transactions").await;
+    let auditor = sqlstate_as(
+        &db.pool,
+        "escrow_auditor",
+        &["select 1 from ledger.events limit 1"],
+    )
+    .await;
+    if auditor.is_some() {
+        bad.push(format!("escrow_auditor cannot read the log: {auditor:?}"));
+    } else {
+        let mut tx = db.pool.begin().await.unwrap();
+        sqlx::query("set local role escrow_auditor")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let seen: i64 = sqlx::query_scalar("select count(*) from escrow.transactions")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+        if seen.to_string() != all {
+            bad.push(format!("escrow_auditor sees {seen} of {all} transactions"));
+        }
+        for write in [
+            "insert into ledger.ledgers (ledger_id) values ('x')",
+            "delete from escrow.transactions",
+            "alter table ledger.events disable trigger all",
+        ] {
+            let code = sqlstate_as(&db.pool, "escrow_auditor", &[write]).await;
+            if code.as_deref() != Some("42501") {
+                bad.push(format!("as escrow_auditor: {write}: {code:?}"));
+            }
+        }
+    }
+    bad.extend(private_cluster_wants_a_password().await);
+    assert!(bad.is_empty(), "{bad:#?}");
+}
+
+/// Starts a private cluster from nothing, tries it without a password, then with its own URL.
+async fn private_cluster_wants_a_password() -> Vec<String> {
+    use ledger_store::cluster::PrivateCluster;
+    let mut bad = Vec::new();
+    let root = std::env::temp_dir().join(format!("escrow-ledger-attack10-{}", std::process::id()));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cluster = PrivateCluster::new(root.join("pg"), port);
+    tokio::task::spawn_blocking({
+        let cluster = cluster.clone();
+        move || cluster.start()
+    })
+    .await
+    .unwrap()
+    .expect("the private cluster starts with no setup");
+    let passwordless = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    if ledger_store::connect(&passwordless).await.is_ok() {
+        bad.push("the private cluster accepts a TCP connection without a password".to_string());
+    }
+    match ledger_store::connect(&cluster.url()).await {
+        Ok(pool) => pool.close().await,
+        Err(e) => bad.push(format!("the private cluster refuses its own URL: {e}")),
+    }
+    let cluster_for_stop = cluster.clone();
+    tokio::task::spawn_blocking(move || cluster_for_stop.stop())
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&root);
+    bad
+}
+
 /// Item 11, read-table half: two milestones of the largest amount a log written before the core's ceiling
 /// can hold make a project total the read table shows exactly (no wrap to -0.02, no crash).
 #[tokio::test]

@@ -5,7 +5,11 @@
 //! otherwise, when running as root, `/var/lib/escrow-ledger/pg` (PostgreSQL refuses to run as
 //! root, so the directory is handed to the `postgres` OS user, who must be able to reach it);
 //! otherwise `~/.local/share/escrow-ledger/pg`. Default port: `$ESCROW_LEDGER_PG_PORT` or 54329.
-//! The cluster listens on 127.0.0.1 only, with trust authentication for user `postgres`.
+//! The cluster listens on 127.0.0.1 only (no Unix socket) and asks every connection for a password
+//! (scram-sha-256): user `postgres`, with a password generated at `initdb` and kept in the data directory
+//! (`escrow-ledger.password`, mode 0600, in a directory only its owner can enter), so another OS user of
+//! the machine cannot connect. A cluster made by an earlier version (trust) is given a password and
+//! scram-sha-256 the next time it starts. [`PrivateCluster::url`] carries the password.
 
 use crate::error::{Result, StoreError};
 use std::os::unix::fs::MetadataExt;
@@ -15,6 +19,10 @@ use std::process::{Command, Output};
 pub const DEFAULT_PORT: u16 = 54329;
 /// Seconds `pg_ctl` waits for the server to start or stop.
 const PG_CTL_WAIT_SECONDS: &str = "60";
+/// The superuser's password, in the data directory.
+const PASSWORD_FILE: &str = "escrow-ledger.password";
+/// Random bytes in a generated password (written as hex).
+const PASSWORD_BYTES: usize = 24;
 
 /// Whether the cluster's server is up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,9 +107,28 @@ impl PrivateCluster {
         home.join(".local/share/escrow-ledger/pg")
     }
 
-    /// Connection URL of the `postgres` database as user `postgres`.
+    /// Connection URL of the `postgres` database as user `postgres`, with the cluster's password (none for
+    /// a cluster that has no password file yet).
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        match self.password() {
+            Some(password) => format!(
+                "postgres://postgres:{password}@127.0.0.1:{}/postgres",
+                self.port
+            ),
+            None => format!("postgres://postgres@127.0.0.1:{}/postgres", self.port),
+        }
+    }
+
+    fn password_path(&self) -> PathBuf {
+        self.data_dir.join(PASSWORD_FILE)
+    }
+
+    /// The generated password (hex, so it needs no escaping in a URL).
+    fn password(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.password_path()).ok()?;
+        let password = text.trim();
+        (!password.is_empty() && password.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| password.to_string())
     }
 
     /// Runs a server binary, as the `postgres` OS user when we are root.
@@ -165,7 +192,62 @@ impl PrivateCluster {
         ];
         let mut args = args.to_vec();
         args.extend(["-o", options.as_str()]);
-        check(self.run("pg_ctl", &args)?, "pg_ctl start")
+        check(self.run("pg_ctl", &args)?, "pg_ctl start")?;
+        if self.password().is_none() {
+            self.require_password()?;
+        }
+        Ok(())
+    }
+
+    /// Gives a cluster initialized with trust authentication (an earlier version) a generated password and
+    /// scram-sha-256 for every connection, then reloads its configuration.
+    fn require_password(&self) -> Result<()> {
+        let password = generate_password();
+        let sql_file = self.data_dir.join("escrow-ledger.set-password.sql");
+        write_private(
+            &sql_file,
+            &format!("alter role postgres password '{password}';\n"),
+        )?;
+        let port = self.port.to_string();
+        let sql_path = path_str(&sql_file)?;
+        let args = [
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-f",
+            sql_path,
+        ];
+        let altered = self.run("psql", &args);
+        let _ = std::fs::remove_file(&sql_file);
+        check(altered?, "psql alter role")?;
+        let hba = self.data_dir.join("pg_hba.conf");
+        let text = std::fs::read_to_string(&hba)
+            .map_err(|e| cluster_error(format!("cannot read {}: {e}", hba.display())))?;
+        let scram: String = text
+            .lines()
+            .map(|line| match line.trim_end().strip_suffix("trust") {
+                Some(rest) if !line.trim_start().starts_with('#') => {
+                    format!("{rest}scram-sha-256\n")
+                }
+                _ => format!("{line}\n"),
+            })
+            .collect();
+        std::fs::write(&hba, scram)
+            .map_err(|e| cluster_error(format!("cannot write {}: {e}", hba.display())))?;
+        write_private(&self.password_path(), &password)?;
+        check(
+            self.run("pg_ctl", &["reload", "-D", self.data_dir_str()?])?,
+            "pg_ctl reload",
+        )
     }
 
     pub fn stop(&self) -> Result<()> {
@@ -190,17 +272,61 @@ impl PrivateCluster {
                 .map_err(|e| cluster_error(format!("cannot run chown: {e}")))?;
             check(output, "chown postgres")?;
         }
+        // initdb wants an empty directory: the password goes to a file beside it, then into it.
+        let password = generate_password();
+        let pwfile = self.data_dir.with_extension("pwfile");
+        write_private(&pwfile, &password)?;
+        let pwfile_arg = format!("--pwfile={}", path_str(&pwfile)?);
         let args = [
             "-D",
             self.data_dir_str()?,
             "-U",
             "postgres",
-            "--auth=trust",
+            "--auth=scram-sha-256",
+            pwfile_arg.as_str(),
             "-E",
             "UTF8",
         ];
-        check(self.run("initdb", &args)?, "initdb")
+        let initialized = self.run("initdb", &args);
+        let _ = std::fs::remove_file(&pwfile);
+        check(initialized?, "initdb")?;
+        write_private(&self.password_path(), &password)
     }
+}
+
+fn path_str(path: &Path) -> Result<&str> {
+    path.to_str()
+        .ok_or_else(|| cluster_error(format!("{} is not UTF-8", path.display())))
+}
+
+fn generate_password() -> String {
+    let bytes: [u8; PASSWORD_BYTES] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes a file only its owner can read (0600); as root, owned by the `postgres` OS user, who runs the
+/// server binaries that read it.
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let failed = |e: std::io::Error| cluster_error(format!("cannot write {}: {e}", path.display()));
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(failed)?;
+    file.write_all(text.as_bytes()).map_err(failed)?;
+    if running_as_root() {
+        let output = Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(path)
+            .output()
+            .map_err(|e| cluster_error(format!("cannot run chown: {e}")))?;
+        check(output, "chown postgres")?;
+    }
+    Ok(())
 }
 
 fn check(output: Output, what: &str) -> Result<()> {

@@ -43,6 +43,11 @@ pub enum StoreError {
     SequencerStalled,
     #[error("corrupt stored row: {reason}")]
     Corrupt { reason: String },
+    /// The database user can alter the schema but cannot take the run-time role (`roles` module).
+    #[error(
+        "the database user can alter the schema but cannot take the run-time role {role} (grant {role} to it, or migrate as it: the migrations grant it)"
+    )]
+    RunRoleUnavailable { role: &'static str },
     /// The private PostgreSQL cluster (`cluster` module) could not be found, started or stopped.
     #[error("{reason}")]
     Cluster { reason: String },

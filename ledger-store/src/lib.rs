@@ -16,6 +16,7 @@ pub mod executor;
 pub mod group;
 mod memory;
 mod postgres;
+pub mod roles;
 pub mod sequencer;
 mod store;
 pub mod testdb;

@@ -15,6 +15,7 @@ mod listener;
 pub mod metrics;
 pub mod pipeline;
 
+use ledger_store::roles::RunRole;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -76,7 +77,7 @@ pub async fn build_state(
     config_path: Option<&std::path::Path>,
 ) -> Result<(Arc<AppState>, Limits), CliError> {
     let config = config::load(config_path, &global.ledger)?;
-    let pool = global.pool().await?;
+    let pool = global.pool_as(RunRole::Writer).await?;
     let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(pool.clone()));
     let known = store.list_ledgers().await.context("cannot list ledgers")?;
     let mut ledgers = HashMap::new();
