@@ -118,7 +118,9 @@ async fn ledgers_to_run(
 }
 
 async fn run_workers(global: &Global, args: RunArgs) -> Result<ExitCode, CliError> {
-    let pool = global.pool_as(RunRole::Projector).await?;
+    // Writer sessions (the background sequencer runs here too); each batch takes escrow_projector with
+    // `set local role` for its writes.
+    let pool = global.pool_as(RunRole::Writer).await?;
     let ledgers = ledgers_to_run(global, &pool, args.all_ledgers).await?;
     let projections = or_all(args.projections);
     let config = RunnerConfig {

@@ -3,8 +3,9 @@
 //!
 //! - [`RunRole::Writer`] (`escrow_writer`): appends events, idempotency records, inbox rows and outbox
 //!   leases; sequencing and snapshots only through the definer functions. `serve`, `apply`, `ingest`,
-//!   `outbox`, `suspense`.
-//! - [`RunRole::Projector`] (`escrow_projector`): reads the log, writes the read tables. `projections run`.
+//!   `outbox`, `suspense`, `sequencer run`, `projections run`.
+//! - [`RunRole::Projector`] (`escrow_projector`): reads the log, writes the read tables. `projections run`
+//!   takes it per batch (`set local role`) from writer sessions, which also run its background sequencer.
 //! - [`RunRole::Auditor`] (`escrow_auditor`): reads the log and every row of every read table, writes
 //!   nothing. `verify`, `seal`, the reports and exports, `projections status`.
 //!
