@@ -880,3 +880,48 @@ async fn graceful_shutdown_under_load_loses_no_acknowledged_callback() {
         .unwrap();
     assert!(inbox as usize >= acknowledged.len());
 }
+
+/// Gateways deliver in no guaranteed order: a chargeback's outcome that arrives before its opening refers to
+/// a dispute the ledger has not recorded yet. It is answered 503 with `Retry-After` and nothing is recorded
+/// under its key, so the gateway delivers it again; after the opening, that redelivery books it. (Before,
+/// the early `not_found` was recorded for good: 200 "rejected", every redelivery "duplicate", never booked.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chargeback_outcome_before_its_opening_is_retried_not_refused_for_good() {
+    let db = TestDb::new().await;
+    let ex = executor(&db, "default");
+    let (user, id) = (Uuid::new_v4(), Uuid::new_v4());
+    deposit(&ex, user, id, "50.00", Gateway::Normalized).await;
+    let server = Server::start(db.url(), None).await;
+    let client = reqwest::Client::new();
+    let confirmed = normalized(&format!("ok-{id}"), "deposit_succeeded", id, "50.00");
+    let r = post(&client, &server.base, "default", &confirmed)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let dispute = |event: &str, kind: &str| Delivery {
+        gateway: "normalized",
+        body: format!(
+            r#"{{"event_id":"{event}","kind":"{kind}","payment_reference":"{id}","amount":"20.00","currency":"USD","dispute_id":"dp_early"}}"#
+        ),
+    };
+    let won = dispute("cb-won", "chargeback_won");
+    let early = post(&client, &server.base, "default", &won).await.unwrap();
+    assert_eq!(
+        early.status(),
+        503,
+        "an outcome before its opening must be delivered again"
+    );
+    assert!(early.headers().contains_key("retry-after"));
+    let opened = dispute("cb-opened", "chargeback_opened");
+    let r = post(&client, &server.base, "default", &opened)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let again = post(&client, &server.base, "default", &won).await.unwrap();
+    assert_eq!(again.status(), 200);
+    let receipt: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(receipt["disposition"], "applied", "{receipt}");
+    let v = view(&db, "default").await;
+    assert_balanced(&v);
+    assert_eq!(count(&v, id, "ChargebackWon"), 1);
+}

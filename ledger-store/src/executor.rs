@@ -100,12 +100,15 @@ impl CommandOutcome {
 /// Builds a delivery's inbox row from the outcome (`true` when the outcome is a replayed duplicate).
 type InboxBuilder<'a> = &'a (dyn Fn(&CommandOutcome, bool) -> InboxRow + Send + Sync);
 
-/// Rejection codes whose answer can change with time alone (a due time passes): such a refusal is returned
-/// but never recorded under an idempotency key, so the same key may succeed later. Every other refusal
-/// depends on the command and the state only and is recorded like an acceptance. (`quote_expired` stays
-/// recorded: time only ever turns an acceptance into that refusal, never the other way; so do
-/// `insufficient_funds` and `fee_outside_policy`, which change only with the ledger's state.)
-pub const TRANSIENT_REJECTIONS: [&str; 1] = ["too_early"];
+/// Rejection codes that mean "not yet": such a refusal is returned but never recorded under an idempotency
+/// key, so the same key may succeed later. `too_early`: a due time has not passed. `not_found`: the command
+/// refers to something the ledger has not recorded yet; gateways deliver in no guaranteed order (a
+/// chargeback's outcome may arrive before its opening), and a recorded `not_found` would answer every
+/// redelivery with the early refusal, so the outcome would never be booked. Every other refusal depends on
+/// the command and the state only and is recorded like an acceptance. (`quote_expired` stays recorded: time
+/// only ever turns an acceptance into that refusal, never the other way; so do `insufficient_funds` and
+/// `fee_outside_policy`, which change only with the ledger's state.)
+pub const TRANSIENT_REJECTIONS: [&str; 2] = ["too_early", "not_found"];
 
 /// Whether a refusal with this code is transient (see `TRANSIENT_REJECTIONS`).
 pub fn is_transient(code: &str) -> bool {

@@ -33,7 +33,6 @@ fn env(command: Command, actor: Actor, seconds: i64) -> CommandEnvelope {
 /// the redelivery after the dispute opened answers the old refusal and the won chargeback is never booked
 /// (the clearing account then disagrees with the gateway by the disputed amount, for good).
 #[tokio::test]
-#[ignore = "review finding for exec/serve: a not_found refusal of a callback that arrived before its subject is recorded for good under the callback key"]
 async fn a_chargeback_won_delivered_before_it_opened_is_booked_when_redelivered() {
     let db = TestDb::new().await;
     let ex = Executor::new(

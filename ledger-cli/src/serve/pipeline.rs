@@ -205,6 +205,17 @@ async fn execute(
     match ctx.executor.execute_with_inbox(&env, Some(key), &row).await {
         Ok(outcome) => {
             let replayed = outcome.command_id() != env.command_id;
+            if let CommandOutcome::Rejected { rejection, .. } = &outcome
+                && !replayed
+                && ledger_store::executor::is_transient(&rejection.code)
+            {
+                // "Not yet" (out of order, or early): nothing is recorded under the key, and a 503 makes the
+                // gateway deliver it again, after the event it depends on. A 200 would end its retries.
+                return Err(DeliveryError::Unavailable(format!(
+                    "not applicable yet ({}): {}",
+                    rejection.code, rejection.message
+                )));
+            }
             if delivery.lost_race(&outcome) {
                 // Also on a replay: a crash may have come between the two commits.
                 hold_after_race(ctx, delivery).await?;
