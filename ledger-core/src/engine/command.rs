@@ -1,0 +1,475 @@
+//! `Command`, the public command set (serde: `{"type": "fund_milestone", ...}`), its envelope, the streams
+//! each command certainly touches, and the checks every command passes before any decider sees it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::StreamId;
+use crate::aggregates::ledger_policy::RateBounds;
+use crate::aggregates::payment::FundTarget;
+use crate::aggregates::project::FeeTerms;
+use crate::error::Rejection;
+use crate::ids::{Actor, Gateway, MilestoneNo};
+use crate::money::{Currency, Money, Rate};
+
+/// Every command the ledger accepts. JSON: `{"type": "fund_milestone", "project_id": ..., "milestone": 1}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Command {
+    OpenServiceRequest {
+        request_id: Uuid,
+        currency: Currency,
+        title: String,
+        expires_at: Option<DateTime<Utc>>,
+    },
+    CancelServiceRequest {
+        request_id: Uuid,
+    },
+    ExpireServiceRequest {
+        request_id: Uuid,
+    },
+    CreateQuote {
+        quote_id: Uuid,
+        request_id: Uuid,
+        amount: Money,
+        valid_until: DateTime<Utc>,
+        #[serde(default)]
+        fees: FeeTerms,
+    },
+    SendQuote {
+        quote_id: Uuid,
+    },
+    AcceptQuote {
+        quote_id: Uuid,
+    },
+    DeclineQuote {
+        quote_id: Uuid,
+    },
+    WithdrawQuote {
+        quote_id: Uuid,
+    },
+    ExpireQuote {
+        quote_id: Uuid,
+    },
+    /// Process: an accepted quote opens a booking backed by a single-milestone project.
+    OpenBooking {
+        booking_id: Uuid,
+        project_id: Uuid,
+        quote_id: Uuid,
+    },
+    ConfirmBooking {
+        booking_id: Uuid,
+    },
+    StartBooking {
+        booking_id: Uuid,
+    },
+    DeliverBooking {
+        booking_id: Uuid,
+    },
+    AcceptBooking {
+        booking_id: Uuid,
+    },
+    AutoAcceptBooking {
+        booking_id: Uuid,
+    },
+    SettleBooking {
+        booking_id: Uuid,
+    },
+    MarkBookingDisputed {
+        booking_id: Uuid,
+    },
+    CancelBooking {
+        booking_id: Uuid,
+    },
+    /// Process: applies a booking's cancellation policy to its escrow.
+    ApplyBookingCancellation {
+        booking_id: Uuid,
+        keep_rate: Rate,
+    },
+    CreateProject {
+        project_id: Uuid,
+        buyer: Uuid,
+        seller: Uuid,
+        currency: Currency,
+        milestones: Vec<Money>,
+        #[serde(default)]
+        fees: FeeTerms,
+    },
+    SubmitProjectForAgreement {
+        project_id: Uuid,
+    },
+    AgreeToProject {
+        project_id: Uuid,
+    },
+    FundMilestone {
+        project_id: Uuid,
+        milestone: MilestoneNo,
+    },
+    SubmitMilestone {
+        project_id: Uuid,
+        milestone: MilestoneNo,
+    },
+    RequestChanges {
+        project_id: Uuid,
+        milestone: MilestoneNo,
+    },
+    ApproveMilestone {
+        project_id: Uuid,
+        milestone: MilestoneNo,
+    },
+    AutoApproveMilestone {
+        project_id: Uuid,
+        milestone: MilestoneNo,
+    },
+    ReleaseMilestone {
+        project_id: Uuid,
+        milestone: MilestoneNo,
+    },
+    RefundMilestone {
+        project_id: Uuid,
+        milestone: MilestoneNo,
+    },
+    CancelMilestone {
+        project_id: Uuid,
+        milestone: MilestoneNo,
+    },
+    CancelProject {
+        project_id: Uuid,
+    },
+    CloseProject {
+        project_id: Uuid,
+    },
+    /// Process: a settled dispute's split applied to the milestone's escrow.
+    ApplyResolution {
+        project_id: Uuid,
+        milestone: MilestoneNo,
+        release: Money,
+        refund: Money,
+        cause: Uuid,
+    },
+    /// Process: a withdrawn dispute gives the milestone back its previous status.
+    ClearMilestoneDispute {
+        project_id: Uuid,
+        milestone: MilestoneNo,
+        dispute_id: Uuid,
+    },
+    InitiateDeposit {
+        payment_id: Uuid,
+        amount: Money,
+        gateway: Gateway,
+        fund: Option<FundTarget>,
+    },
+    MarkPaymentProcessing {
+        payment_id: Uuid,
+    },
+    ConfirmDeposit {
+        payment_id: Uuid,
+        amount: Money,
+        gateway_fee: Option<Money>,
+        occurred_at: Option<DateTime<Utc>>,
+    },
+    FailDeposit {
+        payment_id: Uuid,
+        reason: String,
+    },
+    CancelDeposit {
+        payment_id: Uuid,
+    },
+    RequestPayout {
+        payout_id: Uuid,
+        amount: Money,
+        fee: Option<Money>,
+        gateway: Gateway,
+    },
+    RequestCardRefund {
+        refund_id: Uuid,
+        amount: Money,
+        gateway: Gateway,
+    },
+    /// A payout or card refund confirmed by its gateway.
+    ConfirmTransfer {
+        payment_id: Uuid,
+        gateway_fee: Option<Money>,
+        occurred_at: Option<DateTime<Utc>>,
+    },
+    /// A payout or card refund failed at its gateway.
+    FailTransfer {
+        payment_id: Uuid,
+        reason: String,
+    },
+    CancelPayout {
+        payment_id: Uuid,
+    },
+    ReversePayout {
+        payment_id: Uuid,
+        occurred_at: Option<DateTime<Utc>>,
+    },
+    OpenChargeback {
+        payment_id: Uuid,
+        chargeback_id: Uuid,
+        amount: Money,
+        fee: Option<Money>,
+        occurred_at: Option<DateTime<Utc>>,
+    },
+    WinChargeback {
+        payment_id: Uuid,
+        chargeback_id: Uuid,
+    },
+    LoseChargeback {
+        payment_id: Uuid,
+        chargeback_id: Uuid,
+        recover_from_user: bool,
+    },
+    MaturePending {
+        user: Uuid,
+        amount: Money,
+    },
+    OpenDispute {
+        dispute_id: Uuid,
+        project_id: Uuid,
+        milestone: MilestoneNo,
+        reason: String,
+        proposed_release: Money,
+        respond_by: DateTime<Utc>,
+    },
+    AcceptDisputeProposal {
+        dispute_id: Uuid,
+    },
+    ContestDispute {
+        dispute_id: Uuid,
+    },
+    ResolveDispute {
+        dispute_id: Uuid,
+        release: Money,
+    },
+    WithdrawDispute {
+        dispute_id: Uuid,
+    },
+    TimeOutDispute {
+        dispute_id: Uuid,
+    },
+    RecordSuspense {
+        suspense_id: Uuid,
+        gateway: Gateway,
+        amount: Money,
+        reference: String,
+        reason: String,
+    },
+    AssignSuspense {
+        suspense_id: Uuid,
+        user: Uuid,
+    },
+    ReturnSuspense {
+        suspense_id: Uuid,
+    },
+    /// An operator sets the ledger's fee schedule (`aggregates::ledger_policy`).
+    SetFeePolicy {
+        commission: RateBounds,
+        buyer_fee: RateBounds,
+        payout_fee: RateBounds,
+        overrides_allowed: bool,
+    },
+}
+
+/// A command with its id (idempotency and event-id derivation), actor and time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommandEnvelope {
+    pub command_id: Uuid,
+    pub actor: Actor,
+    pub at: DateTime<Utc>,
+    pub command: Command,
+}
+
+/// The streams a command certainly touches; `decide` asks for the rest (wallets, related aggregates).
+pub fn primary_streams(command: &Command) -> Vec<StreamId> {
+    use Command as C;
+    match command {
+        C::CreateQuote {
+            quote_id,
+            request_id,
+            ..
+        } => vec![
+            StreamId::Quote(*quote_id),
+            StreamId::ServiceRequest(*request_id),
+        ],
+        C::OpenBooking {
+            booking_id,
+            project_id,
+            quote_id,
+        } => vec![
+            StreamId::Booking(*booking_id),
+            StreamId::Project(*project_id),
+            StreamId::Quote(*quote_id),
+        ],
+        C::OpenDispute {
+            dispute_id,
+            project_id,
+            ..
+        } => vec![
+            StreamId::Dispute(*dispute_id),
+            StreamId::Project(*project_id),
+        ],
+        _ => vec![own_stream(command)],
+    }
+}
+
+/// The one stream a command that names a single aggregate acts on.
+fn own_stream(command: &Command) -> StreamId {
+    use Command as C;
+    match command {
+        C::OpenServiceRequest { request_id, .. }
+        | C::CancelServiceRequest { request_id }
+        | C::ExpireServiceRequest { request_id } => StreamId::ServiceRequest(*request_id),
+        C::CreateQuote { quote_id, .. }
+        | C::SendQuote { quote_id }
+        | C::AcceptQuote { quote_id }
+        | C::DeclineQuote { quote_id }
+        | C::WithdrawQuote { quote_id }
+        | C::ExpireQuote { quote_id } => StreamId::Quote(*quote_id),
+        C::OpenBooking { booking_id, .. }
+        | C::ConfirmBooking { booking_id }
+        | C::StartBooking { booking_id }
+        | C::DeliverBooking { booking_id }
+        | C::AcceptBooking { booking_id }
+        | C::AutoAcceptBooking { booking_id }
+        | C::SettleBooking { booking_id }
+        | C::MarkBookingDisputed { booking_id }
+        | C::CancelBooking { booking_id }
+        | C::ApplyBookingCancellation { booking_id, .. } => StreamId::Booking(*booking_id),
+        C::CreateProject { project_id, .. }
+        | C::SubmitProjectForAgreement { project_id }
+        | C::AgreeToProject { project_id }
+        | C::FundMilestone { project_id, .. }
+        | C::SubmitMilestone { project_id, .. }
+        | C::RequestChanges { project_id, .. }
+        | C::ApproveMilestone { project_id, .. }
+        | C::AutoApproveMilestone { project_id, .. }
+        | C::ReleaseMilestone { project_id, .. }
+        | C::RefundMilestone { project_id, .. }
+        | C::CancelMilestone { project_id, .. }
+        | C::CancelProject { project_id }
+        | C::CloseProject { project_id }
+        | C::ApplyResolution { project_id, .. }
+        | C::ClearMilestoneDispute { project_id, .. } => StreamId::Project(*project_id),
+        C::InitiateDeposit { payment_id, .. }
+        | C::MarkPaymentProcessing { payment_id }
+        | C::ConfirmDeposit { payment_id, .. }
+        | C::FailDeposit { payment_id, .. }
+        | C::CancelDeposit { payment_id }
+        | C::ConfirmTransfer { payment_id, .. }
+        | C::FailTransfer { payment_id, .. }
+        | C::CancelPayout { payment_id }
+        | C::ReversePayout { payment_id, .. }
+        | C::OpenChargeback { payment_id, .. }
+        | C::WinChargeback { payment_id, .. }
+        | C::LoseChargeback { payment_id, .. }
+        | C::RequestPayout {
+            payout_id: payment_id,
+            ..
+        }
+        | C::RequestCardRefund {
+            refund_id: payment_id,
+            ..
+        } => StreamId::Payment(*payment_id),
+        C::MaturePending { user, amount } => StreamId::Wallet {
+            user: *user,
+            currency: amount.currency(),
+        },
+        C::OpenDispute { dispute_id, .. }
+        | C::AcceptDisputeProposal { dispute_id }
+        | C::ContestDispute { dispute_id }
+        | C::ResolveDispute { dispute_id, .. }
+        | C::WithdrawDispute { dispute_id }
+        | C::TimeOutDispute { dispute_id } => StreamId::Dispute(*dispute_id),
+        C::RecordSuspense { suspense_id, .. }
+        | C::AssignSuspense { suspense_id, .. }
+        | C::ReturnSuspense { suspense_id } => StreamId::Suspense(*suspense_id),
+        C::SetFeePolicy { .. } => StreamId::LedgerPolicy,
+    }
+}
+
+/// Earliest `at` (and time of money movement) a command may carry: 2000-01-01T00:00:00Z. A ledger records
+/// what happens now; a year-1 or year-9999 time is a client bug, and it would poison as-of reports.
+pub const COMMAND_TIME_MIN_UNIX_SECONDS: i64 = 946_684_800;
+/// First instant no command time may reach: 2200-01-01T00:00:00Z (exclusive).
+pub const COMMAND_TIME_END_UNIX_SECONDS: i64 = 7_258_118_400;
+
+impl Command {
+    /// Every amount the command carries (each must be within the amount ceiling).
+    fn amounts(&self) -> Vec<Money> {
+        use Command as C;
+        match self {
+            C::CreateQuote { amount, .. }
+            | C::InitiateDeposit { amount, .. }
+            | C::RequestCardRefund { amount, .. }
+            | C::MaturePending { amount, .. }
+            | C::RecordSuspense { amount, .. } => vec![*amount],
+            C::CreateProject { milestones, .. } => milestones.clone(),
+            C::ApplyResolution {
+                release, refund, ..
+            } => vec![*release, *refund],
+            C::ConfirmDeposit {
+                amount,
+                gateway_fee,
+                ..
+            } => [Some(*amount), *gateway_fee]
+                .into_iter()
+                .flatten()
+                .collect(),
+            C::RequestPayout { amount, fee, .. } | C::OpenChargeback { amount, fee, .. } => {
+                [Some(*amount), *fee].into_iter().flatten().collect()
+            }
+            C::ConfirmTransfer { gateway_fee, .. } => gateway_fee.iter().copied().collect(),
+            C::OpenDispute {
+                proposed_release, ..
+            } => vec![*proposed_release],
+            C::ResolveDispute { release, .. } => vec![*release],
+            // The rest carry no amount (a new command with one must be listed above).
+            _ => vec![],
+        }
+    }
+
+    /// Every time the command carries besides its `at`: when money moved, deadlines.
+    fn times(&self) -> Vec<DateTime<Utc>> {
+        use Command as C;
+        match self {
+            C::OpenServiceRequest { expires_at, .. } => expires_at.iter().copied().collect(),
+            C::CreateQuote { valid_until, .. } => vec![*valid_until],
+            C::OpenDispute { respond_by, .. } => vec![*respond_by],
+            C::ConfirmDeposit { occurred_at, .. }
+            | C::ConfirmTransfer { occurred_at, .. }
+            | C::ReversePayout { occurred_at, .. }
+            | C::OpenChargeback { occurred_at, .. } => occurred_at.iter().copied().collect(),
+            _ => vec![],
+        }
+    }
+}
+
+/// The checks every command passes before any decider sees it: sane times, amounts within the ceiling.
+pub(super) fn check_envelope(env: &CommandEnvelope) -> Result<(), Rejection> {
+    let min = DateTime::<Utc>::from_timestamp(COMMAND_TIME_MIN_UNIX_SECONDS, 0)
+        .expect("a valid constant");
+    let end = DateTime::<Utc>::from_timestamp(COMMAND_TIME_END_UNIX_SECONDS, 0)
+        .expect("a valid constant");
+    for (what, time) in std::iter::once(("at", env.at))
+        .chain(env.command.times().into_iter().map(|t| ("a time", t)))
+    {
+        if time < min || time >= end {
+            return Err(Rejection::InvalidCommand(format!(
+                "{what} of {} is outside {} .. {} (exclusive)",
+                time.to_rfc3339(),
+                min.format("%Y-%m-%d"),
+                end.format("%Y-%m-%d"),
+            )));
+        }
+    }
+    for amount in env.command.amounts() {
+        crate::aggregates::require_within_ceiling(
+            "an amount",
+            i128::from(amount.minor()),
+            amount.currency(),
+        )?;
+    }
+    Ok(())
+}

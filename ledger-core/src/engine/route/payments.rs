@@ -1,0 +1,168 @@
+//! Payments: deposits (a series of attempts), payouts and card refunds (transfers). A deposit may be
+//! earmarked only for a milestone its payer is the buyer of.
+
+use uuid::Uuid;
+
+use super::super::deciders::payment_cmd;
+use super::super::view::{payment_state, policy_state, project_state};
+use super::super::{Change, Command, CommandEnvelope, DecideError, StateView, StreamId};
+use super::misrouted;
+use crate::aggregates::payment::{FundTarget, PaymentCommand};
+use crate::error::Rejection;
+use crate::money::Money;
+
+pub(super) fn route_deposit(
+    env: &CommandEnvelope,
+    view: &dyn StateView,
+) -> Result<Vec<Change>, DecideError> {
+    use Command as C;
+    use PaymentCommand as P;
+    let (payment_id, body) = match &env.command {
+        C::InitiateDeposit {
+            payment_id,
+            amount,
+            gateway,
+            fund,
+        } => {
+            if let Some(target) = fund {
+                check_fund_target(env, view, target)?;
+            }
+            let body = P::InitiateDeposit {
+                payment_id: *payment_id,
+                amount: *amount,
+                gateway: *gateway,
+                fund: *fund,
+            };
+            (payment_id, body)
+        }
+        C::MarkPaymentProcessing { payment_id } => (payment_id, P::MarkProcessing),
+        C::ConfirmDeposit {
+            payment_id,
+            amount,
+            gateway_fee,
+            occurred_at,
+        } => {
+            let body = P::DepositSucceeded {
+                amount: *amount,
+                gateway_fee: gateway_fee.unwrap_or(Money::zero(amount.currency())),
+                occurred_at: occurred_at.unwrap_or(env.at),
+            };
+            (payment_id, body)
+        }
+        C::FailDeposit { payment_id, reason } => (
+            payment_id,
+            P::DepositFailed {
+                reason: reason.clone(),
+            },
+        ),
+        C::CancelDeposit { payment_id } => (payment_id, P::CancelDeposit),
+        other => misrouted("deposit", other),
+    };
+    payment_cmd(env, view, *payment_id, body)
+}
+
+pub(super) fn route_transfer(
+    env: &CommandEnvelope,
+    view: &dyn StateView,
+) -> Result<Vec<Change>, DecideError> {
+    use Command as C;
+    use PaymentCommand as P;
+    let (payment_id, body) = match &env.command {
+        C::RequestPayout {
+            payout_id,
+            amount,
+            fee,
+            gateway,
+        } => {
+            let fee = policy_state(view, StreamId::LedgerPolicy)?.payout_fee(*amount, *fee)?;
+            let body = P::RequestPayout {
+                payout_id: *payout_id,
+                amount: *amount,
+                fee,
+                gateway: *gateway,
+            };
+            (payout_id, body)
+        }
+        C::RequestCardRefund {
+            refund_id,
+            amount,
+            gateway,
+        } => {
+            let body = P::RequestCardRefund {
+                refund_id: *refund_id,
+                amount: *amount,
+                gateway: *gateway,
+            };
+            (refund_id, body)
+        }
+        C::ConfirmTransfer {
+            payment_id,
+            gateway_fee,
+            occurred_at,
+        } => {
+            let currency = payment_currency(view, *payment_id)?;
+            let body = P::Succeeded {
+                gateway_fee: gateway_fee.unwrap_or(Money::zero(currency)),
+                occurred_at: occurred_at.unwrap_or(env.at),
+            };
+            (payment_id, body)
+        }
+        C::FailTransfer { payment_id, reason } => (
+            payment_id,
+            P::Failed {
+                reason: reason.clone(),
+            },
+        ),
+        C::CancelPayout { payment_id } => (payment_id, P::CancelPayout),
+        C::ReversePayout {
+            payment_id,
+            occurred_at,
+        } => (
+            payment_id,
+            P::PayoutReversed {
+                occurred_at: occurred_at.unwrap_or(env.at),
+            },
+        ),
+        other => misrouted("transfer", other),
+    };
+    payment_cmd(env, view, *payment_id, body)
+}
+
+/// The currency of an existing payment (not found otherwise).
+pub(super) fn payment_currency(
+    view: &dyn StateView,
+    payment_id: Uuid,
+) -> Result<crate::money::Currency, DecideError> {
+    let p = payment_state(view, StreamId::Payment(payment_id))?;
+    Ok(p.currency.ok_or(Rejection::NotFound {
+        aggregate: "payment",
+        id: payment_id.to_string(),
+    })?)
+}
+
+/// A deposit may only be earmarked for a milestone its payer is the buyer of: otherwise confirming it would
+/// spend the buyer's wallet on the payer's say-so.
+fn check_fund_target(
+    env: &CommandEnvelope,
+    view: &dyn StateView,
+    target: &FundTarget,
+) -> Result<(), DecideError> {
+    let p = project_state(view, StreamId::Project(target.project_id))?;
+    if !p.exists() {
+        return Err(Rejection::NotFound {
+            aggregate: "project",
+            id: target.project_id.to_string(),
+        }
+        .into());
+    }
+    p.milestone(target.milestone)?;
+    if !env.actor.is(p.buyer) {
+        return Err(Rejection::not_party(
+            &env.actor,
+            "earmark a deposit for a milestone",
+            "only its buyer",
+        )
+        .into());
+    }
+    Ok(())
+}

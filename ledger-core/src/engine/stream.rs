@@ -1,0 +1,78 @@
+//! Stream ids: one aggregate instance's event stream, and its text form in the store.
+
+use std::fmt;
+use std::str::FromStr;
+
+use uuid::Uuid;
+
+use crate::money::Currency;
+
+/// The name of the ledger policy's stream.
+const LEDGER_POLICY_STREAM: &str = "ledger-policy";
+
+/// One aggregate instance's event stream.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub enum StreamId {
+    ServiceRequest(Uuid),
+    Quote(Uuid),
+    Booking(Uuid),
+    Project(Uuid),
+    Payment(Uuid),
+    Wallet {
+        user: Uuid,
+        currency: Currency,
+    },
+    Dispute(Uuid),
+    Suspense(Uuid),
+    /// The ledger's own policy (its fee schedule): one per ledger.
+    LedgerPolicy,
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamId::ServiceRequest(id) => write!(f, "request-{id}"),
+            StreamId::Quote(id) => write!(f, "quote-{id}"),
+            StreamId::Booking(id) => write!(f, "booking-{id}"),
+            StreamId::Project(id) => write!(f, "project-{id}"),
+            StreamId::Payment(id) => write!(f, "payment-{id}"),
+            StreamId::Wallet { user, currency } => write!(f, "wallet-{user}-{currency}"),
+            StreamId::Dispute(id) => write!(f, "dispute-{id}"),
+            StreamId::Suspense(id) => write!(f, "suspense-{id}"),
+            StreamId::LedgerPolicy => f.write_str(LEDGER_POLICY_STREAM),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a stream id")]
+pub struct BadStreamId(pub String);
+
+impl FromStr for StreamId {
+    type Err = BadStreamId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadStreamId(s.to_string());
+        if s == LEDGER_POLICY_STREAM {
+            return Ok(StreamId::LedgerPolicy);
+        }
+        let (kind, rest) = s.split_once('-').ok_or_else(bad)?;
+        if kind == "wallet" {
+            let (user, currency) = rest.rsplit_once('-').ok_or_else(bad)?;
+            return Ok(StreamId::Wallet {
+                user: Uuid::parse_str(user).map_err(|_| bad())?,
+                currency: Currency::from_code(currency).map_err(|_| bad())?,
+            });
+        }
+        let id = Uuid::parse_str(rest).map_err(|_| bad())?;
+        Ok(match kind {
+            "request" => StreamId::ServiceRequest(id),
+            "quote" => StreamId::Quote(id),
+            "booking" => StreamId::Booking(id),
+            "project" => StreamId::Project(id),
+            "payment" => StreamId::Payment(id),
+            "dispute" => StreamId::Dispute(id),
+            "suspense" => StreamId::Suspense(id),
+            _ => return Err(bad()),
+        })
+    }
+}
