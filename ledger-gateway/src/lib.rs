@@ -12,6 +12,8 @@ pub mod adapters;
 pub mod exact;
 pub mod model;
 pub mod plan;
+pub mod reconcile;
+pub mod statement;
 pub mod verify;
 
 pub use adapters::parse;
