@@ -38,6 +38,8 @@ pub enum Side {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub enum Account {
     GatewayClearing(Gateway),
+    /// The platform's own bank account a gateway settles into (`Assets:Bank:<name>`).
+    Bank(BankName),
     Chargeback(Uuid),
     Receivable {
         user: Uuid,
@@ -70,7 +72,7 @@ impl Account {
     pub fn kind(&self) -> AccountKind {
         use Account::*;
         match self {
-            GatewayClearing(_) | Chargeback(_) | Receivable { .. } => AccountKind::Asset,
+            GatewayClearing(_) | Bank(_) | Chargeback(_) | Receivable { .. } => AccountKind::Asset,
             UserAvailable { .. }
             | UserPending { .. }
             | Escrow { .. }
@@ -119,11 +121,80 @@ impl Account {
     }
 }
 
+/// Longest name of a bank account (`Assets:Bank:<name>`).
+pub const BANK_NAME_BYTES_MAX: usize = 32;
+
+/// The name of one of the platform's bank accounts: 1 to 32 of `a-z`, `0-9`, `-`, starting with a letter
+/// or a digit. Names are case-insensitive and kept in lower case (like the ledger's UUIDs), so the exports'
+/// upper-casing for beancount stays reversible. `Copy`, like every account.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BankName {
+    bytes: [u8; BANK_NAME_BYTES_MAX],
+    len: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "bank account name {0:?} must be 1 to 32 of a-z, 0-9 and '-', starting with a letter or digit"
+)]
+pub struct BadBankName(pub String);
+
+impl BankName {
+    pub fn new(text: &str) -> Result<BankName, BadBankName> {
+        let lower = text.to_ascii_lowercase();
+        let ok = !lower.is_empty()
+            && lower.len() <= BANK_NAME_BYTES_MAX
+            && lower
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && lower.bytes().next().is_some_and(|b| b != b'-');
+        if !ok {
+            return Err(BadBankName(text.to_string()));
+        }
+        let mut bytes = [0u8; BANK_NAME_BYTES_MAX];
+        bytes[..lower.len()].copy_from_slice(lower.as_bytes());
+        Ok(BankName {
+            bytes,
+            len: lower.len() as u8,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).expect("checked ASCII")
+    }
+}
+
+impl fmt::Display for BankName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for BankName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl Serialize for BankName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for BankName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        BankName::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for Account {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use Account::*;
         match self {
             GatewayClearing(gw) => write!(f, "Assets:Gateway:{}:Clearing", gw.account_component()),
+            Bank(name) => write!(f, "Assets:Bank:{name}"),
             Chargeback(id) => write!(f, "Assets:Chargebacks:{id}"),
             Receivable { user } => write!(f, "Assets:Receivable:Users:{user}"),
             UserAvailable { user } => write!(f, "Liabilities:Users:{user}:Available"),
@@ -158,6 +229,7 @@ impl FromStr for Account {
             ["Assets", "Gateway", gw, "Clearing"] => {
                 GatewayClearing(Gateway::from_component(gw).ok_or_else(unknown)?)
             }
+            ["Assets", "Bank", name] => Bank(BankName::new(name).map_err(|_| unknown())?),
             ["Assets", "Chargebacks", id] => Chargeback(uuid(id)?),
             ["Assets", "Receivable", "Users", user] => Receivable { user: uuid(user)? },
             ["Liabilities", "Users", user, "Available"] => UserAvailable { user: uuid(user)? },
@@ -233,6 +305,10 @@ pub struct JournalEntry {
     /// When the ledger learned of it (the command's `at`).
     recorded_at: DateTime<Utc>,
     postings: Vec<Posting>,
+    /// When the money really moved, for an entry whose `effective_at` was moved out of a closed period to the
+    /// start of the first open month (absent otherwise, so entries from before periods read as they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    original_effective_at: Option<DateTime<Utc>>,
 }
 
 impl JournalEntry {
@@ -281,6 +357,7 @@ impl JournalEntry {
             effective_at,
             recorded_at,
             postings,
+            original_effective_at: None,
         })
     }
 
@@ -298,6 +375,20 @@ impl JournalEntry {
     }
     pub fn postings(&self) -> &[Posting] {
         &self.postings
+    }
+    /// When the money really moved, when that lies in a closed period (then `effective_at` is the start of
+    /// the first open month).
+    pub fn original_effective_at(&self) -> Option<DateTime<Utc>> {
+        self.original_effective_at
+    }
+
+    /// Moves the entry out of a closed period: `effective_at` becomes `first_open` (when it was earlier) and
+    /// the time the money moved is kept. Idempotent; never moves an entry backwards.
+    pub fn redate_into(&mut self, first_open: DateTime<Utc>) {
+        if self.effective_at < first_open {
+            self.original_effective_at.get_or_insert(self.effective_at);
+            self.effective_at = first_open;
+        }
     }
 
     /// Total of the debit side (= total of the credit side).
@@ -339,13 +430,18 @@ struct JournalEntryRepr {
     effective_at: DateTime<Utc>,
     recorded_at: DateTime<Utc>,
     postings: Vec<Posting>,
+    #[serde(default)]
+    original_effective_at: Option<DateTime<Utc>>,
 }
 
 impl<'de> Deserialize<'de> for JournalEntry {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let r = JournalEntryRepr::deserialize(d)?;
-        JournalEntry::new(r.id, r.currency, r.effective_at, r.recorded_at, r.postings)
-            .map_err(serde::de::Error::custom)
+        let mut entry =
+            JournalEntry::new(r.id, r.currency, r.effective_at, r.recorded_at, r.postings)
+                .map_err(serde::de::Error::custom)?;
+        entry.original_effective_at = r.original_effective_at;
+        Ok(entry)
     }
 }
 

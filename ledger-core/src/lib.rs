@@ -13,6 +13,7 @@ pub mod ids;
 pub mod journal;
 pub mod memory;
 pub mod money;
+pub mod period;
 
 #[cfg(test)]
 mod model_tests;
@@ -23,6 +24,7 @@ pub use decider::Decider;
 pub use engine::{AggState, Change, Command, CommandEnvelope, DecideError, Event, StreamId};
 pub use error::{Rejection, RejectionReport};
 pub use ids::{Actor, Gateway, MilestoneNo};
-pub use journal::{Account, AccountKind, Balances, JournalEntry, Posting, Side};
+pub use journal::{Account, AccountKind, Balances, BankName, JournalEntry, Posting, Side};
 pub use memory::{MemoryLedger, Outcome};
 pub use money::{Currency, Money, MoneyError, Rate};
+pub use period::{Month, MonthRange};

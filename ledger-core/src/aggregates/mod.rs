@@ -4,9 +4,12 @@ pub mod booking;
 pub mod dispute;
 pub mod ledger_policy;
 pub mod payment;
+pub mod period;
 pub mod project;
 pub mod quote;
+pub mod reconciliation;
 pub mod service_request;
+pub mod settlement;
 pub mod suspense;
 pub mod wallet;
 

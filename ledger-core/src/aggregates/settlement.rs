@@ -1,0 +1,135 @@
+//! Settlements: a gateway pays what it holds for the platform out to the platform's own bank account.
+//! One stream per (gateway, settlement id) (`settlement-<uuid v5>`), so a settlement id is booked once:
+//! Dr `Assets:Bank:<bank_account>` amount, Dr `Expenses:GatewayFees` fee, Cr the gateway's clearing
+//! amount + fee. Operators and timers record any gateway's; a gateway callback only its own.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{Ctx, require_currency, require_positive, require_within_ceiling};
+use crate::decider::Decider;
+use crate::error::Rejection;
+use crate::ids::{Actor, Gateway};
+use crate::journal::{Account, BankName, EntryBuilder, JournalEntry};
+use crate::money::Money;
+
+/// Namespace of settlement stream ids (UUID v5 of `"<gateway>:<settlement id>"`).
+pub const SETTLEMENT_NAMESPACE: Uuid = Uuid::from_u128(0x3f6b_2a91_7c4d_4e0a_9b1f_5d2e_8c7a_6b13);
+/// Longest settlement id accepted (a gateway's payout or settlement id).
+pub const SETTLEMENT_ID_BYTES_MAX: usize = 256;
+
+/// The stream id of a gateway's settlement.
+pub fn settlement_stream_id(gateway: Gateway, settlement_id: &str) -> Uuid {
+    Uuid::new_v5(
+        &SETTLEMENT_NAMESPACE,
+        format!("{gateway}:{settlement_id}").as_bytes(),
+    )
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementState {
+    /// The amount and fee booked, once recorded.
+    pub booked: Option<(Money, Money)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SettlementCommand {
+    pub gateway: Gateway,
+    pub settlement_id: String,
+    pub bank_account: BankName,
+    pub amount: Money,
+    pub fee: Option<Money>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum SettlementEvent {
+    SettlementRecorded {
+        gateway: Gateway,
+        settlement_id: String,
+        bank_account: BankName,
+        amount: Money,
+        fee: Money,
+        entry: JournalEntry,
+    },
+}
+
+pub struct Settlement;
+
+impl Decider for Settlement {
+    type Command = Ctx<SettlementCommand>;
+    type Event = SettlementEvent;
+    type State = SettlementState;
+    type Error = Rejection;
+
+    fn decide(
+        cmd: &Ctx<SettlementCommand>,
+        s: &SettlementState,
+    ) -> Result<Vec<SettlementEvent>, Rejection> {
+        let c = &cmd.body;
+        match cmd.actor {
+            Actor::Admin(_) | Actor::System => {}
+            Actor::Gateway(g) if g == c.gateway => {}
+            _ => {
+                return Err(Rejection::not_party(
+                    &cmd.actor,
+                    "record a settlement",
+                    "only operators, timers and the settling gateway",
+                ));
+            }
+        }
+        if c.settlement_id.trim().is_empty() || c.settlement_id.len() > SETTLEMENT_ID_BYTES_MAX {
+            return Err(Rejection::InvalidCommand(format!(
+                "settlement_id must be 1 to {SETTLEMENT_ID_BYTES_MAX} bytes"
+            )));
+        }
+        require_positive(c.amount)?;
+        let fee = c.fee.unwrap_or(Money::zero(c.amount.currency()));
+        require_currency(c.amount.currency(), fee)?;
+        if fee.minor() < 0 {
+            return Err(Rejection::NonPositiveAmount(fee.to_string()));
+        }
+        require_within_ceiling(
+            "a settlement plus its fee",
+            i128::from(c.amount.minor()) + i128::from(fee.minor()),
+            c.amount.currency(),
+        )?;
+        if let Some((amount, booked_fee)) = s.booked {
+            if amount == c.amount && booked_fee == fee {
+                return Ok(vec![]); // the same settlement announced again
+            }
+            return Err(Rejection::AlreadyExists {
+                aggregate: "settlement",
+                id: format!(
+                    "{}:{} (booked {amount}, fee {booked_fee})",
+                    c.gateway, c.settlement_id
+                ),
+            });
+        }
+        let total = Money::from_minor(c.amount.minor() + fee.minor(), c.amount.currency());
+        let entry = EntryBuilder::new(c.amount.currency())
+            .debit(Account::Bank(c.bank_account), c.amount)
+            .debit(Account::GatewayFees, fee)
+            .credit(Account::GatewayClearing(c.gateway), total)
+            .build(cmd.at, c.occurred_at)?;
+        Ok(vec![SettlementEvent::SettlementRecorded {
+            gateway: c.gateway,
+            settlement_id: c.settlement_id.clone(),
+            bank_account: c.bank_account,
+            amount: c.amount,
+            fee,
+            entry,
+        }])
+    }
+
+    fn evolve(mut s: SettlementState, e: &SettlementEvent) -> SettlementState {
+        match e {
+            SettlementEvent::SettlementRecorded { amount, fee, .. } => {
+                s.booked = Some((*amount, *fee))
+            }
+        }
+        s
+    }
+}
