@@ -44,11 +44,15 @@ pub struct ExportArgs {
 
 /// The beancount name of an account (see the module docs for the reversible rule).
 pub fn beancount_account(account: &Account) -> String {
+    let bank = matches!(account, Account::Bank(_));
     account
         .to_string()
         .split(':')
-        .map(|c| {
-            if Uuid::parse_str(c).is_ok() {
+        .enumerate()
+        .map(|(i, c)| {
+            // UUIDs and bank account names (the third component of `Assets:Bank:<name>`) are lower case in
+            // the ledger: upper-cased here, lower-cased back by `from_beancount_account`.
+            if Uuid::parse_str(c).is_ok() || (bank && i == 2) {
                 c.to_ascii_uppercase()
             } else {
                 c.to_string()
@@ -61,9 +65,11 @@ pub fn beancount_account(account: &Account) -> String {
 /// The ledger's name of a beancount account written by `beancount_account` (the rule's inverse).
 #[cfg_attr(not(test), allow(dead_code))]
 pub fn from_beancount_account(name: &str) -> String {
+    let bank = name.starts_with("Assets:Bank:");
     name.split(':')
-        .map(|c| {
-            if Uuid::parse_str(c).is_ok() {
+        .enumerate()
+        .map(|(i, c)| {
+            if Uuid::parse_str(c).is_ok() || (bank && i == 2) {
                 c.to_ascii_lowercase()
             } else {
                 c.to_string()
@@ -71,6 +77,14 @@ pub fn from_beancount_account(name: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// When the money really moved, for an entry moved out of a closed period (else empty).
+pub fn original(entry: &ledger_core::JournalEntry) -> String {
+    entry
+        .original_effective_at()
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default()
 }
 
 fn signed(p: &ledger_core::Posting) -> String {
@@ -103,14 +117,15 @@ fn write_entry(
                 };
                 writeln!(
                     out,
-                    "{},{},{},{},{},{},{},{c},{debit},{credit}",
+                    "{},{},{},{},{},{},{},{c},{debit},{credit},{}",
                     d.position,
                     entry.id(),
                     d.event_id,
                     d.event_type,
                     entry.effective_at().to_rfc3339(),
                     entry.recorded_at().to_rfc3339(),
-                    p.account
+                    p.account,
+                    original(entry),
                 )?;
             }
         }
@@ -118,6 +133,7 @@ fn write_entry(
             let value = json!({
                 "position": d.position, "entry_id": entry.id(), "event_id": d.event_id, "event_type": d.event_type,
                 "stream": d.stream.to_string(), "effective_at": entry.effective_at(), "recorded_at": entry.recorded_at(), "currency": c,
+                "original_effective_at": entry.original_effective_at(),
                 "postings": entry.postings().iter().map(|p| json!({"account": p.account.to_string(), "side": p.side, "amount": p.amount.to_decimal().to_string()})).collect::<Vec<_>>(),
             });
             write!(out, "{}{}", if *first { "\n" } else { ",\n" }, value)?;
@@ -126,12 +142,16 @@ fn write_entry(
         ExportFormat::Hledger => {
             writeln!(
                 out,
-                "{date} {}  ; entry:{} event:{} position:{} stream:{}",
+                "{date} {}  ; entry:{} event:{} position:{} stream:{}{}",
                 d.event_type,
                 entry.id(),
                 d.event_id,
                 d.position,
-                d.stream
+                d.stream,
+                entry
+                    .original_effective_at()
+                    .map(|t| format!(" original_effective_at:{}", t.to_rfc3339()))
+                    .unwrap_or_default()
             )?;
             for p in entry.postings() {
                 writeln!(out, "    {}  {} {c}", p.account, signed(p))?;
@@ -150,6 +170,13 @@ fn write_entry(
                 entry.id(),
                 d.event_id
             )?;
+            if let Some(original) = entry.original_effective_at() {
+                writeln!(
+                    out,
+                    "  original_effective_at: \"{}\"",
+                    original.to_rfc3339()
+                )?;
+            }
             for p in entry.postings() {
                 writeln!(
                     out,
@@ -177,7 +204,7 @@ pub async fn run(global: &Global, args: ExportArgs) -> Result<ExitCode, CliError
     };
     let io = |e: std::io::Error| CliError::environment(format!("cannot write the export: {e}"));
     match args.to {
-        ExportFormat::Csv => writeln!(out, "position,entry_id,event_id,event_type,effective_at,recorded_at,account,currency,debit,credit").map_err(io)?,
+        ExportFormat::Csv => writeln!(out, "position,entry_id,event_id,event_type,effective_at,recorded_at,account,currency,debit,credit,original_effective_at").map_err(io)?,
         ExportFormat::Json => write!(out, "{{\"ledger\": {}, \"position\": {position}, \"entries\": [", json!(global.ledger)).map_err(io)?,
         ExportFormat::Hledger => writeln!(out, "; escrow-ledger: ledger {} up to position {position}; dates are effective dates\n", global.ledger).map_err(io)?,
         ExportFormat::Beancount => beancount_header(&store, global, position, &args.as_of, &mut out).await?,
@@ -274,6 +301,7 @@ mod tests {
                 milestone: 2,
             },
             Account::GatewayClearing(Gateway::Stripe),
+            Account::Bank(ledger_core::BankName::new("main-2").unwrap()),
             Account::Suspense,
         ] {
             let name = beancount_account(&account);

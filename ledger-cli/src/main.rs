@@ -11,6 +11,7 @@ mod exit;
 mod export;
 mod ingest;
 mod ledgers;
+mod month_end;
 mod outbox;
 mod projections;
 mod replay;
@@ -124,6 +125,16 @@ pub enum Command {
     /// The background sequencer: positions for committed events no writer sequenced (a writer that died).
     #[command(subcommand)]
     Sequencer(sequencer::SequencerCommand),
+    /// Compares a gateway statement with the ledger: matched, amount_mismatch, only_at_gateway,
+    /// only_in_ledger, and the clearing balance against the statement's net; the run is recorded in the log.
+    /// Exit 0 when everything matched, 1 when anything did not, 2 for an unreadable statement.
+    Reconcile(month_end::ReconcileArgs),
+    /// Closed periods (UTC calendar months): close, re-open, list.
+    #[command(subcommand)]
+    Period(month_end::PeriodCommand),
+    /// One user's statement for a month or a range of months: opening balance, movements with their
+    /// counterpart and reference, closing balance, per currency.
+    Statement(month_end::StatementArgs),
 }
 
 fn main() -> ExitCode {
@@ -175,5 +186,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Anomalies { json, limit } => suspense::anomalies(&cli.global, json, limit).await,
         Command::Ingest(args) => ingest::run(&cli.global, args).await,
         Command::Sequencer(cmd) => sequencer::run(&cli.global, cmd).await,
+        Command::Reconcile(args) => month_end::reconcile_run(&cli.global, args).await,
+        Command::Period(cmd) => month_end::period(&cli.global, cmd).await,
+        Command::Statement(args) => month_end::statement(&cli.global, args).await,
     }
 }

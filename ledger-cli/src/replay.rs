@@ -52,6 +52,13 @@ pub struct AsOf {
     /// Only entries whose effective time (when money moved) is at or before this time (RFC 3339).
     #[arg(long)]
     pub effective_as_of: Option<DateTime<Utc>>,
+    /// A month (`2026-01`) or a range of months (`2026-01..2026-03`), UTC: balances at its end; activity
+    /// reports (income statement, journal, register) show only entries effective inside it.
+    #[arg(long)]
+    pub period: Option<ledger_core::MonthRange>,
+    /// Set by activity reports: `--period` also bounds entries from below.
+    #[arg(skip)]
+    pub activity: bool,
 }
 
 impl AsOf {
@@ -77,6 +84,14 @@ impl AsOf {
     /// Whether an entry effective at `at` belongs to this view.
     pub fn includes_effective(&self, at: DateTime<Utc>) -> bool {
         self.effective_as_of.is_none_or(|limit| at <= limit)
+            && self
+                .period
+                .is_none_or(|p| at < p.end() && (!self.activity || at >= p.start()))
+    }
+
+    /// Whether balance snapshots (which hold every entry) can serve this view.
+    pub fn uses_snapshots(&self) -> bool {
+        self.effective_as_of.is_none() && self.period.is_none()
     }
 }
 
@@ -199,7 +214,7 @@ pub async fn balances_at(
 ) -> Result<Balances, CliError> {
     let mut start = 0;
     let mut b = Balances::default();
-    if view.effective_as_of.is_none()
+    if view.uses_snapshots()
         && let Some(snapshot) = balances::load_at_or_before(pool, ledger, position)
             .await
             .context("cannot read balance snapshots")?
@@ -221,7 +236,7 @@ pub async fn balances_at(
         {
             b.apply(entry);
         }
-        if view.effective_as_of.is_none() && d.position % every == 0 {
+        if view.uses_snapshots() && d.position % every == 0 {
             snapshots.push((d.position, balances_to_json(&b)));
         }
         Ok(())

@@ -364,8 +364,9 @@ pub async fn balance_sheet(global: &Global, args: ReportArgs) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-/// `income-statement`: revenue, expenses and net income per currency.
-pub async fn income_statement(global: &Global, args: ReportArgs) -> Result<ExitCode, CliError> {
+/// `income-statement`: revenue, expenses and net income per currency (with `--period`, of that period only).
+pub async fn income_statement(global: &Global, mut args: ReportArgs) -> Result<ExitCode, CliError> {
+    args.as_of.activity = true;
     let currency = parse_currency(&args.currency)?;
     let (position, balances) = load(global, &args).await?;
     let data = statement(
@@ -414,6 +415,7 @@ fn reference(stream: &ledger_core::StreamId, entry: &ledger_core::JournalEntry) 
     match (stream, gateway) {
         (ledger_core::StreamId::Payment(id), Some(g)) => format!("{g}:{id}"),
         (ledger_core::StreamId::Suspense(id), Some(g)) => format!("{g}:suspense:{id}"),
+        (ledger_core::StreamId::Settlement(id), Some(g)) => format!("{g}:settlement:{id}"),
         _ => String::new(),
     }
 }
@@ -428,7 +430,8 @@ fn matches_account(account: &Account, filter: &Option<String>) -> bool {
     }
 }
 
-pub async fn journal(global: &Global, args: JournalArgs) -> Result<ExitCode, CliError> {
+pub async fn journal(global: &Global, mut args: JournalArgs) -> Result<ExitCode, CliError> {
+    args.as_of.activity = true;
     let pool = global.pool_as(RunRole::Auditor).await?;
     let store = PgEventStore::new(pool);
     crate::db::require_ledger(&store, &global.ledger).await?;
@@ -437,7 +440,7 @@ pub async fn journal(global: &Global, args: JournalArgs) -> Result<ExitCode, Cli
     let mut out = String::new();
     let mut json_entries = Vec::new();
     if args.format == Format::Csv {
-        out.push_str("position,entry_id,event_id,event_type,reference,effective_at,recorded_at,account,currency,debit,credit\n");
+        out.push_str("position,entry_id,event_id,event_type,reference,effective_at,recorded_at,account,currency,debit,credit,original_effective_at\n");
     } else if args.format == Format::Table {
         let _ = writeln!(
             out,
@@ -459,16 +462,18 @@ pub async fn journal(global: &Global, args: JournalArgs) -> Result<ExitCode, Cli
             Format::Json => json_entries.push(json!({
                 "position": d.position, "entry_id": entry.id(), "event_id": d.event_id, "event_type": d.event_type,
                 "reference": reference, "effective_at": effective, "recorded_at": entry.recorded_at(), "currency": c,
+                "original_effective_at": entry.original_effective_at(),
                 "postings": entry.postings().iter().map(|p| json!({"account": p.account.to_string(), "side": p.side, "amount": p.amount.to_decimal().to_string()})).collect::<Vec<_>>(),
             })),
             Format::Csv => {
                 for p in entry.postings() {
                     let (debit, credit) = if p.side == Side::Debit { (p.amount.to_decimal().to_string(), String::new()) } else { (String::new(), p.amount.to_decimal().to_string()) };
-                    let _ = writeln!(out, "{},{},{},{},{reference},{},{},{},{c},{debit},{credit}", d.position, entry.id(), d.event_id, d.event_type, effective.to_rfc3339(), entry.recorded_at().to_rfc3339(), p.account);
+                    let _ = writeln!(out, "{},{},{},{},{reference},{},{},{},{c},{debit},{credit},{}", d.position, entry.id(), d.event_id, d.event_type, effective.to_rfc3339(), entry.recorded_at().to_rfc3339(), p.account, crate::export::original(entry));
                 }
             }
             Format::Table => {
-                let _ = writeln!(out, "\n#{} {} {} effective {} recorded {}", d.position, effective.format("%Y-%m-%d"), d.event_type, effective.to_rfc3339(), entry.recorded_at().to_rfc3339());
+                let moved = entry.original_effective_at().map(|t| format!(" (money moved {}, in a closed period)", t.to_rfc3339())).unwrap_or_default();
+                let _ = writeln!(out, "\n#{} {} {} effective {}{moved} recorded {}", d.position, effective.format("%Y-%m-%d"), d.event_type, effective.to_rfc3339(), entry.recorded_at().to_rfc3339());
                 let _ = writeln!(out, "  entry {} event {}{}", entry.id(), d.event_id, if reference.is_empty() { String::new() } else { format!(" ref {reference}") });
                 for p in entry.postings() {
                     let (debit, credit) = if p.side == Side::Debit { (p.amount.to_decimal().to_string(), String::new()) } else { (String::new(), p.amount.to_decimal().to_string()) };
@@ -499,7 +504,8 @@ pub struct RegisterArgs {
 
 /// `register ACCOUNT`: every posting to one account with its running balance (on the account's normal
 /// side), per currency.
-pub async fn register(global: &Global, args: RegisterArgs) -> Result<ExitCode, CliError> {
+pub async fn register(global: &Global, mut args: RegisterArgs) -> Result<ExitCode, CliError> {
+    args.as_of.activity = true;
     let account =
         Account::from_str(&args.account).map_err(|e| CliError::environment(e.to_string()))?;
     let pool = global.pool_as(RunRole::Auditor).await?;

@@ -172,6 +172,7 @@ async fn replay_checks(
                 "CardRefundProcessed",
                 "DepositSucceeded",
                 "SuccessAfterFailure",
+                "SettlementRecorded",
             ];
             if touches_pnl
                 && !allowed.contains(&d.event_type.as_str())

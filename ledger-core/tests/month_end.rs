@@ -191,3 +191,152 @@ fn months_close_once_ended_and_reopen_explicitly() {
         "December stays closed"
     );
 }
+
+// ---- through the engine: JSON commands, a closed period, a late callback
+
+use ledger_core::{Command, CommandEnvelope, MemoryLedger};
+
+fn run(
+    ledger: &mut MemoryLedger,
+    n: u128,
+    actor: Actor,
+    at: DateTime<Utc>,
+    command: serde_json::Value,
+) -> Result<ledger_core::Outcome, Rejection> {
+    let command: Command = serde_json::from_value(command).expect("a command");
+    ledger.execute(&CommandEnvelope {
+        command_id: Uuid::from_u128(0xE0_0000 + n),
+        actor,
+        at,
+        command,
+    })
+}
+
+fn deposit(
+    ledger: &mut MemoryLedger,
+    n: u128,
+    payment: Uuid,
+    gross: &str,
+    occurred_at: &str,
+    at: DateTime<Utc>,
+) -> ledger_core::Outcome {
+    let buyer = Uuid::from_u128(0xB);
+    let usd = |a: &str| serde_json::json!({"amount": a, "currency": "USD"});
+    run(ledger, n, Actor::User(buyer), at, serde_json::json!({"type": "initiate_deposit", "payment_id": payment, "amount": usd(gross), "gateway": "stripe", "fund": null})).unwrap();
+    run(ledger, n + 1, Actor::Gateway(Gateway::Stripe), at, serde_json::json!({"type": "confirm_deposit", "payment_id": payment, "amount": usd(gross), "gateway_fee": null, "occurred_at": occurred_at})).unwrap()
+}
+
+#[test]
+fn a_late_callback_into_a_closed_month_posts_at_the_start_of_the_first_open_month() {
+    let mut ledger = MemoryLedger::new();
+    let admin = Actor::Admin(Uuid::from_u128(0xAD));
+    let early = deposit(
+        &mut ledger,
+        1,
+        Uuid::from_u128(0xD1),
+        "100.00",
+        "2026-01-05T10:00:00Z",
+        t(2026, 1, 5),
+    );
+    let entry = early.changes.iter().find_map(|c| c.event.entry()).unwrap();
+    assert_eq!(
+        entry.effective_at(),
+        Utc.with_ymd_and_hms(2026, 1, 5, 10, 0, 0).unwrap()
+    );
+    assert_eq!(entry.original_effective_at(), None);
+    run(
+        &mut ledger,
+        10,
+        admin,
+        t(2026, 2, 2),
+        serde_json::json!({"type": "close_periods", "through": "2026-01"}),
+    )
+    .unwrap();
+    let late = deposit(
+        &mut ledger,
+        20,
+        Uuid::from_u128(0xD4),
+        "10.00",
+        "2026-01-25T10:00:00Z",
+        t(2026, 2, 3),
+    );
+    let entry = late.changes.iter().find_map(|c| c.event.entry()).unwrap();
+    assert_eq!(
+        entry.effective_at(),
+        Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap()
+    );
+    assert_eq!(
+        entry.original_effective_at(),
+        Some(Utc.with_ymd_and_hms(2026, 1, 25, 10, 0, 0).unwrap())
+    );
+    // Money that moved in an open month keeps its time.
+    let open = deposit(
+        &mut ledger,
+        30,
+        Uuid::from_u128(0xD5),
+        "10.00",
+        "2026-02-10T10:00:00Z",
+        t(2026, 2, 11),
+    );
+    let entry = open.changes.iter().find_map(|c| c.event.entry()).unwrap();
+    assert_eq!(
+        (entry.effective_at(), entry.original_effective_at()),
+        (Utc.with_ymd_and_hms(2026, 2, 10, 10, 0, 0).unwrap(), None)
+    );
+    // Re-opened, January takes late money again.
+    run(&mut ledger, 40, admin, t(2026, 2, 12), serde_json::json!({"type": "reopen_periods", "from": "2026-01", "reason": "audit adjustment"})).unwrap();
+    let reopened = deposit(
+        &mut ledger,
+        50,
+        Uuid::from_u128(0xD6),
+        "10.00",
+        "2026-01-26T10:00:00Z",
+        t(2026, 2, 13),
+    );
+    assert_eq!(
+        reopened
+            .changes
+            .iter()
+            .find_map(|c| c.event.entry())
+            .unwrap()
+            .original_effective_at(),
+        None
+    );
+    // The stored form keeps the original time, and reads back the same.
+    let json =
+        serde_json::to_value(late.changes.iter().find_map(|c| c.event.entry()).unwrap()).unwrap();
+    assert_eq!(json["original_effective_at"], "2026-01-25T10:00:00Z");
+    let back: ledger_core::JournalEntry = serde_json::from_value(json).unwrap();
+    assert_eq!(
+        back.original_effective_at(),
+        Some(Utc.with_ymd_and_hms(2026, 1, 25, 10, 0, 0).unwrap())
+    );
+}
+
+#[test]
+fn record_settlement_as_json_books_the_bank_once() {
+    let mut ledger = MemoryLedger::new();
+    deposit(
+        &mut ledger,
+        1,
+        Uuid::from_u128(0xD1),
+        "150.00",
+        "2026-01-05T10:00:00Z",
+        t(2026, 1, 5),
+    );
+    let admin = Actor::Admin(Uuid::from_u128(0xAD));
+    let settle = serde_json::json!({"type": "record_settlement", "gateway": "stripe", "settlement_id": "po_me_1", "bank_account": "main", "amount": {"amount": "140.00", "currency": "USD"}, "fee": null, "occurred_at": "2026-01-31T12:00:00Z"});
+    let outcome = run(&mut ledger, 10, admin, t(2026, 2, 1), settle.clone()).unwrap();
+    assert_eq!(outcome.changes.len(), 1);
+    let bank = Account::Bank(BankName::new("main").unwrap());
+    assert_eq!(ledger.balances().balance(&bank, Currency::USD), 14_000);
+    assert_eq!(
+        ledger
+            .balances()
+            .balance(&Account::GatewayClearing(Gateway::Stripe), Currency::USD),
+        1_000
+    );
+    let again = run(&mut ledger, 11, admin, t(2026, 2, 1), settle).unwrap();
+    assert!(again.changes.is_empty(), "{again:?}");
+    assert_eq!(ledger.balances().balance(&bank, Currency::USD), 14_000);
+}

@@ -184,6 +184,12 @@ fn stripe(body: &[u8]) -> Result<NormalizedCallback, String> {
         }
         ("refund.created" | "refund.updated", "succeeded") => (Some(K::RefundProcessed), o.amount),
         ("refund.failed", _) | ("refund.updated", "failed") => (Some(K::RefundFailed), o.amount),
+        // A payout without our payment reference is Stripe paying the platform's own bank: a settlement,
+        // named by the payout's id (`po_...`).
+        ("payout.paid", _) if c.reference.is_none() => {
+            c.reference = o.id.clone();
+            (Some(K::SettlementPaid), o.amount)
+        }
         ("payout.paid", _) => (Some(K::PayoutSucceeded), o.amount),
         ("payout.failed", _) => (Some(K::PayoutFailed), o.amount),
         ("charge.dispute.created", _) => (Some(K::ChargebackOpened), o.amount),

@@ -23,6 +23,9 @@ pub enum CallbackKind {
     ChargebackOpened,
     ChargebackWon,
     ChargebackLost,
+    /// The gateway paid the platform's own bank account (Stripe `payout.paid` without one of our payout
+    /// references): a settlement, not a user's payout.
+    SettlementPaid,
 }
 
 impl CallbackKind {
@@ -38,6 +41,7 @@ impl CallbackKind {
             CallbackKind::ChargebackOpened => "chargeback_opened",
             CallbackKind::ChargebackWon => "chargeback_won",
             CallbackKind::ChargebackLost => "chargeback_lost",
+            CallbackKind::SettlementPaid => "settlement_paid",
         }
     }
 

@@ -119,6 +119,9 @@ pub fn plan(
             format!("event type {} is not handled", callback.event_type),
         );
     };
+    if kind == CallbackKind::SettlementPaid {
+        return settlement(callback, key);
+    }
     let expected_kind = match kind {
         CallbackKind::DepositSucceeded
         | CallbackKind::DepositFailed
@@ -175,6 +178,29 @@ pub fn plan(
         }
         Some(p) => apply(callback, key, p, kind, recover_from_user),
     }
+}
+
+/// The gateway paid the platform's bank: `RecordSettlement` on the bank account named after the gateway
+/// (`Assets:Bank:<gateway>`), booked once per settlement id.
+fn settlement(callback: &NormalizedCallback, key: String) -> Plan {
+    let id = callback.reference.clone().unwrap_or_default();
+    let money = callback.amount.as_ref().map(|a| a.to_money());
+    let (Some(Ok(amount)), Some(occurred_at)) = (money, callback.occurred_at) else {
+        let detail = format!("settlement {id} without a usable amount or time");
+        return outcome(key, Disposition::Anomaly, None, detail);
+    };
+    let bank_account = ledger_core::BankName::new(&callback.gateway.to_string())
+        .expect("gateway names are valid bank account names");
+    let command = Command::RecordSettlement {
+        gateway: callback.gateway,
+        settlement_id: id.clone(),
+        bank_account,
+        amount,
+        fee: None,
+        occurred_at,
+    };
+    let detail = format!("settlement {id} of {amount} to the platform's bank");
+    outcome(key, Disposition::Apply, Some(command), detail)
 }
 
 fn outcome(
@@ -360,6 +386,7 @@ fn apply(
             chargeback_id,
             recover_from_user,
         },
+        K::SettlementPaid => return settlement(callback, key),
     };
     outcome(
         key,

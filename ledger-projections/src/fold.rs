@@ -196,7 +196,12 @@ impl Folder {
             }
             StreamId::Project(_) | StreamId::Dispute(_) => on(Projection::Escrow),
             StreamId::Payment(_) => on(Projection::Payments),
-            StreamId::Wallet { .. } | StreamId::Suspense(_) | StreamId::LedgerPolicy => false,
+            StreamId::Wallet { .. }
+            | StreamId::Suspense(_)
+            | StreamId::LedgerPolicy
+            | StreamId::Settlement(_)
+            | StreamId::Reconciliation(_)
+            | StreamId::Periods => false,
         }
     }
 

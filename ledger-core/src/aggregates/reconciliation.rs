@@ -39,10 +39,7 @@ pub struct ReconciliationState {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum ReconciliationEvent {
-    ReconciliationRecorded {
-        #[serde(flatten)]
-        run: ReconciliationRun,
-    },
+    ReconciliationRecorded { run: ReconciliationRun },
 }
 
 pub struct Reconciliation;

@@ -9,9 +9,13 @@ use super::StreamId;
 use crate::aggregates::ledger_policy::RateBounds;
 use crate::aggregates::payment::FundTarget;
 use crate::aggregates::project::FeeTerms;
+use crate::aggregates::reconciliation::ReconciliationCounts;
+use crate::aggregates::settlement::settlement_stream_id;
 use crate::error::Rejection;
 use crate::ids::{Actor, Gateway, MilestoneNo};
+use crate::journal::BankName;
 use crate::money::{Currency, Money, Rate};
+use crate::period::Month;
 
 /// Every command the ledger accepts. JSON: `{"type": "fund_milestone", "project_id": ..., "milestone": 1}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -270,6 +274,36 @@ pub enum Command {
         payout_fee: RateBounds,
         overrides_allowed: bool,
     },
+    /// A gateway paid the platform's own bank account (`aggregates::settlement`): Dr
+    /// `Assets:Bank:<bank_account>` amount, Dr `Expenses:GatewayFees` fee, Cr the gateway's clearing.
+    RecordSettlement {
+        gateway: Gateway,
+        settlement_id: String,
+        bank_account: BankName,
+        amount: Money,
+        #[serde(default)]
+        fee: Option<Money>,
+        occurred_at: DateTime<Utc>,
+    },
+    /// That a statement was reconciled (`escrow-ledger reconcile`): which one and what was found.
+    RecordReconciliation {
+        reconciliation_id: Uuid,
+        gateway: Gateway,
+        statement_sha256: String,
+        format: String,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        counts: ReconciliationCounts,
+    },
+    /// An operator closes every month up to and including `through` (`aggregates::period`).
+    ClosePeriods {
+        through: Month,
+    },
+    /// An operator re-opens the months from `from` on, saying why.
+    ReopenPeriods {
+        from: Month,
+        reason: String,
+    },
 }
 
 /// A command with its id (idempotency and event-id derivation), actor and time.
@@ -386,6 +420,15 @@ fn own_stream(command: &Command) -> StreamId {
         | C::AssignSuspense { suspense_id, .. }
         | C::ReturnSuspense { suspense_id } => StreamId::Suspense(*suspense_id),
         C::SetFeePolicy { .. } => StreamId::LedgerPolicy,
+        C::RecordSettlement {
+            gateway,
+            settlement_id,
+            ..
+        } => StreamId::Settlement(settlement_stream_id(*gateway, settlement_id)),
+        C::RecordReconciliation {
+            reconciliation_id, ..
+        } => StreamId::Reconciliation(*reconciliation_id),
+        C::ClosePeriods { .. } | C::ReopenPeriods { .. } => StreamId::Periods,
     }
 }
 
@@ -417,7 +460,9 @@ impl Command {
                 .into_iter()
                 .flatten()
                 .collect(),
-            C::RequestPayout { amount, fee, .. } | C::OpenChargeback { amount, fee, .. } => {
+            C::RequestPayout { amount, fee, .. }
+            | C::OpenChargeback { amount, fee, .. }
+            | C::RecordSettlement { amount, fee, .. } => {
                 [Some(*amount), *fee].into_iter().flatten().collect()
             }
             C::ConfirmTransfer { gateway_fee, .. } => gateway_fee.iter().copied().collect(),
@@ -441,6 +486,10 @@ impl Command {
             | C::ConfirmTransfer { occurred_at, .. }
             | C::ReversePayout { occurred_at, .. }
             | C::OpenChargeback { occurred_at, .. } => occurred_at.iter().copied().collect(),
+            C::RecordSettlement { occurred_at, .. } => vec![*occurred_at],
+            C::RecordReconciliation { from, to, .. } => {
+                from.iter().chain(to.iter()).copied().collect()
+            }
             _ => vec![],
         }
     }

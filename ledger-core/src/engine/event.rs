@@ -8,11 +8,14 @@ use crate::aggregates::booking::{Booking, BookingEvent, BookingState};
 use crate::aggregates::dispute::{Dispute, DisputeEvent, DisputeState};
 use crate::aggregates::ledger_policy::{LedgerPolicy, LedgerPolicyEvent, LedgerPolicyState};
 use crate::aggregates::payment::{Payment, PaymentEvent, PaymentState};
+use crate::aggregates::period::{Periods, PeriodsEvent, PeriodsState};
 use crate::aggregates::project::{Project, ProjectEvent, ProjectState};
 use crate::aggregates::quote::{Quote, QuoteEvent, QuoteState};
+use crate::aggregates::reconciliation::{Reconciliation, ReconciliationEvent, ReconciliationState};
 use crate::aggregates::service_request::{
     ServiceRequest, ServiceRequestEvent, ServiceRequestState,
 };
+use crate::aggregates::settlement::{Settlement, SettlementEvent, SettlementState};
 use crate::aggregates::suspense::{Suspense, SuspenseEvent, SuspenseState};
 use crate::aggregates::wallet::{Wallet, WalletEvent, WalletState};
 use crate::decider::Decider;
@@ -34,6 +37,9 @@ pub enum Event {
     Dispute(DisputeEvent),
     Suspense(SuspenseEvent),
     LedgerPolicy(LedgerPolicyEvent),
+    Settlement(SettlementEvent),
+    Reconciliation(ReconciliationEvent),
+    Periods(PeriodsEvent),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,6 +89,7 @@ macro_rules! entry_of {
                 | SuspenseEvent::SuspenseAssigned { entry, .. }
                 | SuspenseEvent::SuspenseReturned { entry },
             ) => Some(entry),
+            Event::Settlement(SettlementEvent::SettlementRecorded { entry, .. }) => Some(entry),
             _ => None,
         }
     }};
@@ -137,6 +144,13 @@ impl Event {
             StreamId::LedgerPolicy => {
                 Event::LedgerPolicy(serde_json::from_value(payload).map_err(err)?)
             }
+            StreamId::Settlement(_) => {
+                Event::Settlement(serde_json::from_value(payload).map_err(err)?)
+            }
+            StreamId::Reconciliation(_) => {
+                Event::Reconciliation(serde_json::from_value(payload).map_err(err)?)
+            }
+            StreamId::Periods => Event::Periods(serde_json::from_value(payload).map_err(err)?),
         })
     }
 
@@ -172,6 +186,13 @@ impl Event {
             StreamId::LedgerPolicy => {
                 Event::LedgerPolicy(serde_json::from_str(payload).map_err(err)?)
             }
+            StreamId::Settlement(_) => {
+                Event::Settlement(serde_json::from_str(payload).map_err(err)?)
+            }
+            StreamId::Reconciliation(_) => {
+                Event::Reconciliation(serde_json::from_str(payload).map_err(err)?)
+            }
+            StreamId::Periods => Event::Periods(serde_json::from_str(payload).map_err(err)?),
         })
     }
 }
@@ -205,6 +226,9 @@ pub enum AggState {
     Dispute(DisputeState),
     Suspense(SuspenseState),
     LedgerPolicy(LedgerPolicyState),
+    Settlement(SettlementState),
+    Reconciliation(ReconciliationState),
+    Periods(PeriodsState),
 }
 
 impl AggState {
@@ -241,6 +265,9 @@ impl AggState {
                 ..Default::default()
             }),
             StreamId::LedgerPolicy => AggState::LedgerPolicy(LedgerPolicyState::default()),
+            StreamId::Settlement(_) => AggState::Settlement(SettlementState::default()),
+            StreamId::Reconciliation(_) => AggState::Reconciliation(ReconciliationState::default()),
+            StreamId::Periods => AggState::Periods(PeriodsState::default()),
         }
     }
 }
@@ -261,6 +288,13 @@ pub fn evolve(state: AggState, event: &Event) -> AggState {
         (AggState::LedgerPolicy(s), Event::LedgerPolicy(e)) => {
             AggState::LedgerPolicy(LedgerPolicy::evolve(s, e))
         }
+        (AggState::Settlement(s), Event::Settlement(e)) => {
+            AggState::Settlement(Settlement::evolve(s, e))
+        }
+        (AggState::Reconciliation(s), Event::Reconciliation(e)) => {
+            AggState::Reconciliation(Reconciliation::evolve(s, e))
+        }
+        (AggState::Periods(s), Event::Periods(e)) => AggState::Periods(Periods::evolve(s, e)),
         (s, e) => panic!("event {e:?} does not belong to state {s:?}"),
     }
 }

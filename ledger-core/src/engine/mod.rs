@@ -55,6 +55,7 @@ pub fn decide(env: &CommandEnvelope, view: &dyn StateView) -> Result<Vec<Change>
     command::check_envelope(env)?;
     let mut changes = route::route(env, view)?;
     wallet_guard::guard_wallets(env, view, &mut changes)?;
+    route::out_of_closed_periods(view, &mut changes)?;
     for (index, change) in changes.iter_mut().enumerate() {
         change.event_id = event_id(env.command_id, index);
         if let Some(entry) = change.event.entry_mut() {

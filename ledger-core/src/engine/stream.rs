@@ -9,6 +9,8 @@ use crate::money::Currency;
 
 /// The name of the ledger policy's stream.
 const LEDGER_POLICY_STREAM: &str = "ledger-policy";
+/// The name of the closed periods' stream.
+const PERIODS_STREAM: &str = "periods";
 
 /// One aggregate instance's event stream.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
@@ -26,6 +28,12 @@ pub enum StreamId {
     Suspense(Uuid),
     /// The ledger's own policy (its fee schedule): one per ledger.
     LedgerPolicy,
+    /// One gateway settlement (id: `aggregates::settlement::settlement_stream_id`).
+    Settlement(Uuid),
+    /// One recorded reconciliation run.
+    Reconciliation(Uuid),
+    /// The ledger's closed periods: one per ledger.
+    Periods,
 }
 
 impl fmt::Display for StreamId {
@@ -40,6 +48,9 @@ impl fmt::Display for StreamId {
             StreamId::Dispute(id) => write!(f, "dispute-{id}"),
             StreamId::Suspense(id) => write!(f, "suspense-{id}"),
             StreamId::LedgerPolicy => f.write_str(LEDGER_POLICY_STREAM),
+            StreamId::Settlement(id) => write!(f, "settlement-{id}"),
+            StreamId::Reconciliation(id) => write!(f, "reconciliation-{id}"),
+            StreamId::Periods => f.write_str(PERIODS_STREAM),
         }
     }
 }
@@ -54,6 +65,9 @@ impl FromStr for StreamId {
         let bad = || BadStreamId(s.to_string());
         if s == LEDGER_POLICY_STREAM {
             return Ok(StreamId::LedgerPolicy);
+        }
+        if s == PERIODS_STREAM {
+            return Ok(StreamId::Periods);
         }
         let (kind, rest) = s.split_once('-').ok_or_else(bad)?;
         if kind == "wallet" {
@@ -72,6 +86,8 @@ impl FromStr for StreamId {
             "payment" => StreamId::Payment(id),
             "dispute" => StreamId::Dispute(id),
             "suspense" => StreamId::Suspense(id),
+            "settlement" => StreamId::Settlement(id),
+            "reconciliation" => StreamId::Reconciliation(id),
             _ => return Err(bad()),
         })
     }

@@ -7,9 +7,11 @@ mod chargeback;
 mod disputes;
 mod escrow;
 mod marketplace;
+mod month_end;
 mod payments;
 
 pub use chargeback::{CHARGEBACK_ESCROW_SOURCES_MAX, CHARGEBACK_PROJECTS_MAX};
+pub(super) use month_end::out_of_closed_periods;
 
 use super::{Change, Command, CommandEnvelope, DecideError, StateView};
 
@@ -79,6 +81,10 @@ pub(super) fn route(
         | C::AssignSuspense { .. }
         | C::ReturnSuspense { .. }
         | C::SetFeePolicy { .. } => back_office::route(env, view),
+        C::RecordSettlement { .. }
+        | C::RecordReconciliation { .. }
+        | C::ClosePeriods { .. }
+        | C::ReopenPeriods { .. } => month_end::route(env, view),
     }
 }
 

@@ -1,0 +1,109 @@
+//! Month-end: settlements to the platform's bank, reconciliation runs, closing and re-opening periods; and the
+//! rule that nothing posts into a closed period (`out_of_closed_periods`, applied to every decision).
+
+use super::super::deciders::decide_on;
+use super::super::view::{periods_state, reconciliation_state, settlement_state};
+use super::super::{Change, Command, CommandEnvelope, DecideError, Event, StateView, StreamId};
+use super::misrouted;
+use crate::aggregates::period::{Periods, PeriodsCommand};
+use crate::aggregates::reconciliation::{Reconciliation, ReconciliationRun};
+use crate::aggregates::settlement::{Settlement, SettlementCommand, settlement_stream_id};
+
+pub(super) fn route(
+    env: &CommandEnvelope,
+    view: &dyn StateView,
+) -> Result<Vec<Change>, DecideError> {
+    use Command as C;
+    match &env.command {
+        C::RecordSettlement {
+            gateway,
+            settlement_id,
+            bank_account,
+            amount,
+            fee,
+            occurred_at,
+        } => {
+            let stream = StreamId::Settlement(settlement_stream_id(*gateway, settlement_id));
+            let body = SettlementCommand {
+                gateway: *gateway,
+                settlement_id: settlement_id.clone(),
+                bank_account: *bank_account,
+                amount: *amount,
+                fee: *fee,
+                occurred_at: *occurred_at,
+            };
+            let state = settlement_state(view, stream)?;
+            decide_on::<Settlement, _>(env, state, stream, body, Event::Settlement)
+        }
+        C::RecordReconciliation {
+            reconciliation_id,
+            gateway,
+            statement_sha256,
+            format,
+            from,
+            to,
+            counts,
+        } => {
+            let stream = StreamId::Reconciliation(*reconciliation_id);
+            let body = ReconciliationRun {
+                gateway: *gateway,
+                statement_sha256: statement_sha256.clone(),
+                format: format.clone(),
+                from: *from,
+                to: *to,
+                counts: *counts,
+            };
+            let state = reconciliation_state(view, stream)?;
+            decide_on::<Reconciliation, _>(env, state, stream, body, Event::Reconciliation)
+        }
+        C::ClosePeriods { through } => {
+            let body = PeriodsCommand::Close { through: *through };
+            periods(env, view, body)
+        }
+        C::ReopenPeriods { from, reason } => {
+            let body = PeriodsCommand::Reopen {
+                from: *from,
+                reason: reason.clone(),
+            };
+            periods(env, view, body)
+        }
+        other => misrouted("month-end", other),
+    }
+}
+
+fn periods(
+    env: &CommandEnvelope,
+    view: &dyn StateView,
+    body: PeriodsCommand,
+) -> Result<Vec<Change>, DecideError> {
+    let stream = StreamId::Periods;
+    decide_on::<Periods, _>(
+        env,
+        periods_state(view, stream)?,
+        stream,
+        body,
+        Event::Periods,
+    )
+}
+
+/// Nothing posts into a closed period: every journal entry of a decision that would be effective before the
+/// start of the first open month is moved to that start, keeping the time the money moved
+/// (`JournalEntry::redate_into`). A decision that moves money therefore reads the `periods` stream (and the
+/// executor checks its version when appending, so a close racing the command makes it decide again).
+pub(in super::super) fn out_of_closed_periods(
+    view: &dyn StateView,
+    changes: &mut [Change],
+) -> Result<(), DecideError> {
+    if changes.iter().all(|c| c.event.entry().is_none()) {
+        return Ok(());
+    }
+    let Some(first_open) = periods_state(view, StreamId::Periods)?.first_open_start() else {
+        return Ok(());
+    };
+    for change in changes.iter_mut() {
+        if let Some(entry) = change.event.entry_mut() {
+            entry.redate_into(first_open);
+        }
+    }
+    Ok(())
+}
