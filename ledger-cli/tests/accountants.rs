@@ -284,7 +284,7 @@ async fn golden_journal_register_and_csv_export() {
     let mut rows = csv.lines();
     assert_eq!(
         rows.next().unwrap(),
-        "position,entry_id,event_id,event_type,effective_at,recorded_at,account,currency,debit,credit"
+        "position,entry_id,event_id,event_type,effective_at,recorded_at,account,currency,debit,credit,original_effective_at"
     );
     let rows: Vec<&str> = rows.collect();
     assert_eq!(rows.len(), 3 + 3 + 5 + 2 + 4, "one row per posting");
@@ -306,7 +306,7 @@ async fn golden_journal_register_and_csv_export() {
     assert_eq!(credits, 41_725);
     assert!(
         rows.iter()
-            .any(|r| r.ends_with("Assets:Gateway:Stripe:Clearing,USD,,50.25")),
+            .any(|r| r.ends_with("Assets:Gateway:Stripe:Clearing,USD,,50.25,")),
         "{csv}"
     );
 }
