@@ -800,10 +800,25 @@ impl Executor {
         if cache.len() + changed.len() > self.config.cache_streams_max {
             cache.clear(); // crude but bounded; the store is the source of truth
         }
+        // The ledger-wide `periods` stream is read by every decision that moves money and written almost never:
+        // kept even when only read (else every such command reads it from the store). A close by another
+        // writer fails the read check at append, which drops it, and the command is decided again.
+        if let Some(state) = loaded.states.get(&StreamId::Periods)
+            && !changed.contains_key(&StreamId::Periods)
+        {
+            let version = loaded.versions[&StreamId::Periods];
+            let state = state.clone();
+            cache_forward(&mut cache, StreamId::Periods, Cached { state, version });
+        }
         for (stream, state) in changed {
             let version = versions[&stream];
             cache_forward(&mut cache, stream, Cached { state, version });
         }
+    }
+
+    /// Whether the executor holds `stream` in its cache (for tests and diagnostics).
+    pub fn is_cached(&self, stream: &StreamId) -> bool {
+        self.cache.lock().expect("cache lock").contains_key(stream)
     }
 
     fn forget<'a>(&self, streams: impl IntoIterator<Item = &'a StreamId>) {

@@ -710,3 +710,57 @@ async fn current_state_never_caches_a_stream_that_does_not_exist_yet() {
     };
     assert!(p.exists());
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Closed periods: every money-moving decision reads the ledger's `periods` stream. The executor keeps it in
+// its cache (one store read per process, not per command), and a close by another writer is still seen: the
+// read check at append fails, the stream is reloaded and the command decided again.
+
+#[tokio::test]
+async fn the_periods_stream_is_cached_and_a_close_by_another_writer_is_seen() {
+    let db = TestDb::new().await;
+    let store: Arc<dyn EventStore> = Arc::new(db.store());
+    let (a, b) = (executor(store.clone()), executor(store.clone()));
+    fund_wallet(&a, BUYER, 1, 10_000).await;
+    assert!(
+        a.is_cached(&StreamId::Periods),
+        "the periods stream a deposit read is not cached: every command would read it from the store"
+    );
+    // b closes April 2026 (commands here happen on May 1); a's cached periods stream is now stale.
+    let close = Command::ClosePeriods {
+        through: "2026-04".parse().unwrap(),
+    };
+    assert!(run(&b, Actor::Admin(SELLER), close).await.is_accepted());
+    let payment_id = Uuid::from_u128(2);
+    let init = Command::InitiateDeposit {
+        payment_id,
+        amount: usd(500),
+        gateway: Gateway::Stripe,
+        fund: None,
+    };
+    assert!(run(&a, Actor::User(BUYER), init).await.is_accepted());
+    let april = Utc.with_ymd_and_hms(2026, 4, 20, 9, 0, 0).unwrap();
+    let confirm = Command::ConfirmDeposit {
+        payment_id,
+        amount: usd(500),
+        gateway_fee: None,
+        occurred_at: Some(april),
+    };
+    assert!(
+        run(&a, Actor::Gateway(Gateway::Stripe), confirm)
+            .await
+            .is_accepted()
+    );
+    let ledger = replay(store.as_ref()).await;
+    let entry = ledger
+        .log()
+        .iter()
+        .filter(|c| c.stream == StreamId::Payment(payment_id))
+        .find_map(|c| c.event.entry())
+        .expect("the deposit's entry");
+    assert_eq!(
+        entry.effective_at(),
+        Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap()
+    );
+    assert_eq!(entry.original_effective_at(), Some(april));
+}
