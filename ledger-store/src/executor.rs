@@ -602,7 +602,17 @@ impl Executor {
         let (outcome, mut appends, remember) = match decided {
             Err(rejection) => (rejected(env, &rejection), Vec::new(), None),
             Ok(decision) => {
-                taken.extend(streams);
+                // The ledger-wide `periods` stream is read by every decision that moves money: reading it is
+                // no overlap, so it is taken only by a command that writes it (closing or re-opening);
+                // a command of the batch that reads it after such a write takes the slow path above.
+                let writes_periods = decision
+                    .all_changes()
+                    .any(|c| c.stream == StreamId::Periods);
+                taken.extend(
+                    streams
+                        .into_iter()
+                        .filter(|s| *s != StreamId::Periods || writes_periods),
+                );
                 let appends = build_appends(env, key, &decision, &loaded.versions);
                 let skeleton = accepted_skeleton(env, &decision, &loaded.versions);
                 (skeleton, appends, Some((loaded, decision)))

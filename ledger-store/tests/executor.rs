@@ -401,6 +401,15 @@ async fn group_commit_appends_disjoint_commands_in_one_transaction_and_defers_ov
     }
     let head_after = store.head_position(DEFAULT_LEDGER).await.unwrap();
     assert_eq!(head_after - head_before, 40 * 2 + 1);
+    // The 40 disjoint fundings went in one transaction (all of them read the ledger-wide `periods` stream,
+    // which none of them writes: reading it is no overlap).
+    let transactions: i64 = sqlx::query_scalar(
+        "select count(distinct tx_id) from ledger.events where event_type = 'MilestoneFunded'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(transactions, 1, "the disjoint fundings took the slow path");
     let ledger = replay(store.as_ref()).await;
     for n in 0..40_u128 {
         assert_eq!(wallet_available(&ledger, Uuid::from_u128(0x1000 + n)), 500);
