@@ -651,6 +651,11 @@ async fn a_late_callback_into_closed_january_changes_no_closed_report() {
     );
 
     exports_agree_with_the_trial_balance(&db);
+    // The projections fold settlements, periods and reconciliation runs, and `verify` compares them.
+    let statement = write(&db, "d1.csv", &format!("payment_reference,kind,gross,fee,currency,occurred_at\n{D1},deposit,100.00,3.20,USD,2026-01-05T10:00:00Z\n"));
+    let out = cli(&db, &["reconcile", "--gateway", "stripe", "--statement", statement.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    stdout(&cli(&db, &["projections", "run", "--until-caught-up"]));
     let out = cli(&db, &["verify"]);
     assert!(
         out.status.success(),

@@ -10,6 +10,13 @@
 //!   `amountReceived` (fee: `amountCharged - amountReceived` where both are given, else `fee`);
 //! - normalized: `payment_reference`.
 //!
+//! Settlements (the gateway paying the platform's own bank): Stripe's `payout.paid` without our
+//! `payment_reference` is one (`SettlementPaid`, named by the payout's `id`). Paystack's webhook events
+//! ("Webhooks", <https://paystack.com/docs/payments/webhooks/>: charge, dispute, customer identification,
+//! dedicated account, invoice, payment request, refund, subscription and transfer events) include no settlement
+//! event, so its settlements come from its Settlements API through `escrow-ledger reconcile` and an operator's
+//! `record_settlement`.
+//!
 //! Identifiers holding a NUL (which no text column can store) are escaped and the delivery is marked
 //! `defect`: the plan makes it an anomaly rather than letting the database refuse it.
 
