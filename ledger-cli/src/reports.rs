@@ -504,8 +504,9 @@ pub struct RegisterArgs {
 
 /// `register ACCOUNT`: every posting to one account with its running balance (on the account's normal
 /// side), per currency.
-pub async fn register(global: &Global, mut args: RegisterArgs) -> Result<ExitCode, CliError> {
-    args.as_of.activity = true;
+/// With `--period`, the postings inside it, their running balance carried from everything before it.
+pub async fn register(global: &Global, args: RegisterArgs) -> Result<ExitCode, CliError> {
+    let period_start = args.as_of.period.map(|p| p.start());
     let account =
         Account::from_str(&args.account).map_err(|e| CliError::environment(e.to_string()))?;
     let pool = global.pool_as(RunRole::Auditor).await?;
@@ -530,6 +531,9 @@ pub async fn register(global: &Global, mut args: RegisterArgs) -> Result<ExitCod
             };
             let balance = running.entry(entry.currency()).or_insert(0);
             *balance += signed;
+            if period_start.is_some_and(|start| entry.effective_at() < start) {
+                continue; // before the period: only its balance is carried
+            }
             lines.push((
                 d.position,
                 entry.effective_at(),

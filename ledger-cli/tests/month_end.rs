@@ -652,9 +652,29 @@ async fn a_late_callback_into_closed_january_changes_no_closed_report() {
 
     exports_agree_with_the_trial_balance(&db);
     // The projections fold settlements, periods and reconciliation runs, and `verify` compares them.
-    let statement = write(&db, "d1.csv", &format!("payment_reference,kind,gross,fee,currency,occurred_at\n{D1},deposit,100.00,3.20,USD,2026-01-05T10:00:00Z\n"));
-    let out = cli(&db, &["reconcile", "--gateway", "stripe", "--statement", statement.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let statement = write(
+        &db,
+        "d1.csv",
+        &format!(
+            "payment_reference,kind,gross,fee,currency,occurred_at\n{D1},deposit,100.00,3.20,USD,2026-01-05T10:00:00Z\n"
+        ),
+    );
+    let out = cli(
+        &db,
+        &[
+            "reconcile",
+            "--gateway",
+            "stripe",
+            "--statement",
+            statement.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout(&cli(&db, &["projections", "run", "--until-caught-up"]));
     let out = cli(&db, &["verify"]);
     assert!(
@@ -787,6 +807,26 @@ async fn a_users_statement_per_month() {
         usd["movements"][0]["original_effective_at"],
         "2026-01-25T10:00:00Z"
     );
+    // The register of the same account for February: its posting, the balance carried from January.
+    let account = format!("Liabilities:Users:{BUYER}:Available");
+    let register = json(&cli(
+        &db,
+        &[
+            "register", &account, "--period", "2026-02", "--format", "json",
+        ],
+    ));
+    let postings: Vec<(&str, &str)> = register["postings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["amount"].as_str().unwrap(),
+                p["balance"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(postings, [("10.00", "210.00")]);
     let range = json(&cli(
         &db,
         &[
