@@ -591,10 +591,11 @@ impl Executor {
             Err(e) => return BatchPlan::Done(Err(e)),
         };
         // A command that read a stream an earlier command of this batch writes was decided on a state
-        // that is about to change: it takes the slow path after the batch, accepted or not.
+        // that is about to change: it takes the slow path after the batch, accepted or not. `taken` holds
+        // only written streams: commands that merely read the same stream (the fee policy, the periods
+        // every money-moving decision reads) stay in the batch, each with its own version check of it.
         let read: Vec<StreamId> = loaded.states.keys().copied().collect();
-        let streams: HashSet<StreamId> = read.iter().copied().collect();
-        if !streams.is_disjoint(taken) {
+        if read.iter().any(|stream| taken.contains(stream)) {
             return BatchPlan::SlowPath;
         }
         let transient = matches!(&decided, Err(r) if is_transient_refusal(env, r));
@@ -602,17 +603,7 @@ impl Executor {
         let (outcome, mut appends, remember) = match decided {
             Err(rejection) => (rejected(env, &rejection), Vec::new(), None),
             Ok(decision) => {
-                // The ledger-wide `periods` stream is read by every decision that moves money: reading it is
-                // no overlap, so it is taken only by a command that writes it (closing or re-opening);
-                // a command of the batch that reads it after such a write takes the slow path above.
-                let writes_periods = decision
-                    .all_changes()
-                    .any(|c| c.stream == StreamId::Periods);
-                taken.extend(
-                    streams
-                        .into_iter()
-                        .filter(|s| *s != StreamId::Periods || writes_periods),
-                );
+                taken.extend(decision.all_changes().map(|c| c.stream));
                 let appends = build_appends(env, key, &decision, &loaded.versions);
                 let skeleton = accepted_skeleton(env, &decision, &loaded.versions);
                 (skeleton, appends, Some((loaded, decision)))

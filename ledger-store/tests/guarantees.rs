@@ -630,3 +630,39 @@ async fn inbox_rows_commit_with_their_command_in_postgres() {
 async fn inbox_rows_commit_with_their_command_in_memory() {
     inbox_rows_commit_with_their_command(Arc::new(InMemoryEventStore::new())).await;
 }
+
+/// Group commit keeps commands that only share a stream they READ (the platform's fee policy, which every
+/// new project reads) in one transaction: a stream read by an earlier command of the batch is no overlap,
+/// only a stream it writes is. Putting every read stream in the batch's taken set sent all but the first
+/// of such commands to the slow path, one transaction and one sequencer call each (bench append).
+#[tokio::test]
+async fn group_commit_keeps_commands_that_only_share_a_read_stream_in_one_transaction() {
+    let db = TestDb::new().await;
+    let ex = executor(Arc::new(db.store()));
+    let items: Vec<(CommandEnvelope, Option<String>)> = (1..=10u128)
+        .map(|n| {
+            let create = Command::CreateProject {
+                project_id: Uuid::from_u128(0x9000 + n),
+                buyer: Uuid::from_u128(0xB000 + n),
+                seller: SELLER,
+                currency: Currency::USD,
+                milestones: vec![usd(1_000)],
+                fees: FeePolicy::default().into(),
+            };
+            (env(Actor::User(Uuid::from_u128(0xB000 + n)), create), None)
+        })
+        .collect();
+    for result in ex.execute_batch(items).await {
+        assert!(result.expect("no store error").is_accepted());
+    }
+    let transactions: i64 = sqlx::query_scalar(
+        "select count(distinct tx_id) from ledger.events where stream_id like 'project-%'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        transactions, 1,
+        "ten projects that only share the streams they read were written in {transactions} transactions"
+    );
+}

@@ -172,11 +172,16 @@ pub(super) async fn insert_inbox(
     Ok(())
 }
 
+/// One backward probe of the primary key per stream. Not a join with `max()`: a plan cached while the
+/// ledger was tiny took `ledger_id` alone as the index condition and sorted the whole ledger per call
+/// (see tests/plans.rs); `order by ... desc limit 1` has one cheap plan, the key read backwards.
 const STREAM_VERSIONS: &str = "
-    select s.stream_id, max(e.stream_version) as version
-      from unnest($2::text[]) as s(stream_id)
-      left join ledger.events e on e.ledger_id = $1 and e.stream_id = s.stream_id
-     group by s.stream_id";
+    select s.stream_id,
+           (select e.stream_version from ledger.events e
+             where e.ledger_id = $1 and e.stream_id = s.stream_id
+             order by e.stream_version desc
+             limit 1) as version
+      from unnest($2::text[]) as s(stream_id)";
 
 /// Current version of each stream (absent when the stream has no event).
 pub(super) async fn stream_versions(
@@ -387,25 +392,23 @@ impl PgEventStore {
         if local_ids.is_empty() {
             return Ok(HashMap::new());
         }
+        let mut positions = HashMap::with_capacity(local_ids.len());
         for _ in 0..SEQUENCE_ROUNDS_MAX {
-            sqlx::query("select ledger.sequence($1, $2)")
-                .bind(ledger_id)
-                .bind(SEQUENCE_BATCH_MAX)
-                .execute(&self.pool)
-                .await?;
+            // One round trip: sequence a batch, then the positions of our events (key probes; see
+            // migration 20261130000502 for why not `local_id = any($3)`).
             let rows = sqlx::query(
-                "select local_id, position from ledger.sequence
-                  where ledger_id = $1 and local_id = any($2)",
+                "select local_id, event_position as position from ledger.sequence_positions($1, $2, $3)",
             )
             .bind(ledger_id)
+            .bind(SEQUENCE_BATCH_MAX)
             .bind(&local_ids)
             .fetch_all(&self.pool)
             .await?;
-            if rows.len() == local_ids.len() {
-                return rows
-                    .iter()
-                    .map(|r| Ok((r.try_get("local_id")?, r.try_get("position")?)))
-                    .collect();
+            for row in rows {
+                positions.insert(row.try_get("local_id")?, row.try_get("position")?);
+            }
+            if positions.len() == local_ids.len() {
+                return Ok(positions);
             }
         }
         Err(StoreError::SequencerStalled)
