@@ -20,6 +20,7 @@ mod scenario;
 mod sequencer;
 mod serve;
 mod suspense;
+mod timers;
 mod verify;
 
 use std::process::ExitCode;
@@ -135,6 +136,9 @@ pub enum Command {
     /// One user's statement for a month or a range of months: opening balance, movements with their
     /// counterpart and reference, closing balance, per currency.
     Statement(month_end::StatementArgs),
+    /// Deadlines the engine keeps (auto-approval, expiries, maturation, time-outs): fire them, list them.
+    #[command(subcommand)]
+    Timers(timers::TimersCommand),
 }
 
 fn main() -> ExitCode {
@@ -189,5 +193,6 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Reconcile(args) => month_end::reconcile_run(&cli.global, args).await,
         Command::Period(cmd) => month_end::period(&cli.global, cmd).await,
         Command::Statement(args) => month_end::statement(&cli.global, args).await,
+        Command::Timers(cmd) => timers::run(&cli.global, cmd).await,
     }
 }

@@ -399,6 +399,17 @@ async fn allowed(pool: &PgPool, identity: &Identity, relation: &str) -> i64 {
             format!("owner_id = {u}")
         }
         "escrow.journal_entries" | "escrow.audit_log" => "false".into(),
+        "escrow.deadlines" => any(&["party_a", "party_b"]),
+        "escrow.my_deadlines" => {
+            return count(
+                pool,
+                &format!(
+                    "select count(*) from escrow.deadlines where status = 'pending' and {}",
+                    any(&["party_a", "party_b"])
+                ),
+            )
+            .await;
+        }
         // Views show the caller's own rows whatever their role.
         "escrow.my_projects" => {
             return count(
@@ -594,7 +605,7 @@ async fn row_level_security_matrix_every_table_and_view_for_every_identity() {
         .iter()
         .filter(|r| !r.ends_with("projection_checkpoints"))
         .collect();
-    assert_eq!(relations.len(), 12 + 5, "{relations:?}");
+    assert_eq!(relations.len(), 13 + 6, "{relations:?}");
     for identity in &identities {
         for relation in &relations {
             let seen = visible(pool, identity, relation).await;

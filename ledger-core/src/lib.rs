@@ -6,6 +6,7 @@
 //! streams, the wallet guard, the process logic), [`memory`] (an in-memory ledger for tests and replays).
 
 pub mod aggregates;
+pub mod deadlines;
 pub mod decider;
 pub mod engine;
 pub mod error;

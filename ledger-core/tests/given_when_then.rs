@@ -687,7 +687,7 @@ fn service_request_forbidden_commands() {
             Command::ExpireServiceRequest {
                 request_id: REQUEST,
             },
-            "invalid_command", // no expiry was set
+            "too_early", // no expiry was set: the policy's 30 days apply (issue 11)
         ),
         (
             user(BUYER),
@@ -987,9 +987,10 @@ fn a_second_quote_cannot_be_accepted_on_a_booked_request() {
     w.sent_quote(QUOTE, "80.00", FeePolicy::default());
     w.sent_quote(QUOTE_2, "70.00", FeePolicy::default());
     w.ok(user(BUYER), Command::AcceptQuote { quote_id: QUOTE });
+    // Accepting one quote declined the request's other open quotes (issue 11).
+    assert_eq!(w.quote(QUOTE_2).status, QuoteStatus::Declined);
     let code = w.rejects(user(BUYER), Command::AcceptQuote { quote_id: QUOTE_2 });
     assert_eq!(code, "invalid_transition");
-    assert_eq!(w.quote(QUOTE_2).status, QuoteStatus::Sent);
     assert_eq!(w.request(REQUEST).accepted_quote, Some(QUOTE));
     assert!(
         w.ledger
@@ -1005,8 +1006,9 @@ fn a_second_quote_cannot_be_accepted_on_a_booked_request() {
         fees: FeePolicy::default().into(),
     };
     assert_eq!(w.rejects(user(STRANGER), late), "invalid_transition");
-    // The losing quote can still be declined.
-    w.ok(user(BUYER), Command::DeclineQuote { quote_id: QUOTE_2 });
+    // The losing quote was declined already.
+    let again = Command::DeclineQuote { quote_id: QUOTE_2 };
+    assert_eq!(w.rejects(user(BUYER), again), "invalid_transition");
     w.assert_sound();
 }
 
@@ -1097,7 +1099,14 @@ fn booking_auto_accepts_after_the_configured_silence_only() {
                 booking_id: booking,
             },
         );
-        let due = day(2) + Duration::days(i64::from(days));
+        // A quote left at the policy's default for milestones takes the policy's 72 hours for bookings
+        // (issue 11); another number of days is the booking's own.
+        let silence = if days == 14 {
+            Duration::hours(72)
+        } else {
+            Duration::days(i64::from(days))
+        };
+        let due = day(2) + silence;
         let auto = Command::AutoAcceptBooking {
             booking_id: booking,
         };
@@ -3834,7 +3843,13 @@ fn stored_amounts_are_exact_decimal_strings() {
             let mut found = Vec::new();
             numbers(&payload, "", &mut found);
             found.retain(|k| {
-                !["milestone", "auto_approve_days", "auto_accept_days"].contains(&k.as_str())
+                ![
+                    "milestone",
+                    "auto_approve_days",
+                    "auto_accept_days",
+                    "auto_accept_hours",
+                ]
+                .contains(&k.as_str())
             });
             assert!(found.is_empty(), "{event_type} has numbers under {found:?}");
         }

@@ -14,7 +14,8 @@ use ledger_core::aggregates::dispute::DisputeEvent;
 use ledger_core::aggregates::payment::{PaymentEvent, PaymentKind, PaymentState};
 use ledger_core::aggregates::project::{ProjectEvent, ProjectState};
 use ledger_core::aggregates::service_request::ServiceRequestEvent;
-use ledger_core::engine::{AggState, Event, StreamId, evolve};
+use ledger_core::deadlines::{Clock, ClockKey, Deadline, clocks, deadline_key};
+use ledger_core::engine::{AggState, Command, Event, StreamId, evolve};
 use ledger_core::ids::derived_id;
 use ledger_core::journal::{Account, JournalEntry, Side};
 use ledger_core::money::{Currency, Money};
@@ -23,6 +24,94 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use crate::table::{Cell, Projection, Row, TABLES, table_index};
+
+/// Whether events of `stream` may start or stop a clock (`ledger_core::deadlines::clocks`).
+fn has_clocks(stream: &StreamId) -> bool {
+    !matches!(
+        stream,
+        StreamId::Wallet { .. } | StreamId::Suspense(_) | StreamId::LedgerPolicy
+    )
+}
+
+/// Applies the clocks `event` starts and stops to its entity's deadline rows. A stopped clock is `fired`
+/// when the stopping event came from the timer's own command for it (its idempotency key), else
+/// `cancelled`; a clock started again under the same key replaces a pending one (cancelled).
+fn fold_clocks(
+    stream: &StreamId,
+    entity: &mut Entity,
+    before: &AggState,
+    event: &Event,
+    record: &RecordedEvent,
+) {
+    let at = record.recorded_at;
+    let position = record.position.unwrap_or(0);
+    let found = clocks(
+        stream,
+        before,
+        &entity.state,
+        event,
+        record.event_id,
+        record.stream_version,
+    );
+    let key = record.metadata.idempotency_key.as_deref();
+    let close = |entity: &mut Entity, clock_key: &ClockKey| {
+        for row in entity.clocks.iter_mut() {
+            if row.status == "pending" && row.deadline.key() == *clock_key {
+                let fired = key == Some(deadline_key(row.deadline.id).as_str());
+                row.status = if fired { "fired" } else { "cancelled" };
+                row.updated_at = at;
+                row.position = position;
+                row.dirty = true;
+            }
+        }
+    };
+    for clock in found {
+        match clock {
+            Clock::Start(deadline) => {
+                close(entity, &deadline.key());
+                entity.clocks.push(ClockRow {
+                    deadline,
+                    status: "pending",
+                    created_at: at,
+                    updated_at: at,
+                    position,
+                    dirty: true,
+                });
+            }
+            Clock::Stop(clock_key) => close(entity, &clock_key),
+        }
+    }
+}
+
+fn clock_row(ledger: &Cell, clock: &ClockRow) -> Row {
+    let d = &clock.deadline;
+    let target = match d.command() {
+        Command::AutoApproveMilestone { project_id, .. }
+        | Command::MatureRelease { project_id, .. } => project_id,
+        Command::AutoAcceptBooking { booking_id } => booking_id,
+        Command::ExpireQuote { quote_id } => quote_id,
+        Command::ExpireServiceRequest { request_id } => request_id,
+        Command::TimeOutDispute { dispute_id } => dispute_id,
+        Command::ExpireDeposit { payment_id } => payment_id,
+        other => unreachable!("a deadline fires {other:?}"),
+    };
+    vec![
+        ledger.clone(),
+        Cell::Uuid(d.id),
+        Cell::text(d.kind.name()),
+        Cell::text(d.stream.to_string()),
+        Cell::Uuid(target),
+        d.milestone.map_or(Cell::Null, |m| Cell::Int(i64::from(m))),
+        Cell::time(d.due_at),
+        Cell::Int(d.version),
+        Cell::text(clock.status),
+        Cell::opt_uuid(d.parties.first().copied()),
+        Cell::opt_uuid(d.parties.get(1).copied()),
+        Cell::time(clock.created_at),
+        Cell::time(clock.updated_at),
+        Cell::Int(clock.position),
+    ]
+}
 
 /// Where rows go: an in-memory merge (`MapSink`), a batch for the SQL writer, or COPY buffers.
 pub trait RowSink {
@@ -54,6 +143,20 @@ struct Entity {
     deposit_fee_minor: i64,
     /// Per milestone: when and at which position it last changed.
     milestone_touched: Vec<(DateTime<Utc>, i64)>,
+    /// Every clock this stream started (the `deadlines` projection), with its row's status and times.
+    clocks: Vec<ClockRow>,
+}
+
+/// One row of `escrow.deadlines`, kept with its entity.
+#[derive(Clone, Debug)]
+struct ClockRow {
+    deadline: Deadline,
+    status: &'static str,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    position: i64,
+    /// Changed since the last drain.
+    dirty: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,6 +183,7 @@ struct Ids {
     postings: usize,
     account_balances: usize,
     audit_log: usize,
+    deadlines: usize,
 }
 
 impl Ids {
@@ -97,6 +201,7 @@ impl Ids {
             postings: table_index("postings"),
             account_balances: table_index("account_balances"),
             audit_log: table_index("audit_log"),
+            deadlines: table_index("deadlines"),
         }
     }
 }
@@ -189,6 +294,11 @@ impl Folder {
 
     /// Whether this fold keeps the state of `stream` (it projects rows from it).
     pub fn tracks(&self, stream: &StreamId) -> bool {
+        self.owns_entity_rows(stream) || (self.keeps_clocks() && has_clocks(stream))
+    }
+
+    /// Whether the entity table of `stream` (service_requests, projects, ...) belongs to this fold.
+    fn owns_entity_rows(&self, stream: &StreamId) -> bool {
         let on = |p| self.active.contains(&p);
         match stream {
             StreamId::ServiceRequest(_) | StreamId::Quote(_) | StreamId::Booking(_) => {
@@ -203,6 +313,10 @@ impl Folder {
             | StreamId::Reconciliation(_)
             | StreamId::Periods => false,
         }
+    }
+
+    fn keeps_clocks(&self) -> bool {
+        self.active.contains(&Projection::Deadlines)
     }
 
     /// Whether this fold needs the parties of projects (for disputes and money movements).
@@ -329,15 +443,23 @@ impl Folder {
             deposit_received_minor: 0,
             deposit_fee_minor: 0,
             milestone_touched: Vec::new(),
+            clocks: Vec::new(),
         });
         let before = match &entity.state {
             AggState::Project(p) => p.milestones.clone(),
             _ => Vec::new(),
         };
+        let state_before = self
+            .active
+            .contains(&Projection::Deadlines)
+            .then(|| entity.state.clone());
         entity.state = evolve(
             std::mem::replace(&mut entity.state, AggState::initial(stream)),
             event,
         );
+        if let Some(state_before) = state_before {
+            fold_clocks(stream, entity, &state_before, event, record);
+        }
         entity.version = record.stream_version;
         entity.updated_at = at;
         entity.position = position;
@@ -391,6 +513,9 @@ impl Folder {
             self.evolve_entity(stream, record, event)?;
         }
         self.dirty.remove(stream);
+        if let Some(entity) = self.entities.get_mut(stream) {
+            entity.clocks.iter_mut().for_each(|c| c.dirty = false);
+        }
         Ok(())
     }
 
@@ -398,7 +523,17 @@ impl Folder {
     pub fn drain(&mut self, sink: &mut dyn RowSink) {
         let dirty = std::mem::take(&mut self.dirty);
         for stream in dirty {
-            if let Some(entity) = self.entities.get(&stream) {
+            if self.keeps_clocks()
+                && let Some(entity) = self.entities.get_mut(&stream)
+            {
+                for clock in entity.clocks.iter_mut().filter(|c| c.dirty) {
+                    clock.dirty = false;
+                    sink.put(self.ids.deadlines, clock_row(&self.ledger, clock));
+                }
+            }
+            if self.owns_entity_rows(&stream)
+                && let Some(entity) = self.entities.get(&stream)
+            {
                 self.entity_rows(&stream, entity, sink);
             }
         }

@@ -147,15 +147,17 @@ pub enum Projection {
     Payments,
     Journal,
     Audit,
+    Deadlines,
 }
 
 impl Projection {
-    pub const ALL: [Projection; 5] = [
+    pub const ALL: [Projection; 6] = [
         Projection::Marketplace,
         Projection::Escrow,
         Projection::Payments,
         Projection::Journal,
         Projection::Audit,
+        Projection::Deadlines,
     ];
 
     pub fn name(self) -> &'static str {
@@ -165,6 +167,7 @@ impl Projection {
             Projection::Payments => "payments",
             Projection::Journal => "journal",
             Projection::Audit => "audit",
+            Projection::Deadlines => "deadlines",
         }
     }
 
@@ -494,6 +497,28 @@ pub const TABLES: &[TableSpec] = &[
             ("idempotency_key", Text),
             ("recorded_at", Time),
             ("sequenced_at", Time),
+        ],
+        key_len: 2,
+        merge: Merge::Replace,
+    },
+    TableSpec {
+        name: "deadlines",
+        projection: Projection::Deadlines,
+        columns: &[
+            ("ledger_id", Text),
+            ("deadline_id", UuidT),
+            ("kind", Text),
+            ("stream_id", Text),
+            ("target_id", UuidT),
+            ("milestone", Int4),
+            ("due_at", Time),
+            ("computed_from_version", Int8),
+            ("status", Text),
+            ("party_a", UuidT),
+            ("party_b", UuidT),
+            ("created_at", Time),
+            ("updated_at", Time),
+            ("position", Int8),
         ],
         key_len: 2,
         merge: Merge::Replace,

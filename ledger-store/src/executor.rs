@@ -27,8 +27,9 @@ use crate::types::{
 };
 
 /// Version of the fold: bump it when an `evolve` changes, so old snapshots are ignored. (2: a wallet moves
-/// a project it funds again to the newest end of `escrow_projects`.)
-pub const FOLD_VERSION: i32 = 2;
+/// a project it funds again to the newest end of `escrow_projects`. 3: a milestone keeps its pending
+/// proceeds and their maturity, a request its quotes, a deposit its expiry, a booking its silence in hours.)
+pub const FOLD_VERSION: i32 = 3;
 /// A snapshot is written once a stream has this many events past its last snapshot.
 pub const SNAPSHOT_EVERY_EVENTS: i64 = 256;
 /// Bound on streams one command may load beyond its primary streams (each load round adds one). Every valid
@@ -229,7 +230,18 @@ impl Executor {
         env: &CommandEnvelope,
         key: Option<&str>,
     ) -> Result<CommandOutcome, ExecError> {
-        self.run(env, key, None).await
+        Ok(self.run(env, key, None).await?.0)
+    }
+
+    /// Like `execute` with a key, and says whether the outcome is a replay: the key was recorded already
+    /// (by an earlier run or a racing one), so this call appended nothing. The timers report such a
+    /// deadline as a duplicate.
+    pub async fn execute_reporting_replay(
+        &self,
+        env: &CommandEnvelope,
+        key: &str,
+    ) -> Result<(CommandOutcome, bool), ExecError> {
+        self.run(env, Some(key), None).await
     }
 
     /// Like `execute`; `inbox(&outcome, replayed)` builds the delivery's row, written in the same transaction
@@ -242,7 +254,7 @@ impl Executor {
         key: Option<&str>,
         inbox: &(dyn Fn(&CommandOutcome, bool) -> InboxRow + Send + Sync),
     ) -> Result<CommandOutcome, ExecError> {
-        self.run(env, key, Some(inbox)).await
+        Ok(self.run(env, key, Some(inbox)).await?.0)
     }
 
     /// A delivery that runs no command (ignored, anomaly without a command).
@@ -257,7 +269,7 @@ impl Executor {
         env: &CommandEnvelope,
         key: Option<&str>,
         inbox: Option<InboxBuilder<'_>>,
-    ) -> Result<CommandOutcome, ExecError> {
+    ) -> Result<(CommandOutcome, bool), ExecError> {
         // Text and jsonb cannot hold NUL: the key is stored (and looked up) escaped.
         let key = key.map(escape_nul);
         let key = key.as_deref();
@@ -265,7 +277,7 @@ impl Executor {
         if let (Some(key), Some(request)) = (key, &request)
             && let Some(record) = self.store.get_idempotency(&self.ledger_id, key).await?
         {
-            return self.replayed(record, request, inbox).await;
+            return Ok((self.replayed(record, request, inbox).await?, true));
         }
         let mut last = String::new();
         for attempt in 1..=self.config.attempts_max {
@@ -292,7 +304,7 @@ impl Executor {
                 // Nothing to record (an unkeyed or transient refusal, a no-op): the answer is returned only
                 // once it rests on fresh state, never on the cache alone.
                 if loaded.from_cache.is_empty() {
-                    return Ok(outcome);
+                    return Ok((outcome, false));
                 }
                 self.forget(loaded.from_cache.iter());
                 last = "decided on cached state".into();
@@ -308,7 +320,7 @@ impl Executor {
                     if let Ok(decision) = &decided {
                         self.remember(&loaded, decision);
                     }
-                    return Ok(with_positions(outcome, &appended));
+                    return Ok((with_positions(outcome, &appended), false));
                 }
                 Err(
                     e @ (StoreError::ConcurrencyConflict { .. }
@@ -324,12 +336,12 @@ impl Executor {
                     // A racing duplicate won: return what it recorded.
                     let record = self.recorded(&key).await?;
                     let request = request.as_ref().expect("a key has a request");
-                    return self.replayed(record, request, inbox).await;
+                    return Ok((self.replayed(record, request, inbox).await?, true));
                 }
                 Err(StoreError::CommitOutcomeUnknown { reason }) => {
                     self.forget(loaded.states.keys());
                     if self.landed(&outcome, key, env).await? {
-                        return Ok(outcome); // committed: accepted, positions to come
+                        return Ok((outcome, false)); // committed: accepted, positions to come
                     }
                     last = reason;
                     self.backoff(attempt).await;

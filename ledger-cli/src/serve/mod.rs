@@ -42,6 +42,9 @@ pub struct ServeArgs {
     /// Secrets and API keys per ledger (TOML; see README "Payment workers").
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Do not fire deadlines here (run `escrow-ledger timers run` elsewhere, or nowhere).
+    #[arg(long)]
+    pub no_timers: bool,
 }
 
 pub struct AppState {
@@ -143,7 +146,29 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<ExitCode, CliError>
     );
     // Events a dead writer (any process) left unsequenced get positions within a second.
     let sequencer = ledger_store::sequencer::Background::spawn(state.pool.clone());
+    // The deadlines of every served ledger fire here unless `--no-timers` (see `timers`).
+    let (stop_timers, stop) = tokio::sync::watch::channel(false);
+    let mut timers = tokio::task::JoinSet::new();
+    if !args.no_timers {
+        for context in state.ledgers.values() {
+            let (pool, executor, stop) =
+                (state.pool.clone(), context.executor.clone(), stop.clone());
+            let interval = Duration::from_millis(crate::timers::INTERVAL_MS_DEFAULT);
+            timers.spawn(async move {
+                let mut report = |h: &crate::timers::Handled| {
+                    tracing::info!(deadline = %h.json(), "deadline handled");
+                };
+                crate::timers::run_loop(pool, executor, interval, stop, &mut report).await
+            });
+        }
+    }
     let served = serve(listener, state, limits, shutdown_signal()).await;
+    let _ = stop_timers.send(true);
+    while let Some(joined) = timers.join_next().await {
+        if let Ok(Err(e)) = joined {
+            tracing::warn!(error = %e.message, "timers stopped with an error");
+        }
+    }
     sequencer.stop().await;
     served?;
     eprintln!("escrow-ledger: stopped after finishing in-flight requests");
@@ -167,7 +192,7 @@ pub async fn serve(
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

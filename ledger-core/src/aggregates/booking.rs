@@ -38,6 +38,10 @@ pub struct BookingState {
     pub delivered_at: Option<DateTime<Utc>>,
     pub auto_accept_days: u32,
     pub late_cancel_keep_rate: Rate,
+    /// The silence before auto-acceptance in hours (bookings opened before the deadline policy: `None`,
+    /// `auto_accept_days` applies).
+    #[serde(default)]
+    pub auto_accept_hours: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -50,6 +54,7 @@ pub enum BookingCommand {
         provider: Uuid,
         auto_accept_days: u32,
         late_cancel_keep_rate: Rate,
+        auto_accept_hours: Option<u32>,
     },
     Confirm,
     Start,
@@ -72,6 +77,8 @@ pub enum BookingEvent {
         provider: Uuid,
         auto_accept_days: u32,
         late_cancel_keep_rate: Rate,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auto_accept_hours: Option<u32>,
     },
     BookingConfirmed,
     BookingStarted,
@@ -89,6 +96,16 @@ pub enum BookingEvent {
         was_confirmed: bool,
         keep_rate: Rate,
     },
+}
+
+impl BookingState {
+    /// The silence after delivery before the booking is auto-accepted.
+    pub fn auto_accept_after(&self) -> Duration {
+        match self.auto_accept_hours {
+            Some(hours) => Duration::hours(i64::from(hours)),
+            None => Duration::days(i64::from(self.auto_accept_days)),
+        }
+    }
 }
 
 pub struct Booking;
@@ -162,6 +179,7 @@ impl Decider for Booking {
             provider,
             auto_accept_days,
             late_cancel_keep_rate,
+            auto_accept_hours,
         } = &cmd.body
         {
             if s.status != S::None {
@@ -185,6 +203,7 @@ impl Decider for Booking {
                 provider: *provider,
                 auto_accept_days: *auto_accept_days,
                 late_cancel_keep_rate: *late_cancel_keep_rate,
+                auto_accept_hours: *auto_accept_hours,
             }]);
         }
         if s.status == S::None {
@@ -256,8 +275,7 @@ impl Decider for Booking {
                 if s.status != S::Delivered {
                     return Err(Rejection::transition(AGG, s.status, "auto-accept"));
                 }
-                let due = s.delivered_at.expect("delivered has a time")
-                    + Duration::days(i64::from(s.auto_accept_days));
+                let due = s.delivered_at.expect("delivered has a time") + s.auto_accept_after();
                 if cmd.at < due {
                     return Err(Rejection::TooEarly {
                         what: "auto-acceptance",
@@ -304,6 +322,7 @@ impl Decider for Booking {
                 provider,
                 auto_accept_days,
                 late_cancel_keep_rate,
+                auto_accept_hours,
             } => {
                 s = BookingState {
                     id: *booking_id,
@@ -315,6 +334,7 @@ impl Decider for Booking {
                     delivered_at: None,
                     auto_accept_days: *auto_accept_days,
                     late_cancel_keep_rate: *late_cancel_keep_rate,
+                    auto_accept_hours: *auto_accept_hours,
                 };
             }
             E::BookingConfirmed => s.status = BookingStatus::Confirmed,

@@ -8,11 +8,18 @@
 //! `request_payout`) read this stream and are refused with `fee_outside_policy` when they step outside it.
 //! Until an operator sets a schedule, a ledger has none and accepts what the commands state (a rate left out
 //! is zero), exactly as before the policy existed.
+//!
+//! The schedule also holds the durations of the deadlines the engine keeps (`DeadlinePolicy`, set with
+//! `set_deadline_policy`): each a default and the range an override must fall in. Until an operator sets
+//! them, `DeadlinePolicy::default()` applies (14 days auto-approval, 72 hours auto-acceptance, 30 days
+//! request expiry, 7 days maturation, 14 days dispute answer, 3 days unpaid deposit). The engine applies a
+//! duration when the event that starts the clock is decided and stores the due time (or the duration) in
+//! that event, so a later policy change never moves a clock already running.
 
 use serde::{Deserialize, Serialize};
 
 use super::Ctx;
-use super::project::{FeePolicy, FeeTerms};
+use super::project::{AUTO_APPROVE_DAYS_DEFAULT, FeePolicy, FeeTerms};
 use crate::decider::Decider;
 use crate::error::Rejection;
 use crate::ids::Actor;
@@ -63,21 +70,138 @@ pub struct FeeSchedule {
     pub overrides_allowed: bool,
 }
 
+/// A duration's default and the range an override must fall in (`min <= default <= max`), in the unit
+/// its field names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DurationBounds {
+    pub default: u32,
+    pub min: u32,
+    pub max: u32,
+}
+
+impl DurationBounds {
+    const fn new(default: u32, min: u32, max: u32) -> DurationBounds {
+        DurationBounds { default, min, max }
+    }
+
+    pub fn contains(&self, value: u32) -> bool {
+        self.min <= value && value <= self.max
+    }
+}
+
+/// Upper bound of every duration of the policy: ten years in hours (a limit on everything).
+pub const DEADLINE_HOURS_MAX: u32 = 87_600;
+
+/// How long each clock the engine keeps runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadlinePolicy {
+    /// A submitted milestone nobody reviews is auto-approved (a project's `auto_approve_days` overrides).
+    pub auto_approve_days: DurationBounds,
+    /// A delivered booking nobody accepts is auto-accepted (a quote's `auto_approve_days`, in days,
+    /// overrides when it differs from the built-in 14).
+    pub auto_accept_hours: DurationBounds,
+    /// A service request opened without `expires_at` expires.
+    pub request_expiry_hours: DurationBounds,
+    /// A release to the seller's pending balance matures to available (0: projects release straight to
+    /// available).
+    pub pending_maturity_hours: DurationBounds,
+    /// A dispute's `respond_by` is at most this long after it opens; with no answer it times out then.
+    pub dispute_response_hours: DurationBounds,
+    /// A deposit nobody pays expires (cancelled; a later success still books the money).
+    pub deposit_expiry_hours: DurationBounds,
+}
+
+impl Default for DeadlinePolicy {
+    fn default() -> Self {
+        DeadlinePolicy {
+            auto_approve_days: DurationBounds::new(14, 1, 365),
+            auto_accept_hours: DurationBounds::new(72, 1, 24 * 365),
+            request_expiry_hours: DurationBounds::new(24 * 30, 1, 24 * 365),
+            pending_maturity_hours: DurationBounds::new(24 * 7, 0, 24 * 365),
+            dispute_response_hours: DurationBounds::new(24 * 14, 1, 24 * 365),
+            deposit_expiry_hours: DurationBounds::new(72, 1, 24 * 365),
+        }
+    }
+}
+
+impl DeadlinePolicy {
+    fn fields(&self) -> [(&'static str, &DurationBounds, u32); 6] {
+        [
+            (
+                "auto_approve_days",
+                &self.auto_approve_days,
+                DEADLINE_HOURS_MAX / 24,
+            ),
+            (
+                "auto_accept_hours",
+                &self.auto_accept_hours,
+                DEADLINE_HOURS_MAX,
+            ),
+            (
+                "request_expiry_hours",
+                &self.request_expiry_hours,
+                DEADLINE_HOURS_MAX,
+            ),
+            (
+                "pending_maturity_hours",
+                &self.pending_maturity_hours,
+                DEADLINE_HOURS_MAX,
+            ),
+            (
+                "dispute_response_hours",
+                &self.dispute_response_hours,
+                DEADLINE_HOURS_MAX,
+            ),
+            (
+                "deposit_expiry_hours",
+                &self.deposit_expiry_hours,
+                DEADLINE_HOURS_MAX,
+            ),
+        ]
+    }
+
+    /// Refuses bounds out of order or past the ceiling, and a zero where a clock must run.
+    pub fn validate(&self) -> Result<(), Rejection> {
+        for (what, b, ceiling) in self.fields() {
+            let zero_allowed = what == "pending_maturity_hours";
+            if !(b.min <= b.default && b.default <= b.max && b.max <= ceiling)
+                || (!zero_allowed && b.min == 0)
+            {
+                return Err(Rejection::InvalidCommand(format!(
+                    "{what}: needs {} <= min <= default <= max <= {ceiling}, got {}, {}, {}",
+                    u32::from(!zero_allowed),
+                    b.min,
+                    b.default,
+                    b.max
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerPolicyState {
     /// `None` until an operator sets a schedule.
     pub fees: Option<FeeSchedule>,
+    /// `None` until an operator sets deadlines: `DeadlinePolicy::default()` applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadlines: Option<DeadlinePolicy>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum LedgerPolicyCommand {
     SetFees(FeeSchedule),
+    SetDeadlines(DeadlinePolicy),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum LedgerPolicyEvent {
     FeePolicySet { fees: FeeSchedule },
+    DeadlinePolicySet { deadlines: DeadlinePolicy },
 }
 
 fn outside(what: &'static str, stated: String, allowed: String) -> Rejection {
@@ -139,7 +263,38 @@ impl LedgerPolicyState {
                 )?,
             ),
         };
-        Ok(terms.with_rates(commission_rate, buyer_fee_rate))
+        let mut decided = terms.with_rates(commission_rate, buyer_fee_rate);
+        self.resolve_deadline_terms(&mut decided)?;
+        Ok(decided)
+    }
+
+    /// The deadlines in force: the operator's, else the defaults.
+    pub fn deadline_policy(&self) -> DeadlinePolicy {
+        self.deadlines.unwrap_or_default()
+    }
+
+    /// A project's deadline terms against the policy: `auto_approve_days` left at the built-in default takes
+    /// the policy's default, another value must be within its range; with a maturation of 0 hours, releases
+    /// go straight to available.
+    fn resolve_deadline_terms(&self, terms: &mut FeePolicy) -> Result<(), Rejection> {
+        let policy = self.deadline_policy();
+        let bounds = policy.auto_approve_days;
+        if terms.auto_approve_days == AUTO_APPROVE_DAYS_DEFAULT {
+            terms.auto_approve_days = bounds.default;
+        } else if !bounds.contains(terms.auto_approve_days) {
+            return Err(outside(
+                "auto-approval days",
+                terms.auto_approve_days.to_string(),
+                format!(
+                    "{} ..= {} (default {})",
+                    bounds.min, bounds.max, bounds.default
+                ),
+            ));
+        }
+        if policy.pending_maturity_hours.default == 0 {
+            terms.release_to_pending = false;
+        }
+        Ok(())
     }
 
     /// The platform fee of a payout of `amount`: as stated (checked against the schedule's range, applied
@@ -188,14 +343,22 @@ impl Decider for LedgerPolicy {
         cmd: &Ctx<LedgerPolicyCommand>,
         _state: &LedgerPolicyState,
     ) -> Result<Vec<LedgerPolicyEvent>, Rejection> {
-        let LedgerPolicyCommand::SetFees(fees) = &cmd.body;
         if !matches!(cmd.actor, Actor::Admin(_)) {
             return Err(Rejection::not_party(
                 &cmd.actor,
-                "set the fee policy",
+                "set the ledger policy",
                 "only an operator",
             ));
         }
+        let fees = match &cmd.body {
+            LedgerPolicyCommand::SetFees(fees) => fees,
+            LedgerPolicyCommand::SetDeadlines(deadlines) => {
+                deadlines.validate()?;
+                return Ok(vec![LedgerPolicyEvent::DeadlinePolicySet {
+                    deadlines: *deadlines,
+                }]);
+            }
+        };
         for (what, b) in [
             ("commission", &fees.commission),
             ("buyer fee", &fees.buyer_fee),
@@ -218,6 +381,9 @@ impl Decider for LedgerPolicy {
     fn evolve(mut state: LedgerPolicyState, event: &LedgerPolicyEvent) -> LedgerPolicyState {
         match event {
             LedgerPolicyEvent::FeePolicySet { fees } => state.fees = Some(*fees),
+            LedgerPolicyEvent::DeadlinePolicySet { deadlines } => {
+                state.deadlines = Some(*deadlines)
+            }
         }
         state
     }

@@ -105,6 +105,9 @@ pub struct PaymentState {
     pub late_success_recorded: bool,
     pub late_failure_recorded: bool,
     pub chargebacks: Vec<ChargebackState>,
+    /// When an unpaid deposit expires (deposits initiated before the deadline policy: `None`, never).
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl PaymentState {
@@ -139,8 +142,11 @@ pub enum PaymentCommand {
         amount: Money,
         gateway: Gateway,
         fund: Option<FundTarget>,
+        expires_at: Option<DateTime<Utc>>,
     },
     MarkProcessing,
+    /// The timer: an unpaid deposit past its expiry is cancelled.
+    ExpireDeposit,
     DepositSucceeded {
         amount: Money,
         gateway_fee: Money,
@@ -204,6 +210,8 @@ pub enum PaymentEvent {
         amount: Money,
         gateway: Gateway,
         fund: Option<FundTarget>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<DateTime<Utc>>,
     },
     PaymentProcessing,
     DepositSucceeded {
@@ -317,6 +325,33 @@ fn require_user(actor: &Actor, action: &'static str) -> Result<Uuid, Rejection> 
 }
 
 impl Payment {
+    /// A deposit nobody paid by its expiry is cancelled (pending, or after failed attempts only).
+    fn expire_deposit(
+        cmd: &Ctx<PaymentCommand>,
+        s: &PaymentState,
+    ) -> Result<Vec<PaymentEvent>, Rejection> {
+        if cmd.actor != Actor::System {
+            return Err(Rejection::not_party(
+                &cmd.actor,
+                "expire a deposit",
+                "only the timer",
+            ));
+        }
+        if !matches!(s.status, PaymentStatus::Pending | PaymentStatus::Failed) {
+            return Err(Rejection::transition(AGG, s.status, "expire"));
+        }
+        let due = s
+            .expires_at
+            .ok_or_else(|| Rejection::InvalidCommand("this deposit has no expiry".into()))?;
+        if cmd.at < due {
+            return Err(Rejection::TooEarly {
+                what: "deposit expiry",
+                due: due.to_rfc3339(),
+            });
+        }
+        Ok(vec![PaymentEvent::DepositCancelled])
+    }
+
     fn deposit_succeeded(
         cmd: &Ctx<PaymentCommand>,
         s: &PaymentState,
@@ -714,6 +749,7 @@ impl Decider for Payment {
                 amount,
                 gateway,
                 fund,
+                expires_at,
             } => {
                 if s.exists() {
                     return Err(Rejection::AlreadyExists {
@@ -729,7 +765,12 @@ impl Decider for Payment {
                     amount: *amount,
                     gateway: *gateway,
                     fund: *fund,
+                    expires_at: *expires_at,
                 }])
+            }
+            C::ExpireDeposit => {
+                deposit_only("expire as a deposit")?;
+                Payment::expire_deposit(cmd, s)
             }
             C::MarkProcessing => {
                 require_reporter(&cmd.actor, s, "mark a payment processing")?;
@@ -860,6 +901,7 @@ impl Decider for Payment {
                 amount,
                 gateway,
                 fund,
+                expires_at,
             } => {
                 s = PaymentState {
                     id: *payment_id,
@@ -870,6 +912,7 @@ impl Decider for Payment {
                     currency: Some(amount.currency()),
                     gateway: Some(*gateway),
                     fund: *fund,
+                    expires_at: *expires_at,
                     ..PaymentState::default()
                 };
             }

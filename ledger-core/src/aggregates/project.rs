@@ -184,6 +184,14 @@ pub struct MilestoneState {
     pub charged_back_minor: i64,
     pub submitted_at: Option<DateTime<Utc>>,
     pub approved: bool,
+    /// Seller proceeds of this milestone's release credited to the seller's pending balance, when they
+    /// mature (`matures_at`), and whether they have.
+    #[serde(default)]
+    pub pending_minor: i64,
+    #[serde(default)]
+    pub matures_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub proceeds_matured: bool,
 }
 
 impl MilestoneState {
@@ -316,6 +324,12 @@ pub enum ProjectCommand {
     },
     Cancel,
     Close,
+    /// Engine-internal: a release's pending proceeds mature; `wallet_pending_minor` is what the seller's
+    /// pending balance holds now (the amount is the smaller of the two).
+    MatureProceeds {
+        milestone: MilestoneNo,
+        wallet_pending_minor: i64,
+    },
     /// Engine-internal: escrow (and then the milestone's buyer fee) taken to cover a lost chargeback.
     ChargeBack {
         milestone: MilestoneNo,
@@ -367,6 +381,9 @@ pub enum ProjectEvent {
         fee_earned: Money,
         seller_bucket_pending: bool,
         entry: JournalEntry,
+        /// When the proceeds credited to pending mature (stamped by the engine from the ledger's policy).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        matures_at: Option<DateTime<Utc>>,
     },
     MilestoneRefunded {
         milestone: MilestoneNo,
@@ -392,6 +409,8 @@ pub enum ProjectEvent {
         fee_returned: Money,
         cause: Uuid,
         entry: JournalEntry,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        matures_at: Option<DateTime<Utc>>,
     },
     MilestoneCancelled {
         milestone: MilestoneNo,
@@ -402,6 +421,11 @@ pub enum ProjectEvent {
         escrow: Money,
         buyer_fee: Money,
         chargeback_id: Uuid,
+    },
+    /// A release's pending proceeds matured (the money moves on the seller's wallet stream).
+    MilestoneProceedsMatured {
+        milestone: MilestoneNo,
+        amount: Money,
     },
     ProjectCompleted,
     ProjectCancelled,
@@ -650,7 +674,8 @@ impl Project {
             .submitted_at
             .expect("a submitted milestone has a submission time");
         let due = submitted + Duration::days(i64::from(s.fees.auto_approve_days));
-        if cmd.at < due {
+        // A booking's milestone is auto-approved by its booking's auto-acceptance, on the booking's clock.
+        if s.booking.is_none() && cmd.at < due {
             return Err(Rejection::TooEarly {
                 what: "auto-approval",
                 due: due.to_rfc3339(),
@@ -659,6 +684,46 @@ impl Project {
         Ok(vec![ProjectEvent::MilestoneApproved {
             milestone: no,
             auto: true,
+        }])
+    }
+
+    /// The pending proceeds of a release mature, once: at most what the seller's pending balance holds.
+    fn mature_proceeds(
+        cmd: &Ctx<ProjectCommand>,
+        s: &ProjectState,
+        no: MilestoneNo,
+        wallet_pending_minor: i64,
+    ) -> Result<Vec<ProjectEvent>, Rejection> {
+        if !cmd.actor.is_admin_or_system() {
+            return Err(Rejection::not_party(
+                &cmd.actor,
+                "mature a release",
+                "only timers or operators",
+            ));
+        }
+        let m = s.milestone(no)?;
+        if m.pending_minor == 0 || m.proceeds_matured {
+            return Err(Rejection::InvalidCommand(format!(
+                "milestone {no} has no pending proceeds to mature"
+            )));
+        }
+        if let Some(due) = m.matures_at
+            && cmd.at < due
+        {
+            return Err(Rejection::TooEarly {
+                what: "maturation",
+                due: due.to_rfc3339(),
+            });
+        }
+        let amount = m.pending_minor.min(wallet_pending_minor.max(0));
+        if amount == 0 {
+            return Err(Rejection::InvalidCommand(
+                "the seller's pending balance is empty".into(),
+            ));
+        }
+        Ok(vec![ProjectEvent::MilestoneProceedsMatured {
+            milestone: no,
+            amount: s.money(amount),
         }])
     }
 
@@ -706,6 +771,7 @@ impl Project {
             fee_earned,
             seller_bucket_pending: s.fees.release_to_pending,
             entry,
+            matures_at: None,
         }];
         Project::completion(s, no, &mut events);
         Ok(events)
@@ -841,6 +907,7 @@ impl Project {
             fee_returned,
             cause,
             entry,
+            matures_at: None,
         }];
         Project::completion(s, no, &mut events);
         Ok(events)
@@ -986,6 +1053,10 @@ impl Decider for Project {
             C::RequestChanges { milestone } => Project::buyer_review(cmd, s, *milestone, false),
             C::Approve { milestone } => Project::buyer_review(cmd, s, *milestone, true),
             C::AutoApprove { milestone } => Project::auto_approve(cmd, s, *milestone),
+            C::MatureProceeds {
+                milestone,
+                wallet_pending_minor,
+            } => Project::mature_proceeds(cmd, s, *milestone, *wallet_pending_minor),
             C::Release { milestone } => Project::release(cmd, s, *milestone),
             C::Refund { milestone } => Project::refund(cmd, s, *milestone),
             C::CancelMilestone { milestone } => Project::cancel_milestone(cmd, s, *milestone),
@@ -1158,12 +1229,21 @@ impl Decider for Project {
                 m.approved = true;
             }
             E::MilestoneReleased {
-                milestone, amount, ..
+                milestone,
+                amount,
+                commission,
+                seller_bucket_pending,
+                matures_at,
+                ..
             } => {
                 let m = ms(&mut s, *milestone);
                 m.status = MilestoneStatus::Released;
                 m.released_minor += amount.minor();
                 m.buyer_fee_minor = 0;
+                if *seller_bucket_pending {
+                    m.pending_minor += amount.minor() - commission.minor();
+                    m.matures_at = *matures_at;
+                }
             }
             E::MilestoneRefunded {
                 milestone, amount, ..
@@ -1188,9 +1268,16 @@ impl Decider for Project {
                 milestone,
                 released,
                 refunded,
+                commission,
+                matures_at,
                 ..
             } => {
+                let to_pending = s.fees.release_to_pending;
                 let m = ms(&mut s, *milestone);
+                if to_pending {
+                    m.pending_minor += released.minor() - commission.minor();
+                    m.matures_at = *matures_at;
+                }
                 let was_disputed = m.status == MilestoneStatus::Disputed;
                 m.status = MilestoneStatus::Resolved;
                 m.released_minor += released.minor();
@@ -1215,6 +1302,9 @@ impl Decider for Project {
                 if m.held_minor() == 0 {
                     m.status = MilestoneStatus::ChargedBack;
                 }
+            }
+            E::MilestoneProceedsMatured { milestone, .. } => {
+                ms(&mut s, *milestone).proceeds_matured = true
             }
             E::ProjectCompleted => s.status = ProjectStatus::Completed,
             E::ProjectCancelled => s.status = ProjectStatus::Cancelled,

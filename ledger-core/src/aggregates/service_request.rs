@@ -30,7 +30,15 @@ pub struct ServiceRequestState {
     pub currency: Option<Currency>,
     pub expires_at: Option<DateTime<Utc>>,
     pub accepted_quote: Option<Uuid>,
+    /// The quotes created for this request, in order (at most `QUOTES_PER_REQUEST_MAX`): accepting one
+    /// declines the others that are still open.
+    #[serde(default)]
+    pub quotes: Vec<Uuid>,
 }
+
+/// Bound on the quotes one request receives: accepting one declines the others in the same command, so
+/// this bounds that command's streams (`engine::STREAMS_PER_COMMAND_MAX`).
+pub const QUOTES_PER_REQUEST_MAX: usize = 10;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum ServiceRequestCommand {
@@ -44,6 +52,10 @@ pub enum ServiceRequestCommand {
     Expire,
     /// Engine-internal: a quote for this request was accepted in the same command.
     MarkBooked {
+        quote_id: Uuid,
+    },
+    /// Engine-internal: a quote for this request was created in the same command.
+    RecordQuote {
         quote_id: Uuid,
     },
 }
@@ -63,6 +75,9 @@ pub enum ServiceRequestEvent {
     },
     ServiceRequestCancelled,
     ServiceRequestExpired,
+    QuoteReceived {
+        quote_id: Uuid,
+    },
 }
 
 pub struct ServiceRequest;
@@ -154,6 +169,16 @@ impl Decider for ServiceRequest {
             C::MarkBooked { quote_id } => Ok(vec![ServiceRequestEvent::ServiceRequestBooked {
                 quote_id: *quote_id,
             }]),
+            C::RecordQuote { quote_id } => {
+                if s.quotes.len() >= QUOTES_PER_REQUEST_MAX {
+                    return Err(Rejection::InvalidCommand(format!(
+                        "a request takes at most {QUOTES_PER_REQUEST_MAX} quotes"
+                    )));
+                }
+                Ok(vec![ServiceRequestEvent::QuoteReceived {
+                    quote_id: *quote_id,
+                }])
+            }
         }
     }
 
@@ -174,6 +199,7 @@ impl Decider for ServiceRequest {
                     currency: Some(*currency),
                     expires_at: *expires_at,
                     accepted_quote: None,
+                    quotes: Vec::new(),
                 };
             }
             E::ServiceRequestBooked { quote_id } => {
@@ -182,6 +208,7 @@ impl Decider for ServiceRequest {
             }
             E::ServiceRequestCancelled => s.status = RequestStatus::Cancelled,
             E::ServiceRequestExpired => s.status = RequestStatus::Expired,
+            E::QuoteReceived { quote_id } => s.quotes.push(*quote_id),
         }
         s
     }

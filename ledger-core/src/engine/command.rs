@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::StreamId;
-use crate::aggregates::ledger_policy::RateBounds;
+use crate::aggregates::ledger_policy::{DeadlinePolicy, RateBounds};
 use crate::aggregates::payment::FundTarget;
 use crate::aggregates::project::FeeTerms;
 use crate::aggregates::reconciliation::ReconciliationCounts;
@@ -267,6 +267,20 @@ pub enum Command {
     ReturnSuspense {
         suspense_id: Uuid,
     },
+    /// An operator sets the durations of the ledger's deadlines (`aggregates::ledger_policy`).
+    SetDeadlinePolicy {
+        deadlines: DeadlinePolicy,
+    },
+    /// The timer: the pending proceeds of a milestone's release mature to available (the engine computes
+    /// the amount: what that release credited to pending, at most what the pending balance holds).
+    MatureRelease {
+        project_id: Uuid,
+        milestone: MilestoneNo,
+    },
+    /// The timer: a deposit nobody paid by its expiry is cancelled.
+    ExpireDeposit {
+        payment_id: Uuid,
+    },
     /// An operator sets the ledger's fee schedule (`aggregates::ledger_policy`).
     SetFeePolicy {
         commission: RateBounds,
@@ -385,7 +399,8 @@ fn own_stream(command: &Command) -> StreamId {
         | C::CancelProject { project_id }
         | C::CloseProject { project_id }
         | C::ApplyResolution { project_id, .. }
-        | C::ClearMilestoneDispute { project_id, .. } => StreamId::Project(*project_id),
+        | C::ClearMilestoneDispute { project_id, .. }
+        | C::MatureRelease { project_id, .. } => StreamId::Project(*project_id),
         C::InitiateDeposit { payment_id, .. }
         | C::MarkPaymentProcessing { payment_id }
         | C::ConfirmDeposit { payment_id, .. }
@@ -398,6 +413,7 @@ fn own_stream(command: &Command) -> StreamId {
         | C::OpenChargeback { payment_id, .. }
         | C::WinChargeback { payment_id, .. }
         | C::LoseChargeback { payment_id, .. }
+        | C::ExpireDeposit { payment_id }
         | C::RequestPayout {
             payout_id: payment_id,
             ..
@@ -419,7 +435,7 @@ fn own_stream(command: &Command) -> StreamId {
         C::RecordSuspense { suspense_id, .. }
         | C::AssignSuspense { suspense_id, .. }
         | C::ReturnSuspense { suspense_id } => StreamId::Suspense(*suspense_id),
-        C::SetFeePolicy { .. } => StreamId::LedgerPolicy,
+        C::SetFeePolicy { .. } | C::SetDeadlinePolicy { .. } => StreamId::LedgerPolicy,
         C::RecordSettlement {
             gateway,
             settlement_id,

@@ -46,8 +46,13 @@ pub const FOLLOW_UP_DEPTH_MAX: usize = 6;
 /// chargeback: the payment, the buyer's wallet and `CHARGEBACK_PROJECTS_MAX` projects; accepting a quote or
 /// confirming an earmarked deposit reaches five or six. The model-based property test checks every command it
 /// runs against this bound (`MemoryLedger::streams_needed`).
+/// Accepting a quote reads its quote, its request, the ledger policy, the booking and project it opens, and
+/// declines the request's other quotes (at most `QUOTES_PER_REQUEST_MAX - 1`).
 pub const STREAMS_PER_COMMAND_MAX: usize = 16;
 const _: () = assert!(2 + CHARGEBACK_PROJECTS_MAX <= STREAMS_PER_COMMAND_MAX);
+const _: () = assert!(
+    5 + crate::aggregates::service_request::QUOTES_PER_REQUEST_MAX - 1 <= STREAMS_PER_COMMAND_MAX
+);
 
 /// Decides a command against the loaded states: the events to append (with derived event and entry ids),
 /// or a rejection. Pure and deterministic.

@@ -9,7 +9,7 @@ use crate::aggregates::booking::{BookingEvent, BookingState, BookingStatus};
 use crate::aggregates::dispute::{DisputeEvent, DisputeState};
 use crate::aggregates::payment::{FundTarget, PaymentEvent};
 use crate::aggregates::project::ProjectEvent;
-use crate::aggregates::quote::QuoteEvent;
+use crate::aggregates::quote::{QuoteEvent, QuoteStatus};
 use crate::ids::{Actor, derived_id};
 
 /// The pure process logic: which follow-up commands an appended event causes. `after` holds the states
@@ -40,15 +40,9 @@ pub fn react(
         })
     };
     match (&change.stream, &change.event) {
-        (StreamId::Quote(quote_id), Event::Quote(QuoteEvent::QuoteAccepted)) => vec![follow(
-            "open-booking",
-            Actor::System,
-            Command::OpenBooking {
-                booking_id: derived_id(*quote_id, "booking"),
-                project_id: derived_id(*quote_id, "project"),
-                quote_id: *quote_id,
-            },
-        )],
+        (StreamId::Quote(quote_id), Event::Quote(QuoteEvent::QuoteAccepted)) => {
+            react_quote_accepted(*quote_id, after, &follow)
+        }
         (
             StreamId::Payment(payment_id),
             Event::Payment(PaymentEvent::DepositSucceeded {
@@ -211,4 +205,43 @@ fn react_dispute(
         )],
         _ => vec![],
     }
+}
+
+/// An accepted quote opens its booking, and the requester declines the request's other quotes (those no
+/// longer open refuse, which leaves the acceptance standing).
+fn react_quote_accepted(
+    quote_id: Uuid,
+    after: &dyn StateView,
+    follow: &dyn Fn(&str, Actor, Command) -> CommandEnvelope,
+) -> Vec<CommandEnvelope> {
+    let mut out = vec![follow(
+        "open-booking",
+        Actor::System,
+        Command::OpenBooking {
+            booking_id: derived_id(quote_id, "booking"),
+            project_id: derived_id(quote_id, "project"),
+            quote_id,
+        },
+    )];
+    let Some(AggState::Quote(q)) = after.state(&StreamId::Quote(quote_id)) else {
+        return out;
+    };
+    let Some(AggState::ServiceRequest(r)) = after.state(&StreamId::ServiceRequest(q.request_id))
+    else {
+        return out;
+    };
+    for other in r.quotes.iter().filter(|id| **id != quote_id) {
+        let still_open = match after.state(&StreamId::Quote(*other)) {
+            Some(AggState::Quote(o)) => o.status == QuoteStatus::Sent,
+            _ => true,
+        };
+        if still_open {
+            out.push(follow(
+                &format!("decline-{other}"),
+                Actor::User(r.client),
+                Command::DeclineQuote { quote_id: *other },
+            ));
+        }
+    }
+    out
 }

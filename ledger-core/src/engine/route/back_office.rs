@@ -76,6 +76,16 @@ pub(super) fn route(
                 Event::LedgerPolicy,
             )
         }
+        C::SetDeadlinePolicy { deadlines } => {
+            let stream = StreamId::LedgerPolicy;
+            decide_on::<LedgerPolicy, _>(
+                env,
+                policy_state(view, stream)?,
+                stream,
+                LedgerPolicyCommand::SetDeadlines(*deadlines),
+                Event::LedgerPolicy,
+            )
+        }
         other => misrouted("back-office", other),
     }
 }

@@ -1,11 +1,11 @@
 //! Disputes: opening one marks its milestone disputed in the same append (the project decider checks the
 //! milestone is disputable; actor rights were checked by the dispute).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
 use super::super::deciders::{dispute_cmd, wrap};
-use super::super::view::project_state;
+use super::super::view::{policy_state, project_state};
 use super::super::{Change, Command, CommandEnvelope, DecideError, Event, StateView, StreamId};
 use super::misrouted;
 use crate::aggregates::Ctx;
@@ -66,6 +66,10 @@ fn open_dispute(
     proposed_release: Money,
     respond_by: DateTime<Utc>,
 ) -> Result<Vec<Change>, DecideError> {
+    // With no answer, a dispute times out by `respond_by`, at most the policy's duration after it opens.
+    let policy = policy_state(view, StreamId::LedgerPolicy)?.deadline_policy();
+    let latest = env.at + Duration::hours(i64::from(policy.dispute_response_hours.default));
+    let respond_by = respond_by.min(latest);
     let p = project_state(view, StreamId::Project(project_id))?;
     if !p.exists() {
         return Err(Rejection::NotFound {

@@ -2,11 +2,17 @@
 
 use uuid::Uuid;
 
-use super::super::deciders::project_cmd;
-use super::super::view::policy_state;
-use super::super::{Change, Command, CommandEnvelope, DecideError, StateView, StreamId};
+use chrono::Duration;
+
+use super::super::deciders::{ctx, project_cmd, wrap};
+use super::super::view::{policy_state, project_state, wallet_state};
+use super::super::{Change, Command, CommandEnvelope, DecideError, Event, StateView, StreamId};
 use super::misrouted;
-use crate::aggregates::project::{NewProject, ProjectCommand};
+use crate::aggregates::project::{NewProject, ProjectCommand, ProjectEvent};
+use crate::aggregates::wallet::{Wallet, WalletCommand};
+use crate::decider::Decider;
+use crate::error::Rejection;
+use crate::ids::MilestoneNo;
 
 pub(super) fn route(
     env: &CommandEnvelope,
@@ -34,7 +40,86 @@ pub(super) fn route(
         }
         other => project_body(other),
     };
-    project_cmd(env, view, project_id, body)
+    let mut changes = project_cmd(env, view, project_id, body)?;
+    stamp_maturity(env, view, &mut changes)?;
+    Ok(changes)
+}
+
+/// A release or resolution that credits the seller's pending balance carries when those proceeds mature:
+/// its time plus the policy's maturation.
+pub(super) fn stamp_maturity(
+    env: &CommandEnvelope,
+    view: &dyn StateView,
+    changes: &mut [Change],
+) -> Result<(), DecideError> {
+    for change in changes.iter_mut() {
+        let (StreamId::Project(id), Event::Project(event)) = (&change.stream, &mut change.event)
+        else {
+            continue;
+        };
+        let matures_at = match event {
+            ProjectEvent::MilestoneReleased {
+                seller_bucket_pending: true,
+                matures_at,
+                ..
+            } => matures_at,
+            ProjectEvent::MilestoneResolved {
+                released,
+                matures_at,
+                ..
+            } if released.is_positive()
+                && project_state(view, StreamId::Project(*id))?
+                    .fees
+                    .release_to_pending =>
+            {
+                matures_at
+            }
+            _ => continue,
+        };
+        let policy = policy_state(view, StreamId::LedgerPolicy)?.deadline_policy();
+        let hours = policy.pending_maturity_hours.default;
+        *matures_at = Some(env.at + Duration::hours(i64::from(hours)));
+    }
+    Ok(())
+}
+
+/// The timer: a release's pending proceeds mature, at most what the seller's pending balance holds; the
+/// project records it (once) and the wallet moves the money.
+pub(super) fn mature_release(
+    env: &CommandEnvelope,
+    view: &dyn StateView,
+    project_id: Uuid,
+    milestone: MilestoneNo,
+) -> Result<Vec<Change>, DecideError> {
+    let p = project_state(view, StreamId::Project(project_id))?;
+    if !p.exists() {
+        return Err(Rejection::NotFound {
+            aggregate: "project",
+            id: project_id.to_string(),
+        }
+        .into());
+    }
+    let wallet = StreamId::Wallet {
+        user: p.seller,
+        currency: p.currency(),
+    };
+    let body = ProjectCommand::MatureProceeds {
+        milestone,
+        wallet_pending_minor: wallet_state(view, wallet)?.pending_minor,
+    };
+    let mut changes = project_cmd(env, view, project_id, body)?;
+    let amount = changes.iter().find_map(|c| match &c.event {
+        Event::Project(ProjectEvent::MilestoneProceedsMatured { amount, .. }) => Some(*amount),
+        _ => None,
+    });
+    let amount = amount.expect("an accepted maturation names its amount");
+    let body = WalletCommand::MaturePending {
+        user: p.seller,
+        amount,
+    };
+    let events = Wallet::decide(&ctx(env, body), wallet_state(view, wallet)?)?;
+    changes.extend(wrap(wallet, events, Event::Wallet));
+    Ok(changes)
 }
 
 /// The project command a command other than `CreateProject` carries, with its project.

@@ -2,6 +2,7 @@
 //! same append; opening a booking creates the single-milestone project behind it; a cancelled booking's
 //! policy is applied to that project's escrow.
 
+use chrono::Duration;
 use uuid::Uuid;
 
 use super::super::deciders::{booking_cmd, project_cmd, quote_cmd, request_cmd, request_info};
@@ -26,17 +27,18 @@ pub(super) fn route_request_or_quote(
             currency,
             title,
             expires_at,
-        } => request_cmd(
-            env,
-            view,
-            *request_id,
-            ServiceRequestCommand::Open {
+        } => {
+            // A request opened without an expiry expires after the policy's duration.
+            let policy = policy_state(view, StreamId::LedgerPolicy)?.deadline_policy();
+            let after = Duration::hours(i64::from(policy.request_expiry_hours.default));
+            let open = ServiceRequestCommand::Open {
                 request_id: *request_id,
                 currency: *currency,
                 title: title.clone(),
-                expires_at: *expires_at,
-            },
-        ),
+                expires_at: Some(expires_at.unwrap_or(env.at + after)),
+            };
+            request_cmd(env, view, *request_id, open)
+        }
         C::CancelServiceRequest { request_id } => {
             request_cmd(env, view, *request_id, ServiceRequestCommand::Cancel)
         }
@@ -52,18 +54,20 @@ pub(super) fn route_request_or_quote(
         } => {
             let fees = policy_state(view, StreamId::LedgerPolicy)?.resolve_terms(fees)?;
             let request = request_info(view, *request_id)?;
-            quote_cmd(
-                env,
-                view,
-                *quote_id,
-                QuoteCommand::Create {
-                    quote_id: *quote_id,
-                    request,
-                    amount: *amount,
-                    valid_until: *valid_until,
-                    fees,
-                },
-            )
+            let create = QuoteCommand::Create {
+                quote_id: *quote_id,
+                request,
+                amount: *amount,
+                valid_until: *valid_until,
+                fees,
+            };
+            let mut changes = quote_cmd(env, view, *quote_id, create)?;
+            // The request remembers its quotes: accepting one declines the others.
+            let record = ServiceRequestCommand::RecordQuote {
+                quote_id: *quote_id,
+            };
+            changes.extend(request_cmd(env, view, *request_id, record)?);
+            Ok(changes)
         }
         C::SendQuote { quote_id } => quote_cmd(env, view, *quote_id, QuoteCommand::Send),
         C::AcceptQuote { quote_id } => accept_quote(env, view, *quote_id),
@@ -148,6 +152,7 @@ fn open_booking(
             provider: q.provider,
             auto_accept_days: q.fees.auto_approve_days,
             late_cancel_keep_rate: q.fees.late_cancel_keep_rate,
+            auto_accept_hours: Some(auto_accept_hours(view, q.fees.auto_approve_days)?),
         },
     )?;
     let project = NewProject {
@@ -170,6 +175,17 @@ fn open_booking(
     Ok(changes)
 }
 
+/// A booking's silence before auto-acceptance: the quote's `auto_approve_days` when it states one other than
+/// the policy's default for milestones (checked against the policy when the quote was created), else the
+/// policy's hours for bookings.
+fn auto_accept_hours(view: &dyn StateView, quote_days: u32) -> Result<u32, DecideError> {
+    let policy = policy_state(view, StreamId::LedgerPolicy)?.deadline_policy();
+    if quote_days == policy.auto_approve_days.default {
+        return Ok(policy.auto_accept_hours.default);
+    }
+    Ok(quote_days.saturating_mul(24))
+}
+
 fn apply_booking_cancellation(
     env: &CommandEnvelope,
     view: &dyn StateView,
@@ -186,15 +202,13 @@ fn apply_booking_cancellation(
         return project_cmd(env, view, b.project_id, ProjectCommand::Cancel);
     }
     let (keep, refund) = held.split_fee(keep_rate);
-    project_cmd(
-        env,
-        view,
-        b.project_id,
-        ProjectCommand::Resolve {
-            milestone: 1,
-            release: keep,
-            refund,
-            cause: booking_id,
-        },
-    )
+    let resolve = ProjectCommand::Resolve {
+        milestone: 1,
+        release: keep,
+        refund,
+        cause: booking_id,
+    };
+    let mut changes = project_cmd(env, view, b.project_id, resolve)?;
+    super::escrow::stamp_maturity(env, view, &mut changes)?;
+    Ok(changes)
 }

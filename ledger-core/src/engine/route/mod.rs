@@ -56,11 +56,16 @@ pub(super) fn route(
         | C::CloseProject { .. }
         | C::ApplyResolution { .. }
         | C::ClearMilestoneDispute { .. } => escrow::route(env, view),
+        C::MatureRelease {
+            project_id,
+            milestone,
+        } => escrow::mature_release(env, view, *project_id, *milestone),
         C::InitiateDeposit { .. }
         | C::MarkPaymentProcessing { .. }
         | C::ConfirmDeposit { .. }
         | C::FailDeposit { .. }
-        | C::CancelDeposit { .. } => payments::route_deposit(env, view),
+        | C::CancelDeposit { .. }
+        | C::ExpireDeposit { .. } => payments::route_deposit(env, view),
         C::RequestPayout { .. }
         | C::RequestCardRefund { .. }
         | C::ConfirmTransfer { .. }
@@ -80,7 +85,8 @@ pub(super) fn route(
         | C::RecordSuspense { .. }
         | C::AssignSuspense { .. }
         | C::ReturnSuspense { .. }
-        | C::SetFeePolicy { .. } => back_office::route(env, view),
+        | C::SetFeePolicy { .. }
+        | C::SetDeadlinePolicy { .. } => back_office::route(env, view),
         C::RecordSettlement { .. }
         | C::RecordReconciliation { .. }
         | C::ClosePeriods { .. }

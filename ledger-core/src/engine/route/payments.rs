@@ -1,6 +1,7 @@
 //! Payments: deposits (a series of attempts), payouts and card refunds (transfers). A deposit may be
 //! earmarked only for a milestone its payer is the buyer of.
 
+use chrono::Duration;
 use uuid::Uuid;
 
 use super::super::deciders::payment_cmd;
@@ -27,11 +28,14 @@ pub(super) fn route_deposit(
             if let Some(target) = fund {
                 check_fund_target(env, view, target)?;
             }
+            let policy = policy_state(view, StreamId::LedgerPolicy)?.deadline_policy();
+            let hours = policy.deposit_expiry_hours.default;
             let body = P::InitiateDeposit {
                 payment_id: *payment_id,
                 amount: *amount,
                 gateway: *gateway,
                 fund: *fund,
+                expires_at: Some(env.at + Duration::hours(i64::from(hours))),
             };
             (payment_id, body)
         }
@@ -56,6 +60,7 @@ pub(super) fn route_deposit(
             },
         ),
         C::CancelDeposit { payment_id } => (payment_id, P::CancelDeposit),
+        C::ExpireDeposit { payment_id } => (payment_id, P::ExpireDeposit),
         other => misrouted("deposit", other),
     };
     payment_cmd(env, view, *payment_id, body)
