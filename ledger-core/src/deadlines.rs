@@ -166,7 +166,7 @@ pub fn clocks(
             kind,
             stream: *stream,
             milestone,
-            due_at,
+            due_at: ceil_to_microsecond(due_at),
             version,
             parties,
         })
@@ -245,6 +245,17 @@ pub fn clocks(
             out
         }
         _ => Vec::new(),
+    }
+}
+
+/// A due time as PostgreSQL keeps it: microseconds, rounded up, so a command sent at the stored due time
+/// is never before the exact one (a `too_early` refusal would otherwise repeat forever).
+pub fn ceil_to_microsecond(at: DateTime<Utc>) -> DateTime<Utc> {
+    let below = at.timestamp_subsec_nanos() % 1_000;
+    if below == 0 {
+        at
+    } else {
+        at + Duration::nanoseconds(i64::from(1_000 - below))
     }
 }
 

@@ -689,3 +689,15 @@ fn an_unpaid_deposit_expires_after_3_days_and_a_payment_stops_the_clock() {
     };
     assert_eq!(code(w.run(Actor::User(BUYER), expire)), "not_a_party");
 }
+
+#[test]
+fn a_due_time_is_rounded_up_to_the_microsecond_postgresql_keeps() {
+    let mut w = World::new();
+    w.at(hours(1) + Duration::nanoseconds(520_348_089));
+    w.deposit(DEPOSIT, "10.00");
+    let d = w.only(DeadlineKind::ExpireDeposit);
+    assert_eq!(d.due_at, hours(1 + 72) + Duration::nanoseconds(520_349_000));
+    // Fired at the stored (rounded) time, it is not too early.
+    w.fire(&d).unwrap();
+    assert_eq!(w.payment(DEPOSIT).status, PaymentStatus::Cancelled);
+}
