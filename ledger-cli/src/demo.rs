@@ -164,18 +164,9 @@ async fn booking_story(story: &mut Story<'_>, cast: &Cast) -> Result<(), CliErro
     }
     story
         .step(
-            "client accepts the 150.00 quote",
+            "client accepts the 150.00 quote (the other one is declined with it)",
             Actor::User(c.client),
             Command::AcceptQuote { quote_id },
-        )
-        .await?;
-    story
-        .step(
-            "client declines the other quote",
-            Actor::User(c.client),
-            Command::DeclineQuote {
-                quote_id: other_quote,
-            },
         )
         .await?;
     let booking_id = derived_id(quote_id, "booking");

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::aggregates::booking::{BookingEvent, BookingStatus};
 use crate::aggregates::dispute::{DisputeEvent, DisputeStatus};
-use crate::aggregates::payment::{PaymentEvent, PaymentStatus};
+use crate::aggregates::payment::{PaymentEvent, PaymentState, PaymentStatus};
 use crate::aggregates::project::{MilestoneStatus, ProjectEvent, ProjectState};
 use crate::aggregates::quote::{QuoteEvent, QuoteStatus};
 use crate::aggregates::service_request::{RequestStatus, ServiceRequestEvent};
@@ -172,12 +172,12 @@ pub fn clocks(
         })
     };
     let stop = |kind: DeadlineKind| Clock::Stop((kind, *stream, None));
+    let mut out = Vec::new();
     match (before, after, event) {
         (AggState::Project(b), AggState::Project(a), Event::Project(e)) => {
-            project_clocks(stream, b, a, e, &start)
+            out = project_clocks(stream, b, a, e, &start);
         }
         (AggState::Booking(b), AggState::Booking(a), Event::Booking(e)) => {
-            let mut out = Vec::new();
             if let BookingEvent::BookingDelivered { at } = e {
                 let due = *at + a.auto_accept_after();
                 let parties = vec![a.client, a.provider];
@@ -186,11 +186,9 @@ pub fn clocks(
             if b.status == BookingStatus::Delivered && a.status != BookingStatus::Delivered {
                 out.push(stop(DeadlineKind::AutoAcceptBooking));
             }
-            out
         }
         (AggState::Quote(b), AggState::Quote(a), Event::Quote(e)) => {
             let open = |s: QuoteStatus| matches!(s, QuoteStatus::Draft | QuoteStatus::Sent);
-            let mut out = Vec::new();
             if let (QuoteEvent::QuoteDrafted { .. }, Some(due)) = (e, a.valid_until) {
                 let parties = vec![a.provider, a.client];
                 out.push(start(DeadlineKind::ExpireQuote, None, due, parties));
@@ -198,10 +196,8 @@ pub fn clocks(
             if open(b.status) && !open(a.status) {
                 out.push(stop(DeadlineKind::ExpireQuote));
             }
-            out
         }
         (AggState::ServiceRequest(b), AggState::ServiceRequest(a), Event::ServiceRequest(e)) => {
-            let mut out = Vec::new();
             if let (ServiceRequestEvent::ServiceRequestOpened { .. }, Some(due)) = (e, a.expires_at)
             {
                 let kind = DeadlineKind::ExpireServiceRequest;
@@ -210,11 +206,9 @@ pub fn clocks(
             if b.status == RequestStatus::Open && a.status != RequestStatus::Open {
                 out.push(stop(DeadlineKind::ExpireServiceRequest));
             }
-            out
         }
         (AggState::Dispute(b), AggState::Dispute(a), Event::Dispute(e)) => {
             let waiting = DisputeStatus::AwaitingResponse;
-            let mut out = Vec::new();
             if let (DisputeEvent::DisputeOpened { .. }, Some(due)) = (e, a.respond_by) {
                 let parties = vec![a.opened_by, a.counterparty];
                 out.push(start(DeadlineKind::TimeOutDispute, None, due, parties));
@@ -222,30 +216,46 @@ pub fn clocks(
             if b.status == waiting && a.status != waiting {
                 out.push(stop(DeadlineKind::TimeOutDispute));
             }
-            out
         }
         (AggState::Payment(b), AggState::Payment(a), Event::Payment(e)) => {
-            let unpaid = |s: PaymentStatus| {
-                matches!(
-                    s,
-                    PaymentStatus::Pending | PaymentStatus::Processing | PaymentStatus::Failed
-                )
-            };
-            let mut out = Vec::new();
-            if let PaymentEvent::DepositInitiated {
-                expires_at: Some(due),
-                ..
-            } = e
-            {
-                out.push(start(DeadlineKind::ExpireDeposit, None, *due, vec![a.user]));
-            }
-            if unpaid(b.status) && !unpaid(a.status) {
-                out.push(stop(DeadlineKind::ExpireDeposit));
-            }
-            out
+            out = deposit_clocks(b, a, e, &start, stop(DeadlineKind::ExpireDeposit));
         }
-        _ => Vec::new(),
+        _ => {}
     }
+    out
+}
+
+/// An unpaid deposit's expiry (stopped once it is paid or cancelled).
+fn deposit_clocks(
+    before: &PaymentState,
+    after: &PaymentState,
+    event: &PaymentEvent,
+    start: &Starter<'_>,
+    stop: Clock,
+) -> Vec<Clock> {
+    let unpaid = |s: PaymentStatus| {
+        matches!(
+            s,
+            PaymentStatus::Pending | PaymentStatus::Processing | PaymentStatus::Failed
+        )
+    };
+    let mut out = Vec::new();
+    if let PaymentEvent::DepositInitiated {
+        expires_at: Some(due),
+        ..
+    } = event
+    {
+        out.push(start(
+            DeadlineKind::ExpireDeposit,
+            None,
+            *due,
+            vec![after.user],
+        ));
+    }
+    if unpaid(before.status) && !unpaid(after.status) {
+        out.push(stop);
+    }
+    out
 }
 
 /// A due time as PostgreSQL keeps it: microseconds, rounded up, so a command sent at the stored due time
