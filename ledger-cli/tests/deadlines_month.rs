@@ -401,6 +401,23 @@ async fn a_simulated_month_fires_every_deadline_exactly_once_in_due_order() {
             .collect::<Vec<_>>()
     );
 
+    // Each fired command happened at its deadline's due time, not when a worker got to it: the journal
+    // entries it booked are recorded at the due time.
+    let (entries, off_time): (i64, i64) = sqlx::query_as(
+        "select count(*), count(*) filter (where (e.payload->'entry'->>'recorded_at')::timestamptz <> d.due_at)
+           from ledger.events e
+           join escrow.deadlines d on e.metadata->>'idempotency_key' = 'deadline:' || d.deadline_id
+          where e.payload ? 'entry'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(entries > 0);
+    assert_eq!(
+        off_time, 0,
+        "entries of fired deadlines not at their due time"
+    );
+
     // In due order per stream: the positions at which a stream's deadlines fired follow their due times.
     let order: Vec<(String, DateTime<Utc>, i64)> = sqlx::query_as(
         "select d.stream_id, d.due_at, min(s.position)
