@@ -925,3 +925,51 @@ async fn a_chargeback_outcome_before_its_opening_is_retried_not_refused_for_good
     assert_balanced(&v);
     assert_eq!(count(&v, id, "ChargebackWon"), 1);
 }
+
+/// Stripe paying the platform's own bank (`payout.paid` without one of our payment references) is a
+/// settlement booked once however often it is delivered: Dr `Assets:Bank:stripe`, Cr Stripe's clearing. Not
+/// an anomaly.
+#[tokio::test]
+async fn stripe_payout_to_the_platforms_bank_is_booked_once_as_a_settlement() {
+    let db = TestDb::new().await;
+    let server = Server::start(db.url(), None).await;
+    let body = r#"{"id":"evt_po_1","object":"event","type":"payout.paid","created":1769860800,"data":{"object":{"id":"po_1Abc","object":"payout","amount":14000,"currency":"usd","status":"paid","destination":"ba_1Xyz","metadata":{}}}}"#;
+    let delivery = Delivery {
+        gateway: "stripe",
+        body: body.to_string(),
+    };
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let response = post(&client, &server.base, "default", &delivery)
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+    }
+    let v = view(&db, "default").await;
+    let settlements: usize = v
+        .by_stream
+        .iter()
+        .filter(|(stream, _)| stream.starts_with("settlement-"))
+        .map(|(_, events)| events.iter().filter(|t| *t == "SettlementRecorded").count())
+        .sum();
+    assert_eq!(settlements, 1, "{:?}", v.by_stream);
+    let bank: ledger_core::Account = "Assets:Bank:stripe".parse().unwrap();
+    assert_eq!(v.balances.balance(&bank, Currency::USD), 14_000);
+    let clearing = ledger_core::Account::GatewayClearing(Gateway::Stripe);
+    assert_eq!(v.balances.balance(&clearing, Currency::USD), -14_000);
+    let dispositions: Vec<String> = sqlx::query_scalar(
+        "select disposition from ledger.inbox where gateway = 'stripe' order by received_at",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        dispositions.first().map(String::as_str),
+        Some("applied"),
+        "{dispositions:?}"
+    );
+    assert!(
+        !dispositions.iter().any(|d| d == "anomaly"),
+        "{dispositions:?}"
+    );
+}
