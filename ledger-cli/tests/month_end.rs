@@ -879,3 +879,24 @@ async fn a_users_statement_per_month() {
     let out = cli(&db, &["statement", "--user", BUYER, "--period", "January"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn a_settlement_never_takes_the_clearing_below_zero() {
+    // Stripe's clearing holds 53.27 after the history's settlement.
+    let db = history_db("stripe", "po_1").await;
+    let settle = |id: &str, amount: &str| {
+        format!(
+            r#"{{"actor": {{"kind": "admin", "id": "{ADMIN}"}}, "command": {{"type": "record_settlement", "gateway": "stripe", "settlement_id": "{id}", "bank_account": "main", "amount": {}, "fee": null, "occurred_at": "2026-02-28T12:00:00Z"}}}}"#,
+            usd(amount)
+        )
+    };
+    let file = write(&db, "too-much.jsonl", &settle("po_2", "53.28"));
+    let out = cli(&db, &["apply", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(line.contains("\"code\":\"insufficient_funds\""), "{line}");
+    apply(&db, &[settle("po_2", "53.27")]);
+    let tb = rows(&json(&cli(&db, &["trial-balance", "--format", "json"])));
+    assert_eq!(tb.get("Assets:Gateway:Stripe:Clearing"), None, "{tb:?}");
+    assert_eq!(tb["Assets:Bank:main"], 19_327);
+}

@@ -95,6 +95,14 @@ impl MemoryLedger {
     }
 
     /// Decides and appends one command without running its follow-ups (for tests of a single decider step).
+    /// The loaded states with this ledger's balances (for settlements, which read a clearing balance).
+    fn view<'a>(&'a self, states: &'a HashMap<StreamId, AggState>) -> WithBalances<'a> {
+        WithBalances {
+            states,
+            balances: &self.balances,
+        }
+    }
+
     pub fn execute_one(&mut self, env: &CommandEnvelope) -> Result<Vec<Change>, Rejection> {
         for stream in engine::primary_streams(&env.command) {
             self.states
@@ -102,7 +110,7 @@ impl MemoryLedger {
                 .or_insert_with(|| AggState::initial(&stream));
         }
         for _round in 0..LOAD_ROUNDS_MAX {
-            match engine::decide(env, &self.states) {
+            match engine::decide(env, &self.view(&self.states)) {
                 Ok(changes) => {
                     changes.iter().for_each(|c| self.apply(c.clone()));
                     return Ok(changes);
@@ -111,6 +119,7 @@ impl MemoryLedger {
                 Err(DecideError::NeedStream(stream)) => {
                     self.states.insert(stream, AggState::initial(&stream));
                 }
+                Err(DecideError::NeedBalance { .. }) => unreachable!("balances are always there"),
             }
         }
         panic!(
@@ -127,8 +136,9 @@ impl MemoryLedger {
         }
         // Every stream exists in memory, so each NeedStream round adds one; commands touch few streams.
         for _round in 0..LOAD_ROUNDS_MAX {
-            match engine::decide_all(env, &self.states) {
-                Ok((decision, _)) => {
+            let decided = engine::decide_all(env, &self.view(&self.states)).map(|(d, _)| d);
+            match decided {
+                Ok(decision) => {
                     return Ok(Outcome {
                         changes: decision.changes,
                         follow_ups: decision.follow_ups,
@@ -138,6 +148,7 @@ impl MemoryLedger {
                 Err(DecideError::NeedStream(stream)) => {
                     self.states.insert(stream, AggState::initial(&stream));
                 }
+                Err(DecideError::NeedBalance { .. }) => unreachable!("balances are always there"),
             }
         }
         panic!(
@@ -162,8 +173,9 @@ impl MemoryLedger {
             load(&mut loaded, stream);
         }
         loop {
-            match engine::decide_all(env, &loaded) {
+            match engine::decide_all(env, &self.view(&loaded)) {
                 Ok(_) | Err(DecideError::Rejected(_)) => return loaded.len(),
+                Err(DecideError::NeedBalance { .. }) => unreachable!("balances are always there"),
                 Err(DecideError::NeedStream(stream)) => {
                     assert!(!loaded.contains_key(&stream), "{stream} asked for twice");
                     load(&mut loaded, stream);
@@ -194,5 +206,25 @@ impl MemoryLedger {
             ledger.apply(change.clone());
         }
         ledger
+    }
+}
+
+/// Loaded states plus the balances of every account (memory has them all).
+struct WithBalances<'a> {
+    states: &'a HashMap<StreamId, AggState>,
+    balances: &'a Balances,
+}
+
+impl engine::StateView for WithBalances<'_> {
+    fn state(&self, stream: &StreamId) -> Option<&AggState> {
+        self.states.get(stream)
+    }
+
+    fn account_balance(
+        &self,
+        account: &crate::journal::Account,
+        currency: crate::money::Currency,
+    ) -> Option<i128> {
+        Some(self.balances.balance(account, currency))
     }
 }

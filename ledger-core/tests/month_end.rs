@@ -31,6 +31,7 @@ fn settle(actor: Actor, amount: i64, fee: Option<i64>) -> Ctx<SettlementCommand>
             amount: usd(amount),
             fee: fee.map(usd),
             occurred_at: t(2026, 1, 31),
+            clearing_balance_minor: 1_000_000,
         },
     )
 }
@@ -108,6 +109,26 @@ fn who_may_record_a_settlement_and_what_it_may_carry() {
     assert_eq!(
         "Assets:Bank:main".parse::<Account>().unwrap(),
         Account::Bank(BankName::new("MAIN").unwrap())
+    );
+}
+
+#[test]
+fn a_settlement_never_takes_the_clearing_below_zero() {
+    let admin = Actor::Admin(Uuid::from_u128(1));
+    let mut cmd = settle(admin, 14_000, Some(25));
+    cmd.body.clearing_balance_minor = 14_024;
+    let err = Settlement::decide(&cmd, &SettlementState::default()).unwrap_err();
+    assert_eq!(err.code(), "insufficient_funds", "{err}");
+    assert!(
+        err.to_string().contains("Assets:Gateway:Stripe:Clearing"),
+        "{err}"
+    );
+    cmd.body.clearing_balance_minor = 14_025;
+    assert_eq!(
+        Settlement::decide(&cmd, &SettlementState::default())
+            .unwrap()
+            .len(),
+        1
     );
 }
 
@@ -339,4 +360,16 @@ fn record_settlement_as_json_books_the_bank_once() {
     let again = run(&mut ledger, 11, admin, t(2026, 2, 1), settle).unwrap();
     assert!(again.changes.is_empty(), "{again:?}");
     assert_eq!(ledger.balances().balance(&bank, Currency::USD), 14_000);
+    // The clearing holds 10.00 now: a settlement of 10.01 would take it below zero.
+    let too_much = serde_json::json!({"type": "record_settlement", "gateway": "stripe", "settlement_id": "po_me_2", "bank_account": "main", "amount": {"amount": "10.01", "currency": "USD"}, "fee": null, "occurred_at": "2026-02-28T12:00:00Z"});
+    let err = run(&mut ledger, 12, admin, t(2026, 3, 1), too_much).unwrap_err();
+    assert_eq!(err.code(), "insufficient_funds");
+    let exact = serde_json::json!({"type": "record_settlement", "gateway": "stripe", "settlement_id": "po_me_2", "bank_account": "main", "amount": {"amount": "10.00", "currency": "USD"}, "fee": null, "occurred_at": "2026-02-28T12:00:00Z"});
+    run(&mut ledger, 13, admin, t(2026, 3, 1), exact).unwrap();
+    assert_eq!(
+        ledger
+            .balances()
+            .balance(&Account::GatewayClearing(Gateway::Stripe), Currency::USD),
+        0
+    );
 }

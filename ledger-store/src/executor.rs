@@ -14,7 +14,7 @@ use std::time::Duration;
 use ledger_core::engine::{
     self, AggState, Change, CommandEnvelope, DecideError, EventDecodeError, StreamId,
 };
-use ledger_core::{Rejection, RejectionReport};
+use ledger_core::{Account, Currency, Rejection, RejectionReport};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -191,6 +191,24 @@ struct Loaded {
     versions: HashMap<StreamId, i64>,
     /// Streams taken from the cache (re-validated when the decision only reads them).
     from_cache: HashSet<StreamId>,
+    /// Account balances a decision asked for (`DecideError::NeedBalance`), computed from the log.
+    balances: HashMap<(Account, Currency), i128>,
+}
+
+/// Loaded states and the balances computed for a decision, as the core's `StateView`.
+struct LoadedView<'a> {
+    states: &'a HashMap<StreamId, AggState>,
+    balances: &'a HashMap<(Account, Currency), i128>,
+}
+
+impl engine::StateView for LoadedView<'_> {
+    fn state(&self, stream: &StreamId) -> Option<&AggState> {
+        self.states.get(stream)
+    }
+
+    fn account_balance(&self, account: &Account, currency: Currency) -> Option<i128> {
+        self.balances.get(&(*account, currency)).copied()
+    }
 }
 
 pub struct Executor {
@@ -423,15 +441,35 @@ impl Executor {
         let mut last = String::new();
         for attempt in 1..=self.config.attempts_max {
             let mut states: HashMap<StreamId, AggState> = HashMap::new();
+            let mut balances: HashMap<(Account, Currency), i128> = HashMap::new();
             let mut base_versions: HashMap<StreamId, i64> = HashMap::new();
             let mut all = Vec::with_capacity(envs.len());
             for (index, env) in envs.iter().enumerate() {
                 let mut rounds = 0;
                 let decision = loop {
-                    let decided = engine::decide_all(env, &states).map(|(decision, _)| decision);
+                    let view = LoadedView {
+                        states: &states,
+                        balances: &balances,
+                    };
+                    let decided = engine::decide_all(env, &view).map(|(decision, _)| decision);
                     match decided {
                         Ok(decision) => break decision,
                         Err(DecideError::Rejected(r)) => return Ok(Err((index, r.to_report()))),
+                        Err(DecideError::NeedBalance { account, currency }) => {
+                            // The log's balance plus what the earlier commands of this set post to it.
+                            let earlier: i128 = all
+                                .iter()
+                                .flat_map(|(_, d): &(&CommandEnvelope, engine::Decision)| {
+                                    d.all_changes()
+                                        .filter_map(|c| c.event.entry())
+                                        .collect::<Vec<_>>()
+                                })
+                                .filter(|e| e.currency() == currency)
+                                .map(|e| i128::from(e.effect_on(&account)))
+                                .sum();
+                            let balance = self.account_balance(&account, currency).await? + earlier;
+                            balances.insert((account, currency), balance);
+                        }
                         Err(DecideError::NeedStream(stream)) => {
                             rounds += 1;
                             if rounds > LOAD_ROUNDS_MAX {
@@ -710,10 +748,18 @@ impl Executor {
     ) -> Result<Result<engine::Decision, Rejection>, ExecError> {
         for _round in 0..LOAD_ROUNDS_MAX {
             // Drop the overlay (it borrows the states) before any await.
-            let decided = engine::decide_all(env, &loaded.states).map(|(decision, _)| decision);
+            let view = LoadedView {
+                states: &loaded.states,
+                balances: &loaded.balances,
+            };
+            let decided = engine::decide_all(env, &view).map(|(decision, _)| decision);
             match decided {
                 Ok(decision) => return Ok(Ok(decision)),
                 Err(DecideError::Rejected(r)) => return Ok(Err(r)),
+                Err(DecideError::NeedBalance { account, currency }) => {
+                    let balance = self.account_balance(&account, currency).await?;
+                    loaded.balances.insert((account, currency), balance);
+                }
                 Err(DecideError::NeedStream(stream)) => {
                     let more = self.load(&[stream]).await?;
                     loaded.states.extend(more.states);
@@ -743,6 +789,51 @@ impl Executor {
             loaded.versions.insert(*stream, version);
         }
         Ok(loaded)
+    }
+
+    /// An account's balance (normal side, minor units) in one currency, summed over every sequenced event
+    /// of the log, in bounded batches. Only settlements ask (for a gateway's clearing account, which belongs
+    /// to no stream), so it reads the whole log rather than keep an index: a few seconds per million events.
+    /// Events committed but not yet sequenced (under a second) are not counted.
+    async fn account_balance(
+        &self,
+        account: &Account,
+        currency: Currency,
+    ) -> Result<i128, ExecError> {
+        let mut balance = 0_i128;
+        let mut after = 0_i64;
+        loop {
+            let batch = self
+                .store
+                .read_log(&self.ledger_id, after, READ_LIMIT_MAX)
+                .await?;
+            for recorded in &batch {
+                after = recorded.position.unwrap_or(after).max(after);
+                if recorded.payload.get("entry").is_none_or(|e| e.is_null()) {
+                    continue;
+                }
+                let stream: StreamId = recorded.stream_id.parse().map_err(|_| {
+                    ExecError::Decode(EventDecodeError::Payload {
+                        stream: recorded.stream_id.clone(),
+                        event_type: recorded.event_type.clone(),
+                        version: recorded.schema_version,
+                        message: "not a stream id".into(),
+                    })
+                })?;
+                let event = ledger_core::Event::from_stored(
+                    &stream,
+                    &recorded.event_type,
+                    recorded.schema_version,
+                    recorded.payload.clone(),
+                )?;
+                if let Some(entry) = event.entry().filter(|e| e.currency() == currency) {
+                    balance += i128::from(entry.effect_on(account));
+                }
+            }
+            if (batch.len() as i64) < READ_LIMIT_MAX {
+                return Ok(balance);
+            }
+        }
     }
 
     /// Snapshot (if one exists for this fold version) plus the events after it, in bounded batches.

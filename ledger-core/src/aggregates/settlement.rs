@@ -2,6 +2,10 @@
 //! One stream per (gateway, settlement id) (`settlement-<uuid v5>`), so a settlement id is booked once:
 //! Dr `Assets:Bank:<bank_account>` amount, Dr `Expenses:GatewayFees` fee, Cr the gateway's clearing
 //! amount + fee. Operators and timers record any gateway's; a gateway callback only its own.
+//! A settlement may not take the clearing account below zero: the clearing account belongs to no stream (it
+//! must never be a contention point), so the caller hands the decider its balance computed from the log
+//! (`StateView::account_balance`, asked for with `DecideError::NeedBalance`). That balance carries no version:
+//! a payout completing at the same moment is not serialized with the settlement.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -41,6 +45,9 @@ pub struct SettlementCommand {
     pub amount: Money,
     pub fee: Option<Money>,
     pub occurred_at: DateTime<Utc>,
+    /// What the gateway's clearing account holds in this currency before the settlement (normal side, minor
+    /// units), as the shell computed it from the log: a settlement may not take it below zero.
+    pub clearing_balance_minor: i128,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -109,6 +116,16 @@ impl Decider for Settlement {
             });
         }
         let total = Money::from_minor(c.amount.minor() + fee.minor(), c.amount.currency());
+        if i128::from(total.minor()) > c.clearing_balance_minor {
+            let available = i64::try_from(c.clearing_balance_minor)
+                .map(|m| Money::from_minor(m, total.currency()).to_string())
+                .unwrap_or_else(|_| format!("{} minor units", c.clearing_balance_minor));
+            return Err(Rejection::InsufficientFunds {
+                account: Account::GatewayClearing(c.gateway).to_string(),
+                available,
+                requested: total.to_string(),
+            });
+        }
         let entry = EntryBuilder::new(c.amount.currency())
             .debit(Account::Bank(c.bank_account), c.amount)
             .debit(Account::GatewayFees, fee)

@@ -116,7 +116,11 @@ pub fn decide_all<'a>(
                     let result = match decide(&follow, &overlay) {
                         Ok(c) => Ok(c),
                         Err(DecideError::Rejected(r)) => Err(r),
-                        Err(need @ DecideError::NeedStream(_)) => return Err(need),
+                        Err(
+                            need @ (DecideError::NeedStream(_) | DecideError::NeedBalance { .. }),
+                        ) => {
+                            return Err(need);
+                        }
                     };
                     if let Ok(c) = &result {
                         c.iter().for_each(|change| overlay.apply(change));

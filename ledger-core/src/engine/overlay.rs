@@ -41,4 +41,12 @@ impl StateView for Overlay<'_> {
     fn state(&self, stream: &StreamId) -> Option<&AggState> {
         self.changed.get(stream).or_else(|| self.base.state(stream))
     }
+
+    fn account_balance(
+        &self,
+        account: &crate::journal::Account,
+        currency: crate::money::Currency,
+    ) -> Option<i128> {
+        self.base.account_balance(account, currency)
+    }
 }

@@ -19,6 +19,8 @@ use crate::aggregates::settlement::SettlementState;
 use crate::aggregates::suspense::SuspenseState;
 use crate::aggregates::wallet::WalletState;
 use crate::error::Rejection;
+use crate::journal::Account;
+use crate::money::Currency;
 
 /// One event to append to one stream.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,12 +37,25 @@ pub enum DecideError {
     /// The caller must load this stream and call `decide` again.
     #[error("stream {0} must be loaded first")]
     NeedStream(StreamId),
+    /// The caller must provide this account's balance (`StateView::account_balance`) and decide again. Only
+    /// a settlement asks (for its gateway's clearing account, which belongs to no stream).
+    #[error("the balance of {account} in {currency} must be loaded first")]
+    NeedBalance {
+        account: Account,
+        currency: Currency,
+    },
 }
 
 /// The states a caller has loaded. `None` means "not loaded"; a loaded stream with no events is
 /// `AggState::initial`.
 pub trait StateView {
     fn state(&self, stream: &StreamId) -> Option<&AggState>;
+
+    /// An account's balance on its normal side, in minor units, as the caller computed it from the log;
+    /// `None` when not provided (the decision then asks with `DecideError::NeedBalance`).
+    fn account_balance(&self, _account: &Account, _currency: Currency) -> Option<i128> {
+        None
+    }
 }
 
 impl StateView for std::collections::HashMap<StreamId, AggState> {

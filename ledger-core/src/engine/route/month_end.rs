@@ -8,6 +8,7 @@ use super::misrouted;
 use crate::aggregates::period::{Periods, PeriodsCommand};
 use crate::aggregates::reconciliation::{Reconciliation, ReconciliationRun};
 use crate::aggregates::settlement::{Settlement, SettlementCommand, settlement_stream_id};
+use crate::journal::Account;
 
 pub(super) fn route(
     env: &CommandEnvelope,
@@ -24,7 +25,16 @@ pub(super) fn route(
             occurred_at,
         } => {
             let stream = StreamId::Settlement(settlement_stream_id(*gateway, settlement_id));
+            let clearing = Account::GatewayClearing(*gateway);
+            let currency = amount.currency();
+            let clearing_balance_minor =
+                view.account_balance(&clearing, currency)
+                    .ok_or(DecideError::NeedBalance {
+                        account: clearing,
+                        currency,
+                    })?;
             let body = SettlementCommand {
+                clearing_balance_minor,
                 gateway: *gateway,
                 settlement_id: settlement_id.clone(),
                 bank_account: *bank_account,
