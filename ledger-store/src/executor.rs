@@ -791,15 +791,30 @@ impl Executor {
         Ok(loaded)
     }
 
-    /// An account's balance (normal side, minor units) in one currency, summed over every sequenced event
-    /// of the log, in bounded batches. Only settlements ask (for a gateway's clearing account, which belongs
-    /// to no stream), so it reads the whole log rather than keep an index: a few seconds per million events.
-    /// Events committed but not yet sequenced (under a second) are not counted.
+    /// An account's balance (normal side, minor units) in one currency over the whole log. Only settlements
+    /// ask (for a gateway's clearing account, which belongs to no stream). The store sums it when it can
+    /// (PostgreSQL: one SQL pass over the entries' postings, every committed event, about 0.2 s per 200,000
+    /// events); otherwise every sequenced event is replayed here in bounded batches.
     async fn account_balance(
         &self,
         account: &Account,
         currency: Currency,
     ) -> Result<i128, ExecError> {
+        let summed = self
+            .store
+            .account_debits_minus_credits(
+                &self.ledger_id,
+                &account.to_string(),
+                currency.code(),
+                currency.exponent(),
+            )
+            .await?;
+        if let Some(debits_minus_credits) = summed {
+            return Ok(match account.normal_side() {
+                ledger_core::Side::Debit => debits_minus_credits,
+                ledger_core::Side::Credit => -debits_minus_credits,
+            });
+        }
         let mut balance = 0_i128;
         let mut after = 0_i64;
         loop {

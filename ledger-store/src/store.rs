@@ -95,6 +95,19 @@ pub trait EventStore: Send + Sync {
     /// The last assigned position (0 for an empty ledger).
     async fn head_position(&self, ledger_id: &str) -> Result<i64>;
 
+    /// Debits minus credits of one account (its text name) in one currency over the journal entries of every
+    /// committed event, in minor units of `exponent`, when the store can sum them itself; `None` (the
+    /// default) makes the executor replay the log. Only settlements ask (a gateway's clearing balance).
+    async fn account_debits_minus_credits(
+        &self,
+        _ledger_id: &str,
+        _account: &str,
+        _currency: &str,
+        _exponent: u8,
+    ) -> Result<Option<i128>> {
+        Ok(None)
+    }
+
     /// The highest position sequenced at or before `time` (0 when none).
     async fn position_at_or_before(&self, ledger_id: &str, time: DateTime<Utc>) -> Result<i64>;
 

@@ -773,3 +773,35 @@ async fn the_periods_stream_is_cached_and_a_close_by_another_writer_is_seen() {
     );
     assert_eq!(entry.original_effective_at(), Some(april));
 }
+
+/// A settlement never takes its gateway's clearing below zero, whichever way the executor gets the balance:
+/// summed by PostgreSQL, or replayed from the log by the executor (the in-memory store sums nothing).
+#[tokio::test]
+async fn a_settlement_is_refused_beyond_the_clearing_balance_on_both_stores() {
+    let db = TestDb::new().await;
+    let stores: [Arc<dyn EventStore>; 2] =
+        [Arc::new(db.store()), Arc::new(InMemoryEventStore::new())];
+    for store in stores {
+        let ex = executor(store.clone());
+        fund_wallet(&ex, BUYER, 1, 10_000).await; // Stripe's clearing: 100.00
+        let settle = |id: &str, minor| Command::RecordSettlement {
+            gateway: Gateway::Stripe,
+            settlement_id: id.into(),
+            bank_account: ledger_core::BankName::new("main").unwrap(),
+            amount: usd(minor),
+            fee: Some(usd(25)),
+            occurred_at: at(0),
+        };
+        let admin = Actor::Admin(SELLER);
+        let CommandOutcome::Rejected { rejection, .. } =
+            run(&ex, admin, settle("po_1", 9_976)).await
+        else {
+            panic!("a settlement of 99.76 + 0.25 fee left 100.00 of clearing below zero")
+        };
+        assert_eq!(rejection.code, "insufficient_funds");
+        assert!(run(&ex, admin, settle("po_1", 9_975)).await.is_accepted());
+        let ledger = replay(store.as_ref()).await;
+        let clearing = ledger_core::Account::GatewayClearing(Gateway::Stripe);
+        assert_eq!(ledger.balances().balance(&clearing, Currency::USD), 0);
+    }
+}
