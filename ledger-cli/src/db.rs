@@ -227,6 +227,19 @@ async fn status(global: &Global) -> Result<(), CliError> {
         .await
         .context(format!("cannot connect to {}", redact(&url)))?;
     println!("database: {}", redact(&url));
+    let deployment = ledger_store::citus::deployment(&pool)
+        .await
+        .context("cannot tell whether the database is a Citus cluster")?;
+    println!("mode: {deployment}");
+    let local = ledger_store::citus::local_tables(&pool)
+        .await
+        .context("cannot read Citus' metadata")?;
+    if !local.is_empty() {
+        println!(
+            "  not distributed yet (run `escrow-ledger db migrate`): {}",
+            local.join(", ")
+        );
+    }
     let migrations: Vec<(i64, String)> = sqlx::query_as(
         "select version, description from _sqlx_migrations where success order by version",
     )

@@ -547,7 +547,8 @@ async fn my_balances(
         .execute(&mut *tx)
         .await
         .context("cannot take the role escrow_reader")?;
-    sqlx::query("select set_config('request.jwt.claims', $1, true)")
+    // SET LOCAL, carried to Citus workers too (migration 20261201000301); set_config would not be.
+    sqlx::query("select escrow.set_claims($1)")
         .bind(claims.to_string())
         .execute(&mut *tx)
         .await

@@ -44,7 +44,7 @@ fn cluster_error(reason: impl Into<String>) -> StoreError {
     }
 }
 
-fn running_as_root() -> bool {
+pub(crate) fn running_as_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
@@ -329,7 +329,7 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-fn check(output: Output, what: &str) -> Result<()> {
+pub(crate) fn check(output: Output, what: &str) -> Result<()> {
     if output.status.success() {
         return Ok(());
     }

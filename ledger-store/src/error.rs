@@ -51,6 +51,11 @@ pub enum StoreError {
     /// The private PostgreSQL cluster (`cluster` module) could not be found, started or stopped.
     #[error("{reason}")]
     Cluster { reason: String },
+    #[error("migrating the schema: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Distributing the schema on a Citus cluster failed (`citus` module).
+    #[error("distributing the schema on Citus: {reason}")]
+    Citus { reason: String },
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
 }
@@ -76,8 +81,8 @@ pub(crate) fn classify(error: sqlx::Error) -> DbFailure {
         return DbFailure::Other(error);
     };
     let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-    let constraint = db.constraint().unwrap_or_default().to_owned();
-    match (code.as_str(), constraint.as_str()) {
+    let constraint = logical_constraint(db.constraint().unwrap_or_default());
+    match (code.as_str(), constraint) {
         ("23505", "events_pkey") => DbFailure::StreamVersionTaken,
         ("23505", "events_event_id_key") => DbFailure::EventIdTaken,
         ("23505", "idempotency_pkey") => DbFailure::IdempotencyKeyTaken,
@@ -88,6 +93,29 @@ pub(crate) fn classify(error: sqlx::Error) -> DbFailure {
         ("40P01", _) => DbFailure::Deadlock,
         ("EL001", _) => DbFailure::AppendOnly(db.message().to_owned()),
         _ => DbFailure::Other(error),
+    }
+}
+
+/// The constraint's name as the migrations spell it. On Citus a violation is raised by a worker on a shard,
+/// whose constraints carry the shard id (`events_pkey_102008`); the suffix is dropped when what remains is
+/// one of the names `classify` knows.
+fn logical_constraint(name: &str) -> &str {
+    const KNOWN: [&str; 5] = [
+        "events_pkey",
+        "events_event_id_key",
+        "idempotency_pkey",
+        "ledgers_pkey",
+        "inbox_pkey",
+    ];
+    match name.rsplit_once('_') {
+        Some((base, shard))
+            if !shard.is_empty()
+                && shard.bytes().all(|b| b.is_ascii_digit())
+                && KNOWN.contains(&base) =>
+        {
+            base
+        }
+        _ => name,
     }
 }
 
@@ -127,5 +155,25 @@ impl From<sqlx::Error> for StoreError {
             DbFailure::DeliveryTaken => Self::DuplicateDelivery,
             DbFailure::Other(e) => Self::Database(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::logical_constraint;
+
+    #[test]
+    fn shard_suffixes_of_known_constraints_are_dropped() {
+        assert_eq!(logical_constraint("events_pkey"), "events_pkey");
+        assert_eq!(logical_constraint("events_pkey_102008"), "events_pkey");
+        assert_eq!(logical_constraint("idempotency_pkey_7"), "idempotency_pkey");
+        assert_eq!(
+            logical_constraint("events_event_id_key_102040"),
+            "events_event_id_key"
+        );
+        // Only known names lose a numeric suffix.
+        assert_eq!(logical_constraint("other_pkey_12"), "other_pkey_12");
+        assert_eq!(logical_constraint("events_pkey_x1"), "events_pkey_x1");
+        assert_eq!(logical_constraint(""), "");
     }
 }

@@ -10,6 +10,8 @@
 
 pub mod balances;
 pub mod chain;
+pub mod citus;
+pub mod citus_cluster;
 pub mod cluster;
 mod error;
 pub mod executor;
@@ -40,7 +42,9 @@ pub use types::*;
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// Brings a database to the current schema. Safe to run concurrently on different databases
-/// of one cluster (the shared role is created race-safely).
-pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    MIGRATOR.run(pool).await
+/// of one cluster (the shared role is created race-safely). On a Citus coordinator it then distributes
+/// the schema by ledger ([`citus::distribute`]; nothing changes on one server).
+pub async fn migrate(pool: &sqlx::PgPool) -> Result<()> {
+    MIGRATOR.run(pool).await?;
+    citus::distribute(pool).await
 }

@@ -1,0 +1,192 @@
+//! `migrate` on one server and on Citus (issue 13). Every test runs in both modes: on one server (the
+//! default) it shows that nothing changes; with `ESCROW_TEST_CITUS=1` (a local coordinator and two
+//! workers started by the harness) it shows the distribution by ledger and that a worker refuses what one
+//! server refuses.
+
+mod common;
+
+use common::{LEDGER, append};
+use ledger_store::citus::{Deployment, deployment, local_tables};
+use ledger_store::testdb::{TestDb, citus_nodes, citus_requested, url_with_database};
+use ledger_store::{EventStore, ExpectedVersion, StoreError};
+use sqlx::{Connection, PgConnection};
+
+async fn strings(db: &TestDb, sql: &'static str) -> Vec<String> {
+    sqlx::query_scalar(sql).fetch_all(&db.pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn migrate_distributes_every_table_by_ledger_only_on_citus() {
+    let db = TestDb::new().await;
+    assert!(local_tables(&db.pool).await.unwrap().is_empty());
+    let queue_triggers = strings(
+        &db,
+        "select tgname::text from pg_trigger
+          where tgrelid = 'ledger.events'::regclass and tgname like 'events_queue%' order by 1",
+    )
+    .await;
+    let reader_policy: String = sqlx::query_scalar(
+        "select pg_get_expr(polqual, polrelid) from pg_policy
+          where polrelid = 'escrow.projects'::regclass and polname = 'reader_select'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    if !citus_requested() {
+        assert_eq!(deployment(&db.pool).await.unwrap(), Deployment::Single);
+        assert_eq!(queue_triggers, ["events_queue"]);
+        assert!(
+            reader_policy.contains("SELECT escrow.uid()"),
+            "{reader_policy}"
+        );
+        return;
+    }
+    assert_eq!(
+        deployment(&db.pool).await.unwrap(),
+        Deployment::Citus { workers: 2 }
+    );
+    assert_eq!(queue_triggers, ["events_queue_row"]);
+    assert!(!reader_policy.contains("SELECT"), "{reader_policy}");
+    let tables: Vec<(String, String, String, i32)> = sqlx::query_as(
+        "select c.oid::regclass::text, t.citus_table_type, t.distribution_column, t.colocation_id
+           from pg_class c join pg_namespace n on n.oid = c.relnamespace
+           join citus_tables t on t.table_name = c.oid
+          where n.nspname in ('ledger', 'escrow') and c.relkind = 'r' order by 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(tables.len(), 23, "{tables:?}");
+    let reference: Vec<&str> = tables
+        .iter()
+        .filter(|t| t.1 == "reference")
+        .map(|t| t.0.as_str())
+        .collect();
+    assert_eq!(reference, ["ledger.ledgers"]);
+    let distributed: Vec<_> = tables.iter().filter(|t| t.1 == "distributed").collect();
+    assert_eq!(distributed.len(), 22);
+    assert!(distributed.iter().all(|t| t.2 == "ledger_id"), "{tables:?}");
+    assert!(
+        distributed.iter().all(|t| t.3 == distributed[0].3),
+        "{tables:?}"
+    );
+    let functions = strings(
+        &db,
+        "select objid::regprocedure::text from pg_dist_object
+          where distribution_argument_index = 0 and colocationid = (
+                select colocationid from pg_dist_partition where logicalrelid = 'ledger.events'::regclass)
+          order by 1",
+    )
+    .await;
+    assert_eq!(functions.len(), 4, "{functions:?}");
+    // A second migrate finds nothing to do.
+    ledger_store::migrate(&db.pool).await.unwrap();
+    assert!(local_tables(&db.pool).await.unwrap().is_empty());
+}
+
+/// Runs `statement` as `escrow_writer` on `conn` and returns its SQLSTATE.
+async fn refused_as_writer(conn: &mut PgConnection, statement: &'static str) -> String {
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("set local role escrow_writer")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let error = sqlx::query(statement).execute(&mut *tx).await.unwrap_err();
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .unwrap()
+        .into_owned()
+}
+
+const OTHER_LEDGER_WRITES: [&str; 5] = [
+    "update ledger.events set payload = '{}' where ledger_id = 'other'",
+    "delete from ledger.events where ledger_id = 'other'",
+    "delete from ledger.idempotency where ledger_id = 'other'",
+    "insert into ledger.sequence (ledger_id, position, local_id, hash, sequenced_at)
+     select ledger_id, 99, local_id, sha256(''::bytea), now() from ledger.events where ledger_id = 'other'",
+    "delete from ledger.unsequenced where ledger_id = 'other'",
+];
+
+/// A writer connected to the node that holds a ledger (a worker on Citus, the server otherwise) cannot
+/// rewrite that ledger's history, exactly as through the coordinator: the same SQLSTATEs.
+#[tokio::test]
+async fn a_write_to_another_ledgers_rows_through_a_worker_is_refused_as_on_one_server() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    store.create_ledger("other").await.unwrap();
+    for ledger in [LEDGER, "other"] {
+        store
+            .append(
+                ledger,
+                vec![append("s", ExpectedVersion::Any, 2)],
+                Some(common::record("k")),
+            )
+            .await
+            .unwrap();
+    }
+    let mut coordinator = db.pool.acquire().await.unwrap();
+    let mut expected = Vec::new();
+    for statement in OTHER_LEDGER_WRITES {
+        expected.push(refused_as_writer(&mut coordinator, statement).await);
+    }
+    assert!(
+        expected.iter().all(|c| c == "42501" || c == "EL001"),
+        "{expected:?}"
+    );
+    let node_url = if citus_requested() {
+        // The worker that holds ledger `other`'s shard of ledger.events.
+        let port: i32 = sqlx::query_scalar(
+            "select nodeport from citus_shards
+              where shardid = get_shard_id_for_distribution_column('ledger.events', 'other')",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        let nodes = citus_nodes().await.unwrap();
+        assert!(nodes.workers.contains(&u16::try_from(port).unwrap()));
+        url_with_database(
+            &format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            db.name(),
+        )
+    } else {
+        db.url().to_string()
+    };
+    let mut node = PgConnection::connect(&node_url).await.unwrap();
+    for (statement, code) in OTHER_LEDGER_WRITES.iter().zip(&expected) {
+        assert_eq!(
+            &refused_as_writer(&mut node, statement).await,
+            code,
+            "{statement}"
+        );
+    }
+    for ledger in [LEDGER, "other"] {
+        assert_eq!(store.head_position(ledger).await.unwrap(), 2);
+    }
+}
+
+/// The owner's UPDATE, DELETE and TRUNCATE of the log are refused by the triggers, which on Citus run on
+/// every shard (`citus.enable_unsafe_triggers` at distribution time).
+#[tokio::test]
+async fn the_log_stays_append_only_for_the_owner() {
+    let db = TestDb::new().await;
+    db.store()
+        .append(LEDGER, vec![append("s", ExpectedVersion::Any, 2)], None)
+        .await
+        .unwrap();
+    for statement in [
+        "update ledger.events set payload = '{}'",
+        "delete from ledger.events",
+        "truncate ledger.events cascade",
+        "delete from ledger.sequence",
+        "truncate ledger.sequence",
+    ] {
+        let error = sqlx::query(statement).execute(&db.pool).await.unwrap_err();
+        let error = StoreError::from(error);
+        assert!(
+            matches!(&error, StoreError::AppendOnlyViolation { .. }),
+            "{statement}: {error:?}"
+        );
+    }
+    assert_eq!(db.store().head_position(LEDGER).await.unwrap(), 2);
+}
