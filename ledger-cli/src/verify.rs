@@ -157,8 +157,32 @@ async fn replay_checks(
     let mut stream_snapshots = StreamSnapshots::load(pool, ledger).await?;
     let mut memory = MemoryLedger::new();
     let mut broken = false;
+    // The start of the first open month as the log stands at each position: no entry recorded after a
+    // close may be effective before it (the engine moves late money to it; a forged event would not).
+    let mut first_open: Option<chrono::DateTime<chrono::Utc>> = None;
     let bar = replay::progress(head, "verifying");
     chain_scan(store, ledger, head, &mut verifier, findings, &bar, |d, findings| {
+        if let ledger_core::Event::Periods(e) = &d.event {
+            let state = ledger_core::aggregates::period::PeriodsState {
+                closed_through: match e {
+                    ledger_core::aggregates::period::PeriodsEvent::PeriodsClosed { through, .. } => Some(*through),
+                    ledger_core::aggregates::period::PeriodsEvent::PeriodsReopened { closed_through, .. } => *closed_through,
+                },
+            };
+            first_open = state.first_open_start();
+        }
+        if let Some(entry) = d.event.entry()
+            && let Some(open) = first_open.filter(|open| entry.effective_at() < *open)
+        {
+            findings.push(format!(
+                "event {} at position {} ({}) is effective {}, inside a closed period (open from {})",
+                d.event_id,
+                d.position,
+                d.event_type,
+                entry.effective_at().to_rfc3339(),
+                open.to_rfc3339()
+            ));
+        }
         if let Some(entry) = d.event.entry() {
             let touches_pnl = entry
                 .postings()

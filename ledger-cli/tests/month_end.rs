@@ -900,3 +900,58 @@ async fn a_settlement_never_takes_the_clearing_below_zero() {
     assert_eq!(tb.get("Assets:Gateway:Stripe:Clearing"), None, "{tb:?}");
     assert_eq!(tb["Assets:Bank:main"], 19_327);
 }
+
+/// A stolen writer credential appending an entry effective inside closed January (a balanced settlement,
+/// which no other invariant objects to) is named by `verify`.
+#[tokio::test]
+async fn verify_names_an_entry_forged_into_a_closed_period() {
+    let db = history_db("stripe", "po_1").await;
+    stdout(&cli(
+        &db,
+        &[
+            "period",
+            "close",
+            "--through",
+            "2026-01",
+            "--operator",
+            ADMIN,
+        ],
+    ));
+    let out = cli(&db, &["verify"]);
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let usd = |a: &str| serde_json::json!({"amount": a, "currency": "USD"});
+    let event_id = uuid::Uuid::new_v4();
+    let payload = serde_json::json!({
+        "type": "SettlementRecorded", "gateway": "stripe", "settlement_id": "po_forged", "bank_account": "main",
+        "amount": usd("1.00"), "fee": usd("0.00"),
+        "entry": {"id": uuid::Uuid::new_v4(), "currency": "USD", "effective_at": "2026-01-15T00:00:00Z",
+                  "recorded_at": "2026-02-02T00:00:00Z", "postings": [
+            {"account": "Assets:Bank:main", "side": "debit", "amount": usd("1.00")},
+            {"account": "Assets:Gateway:Stripe:Clearing", "side": "credit", "amount": usd("1.00")}]}
+    });
+    sqlx::query(
+        "insert into ledger.events (ledger_id, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
+         values ('default', $1, 1, $2, 'SettlementRecorded', 1, $3, '{}'::jsonb)",
+    )
+    .bind(format!("settlement-{}", uuid::Uuid::new_v4()))
+    .bind(event_id)
+    .bind(&payload)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("select ledger.sequence('default', 1000)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let out = cli(&db, &["verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("inside a closed period") && report.contains(&event_id.to_string()),
+        "{report}"
+    );
+}
