@@ -354,7 +354,8 @@ async fn visible(pool: &PgPool, identity: &Identity, relation: &str) -> i64 {
         .await
         .unwrap();
     if let Some(claims) = &identity.claims {
-        sqlx::query("select set_config('request.jwt.claims', $1, true)")
+        // SET LOCAL (carried to Citus workers), not set_config: migration 20261201000301.
+        sqlx::query("select escrow.set_claims($1)")
             .bind(claims.to_string())
             .execute(&mut *tx)
             .await

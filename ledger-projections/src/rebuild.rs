@@ -288,18 +288,29 @@ async fn swap_once(
     sqlx::raw_sql(sqlx::AssertSqlSafe(set_timeout))
         .execute(&mut *tx)
         .await?;
+    // On Citus: one connection per worker for the whole swap, so the DDL on a shard runs where that shard
+    // was read (Citus refuses DDL on a placement read over several connections). On one server this is an
+    // unused setting for the transaction.
+    sqlx::query("select set_config('citus.multi_shard_modify_mode', 'sequential', true)")
+        .execute(&mut *tx)
+        .await?;
     // Checkpoints are read and written as the projector (RLS is forced on them, owner included); the
     // swap itself is DDL, done as the owner. Workers commit under these row locks: none is half-way
     // through a batch while the tables change.
     sqlx::query("set local role escrow_projector")
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "select 1 from escrow.projection_checkpoints where projection = any($1) for update",
-    )
-    .bind(projections)
-    .fetch_all(&mut *tx)
-    .await?;
+    // One ledger at a time: on Citus a row lock must name the distribution column.
+    for (ledger, _) in ledgers {
+        sqlx::query(
+            "select 1 from escrow.projection_checkpoints
+              where ledger_id = $1 and projection = any($2) for update",
+        )
+        .bind(ledger)
+        .bind(projections)
+        .fetch_all(&mut *tx)
+        .await?;
+    }
     sqlx::query("set local role none").execute(&mut *tx).await?;
     for &index in tables {
         sqlx::query("select escrow.swap_shadow($1)")
@@ -307,6 +318,10 @@ async fn swap_once(
             .execute(&mut *tx)
             .await?;
     }
+    // On Citus the swapped-in tables are local: distributed like the ones they replace (no-op otherwise).
+    ledger_store::citus::distribute_local_tables(&mut tx)
+        .await
+        .map_err(Error::Store)?;
     sqlx::query("set local role escrow_projector")
         .execute(&mut *tx)
         .await?;

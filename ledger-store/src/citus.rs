@@ -144,10 +144,28 @@ async fn distribute_on(pool: &PgPool) -> Result<(), DistributeFailure> {
     let mut tx = conn.begin().await?;
     distribute_tables(&mut tx).await?;
     tx.commit().await?;
+    nested_reads(&mut conn).await?;
     worker_logins(&mut conn).await?;
     worker_visibility(&mut conn).await?;
     distribute_functions(&mut conn).await?;
     Ok(())
+}
+
+/// Distributes, inside the caller's transaction, the tables of the two schemas that are still local (a
+/// rebuild's swapped-in tables: `ledger_projections::rebuild`); nothing on one server. The transaction
+/// must run as the owner.
+pub async fn distribute_local_tables(conn: &mut PgConnection) -> Result<()> {
+    if !sqlx::query_scalar::<_, bool>(HAS_CITUS)
+        .fetch_one(&mut *conn)
+        .await?
+    {
+        return Ok(());
+    }
+    distribute_tables(conn)
+        .await
+        .map_err(|error| StoreError::Citus {
+            reason: error.to_string(),
+        })
 }
 
 /// One transaction: foreign keys out, policies rewritten, queue trigger per row, tables distributed, keys
@@ -240,9 +258,30 @@ begin
     for r in select * from distribute_fks loop
         execute format('alter table %s add constraint %I %s', r.rel, r.conname, r.def);
     end loop;
+
+    -- A read table distributed with rows in it (a rebuild's swapped-in table) keeps a hidden local copy
+    -- of them in the coordinator's shell table: free it (the log's tables are distributed when the schema
+    -- is new, and their triggers refuse a TRUNCATE).
+    for r in select t from unnest(v_local) t join pg_class c on c.oid = t
+               join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'escrow' loop
+        perform truncate_local_data_after_distributing_table(r.t);
+    end loop;
 end
 $distribute$;
 "#;
+
+/// `escrow.sole_ledger()` reads the reference table `ledger.ledgers` from inside the read tables' policies,
+/// which Citus evaluates on the worker, inside a query on a shard: a nested distributed query, which Citus
+/// refuses unless allowed. Allowed for that one function only: it reads a reference table, whose copy is
+/// local on every node, so nothing is pushed anywhere.
+async fn nested_reads(conn: &mut PgConnection) -> Result<(), DistributeFailure> {
+    sqlx::raw_sql(
+        "alter function escrow.sole_ledger() set citus.allow_nested_distributed_execution = on",
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
 
 /// The run-time roles may log in (Citus connects to the workers as the current role). Altered on the
 /// coordinator, so that Citus carries the attribute to every node, including nodes added later (Citus

@@ -5,8 +5,10 @@
 //! Test-only choices: trust authentication on 127.0.0.1 (the nodes connect to each other as the run-time
 //! roles, which have no password), `fsync` off, and four shards per table (`citus.shard_count`; enough to
 //! spread ledgers over both workers, cheap to create for every test database). The run-time roles are
-//! created with LOGIN on every node before any database exists, so that the migrations of parallel test
-//! databases never race to alter them (see `citus::distribute`).
+//! created with LOGIN on every node before any database exists, and Citus does not re-apply a role's
+//! attributes to the workers (`citus.enable_alter_role_propagation` off): every test database registers
+//! the workers and distributes its tables, and each time Citus would otherwise ALTER the shared roles on the
+//! workers, so parallel tests failed with "tuple concurrently updated".
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -149,7 +151,8 @@ fn ensure_node(data_dir: &Path) -> Result<u16> {
     let options = format!(
         "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' \
          -c shared_preload_libraries=citus -c max_connections={CONNECTIONS_MAX} \
-         -c citus.shard_count={SHARD_COUNT} -c fsync=off"
+         -c citus.shard_count={SHARD_COUNT} -c citus.enable_alter_role_propagation=off -c fsync=off \
+         -c max_worker_processes=64"
     );
     let log = data_dir.with_extension("log");
     let started = run(

@@ -81,8 +81,9 @@ pub(crate) fn classify(error: sqlx::Error) -> DbFailure {
         return DbFailure::Other(error);
     };
     let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-    let constraint = logical_constraint(db.constraint().unwrap_or_default());
-    match (code.as_str(), constraint) {
+    let (code, constraint) = unique_violation(&code, db.constraint(), db.message());
+    let constraint = logical_constraint(constraint);
+    match (code, constraint) {
         ("23505", "events_pkey") => DbFailure::StreamVersionTaken,
         ("23505", "events_event_id_key") => DbFailure::EventIdTaken,
         ("23505", "idempotency_pkey") => DbFailure::IdempotencyKeyTaken,
@@ -94,6 +95,36 @@ pub(crate) fn classify(error: sqlx::Error) -> DbFailure {
         ("EL001", _) => DbFailure::AppendOnly(db.message().to_owned()),
         _ => DbFailure::Other(error),
     }
+}
+
+/// SQLSTATE and constraint of an error, completed for errors relayed by Citus: a worker's unique or
+/// foreign-key violation reaches the coordinator without the constraint field, and one raised inside
+/// Citus' COPY of a multi-row INSERT even without its SQLSTATE (`XX000`); both keep PostgreSQL's message,
+/// which names the constraint.
+fn unique_violation<'a>(
+    code: &'a str,
+    constraint: Option<&'a str>,
+    message: &'a str,
+) -> (&'a str, &'a str) {
+    const RELAYED: [(&str, &str); 2] = [
+        ("23505", "duplicate key value violates unique constraint \""),
+        ("23503", " violates foreign key constraint \""),
+    ];
+    if let Some(constraint) = constraint {
+        return (code, constraint);
+    }
+    for (sqlstate, marker) in RELAYED {
+        if code != sqlstate && code != "XX000" {
+            continue;
+        }
+        let named = message
+            .find(marker)
+            .and_then(|at| message[at + marker.len()..].split_once('"'));
+        if let Some((name, _)) = named {
+            return (sqlstate, name);
+        }
+    }
+    (code, "")
 }
 
 /// The constraint's name as the migrations spell it. On Citus a violation is raised by a worker on a shard,
@@ -160,7 +191,36 @@ impl From<sqlx::Error> for StoreError {
 
 #[cfg(test)]
 mod tests {
-    use super::logical_constraint;
+    use super::{logical_constraint, unique_violation};
+
+    #[test]
+    fn unique_violations_relayed_by_citus_keep_their_meaning() {
+        let relayed = "duplicate key value violates unique constraint \"idempotency_pkey_102075\"";
+        assert_eq!(
+            unique_violation("XX000", None, relayed),
+            ("23505", "idempotency_pkey_102075")
+        );
+        assert_eq!(
+            unique_violation("23505", None, relayed),
+            ("23505", "idempotency_pkey_102075")
+        );
+        assert_eq!(
+            unique_violation("23505", Some("events_pkey"), relayed),
+            ("23505", "events_pkey")
+        );
+        let foreign = "insert or update on table \"idempotency_102075\" violates foreign key \
+                       constraint \"idempotency_ledger_id_fkey_102075\"";
+        assert_eq!(
+            unique_violation("XX000", None, foreign),
+            ("23503", "idempotency_ledger_id_fkey_102075")
+        );
+        // Any other internal error stays what it is.
+        assert_eq!(
+            unique_violation("XX000", None, "tuple concurrently updated"),
+            ("XX000", "")
+        );
+        assert_eq!(unique_violation("40001", None, relayed), ("40001", ""));
+    }
 
     #[test]
     fn shard_suffixes_of_known_constraints_are_dropped() {

@@ -36,10 +36,11 @@ pub const STALE_AFTER: Duration = Duration::from_secs(10);
 /// Longest pause after a failed poll (the pause doubles from the poll interval up to this).
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// Ledgers whose queue is not empty (one index probe per ledger).
+/// Ledgers whose queue is not empty (one index probe per ledger). An uncorrelated `in`, not `exists`: on
+/// Citus `ledger.ledgers` is a reference table, and Citus plans no correlated sub-query over one.
 const LEDGERS_WITH_BACKLOG: &str = "
     select l.ledger_id from ledger.ledgers l
-     where exists (select 1 from ledger.unsequenced u where u.ledger_id = l.ledger_id)
+     where l.ledger_id in (select u.ledger_id from ledger.unsequenced u)
      order by l.ledger_id";
 
 /// One poll: sequences every ledger's backlog (bounded per ledger). Returns how many events it sequenced.
