@@ -141,13 +141,35 @@ async fn distribute_on(pool: &PgPool) -> Result<(), DistributeFailure> {
     {
         return Ok(());
     }
+    // Every CLI command migrates: concurrent first runs take turns (Citus' DDL on one object from two
+    // sessions fails with "tuple concurrently updated"), and later runs only look.
+    sqlx::query("select pg_advisory_lock(hashtextextended($1, 0))")
+        .bind(DISTRIBUTE_LOCK_KEY)
+        .execute(&mut *conn)
+        .await?;
+    let result = distribute_locked(&mut conn).await;
+    let unlocked = sqlx::query("select pg_advisory_unlock(hashtextextended($1, 0))")
+        .bind(DISTRIBUTE_LOCK_KEY)
+        .execute(&mut *conn)
+        .await;
+    result?;
+    unlocked?;
+    Ok(())
+}
+
+/// The advisory lock key of [`distribute`] (per database).
+const DISTRIBUTE_LOCK_KEY: &str = "escrow-ledger.citus-distribute";
+
+async fn distribute_locked(conn: &mut PgConnection) -> Result<(), DistributeFailure> {
     let mut tx = conn.begin().await?;
-    distribute_tables(&mut tx).await?;
+    let distributed = distribute_tables(&mut tx).await?;
     tx.commit().await?;
-    nested_reads(&mut conn).await?;
-    worker_logins(&mut conn).await?;
-    worker_visibility(&mut conn).await?;
-    distribute_functions(&mut conn).await?;
+    nested_reads(&mut *conn).await?;
+    worker_logins(&mut *conn).await?;
+    if distributed {
+        worker_visibility(&mut *conn).await?;
+    }
+    distribute_functions(&mut *conn).await?;
     Ok(())
 }
 
@@ -163,19 +185,20 @@ pub async fn distribute_local_tables(conn: &mut PgConnection) -> Result<()> {
     }
     distribute_tables(conn)
         .await
+        .map(|_| ())
         .map_err(|error| StoreError::Citus {
             reason: error.to_string(),
         })
 }
 
 /// One transaction: foreign keys out, policies rewritten, queue trigger per row, tables distributed, keys
-/// back in.
-async fn distribute_tables(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+/// back in. True when there was something to distribute.
+async fn distribute_tables(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
     let local: Vec<String> = sqlx::query_scalar(LOCAL_TABLES)
         .fetch_all(&mut *conn)
         .await?;
     if local.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     sqlx::raw_sql(
         "set local citus.enable_unsafe_triggers = on;
@@ -184,7 +207,7 @@ async fn distribute_tables(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     .execute(&mut *conn)
     .await?;
     sqlx::raw_sql(DISTRIBUTE_TABLES).execute(&mut *conn).await?;
-    Ok(())
+    Ok(true)
 }
 
 /// The distribution itself, as one block of SQL (read it top to bottom; see the module docs for why).
@@ -275,6 +298,15 @@ $distribute$;
 /// refuses unless allowed. Allowed for that one function only: it reads a reference table, whose copy is
 /// local on every node, so nothing is pushed anywhere.
 async fn nested_reads(conn: &mut PgConnection) -> Result<(), DistributeFailure> {
+    let allowed: bool = sqlx::query_scalar(
+        "select coalesce('citus.allow_nested_distributed_execution=on' = any(proconfig), false)
+           from pg_proc where oid = 'escrow.sole_ledger()'::regprocedure",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if allowed {
+        return Ok(());
+    }
     sqlx::raw_sql(
         "alter function escrow.sole_ledger() set citus.allow_nested_distributed_execution = on",
     )
