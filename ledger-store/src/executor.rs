@@ -919,15 +919,19 @@ impl Executor {
         if cache.len() + changed.len() > self.config.cache_streams_max {
             cache.clear(); // crude but bounded; the store is the source of truth
         }
-        // The ledger-wide `periods` stream is read by every decision that moves money and written almost never:
-        // kept even when only read (else every such command reads it from the store). A close by another
-        // writer fails the read check at append, which drops it, and the command is decided again.
-        if let Some(state) = loaded.states.get(&StreamId::Periods)
-            && !changed.contains_key(&StreamId::Periods)
-        {
-            let version = loaded.versions[&StreamId::Periods];
-            let state = state.clone();
-            cache_forward(&mut cache, StreamId::Periods, Cached { state, version });
+        // Streams the decision only read are kept at the version it read them (the periods and the fee
+        // policy every money-moving decision reads, written almost never): a later write by another writer
+        // fails the read check at append, which drops them, and the command is decided again.
+        // (A stream that did not exist is kept as such too: its read check is "no stream yet".)
+        for (stream, state) in &loaded.states {
+            let version = loaded.versions.get(stream).copied().unwrap_or(0);
+            if !changed.contains_key(stream) {
+                let cached = Cached {
+                    state: state.clone(),
+                    version,
+                };
+                cache_forward(&mut cache, *stream, cached);
+            }
         }
         for (stream, state) in changed {
             let version = versions[&stream];
