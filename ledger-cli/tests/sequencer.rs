@@ -222,14 +222,22 @@ async fn verify_with_a_seal_reports_an_edited_sequenced_at() {
     succeeded(&cli(&db, &["seal", "--output", seal.to_str().unwrap()]));
     assert!(succeeded(&cli(&db, &["verify", "--seal", seal.to_str().unwrap()])).is_empty());
     // Backdating the confirmation changes what `trial-balance --as-of` answers for the hour before.
-    sqlx::raw_sql(
-        "set session_replication_role = replica;
-         update ledger.sequence set sequenced_at = sequenced_at - interval '1 hour';
-         set session_replication_role = origin;",
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    // The new times are computed here: Citus plans no STABLE function of a column in an UPDATE.
+    let links: Vec<(i64, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("select position, sequenced_at from ledger.sequence")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let backdate: String = links
+        .iter()
+        .map(|(position, at)| {
+            format!(
+                "update ledger.sequence set sequenced_at = '{}' where ledger_id = 'default' and position = {position};",
+                (*at - chrono::Duration::hours(1)).to_rfc3339()
+            )
+        })
+        .collect();
+    db.tamper(&backdate).await.unwrap();
     let report = findings(&cli(&db, &["verify", "--seal", seal.to_str().unwrap()]));
     assert!(report.contains("seal"), "{report}");
 }

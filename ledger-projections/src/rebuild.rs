@@ -6,10 +6,19 @@
 //! one. Workers that are running notice the moved checkpoint and continue from it.
 //!
 //! The read tables hold every ledger, so a rebuild covers every ledger of the database.
+//!
+//! On Citus the swap cannot rename and drop distributed tables: the checkpoints are locked as the projector
+//! and the DDL runs as the owner, two roles and so two connections to the same colocated placements, and
+//! Citus refuses DDL on a placement read over several connections. There the shadows are distributed
+//! tables colocated with the live ones, and the swap replaces the live tables' rows instead (`delete`, then
+//! `insert ... select` from the shadow, pushed down to each worker), all as the projector in the one
+//! transaction that also moves the checkpoints. The live tables, their grants, policies, RLS flags and views
+//! are never touched; readers keep reading the old rows until the commit (no exclusive lock either).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use ledger_store::citus::Deployment;
 use ledger_store::{EventStore, PgEventStore, RecordedEvent};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolCopyExt;
@@ -30,6 +39,26 @@ const COPY_FLUSH_BYTES: usize = 4 << 20;
 const SWAP_ATTEMPTS_MAX: u32 = 5;
 const SWAP_LOCK_TIMEOUT: &str = "5s";
 const REBUILD_LOCK_KEY: &str = "escrow-ledger.projections.rebuild";
+/// Statement timeout of the index builds and of a swap that copies rows (Citus).
+const LONG_STATEMENT_TIMEOUT: &str = "15min";
+
+/// How the rebuilt tables replace the live ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SwapMethod {
+    /// One server: the indexed shadow is renamed into place with the live table's security (DDL).
+    Rename,
+    /// Citus: the live rows are replaced by the distributed shadow's, as the projector (no DDL).
+    CopyRows,
+}
+
+impl SwapMethod {
+    async fn of(pool: &PgPool) -> Result<SwapMethod> {
+        Ok(match ledger_store::citus::deployment(pool).await? {
+            Deployment::Single => SwapMethod::Rename,
+            Deployment::Citus { .. } => SwapMethod::CopyRows,
+        })
+    }
+}
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RebuildReport {
@@ -123,14 +152,17 @@ pub async fn rebuild(pool: &PgPool, projections: &[Projection]) -> Result<Rebuil
     if !locked {
         return Err(Error::RebuildBusy);
     }
-    let result = rebuild_locked(pool, projections, started).await;
+    let result = match SwapMethod::of(pool).await {
+        Ok(method) => rebuild_locked(pool, projections, method, started).await,
+        Err(error) => Err(error),
+    };
+    // Renamed shadows are the live tables now; anything else left behind goes (a failed rebuild's, or
+    // the copied-from shadows on Citus).
+    drop_shadows(pool, projections).await;
     let _ = sqlx::query("select pg_advisory_unlock(hashtextextended($1, 0))")
         .bind(REBUILD_LOCK_KEY)
         .execute(&mut *lock)
         .await;
-    if result.is_err() {
-        drop_shadows(pool, projections).await;
-    }
     result
 }
 
@@ -147,16 +179,14 @@ async fn drop_shadows(pool: &PgPool, projections: &[Projection]) {
 async fn rebuild_locked(
     pool: &PgPool,
     projections: &[Projection],
+    method: SwapMethod,
     started: Instant,
 ) -> Result<RebuildReport> {
     let tables: Vec<usize> = (0..TABLES.len())
         .filter(|i| projections.contains(&TABLES[*i].projection))
         .collect();
     for &index in &tables {
-        sqlx::query("select escrow.make_shadow($1)")
-            .bind(TABLES[index].name)
-            .execute(pool)
-            .await?;
+        make_shadow(pool, TABLES[index].name, method).await?;
     }
     let store = PgEventStore::new(pool.clone());
     let mut sink = CopySink::new();
@@ -169,22 +199,11 @@ async fn rebuild_locked(
     }
     flush(pool, &mut sink, 0).await?;
     let folded = started.elapsed();
-    // Index builds run longer than the store's statement timeout on large ledgers; they lock only
-    // the shadow tables, which nobody reads yet.
-    let indexes = tables.iter().map(|&index| async move {
-        let mut tx = pool.begin().await?;
-        sqlx::query("set local statement_timeout = '15min'")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("select escrow.index_shadow($1)")
-            .bind(TABLES[index].name)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await
-    });
-    futures::future::try_join_all(indexes).await?;
+    if method == SwapMethod::Rename {
+        index_shadows(pool, &tables).await?;
+    }
     let indexed = started.elapsed();
-    swap(pool, projections, &tables, &ledgers).await?;
+    swap(pool, projections, &tables, &ledgers, method).await?;
     let total = started.elapsed();
     Ok(RebuildReport {
         projections: projections.iter().map(|p| p.name().to_string()).collect(),
@@ -199,6 +218,57 @@ async fn rebuild_locked(
         swap: total - indexed,
         total,
     })
+}
+
+/// An empty shadow of `table`; on Citus distributed and colocated with the live tables, and readable by
+/// the projector, who copies it into the live table at the swap.
+async fn make_shadow(pool: &PgPool, table: &str, method: SwapMethod) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("select escrow.make_shadow($1)")
+        .bind(table)
+        .execute(&mut *tx)
+        .await?;
+    if method == SwapMethod::CopyRows {
+        sqlx::query(
+            "select create_distributed_table(format('escrow.%I', $1 || '__rb'), 'ledger_id',
+                                              colocate_with => $2)",
+        )
+        .bind(table)
+        .bind(ledger_store::citus::COLOCATION_TABLE)
+        .execute(&mut *tx)
+        .await?;
+        // A table name from `TABLES`, never from outside.
+        let grant = format!("grant select on escrow.{table}__rb to escrow_projector");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(grant))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Indexes the shadows like the live tables. Index builds run longer than the store's statement timeout
+/// on large ledgers; they lock only the shadow tables, which nobody reads yet.
+async fn index_shadows(pool: &PgPool, tables: &[usize]) -> Result<()> {
+    let indexes = tables.iter().map(|&index| async move {
+        let mut tx = pool.begin().await?;
+        set_long_statement_timeout(&mut tx).await?;
+        sqlx::query("select escrow.index_shadow($1)")
+            .bind(TABLES[index].name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    });
+    futures::future::try_join_all(indexes).await?;
+    Ok(())
+}
+
+async fn set_long_statement_timeout(conn: &mut sqlx::PgConnection) -> sqlx::Result<()> {
+    let set = format!("set local statement_timeout = '{LONG_STATEMENT_TIMEOUT}'");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(set))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Folds events 1..=`head` of `ledger` into the COPY buffers; returns the number of events.
@@ -259,10 +329,11 @@ async fn swap(
     projections: &[Projection],
     tables: &[usize],
     ledgers: &[(String, i64)],
+    method: SwapMethod,
 ) -> Result<()> {
     let names: Vec<String> = projections.iter().map(|p| p.name().to_string()).collect();
     for attempt in 1..=SWAP_ATTEMPTS_MAX {
-        match swap_once(pool, &names, tables, ledgers).await {
+        match swap_once(pool, &names, tables, ledgers, method).await {
             Err(Error::Db(sqlx::Error::Database(e)))
                 if e.code().as_deref() == Some("55P03") && attempt < SWAP_ATTEMPTS_MAX =>
             {
@@ -282,21 +353,15 @@ async fn swap_once(
     projections: &[String],
     tables: &[usize],
     ledgers: &[(String, i64)],
+    method: SwapMethod,
 ) -> Result<()> {
     let mut tx = pool.begin().await?;
     let set_timeout = format!("set local lock_timeout = '{SWAP_LOCK_TIMEOUT}'");
     sqlx::raw_sql(sqlx::AssertSqlSafe(set_timeout))
         .execute(&mut *tx)
         .await?;
-    // On Citus: one connection per worker for the whole swap, so the DDL on a shard runs where that shard
-    // was read (Citus refuses DDL on a placement read over several connections). On one server this is an
-    // unused setting for the transaction.
-    sqlx::query("select set_config('citus.multi_shard_modify_mode', 'sequential', true)")
-        .execute(&mut *tx)
-        .await?;
-    // Checkpoints are read and written as the projector (RLS is forced on them, owner included); the
-    // swap itself is DDL, done as the owner. Workers commit under these row locks: none is half-way
-    // through a batch while the tables change.
+    // Checkpoints are read and written as the projector (RLS is forced on them, owner included). Workers
+    // commit under these row locks: none is half-way through a batch while the tables change.
     sqlx::query("set local role escrow_projector")
         .execute(&mut *tx)
         .await?;
@@ -311,27 +376,31 @@ async fn swap_once(
         .fetch_all(&mut *tx)
         .await?;
     }
-    sqlx::query("set local role none").execute(&mut *tx).await?;
-    for &index in tables {
-        sqlx::query("select escrow.swap_shadow($1)")
-            .bind(TABLES[index].name)
-            .execute(&mut *tx)
-            .await?;
+    match method {
+        SwapMethod::Rename => {
+            // The swap itself is DDL, done as the owner.
+            sqlx::query("set local role none").execute(&mut *tx).await?;
+            for &index in tables {
+                sqlx::query("select escrow.swap_shadow($1)")
+                    .bind(TABLES[index].name)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("set local role escrow_projector")
+                .execute(&mut *tx)
+                .await?;
+        }
+        SwapMethod::CopyRows => copy_rows(&mut tx, tables).await?,
     }
-    // On Citus the swapped-in tables are local: distributed like the ones they replace (no-op otherwise).
-    ledger_store::citus::distribute_local_tables(&mut tx)
-        .await
-        .map_err(Error::Store)?;
-    sqlx::query("set local role escrow_projector")
-        .execute(&mut *tx)
-        .await?;
     for (ledger, head) in ledgers {
         sqlx::query(
-            "insert into escrow.projection_checkpoints (ledger_id, projection, position, events_applied)
-             select $1, p, $2, $2 from unnest($3::text[]) as p
+            // `excluded.updated_at`, not `now()`: Citus allows only immutable functions in DO UPDATE.
+            "insert into escrow.projection_checkpoints
+                    (ledger_id, projection, position, events_applied, updated_at)
+             select $1, p, $2, $2, now() from unnest($3::text[]) as p
              on conflict (ledger_id, projection)
              do update set position = excluded.position, events_applied = excluded.events_applied,
-                           updated_at = now()",
+                           updated_at = excluded.updated_at",
         )
         .bind(ledger)
         .bind(head)
@@ -340,5 +409,30 @@ async fn swap_once(
         .await?;
     }
     tx.commit().await?;
+    Ok(())
+}
+
+/// Citus: each live table's rows become its shadow's, as the projector (the caller's role). Both tables are
+/// colocated, so every statement runs on the workers shard by shard; nothing passes the coordinator.
+async fn copy_rows(conn: &mut sqlx::PgConnection, tables: &[usize]) -> Result<()> {
+    set_long_statement_timeout(conn).await?;
+    for &index in tables {
+        let spec = &TABLES[index];
+        let columns: Vec<String> = spec
+            .columns
+            .iter()
+            .map(|(name, _)| format!("\"{name}\""))
+            .collect();
+        let columns = columns.join(", ");
+        // Table and column names come from `TABLES`, never from outside.
+        let replace = format!(
+            "delete from escrow.{table};
+             insert into escrow.{table} ({columns}) select {columns} from escrow.{table}__rb;",
+            table = spec.name
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(replace))
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }

@@ -21,10 +21,11 @@
 //! - Triggers on distributed tables need `citus.enable_unsafe_triggers` when the table is distributed (only
 //!   then: Citus checks it at DDL time). The append-only triggers (`forbid_mutation`) are copied to every
 //!   shard and refuse UPDATE, DELETE and TRUNCATE there, on the worker, as on one server.
-//! - `ledger.sequence`, `ledger.sequence_positions`, `ledger.save_snapshot` and
-//!   `ledger.save_balance_snapshot` become distributed functions colocated by their ledger argument: a call
-//!   runs on the worker that holds the ledger, as one local transaction there (the advisory lock, the chain
-//!   head and the inserted links are all on that node).
+//! - `ledger.sequence`, `ledger.sequence_positions`, `ledger.save_snapshot`,
+//!   `ledger.save_balance_snapshot` and `ledger.position_at_or_before` become distributed functions
+//!   colocated by their ledger argument: a call runs on the worker that holds the ledger, as one local
+//!   transaction there (the advisory lock, the chain head and the inserted links are all on that node; as-of
+//!   resolution waits behind the same lock as the sequencer).
 //! - Citus opens its connections to the workers as the current role (after `SET ROLE` too), so the
 //!   run-time roles (`escrow_writer`, `escrow_projector`, `escrow_reader`, `escrow_auditor`,
 //!   `escrow_definer`) get LOGIN, on every node (Citus copies a role's attributes from the coordinator).
@@ -69,8 +70,9 @@ pub const WORKER_LOGIN_ROLES: [&str; 5] = [
 pub const COLOCATION_TABLE: &str = "ledger.events";
 
 /// Functions that run on the worker holding their ledger (first argument).
-const DISTRIBUTED_FUNCTIONS: [&str; 4] = [
+const DISTRIBUTED_FUNCTIONS: [&str; 5] = [
     "ledger.sequence(text,int)",
+    "ledger.position_at_or_before(text,timestamptz)",
     "ledger.sequence_positions(text,int,bigint[])",
     "ledger.save_snapshot(text,text,bigint,int,jsonb,timestamptz)",
     "ledger.save_balance_snapshot(text,bigint,jsonb)",
@@ -173,24 +175,6 @@ async fn distribute_locked(conn: &mut PgConnection) -> Result<(), DistributeFail
     Ok(())
 }
 
-/// Distributes, inside the caller's transaction, the tables of the two schemas that are still local (a
-/// rebuild's swapped-in tables: `ledger_projections::rebuild`); nothing on one server. The transaction
-/// must run as the owner.
-pub async fn distribute_local_tables(conn: &mut PgConnection) -> Result<()> {
-    if !sqlx::query_scalar::<_, bool>(HAS_CITUS)
-        .fetch_one(&mut *conn)
-        .await?
-    {
-        return Ok(());
-    }
-    distribute_tables(conn)
-        .await
-        .map(|_| ())
-        .map_err(|error| StoreError::Citus {
-            reason: error.to_string(),
-        })
-}
-
 /// One transaction: foreign keys out, policies rewritten, queue trigger per row, tables distributed, keys
 /// back in. True when there was something to distribute.
 async fn distribute_tables(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
@@ -257,13 +241,13 @@ begin
         execute r.def;
     end loop;
 
-    -- The queue trigger, one row at a time (migration 20261201000301 says why).
+    -- The queue trigger, one row at a time (migration 20261201000301 says why). Created once every table is
+    -- distributed: a log that already holds events is copied into the shards by the distribution, and a
+    -- queue trigger on the new shard would fire for every copied row, before the queue's shards exist.
     if 'ledger.events'::regclass = any(v_local)
        and exists (select 1 from pg_trigger where tgrelid = 'ledger.events'::regclass
                                              and tgname = 'events_queue') then
         drop trigger events_queue on ledger.events;
-        create trigger events_queue_row after insert on ledger.events
-            for each row execute function ledger.queue_appended_row();
     end if;
 
     if 'ledger.ledgers'::regclass = any(v_local) then
@@ -278,13 +262,19 @@ begin
         perform create_distributed_table(r.t::text, 'ledger_id', colocate_with => 'ledger.events');
     end loop;
 
+    if not exists (select 1 from pg_trigger where tgrelid = 'ledger.events'::regclass
+                                              and tgname in ('events_queue', 'events_queue_row')) then
+        create trigger events_queue_row after insert on ledger.events
+            for each row execute function ledger.queue_appended_row();
+    end if;
+
     for r in select * from distribute_fks loop
         execute format('alter table %s add constraint %I %s', r.rel, r.conname, r.def);
     end loop;
 
-    -- A read table distributed with rows in it (a rebuild's swapped-in table) keeps a hidden local copy
-    -- of them in the coordinator's shell table: free it (the log's tables are distributed when the schema
-    -- is new, and their triggers refuse a TRUNCATE).
+    -- A read table distributed with rows in it (a database that held rows before Citus was added) keeps a
+    -- hidden local copy of them in the coordinator's shell table: free it (the log's tables are distributed
+    -- when the schema is new, and their triggers refuse a TRUNCATE).
     for r in select t from unnest(v_local) t join pg_class c on c.oid = t
                join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'escrow' loop
         perform truncate_local_data_after_distributing_table(r.t);

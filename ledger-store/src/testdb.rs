@@ -191,6 +191,135 @@ impl TestDb {
     pub fn store(&self) -> PgEventStore {
         PgEventStore::new(self.pool.clone())
     }
+
+    /// The URL of this database on the node that holds `ledger`'s rows: the worker on Citus (a transaction
+    /// opened there runs where the engine's per-ledger functions run), else the database's own URL.
+    pub async fn ledger_node_url(&self, ledger: &str) -> sqlx::Result<String> {
+        if !citus_requested() {
+            return Ok(self.url.clone());
+        }
+        let port: i32 = sqlx::query_scalar(
+            "select n.nodeport from pg_dist_placement p join pg_dist_node n on n.groupid = p.groupid
+              where p.shardid = get_shard_id_for_distribution_column('ledger.events', $1)",
+        )
+        .bind(ledger)
+        .fetch_one(&self.pool)
+        .await?;
+        let port = u16::try_from(port).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        Ok(url_with_database(&CitusNodes::admin_url(port), &self.name))
+    }
+
+    /// Runs `sql` (one or more statements) with the log's append-only triggers out of the way, as a
+    /// superuser rewriting history would: the tests of `verify` need a tampered log.
+    pub async fn tamper(&self, sql: &str) -> sqlx::Result<()> {
+        let mut tampering = self.tampering().await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(tampering.conn())
+            .await?;
+        tampering.finish().await
+    }
+
+    /// A careful forger: recomputes and rewrites every stored link of `ledger` from `from_position` on, so
+    /// that the stored chain is self-consistent again after an edit (only a seal taken earlier tells).
+    /// The links are computed here, as `verify` computes them, and written behind the triggers.
+    pub async fn rehash_chain_from(&self, ledger: &str, from_position: i64) -> sqlx::Result<()> {
+        let store = self.store();
+        let failed = |e: StoreError| sqlx::Error::Protocol(e.to_string());
+        let mut previous = crate::chain::GENESIS_HASH;
+        if from_position > 1 {
+            let before = store
+                .read_chain_rows(ledger, from_position - 2, 1)
+                .await
+                .map_err(failed)?;
+            if let Some(link) = before.first() {
+                previous = link.hash.as_slice().try_into().map_err(|_| {
+                    sqlx::Error::Protocol(format!("link {} is not 32 bytes", link.position))
+                })?;
+            }
+        }
+        let mut tampering = self.tampering().await?;
+        let mut after = from_position - 1;
+        loop {
+            let rows = store
+                .read_chain_rows(ledger, after, 1_000)
+                .await
+                .map_err(failed)?;
+            let Some(last) = rows.last() else { break };
+            after = last.position;
+            for row in &rows {
+                let Some(input) = row.input(ledger) else {
+                    continue;
+                };
+                previous = crate::chain::next_hash(&previous, &input);
+                sqlx::query(
+                    "update ledger.sequence set hash = $1 where ledger_id = $2 and position = $3",
+                )
+                .bind(previous.as_slice())
+                .bind(ledger)
+                .bind(row.position)
+                .execute(tampering.conn())
+                .await?;
+            }
+        }
+        tampering.finish().await
+    }
+
+    /// A transaction in which the log's append-only triggers do not fire (see [`Tampering`]).
+    pub async fn tampering(&self) -> sqlx::Result<Tampering> {
+        let mut tx = self.pool.begin().await?;
+        let triggers: Vec<(String, String)> = if citus_requested() {
+            sqlx::raw_sql("set local citus.enable_unsafe_triggers = on")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query_as(
+                "select tgrelid::regclass::text, quote_ident(tgname) from pg_trigger
+                  where tgfoid = 'ledger.forbid_mutation'::regproc order by 1, 2",
+            )
+            .fetch_all(&mut *tx)
+            .await?
+        } else {
+            sqlx::raw_sql("set local session_replication_role = replica")
+                .execute(&mut *tx)
+                .await?;
+            Vec::new()
+        };
+        for (table, trigger) in &triggers {
+            // Table and trigger names come from the catalog, quoted there.
+            let disable = format!("alter table {table} disable trigger {trigger}");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(disable))
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(Tampering { tx, triggers })
+    }
+}
+
+/// A transaction that may rewrite the log behind the append-only triggers, as a superuser could.
+///
+/// One server: `session_replication_role = replica` for the transaction. Citus: that setting does not reach
+/// the workers (it is no bypass there); the `forbid_mutation` triggers are disabled inside the transaction
+/// instead (DDL that Citus carries to every shard) and enabled again by [`Tampering::finish`] before the
+/// commit. Dropped without `finish`, it rolls back.
+pub struct Tampering {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    triggers: Vec<(String, String)>,
+}
+
+impl Tampering {
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    /// Puts the triggers back and commits.
+    pub async fn finish(mut self) -> sqlx::Result<()> {
+        for (table, trigger) in &self.triggers {
+            let enable = format!("alter table {table} enable trigger {trigger}");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(enable))
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        self.tx.commit().await
+    }
 }
 
 impl Drop for TestDb {

@@ -78,7 +78,7 @@ async fn migrate_distributes_every_table_by_ledger_only_on_citus() {
           order by 1",
     )
     .await;
-    assert_eq!(functions.len(), 4, "{functions:?}");
+    assert_eq!(functions.len(), 5, "{functions:?}");
     // A second migrate finds nothing to do.
     ledger_store::migrate(&db.pool).await.unwrap();
     assert!(local_tables(&db.pool).await.unwrap().is_empty());

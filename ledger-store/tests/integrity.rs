@@ -8,7 +8,7 @@ use ledger_store::chain::{ChainInput, GENESIS_HASH, jsonb_text, next_hash};
 use ledger_store::testdb::TestDb;
 use ledger_store::{EventStore, ExpectedVersion, StoreError};
 use serde_json::json;
-use sqlx::{Connection, Row};
+use sqlx::Connection;
 
 async fn fill(store: &dyn EventStore, events: i64) {
     for n in 0..events {
@@ -150,6 +150,14 @@ async fn the_writer_role_can_append_and_sequence() {
     .execute(&mut *tx)
     .await
     .unwrap();
+    tx.commit().await.unwrap();
+    // Sequenced after the commit, as the engine does (on Citus a transaction cannot read, as the
+    // sequencer's definer, the placements it wrote as the writer).
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("set local role escrow_writer")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     let count: i64 = sqlx::query_scalar("select ledger.sequence('default', 10)")
         .fetch_one(&mut *tx)
         .await
@@ -160,72 +168,17 @@ async fn the_writer_role_can_append_and_sequence() {
 
 /// Edits an event behind the triggers' back, as a superuser would.
 async fn tamper_payload(db: &TestDb, position: i64) {
-    let mut conn = db.pool.acquire().await.unwrap();
-    sqlx::query("set session_replication_role = replica")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
+    let mut tampering = db.tampering().await.unwrap();
     sqlx::query(
         "update ledger.events e set payload = '{\"amount_minor\": 1}'
            from ledger.sequence s
           where s.ledger_id = e.ledger_id and s.local_id = e.local_id and s.position = $1",
     )
     .bind(position)
-    .execute(&mut *conn)
+    .execute(tampering.conn())
     .await
     .unwrap();
-    sqlx::query("set session_replication_role = origin")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-}
-
-/// Recomputes and rewrites every stored link from `from_position` on (a careful forger).
-async fn rehash_from(db: &TestDb, from_position: i64) {
-    let mut conn = db.pool.acquire().await.unwrap();
-    sqlx::query("set session_replication_role = replica")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    let rows = sqlx::query(
-        "select s.position, ledger.canonical_event_bytes(e, s.position)
-                || case when s.chain_version = 2
-                        then int8send((extract(epoch from s.sequenced_at) * 1000000)::bigint)
-                        else ''::bytea end as bytes
-           from ledger.sequence s join ledger.events e using (ledger_id, local_id)
-          where s.ledger_id = 'default' and s.position >= $1 order by s.position",
-    )
-    .bind(from_position)
-    .fetch_all(&mut *conn)
-    .await
-    .unwrap();
-    let previous: Vec<u8> = sqlx::query_scalar(
-        "select coalesce((select hash from ledger.sequence where ledger_id = 'default'
-                           and position = $1), decode(repeat('00', 32), 'hex'))",
-    )
-    .bind(from_position - 1)
-    .fetch_one(&mut *conn)
-    .await
-    .unwrap();
-    let mut previous = previous;
-    for row in rows {
-        let position: i64 = row.get("position");
-        let bytes: Vec<u8> = row.get("bytes");
-        previous = sqlx::query_scalar(
-            "update ledger.sequence set hash = sha256($1 || $2)
-              where ledger_id = 'default' and position = $3 returning hash",
-        )
-        .bind(&previous)
-        .bind(&bytes)
-        .bind(position)
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-    }
-    sqlx::query("set session_replication_role = origin")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
+    tampering.finish().await.unwrap();
 }
 
 #[tokio::test]
@@ -250,7 +203,7 @@ async fn an_edited_and_rehashed_chain_is_caught_by_an_earlier_seal() {
     let seal = serde_json::from_str(&serde_json::to_string(&seal).unwrap()).unwrap();
     fill(&store, 3).await;
     tamper_payload(&db, 2).await;
-    rehash_from(&db, 2).await;
+    db.rehash_chain_from(LEDGER, 2).await.unwrap();
     let without_seal = store.verify_chain(LEDGER, None).await.unwrap();
     assert!(
         without_seal.is_intact(),
@@ -267,13 +220,7 @@ async fn a_deleted_event_breaks_the_chain() {
     let db = TestDb::new().await;
     let store = db.store();
     fill(&store, 5).await;
-    let mut conn = db.pool.acquire().await.unwrap();
-    sqlx::query("set session_replication_role = replica")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    sqlx::query("delete from ledger.sequence where ledger_id = 'default' and position = 3")
-        .execute(&mut *conn)
+    db.tamper("delete from ledger.sequence where ledger_id = 'default' and position = 3")
         .await
         .unwrap();
     let report = store.verify_chain(LEDGER, None).await.unwrap();

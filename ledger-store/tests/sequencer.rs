@@ -85,8 +85,12 @@ async fn an_as_of_time_in_the_past_resolves_the_same_on_every_run() {
     let store = db.store();
     let mut writer = db.pool.acquire().await.unwrap();
     insert_unsequenced(&mut writer, "s", 3).await;
-    // A sequencer stamps its batch and is slow to commit (the lock is held until then).
-    let mut sequencer = db.pool.acquire().await.unwrap();
+    // A sequencer stamps its batch and is slow to commit (the lock is held until then). It runs where the
+    // engine's calls of `ledger.sequence` run: on Citus, on the worker holding the ledger.
+    let mut sequencer =
+        <PgConnection as sqlx::Connection>::connect(&db.ledger_node_url(LEDGER).await.unwrap())
+            .await
+            .unwrap();
     let mut batch = sequencer.begin().await.unwrap();
     let sequenced: i64 = sqlx::query_scalar("select ledger.sequence('default', 100)")
         .fetch_one(&mut *batch)
@@ -133,20 +137,15 @@ async fn sequenced_at_is_monotone_and_covered_by_the_chain() {
     assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "{stamps:?}");
     let seal = store.seal(LEDGER).await.unwrap();
     // An operator moves an event earlier in time (behind the append-only trigger): `--as-of` changes.
-    let mut conn = db.pool.acquire().await.unwrap();
-    let mut tx = conn.begin().await.unwrap();
-    sqlx::query("set local session_replication_role = replica")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query(
-        "update ledger.sequence set sequenced_at = sequenced_at - interval '1 hour'
+    // The new time is computed here: Citus plans no STABLE function of a column in an UPDATE.
+    let backdated = stamps[0] - chrono::Duration::hours(1);
+    db.tamper(&format!(
+        "update ledger.sequence set sequenced_at = '{}'
           where ledger_id = 'default' and position = 1",
-    )
-    .execute(&mut *tx)
+        backdated.to_rfc3339()
+    ))
     .await
     .unwrap();
-    tx.commit().await.unwrap();
     let report = store.verify_chain(LEDGER, Some(seal)).await.unwrap();
     assert!(
         !report.is_intact(),
@@ -304,6 +303,14 @@ async fn the_writer_role_appends_sequences_and_snapshots_through_the_functions()
     .execute(&mut *tx)
     .await
     .unwrap();
+    tx.commit().await.unwrap();
+    // Sequenced after the commit, as the engine does (on Citus a transaction cannot read, as the
+    // functions' definer, the placements it wrote as the writer).
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("set local role escrow_writer")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     let count: i64 = sqlx::query_scalar("select ledger.sequence('default', 10)")
         .fetch_one(&mut *tx)
         .await

@@ -168,32 +168,25 @@ pub(super) async fn head_position(pool: &PgPool, ledger_id: &str) -> Result<i64>
 
 /// `sequenced_at` never decreases along the log, so "as of a time" is a prefix of the log.
 ///
-/// The sequencer reads `sequenced_at` under the per-ledger advisory lock and commits before releasing
-/// it. Taking that lock (shared) first means no sequencing transaction is in flight any more whose
-/// `sequenced_at` is older than now: the next statement's snapshot sees every link stamped before this
-/// moment, and every later link is stamped after it. So a time in the past resolves to the same position
-/// on every run (without the barrier, a batch stamped a few milliseconds ago but not yet committed made
-/// the answer change between two runs).
+/// `ledger.position_at_or_before` takes the sequencer's per-ledger advisory lock (shared) before it reads:
+/// the sequencer reads `sequenced_at` under that lock and commits before releasing it, so no sequencing
+/// transaction is in flight any more whose `sequenced_at` is older than now, and a time in the past
+/// resolves to the same position on every run (without the barrier, a batch stamped a few milliseconds
+/// ago but not yet committed made the answer change between two runs). It is one statement outside a
+/// transaction block so that on Citus the call is delegated to the worker holding the ledger, where the
+/// sequencer takes the same lock (migration `20261201000302`).
 pub(super) async fn position_at_or_before(
     pool: &PgPool,
     ledger_id: &str,
     time: DateTime<Utc>,
 ) -> Result<i64> {
     ensure_ledger(pool, ledger_id).await?;
-    let mut tx = pool.begin().await?;
-    sqlx::query("select pg_advisory_xact_lock_shared(hashtextextended($1, 0))")
-        .bind(sequencer_lock_key(ledger_id))
-        .execute(&mut *tx)
+    let position: i64 = sqlx::query_scalar("select ledger.position_at_or_before($1, $2)")
+        .bind(ledger_id)
+        .bind(time)
+        .fetch_one(pool)
         .await?;
-    let position: Option<i64> = sqlx::query_scalar(
-        "select max(position) from ledger.sequence where ledger_id = $1 and sequenced_at <= $2",
-    )
-    .bind(ledger_id)
-    .bind(time)
-    .fetch_one(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(position.unwrap_or(0))
+    Ok(position)
 }
 
 /// The text whose `hashtextextended(.., 0)` is the advisory lock key of a ledger's sequencer (the same
@@ -460,11 +453,16 @@ pub struct ChainEvent {
 impl ChainRow {
     /// Feeds this link to a verifier (what `verify_chain` does row by row).
     pub fn push_to(&self, verifier: &mut ChainVerifier, ledger_id: &str) {
-        let Some(e) = &self.event else {
-            verifier.push_missing(self.position, &self.hash);
-            return;
-        };
-        let input = ChainInput {
+        match self.input(ledger_id) {
+            Some(input) => verifier.push(&input, &self.hash),
+            None => verifier.push_missing(self.position, &self.hash),
+        }
+    }
+
+    /// What the chain covers of this link (none when its event is missing).
+    pub fn input<'a>(&'a self, ledger_id: &'a str) -> Option<ChainInput<'a>> {
+        let e = self.event.as_ref()?;
+        Some(ChainInput {
             ledger_id,
             position: self.position,
             stream_id: &e.stream_id,
@@ -477,8 +475,7 @@ impl ChainRow {
             recorded_at_micros: e.recorded_at.timestamp_micros(),
             chain_version: self.chain_version,
             sequenced_at_micros: self.sequenced_at.timestamp_micros(),
-        };
-        verifier.push(&input, &self.hash);
+        })
     }
 }
 
