@@ -88,16 +88,20 @@ fn write_lines(db: &TestDb, name: &str, lines: &[String]) -> std::path::PathBuf 
 }
 
 async fn count(db: &TestDb, sql: &str) -> i64 {
+    count_on(&db.pool, sql).await
+}
+
+async fn count_on(pool: &sqlx::PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_one(&db.pool)
+        .fetch_one(pool)
         .await
         .unwrap()
 }
 
-/// Waits until `sql` counts at least `at_least`, or panics after `timeout`.
-async fn wait_for(db: &TestDb, sql: &str, at_least: i64, timeout: Duration, what: &str) {
+/// Waits until `sql` counts at least `at_least` on `pool`, or panics after `timeout`.
+async fn wait_for(pool: &sqlx::PgPool, sql: &str, at_least: i64, timeout: Duration, what: &str) {
     let started = Instant::now();
-    while count(db, sql).await < at_least {
+    while count_on(pool, sql).await < at_least {
         assert!(started.elapsed() < timeout, "{what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -111,7 +115,11 @@ async fn events_of_a_writer_killed_after_commit_are_sequenced_within_a_second() 
     let head_before = count(&db, "select count(*) from ledger.sequence").await;
 
     // The test holds the per-ledger sequencer lock: the writer commits, then blocks in its sequencing.
-    let mut holder = PgConnection::connect(db.url()).await.unwrap();
+    // The lock, the blocked sequencing and its session are on the node holding the ledger (the worker on
+    // Citus, where `ledger.sequence` runs).
+    let node_url = db.ledger_node_url("default").await.unwrap();
+    let node = sqlx::PgPool::connect(&node_url).await.unwrap();
+    let mut holder = PgConnection::connect(&node_url).await.unwrap();
     sqlx::query("select pg_advisory_lock(hashtextextended($1, 0))")
         .bind(LOCK_KEY)
         .execute(&mut holder)
@@ -120,7 +128,7 @@ async fn events_of_a_writer_killed_after_commit_are_sequenced_within_a_second() 
     let second = write_lines(&db, "confirm", &[confirm_deposit()]);
     let mut writer = spawn(&db, &["apply", "-"], Some(&second));
     wait_for(
-        &db,
+        &db.pool,
         "select count(*) from ledger.unsequenced",
         1,
         Duration::from_secs(30),
@@ -128,7 +136,7 @@ async fn events_of_a_writer_killed_after_commit_are_sequenced_within_a_second() 
     )
     .await;
     wait_for(
-        &db,
+        &node,
         "select count(*) from pg_stat_activity
           where datname = current_database() and wait_event_type = 'Lock'",
         1,
@@ -139,8 +147,8 @@ async fn events_of_a_writer_killed_after_commit_are_sequenced_within_a_second() 
     // SIGKILL the writer, and end its session as the server would once it notices the dead client.
     writer.kill().unwrap();
     writer.wait().unwrap();
-    let ended: i64 = count(
-        &db,
+    let ended: i64 = count_on(
+        &node,
         "with waiting as materialized (
              select pid from pg_stat_activity
               where datname = current_database() and wait_event_type = 'Lock'
