@@ -83,7 +83,8 @@ pub async fn list(pool: &PgPool, ledger: &str, limit: i64) -> Result<Vec<OutboxI
 
 /// Claims up to `limit` open items that no live lease holds. Safe under concurrent workers: the lease row
 /// is inserted, or updated only when its lease has expired (the `where` is re-checked on the row version a
-/// concurrent claimer committed), so one item has at most one live lease.
+/// concurrent claimer committed), so one item has at most one live lease. The statement's `now()` reaches
+/// the conflict check as `excluded.claimed_at`: Citus refuses `now()` itself in DO UPDATE.
 pub async fn claim(
     pool: &PgPool,
     ledger: &str,
@@ -95,11 +96,13 @@ pub async fn claim(
         "with open as ({OPEN_ITEMS} and (l.lease_until is null or l.lease_until <= now())
                         order by e.recorded_at, e.stream_id limit $3),
               taken as (
-                insert into ledger.outbox_leases as l (ledger_id, stream_id, worker, lease_until, claims)
-                select $1, stream_id, $2, now() + $4 * interval '1 second', 1 from open
+                insert into ledger.outbox_leases as l
+                       (ledger_id, stream_id, worker, lease_until, claims, claimed_at)
+                select $1, stream_id, $2, now() + $4 * interval '1 second', 1, now() from open
                 on conflict (ledger_id, stream_id) do update
-                   set worker = excluded.worker, lease_until = excluded.lease_until, claims = l.claims + 1
-                 where l.lease_until <= now()
+                   set worker = excluded.worker, lease_until = excluded.lease_until, claims = l.claims + 1,
+                       claimed_at = excluded.claimed_at
+                 where l.lease_until <= excluded.claimed_at
                 returning l.stream_id, l.worker, l.lease_until, l.claims)
          select o.stream_id, o.event_type, o.payload, o.recorded_at, t.worker, t.lease_until, t.claims
            from open o join taken t on t.stream_id = o.stream_id

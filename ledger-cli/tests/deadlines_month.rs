@@ -406,7 +406,8 @@ async fn a_simulated_month_fires_every_deadline_exactly_once_in_due_order() {
     let (entries, off_time): (i64, i64) = sqlx::query_as(
         "select count(*), count(*) filter (where (e.payload->'entry'->>'recorded_at')::timestamptz <> d.due_at)
            from ledger.events e
-           join escrow.deadlines d on e.metadata->>'idempotency_key' = 'deadline:' || d.deadline_id
+           join escrow.deadlines d on d.ledger_id = e.ledger_id
+                and e.metadata->>'idempotency_key' = 'deadline:' || d.deadline_id
           where e.payload ? 'entry'",
     )
     .fetch_one(&db.pool)
@@ -422,7 +423,8 @@ async fn a_simulated_month_fires_every_deadline_exactly_once_in_due_order() {
     let order: Vec<(String, DateTime<Utc>, i64)> = sqlx::query_as(
         "select d.stream_id, d.due_at, min(s.position)
            from escrow.deadlines d
-           join ledger.events e on e.metadata->>'idempotency_key' = 'deadline:' || d.deadline_id
+           join ledger.events e on e.ledger_id = d.ledger_id
+                and e.metadata->>'idempotency_key' = 'deadline:' || d.deadline_id
            join ledger.sequence s on s.ledger_id = e.ledger_id and s.local_id = e.local_id
           where d.status = 'fired' group by d.stream_id, d.due_at, d.deadline_id
           order by d.stream_id, d.due_at",

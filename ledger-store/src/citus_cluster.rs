@@ -135,7 +135,15 @@ fn ensure_node(data_dir: &Path) -> Result<u16> {
         if run("pg_ctl", &["status", "-D", data])?.status.success()
             && let Some(port) = postmaster_port(data_dir)
         {
-            return Ok(port);
+            if started_with_settings(data_dir) {
+                return Ok(port);
+            }
+            // Started by an older harness with other settings: restarted with today's, on its port.
+            check(
+                run("pg_ctl", &["stop", "-w", "-m", "fast", "-D", data])?,
+                "pg_ctl stop (citus node with old settings)",
+            )?;
+            return start_node(data_dir, port);
         }
     } else {
         std::fs::create_dir_all(data_dir)
@@ -147,13 +155,69 @@ fn ensure_node(data_dir: &Path) -> Result<u16> {
         )?;
         check(initdb, "initdb (citus node)")?;
     }
-    let port = free_port()?;
-    let options = format!(
-        "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' \
-         -c shared_preload_libraries=citus -c max_connections={CONNECTIONS_MAX} \
-         -c citus.shard_count={SHARD_COUNT} -c citus.enable_alter_role_propagation=off -c fsync=off \
-         -c max_worker_processes=64"
-    );
+    start_node(data_dir, free_port()?)
+}
+
+/// The server settings of every node. `wal_level=logical` (with slots and senders) lets Citus move and split
+/// shards without blocking writes (`shard_transfer_mode => 'force_logical'`).
+fn node_settings() -> Vec<String> {
+    let mut settings: Vec<String> = vec![
+        "listen_addresses=127.0.0.1".into(),
+        "unix_socket_directories=".into(),
+        "shared_preload_libraries=citus".into(),
+        format!("max_connections={CONNECTIONS_MAX}"),
+        format!("citus.shard_count={SHARD_COUNT}"),
+        "citus.enable_alter_role_propagation=off".into(),
+        "fsync=off".into(),
+        "max_worker_processes=64".into(),
+        "wal_level=logical".into(),
+        "max_replication_slots=64".into(),
+        "max_wal_senders=64".into(),
+    ];
+    // Builds that restrict logical decoding output plugins (PostgreSQL 15.20 here) must allow Citus' own,
+    // which `isolate_tenant_to_new_shard` uses without blocking writes.
+    if server_knows_setting("output_plugin_libraries") {
+        settings.push("output_plugin_libraries=pgoutput,test_decoding,citus".into());
+    }
+    settings
+}
+
+/// Whether this machine's server has the setting `name` (`postgres --describe-config`, which runs as root
+/// too).
+fn server_knows_setting(name: &str) -> bool {
+    let Ok(bin) = server_bin_dir() else {
+        return false;
+    };
+    Command::new(bin.join("postgres"))
+        .arg("--describe-config")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|line| line.split('\t').next() == Some(name))
+        })
+        .unwrap_or(false)
+}
+
+/// Whether the running node was started with [`node_settings`] (its `postmaster.opts` names each).
+fn started_with_settings(data_dir: &Path) -> bool {
+    let Ok(opts) = std::fs::read_to_string(data_dir.join("postmaster.opts")) else {
+        return false;
+    };
+    node_settings()
+        .iter()
+        .all(|setting| opts.contains(&format!("\"{setting}\"")))
+}
+
+fn start_node(data_dir: &Path, port: u16) -> Result<u16> {
+    let data = path_str(data_dir)?;
+    let mut options = format!("-p {port}");
+    for setting in node_settings() {
+        match setting.split_once('=') {
+            Some((name, "")) => options.push_str(&format!(" -c {name}=''")),
+            _ => options.push_str(&format!(" -c {setting}")),
+        }
+    }
     let log = data_dir.with_extension("log");
     let started = run(
         "pg_ctl",

@@ -1,5 +1,5 @@
--- Two per-ledger operations that must run on the node holding the ledger on Citus (issue 13). On one
--- PostgreSQL server behaviour is unchanged.
+-- Per-ledger operations that failed or lost a guarantee on Citus (issue 13). On one PostgreSQL server
+-- behaviour is unchanged.
 --
 -- 1. `ledger.position_at_or_before(ledger, time)`: "as of a time" resolved behind the sequencer's lock.
 --    The sequencer stamps `sequenced_at` under the per-ledger advisory lock and commits before releasing
@@ -14,6 +14,9 @@
 -- 2. `ledger.save_balance_snapshot`: the upsert sets `taken_at` from the inserted row, not `now()` in
 --    DO UPDATE. Citus refuses a non-immutable function in DO UPDATE on a distributed table, so on Citus
 --    every balance snapshot failed (a logged warning) and as-of reports replayed the log from its start.
+-- 3. `ledger.outbox_leases.claimed_at`: when the lease was last taken. The claim compares an existing lease
+--    with `excluded.claimed_at` (the statement's `now()`, inserted) instead of calling `now()` in DO UPDATE
+--    ... WHERE, for the same reason: on Citus every claim of the payout worker failed.
 
 create function ledger.position_at_or_before(p_ledger text, p_time timestamptz) returns bigint
 language plpgsql volatile
@@ -48,3 +51,5 @@ begin
        set balances = excluded.balances, taken_at = excluded.taken_at, digest = excluded.digest;
 end
 $$;
+
+alter table ledger.outbox_leases add column claimed_at timestamptz;
