@@ -460,8 +460,8 @@ async fn appends_during_a_shard_move_lose_or_reorder_nothing() {
 /// Operations: a hot ledger gets shards of its own (`isolate_tenant_to_new_shard`, every colocated table)
 /// while a writer appends to it, and those shards then move to the other worker. Nothing is lost or
 /// reordered; the new shards hold that ledger alone; the ledger that shared its old shard is untouched.
-/// The split blocks writes while it copies (`block_writes`; with `force_logical` it did not finish within
-/// five minutes on this cluster), and an append in flight when it swaps the shards is refused ("could not
+/// The split blocks writes while it copies (`block_writes`; with `force_logical` under writes the split's
+/// subscription cannot apply the sequencer's deletes from the queue shard: ARCHITECTURE "On Citus"), and an append in flight when it swaps the shards is refused ("could not
 /// find valid entry for shard", rolled back): the writer sends it again, as a client retries with its
 /// idempotency key, and every event is in the log once. The move after it does not block writes.
 #[tokio::test]
