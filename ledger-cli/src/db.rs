@@ -211,13 +211,34 @@ pub async fn run(global: &Global, command: DbCommand) -> Result<ExitCode, CliErr
 }
 
 async fn status(global: &Global) -> Result<(), CliError> {
+    let mut lines = Vec::new();
+    let result = status_lines(global, &mut lines).await;
+    print_lines(&lines);
+    result
+}
+
+/// Prints `lines` to stdout. A reader that went away (`db status | head -1`) ends the output quietly, as
+/// other Unix tools do, instead of a panic from `println!`.
+fn print_lines(lines: &[String]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        if writeln!(out, "{line}").is_err() {
+            return;
+        }
+    }
+    let _ = out.flush();
+}
+
+/// What `db status` says, line by line (kept when a later step fails, so the error follows what was found).
+async fn status_lines(global: &Global, lines: &mut Vec<String>) -> Result<(), CliError> {
     if global.database_url.is_none() {
         let cluster = PrivateCluster::with_defaults();
         let state = cluster.status().context("private cluster")?;
-        println!(
+        lines.push(format!(
             "private cluster: {} ({state:?})",
             cluster.data_dir.display()
-        );
+        ));
         if !matches!(state, ClusterStatus::Running { .. }) {
             return Ok(());
         }
@@ -226,29 +247,38 @@ async fn status(global: &Global) -> Result<(), CliError> {
     let pool = ledger_store::connect(&url)
         .await
         .context(format!("cannot connect to {}", redact(&url)))?;
-    println!("database: {}", redact(&url));
+    lines.push(format!("database: {}", redact(&url)));
     let deployment = ledger_store::citus::deployment(&pool)
         .await
         .context("cannot tell whether the database is a Citus cluster")?;
-    println!("mode: {deployment}");
+    lines.push(format!("mode: {deployment}"));
     let local = ledger_store::citus::local_tables(&pool)
         .await
         .context("cannot read Citus' metadata")?;
     if !local.is_empty() {
-        println!(
+        lines.push(format!(
             "  not distributed yet (run `escrow-ledger db migrate`): {}",
             local.join(", ")
-        );
+        ));
     }
+    // `_sqlx_migrations` does not exist before the first migrate: nothing is applied then.
     let migrations: Vec<(i64, String)> = sqlx::query_as(
         "select version, description from _sqlx_migrations where success order by version",
     )
     .fetch_all(&pool)
     .await
     .unwrap_or_default();
-    println!("migrations applied: {}", migrations.len());
+    lines.push(format!("migrations applied: {}", migrations.len()));
     for (version, description) in migrations {
-        println!("  {version} {description}");
+        lines.push(format!("  {version} {description}"));
+    }
+    let has_log: bool = sqlx::query_scalar("select to_regclass('ledger.unsequenced') is not null")
+        .fetch_one(&pool)
+        .await
+        .context("cannot read the catalog")?;
+    if !has_log {
+        lines.push("no ledger schema yet: run `escrow-ledger db migrate`".to_string());
+        return Ok(());
     }
     let backlog = ledger_store::sequencer::backlog(&pool)
         .await
@@ -267,7 +297,7 @@ async fn status(global: &Global) -> Result<(), CliError> {
             ),
             None => "0 unsequenced".to_string(),
         };
-        println!("ledger {ledger}: {head} events; {waiting}");
+        lines.push(format!("ledger {ledger}: {head} events; {waiting}"));
     }
     Ok(())
 }
