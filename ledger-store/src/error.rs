@@ -30,6 +30,11 @@ pub enum StoreError {
     Serialization,
     #[error("deadlock detected (retry the transaction)")]
     Deadlock,
+    /// Citus moved or split the ledger's shard while this transaction ran (its plan named a shard that is
+    /// gone): the statement failed before COMMIT and the transaction rolled back, so running it again is
+    /// safe.
+    #[error("the ledger's shard moved during the transaction (retry it): {message}")]
+    PlacementChanged { message: String },
     #[error("append-only violation: {message}")]
     AppendOnlyViolation { message: String },
     /// COMMIT failed on the way (connection lost, server gone): the transaction may or may not have
@@ -71,9 +76,14 @@ pub(crate) enum DbFailure {
     UnknownLedger,
     Serialization,
     Deadlock,
+    PlacementChanged(String),
     AppendOnly(String),
     Other(sqlx::Error),
 }
+
+/// How Citus says that a statement's plan named a shard a concurrent move or split has just removed
+/// (`XX000`, raised while planning or executing, before COMMIT).
+const SHARD_GONE: &str = "could not find valid entry for shard ";
 
 /// The single SQLSTATE mapping of the crate.
 pub(crate) fn classify(error: sqlx::Error) -> DbFailure {
@@ -92,6 +102,9 @@ pub(crate) fn classify(error: sqlx::Error) -> DbFailure {
         ("23503", _) => DbFailure::UnknownLedger,
         ("40001", _) => DbFailure::Serialization,
         ("40P01", _) => DbFailure::Deadlock,
+        ("XX000", _) if db.message().starts_with(SHARD_GONE) => {
+            DbFailure::PlacementChanged(db.message().to_owned())
+        }
         ("EL001", _) => DbFailure::AppendOnly(db.message().to_owned()),
         _ => DbFailure::Other(error),
     }
@@ -169,6 +182,7 @@ impl From<sqlx::Error> for StoreError {
         match classify(error) {
             DbFailure::Serialization => Self::Serialization,
             DbFailure::Deadlock => Self::Deadlock,
+            DbFailure::PlacementChanged(message) => Self::PlacementChanged { message },
             DbFailure::AppendOnly(message) => Self::AppendOnlyViolation { message },
             DbFailure::EventIdTaken => Self::DuplicateEventId { event_id: None },
             DbFailure::StreamVersionTaken => Self::ConcurrencyConflict {

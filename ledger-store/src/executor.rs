@@ -343,7 +343,8 @@ impl Executor {
                 Err(
                     e @ (StoreError::ConcurrencyConflict { .. }
                     | StoreError::Serialization
-                    | StoreError::Deadlock),
+                    | StoreError::Deadlock
+                    | StoreError::PlacementChanged { .. }),
                 ) => {
                     // A check failed: the cached states of this decision are suspect, all of them.
                     last = e.to_string();
@@ -550,7 +551,8 @@ impl Executor {
                 Err(
                     e @ (StoreError::ConcurrencyConflict { .. }
                     | StoreError::Serialization
-                    | StoreError::Deadlock),
+                    | StoreError::Deadlock
+                    | StoreError::PlacementChanged { .. }),
                 ) => {
                     last = e.to_string();
                     self.backoff(attempt).await;

@@ -6,9 +6,12 @@
 mod common;
 
 use common::{LEDGER, append};
+use ledger_core::{Actor, Command, CommandEnvelope, Currency, Gateway, Money};
 use ledger_store::citus::{Deployment, deployment, local_tables};
 use ledger_store::testdb::{TestDb, citus_nodes, citus_requested, url_with_database};
-use ledger_store::{EventStore, ExpectedVersion, PgEventStore, StoreError};
+use ledger_store::{
+    EventStore, Executor, ExecutorConfig, ExpectedVersion, PgEventStore, StoreError,
+};
 use sqlx::{Connection, PgConnection};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -220,59 +223,83 @@ struct Acknowledged {
     acknowledged: Instant,
 }
 
-/// What the writer does with an append the database refused.
+/// How the writer writes.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum OnRefusal {
-    /// Fail the test.
-    Fail,
-    /// Send the same events again (same event ids), as a client with its idempotency key would, at most
-    /// `RETRIES_MAX` times: either they are written now, or the first attempt had written them and the
-    /// store says their event id is taken (acknowledged then, never written twice).
-    Retry,
+enum Writer {
+    /// `EventStore::append` of one event (four streams, any version); a refused append fails the test.
+    Store,
+    /// The engine: `Executor::execute` of a new deposit (its own payment stream) per command, so the
+    /// executor's own retries are what keeps the writer going; a command that fails fails the test.
+    Engine,
 }
 
-/// Appends to `ledger` (four streams, one event each, any version) every 10 ms until `stop` turns true.
-/// At most `APPENDS_MAX` (a limit on a runaway test). Returns how many appends were sent again.
+const BUYER: uuid::Uuid = uuid::Uuid::from_u128(0xB0B);
+
+/// One write of `writer` number `n`.
+async fn write_once(
+    writer: Writer,
+    store: &PgEventStore,
+    executor: &Executor,
+    ledger: &str,
+    n: usize,
+) -> Result<(), String> {
+    match writer {
+        Writer::Store => store
+            .append(
+                ledger,
+                vec![append(&format!("s{}", n % 4), ExpectedVersion::Any, 1)],
+                None,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{e:?}")),
+        Writer::Engine => {
+            let command = CommandEnvelope {
+                command_id: uuid::Uuid::new_v4(),
+                actor: Actor::User(BUYER),
+                at: chrono::Utc::now(),
+                command: Command::InitiateDeposit {
+                    payment_id: uuid::Uuid::new_v4(),
+                    amount: Money::from_minor(1_000, Currency::USD),
+                    gateway: Gateway::Stripe,
+                    fund: None,
+                },
+            };
+            match executor.execute(&command, None).await {
+                Ok(outcome) if outcome.is_accepted() => Ok(()),
+                Ok(outcome) => Err(format!("refused: {outcome:?}")),
+                Err(error) => Err(format!("{error:?}")),
+            }
+        }
+    }
+}
+
+/// Writes to `ledger` every 10 ms until `stop` turns true, failing the test on the first write that fails.
+/// At most `WRITES_MAX` (a limit on a runaway test).
 fn spawn_writer(
     store: PgEventStore,
     ledger: &'static str,
-    on_refusal: OnRefusal,
+    writer: Writer,
     stop: Arc<AtomicBool>,
     log: Arc<Mutex<Vec<Acknowledged>>>,
-) -> tokio::task::JoinHandle<usize> {
-    const APPENDS_MAX: usize = 5_000;
-    const RETRIES_MAX: usize = 100;
+) -> tokio::task::JoinHandle<()> {
+    const WRITES_MAX: usize = 5_000;
+    let executor = Executor::new(Arc::new(store.clone()), ledger, ExecutorConfig::default());
     tokio::spawn(async move {
-        let mut retried = 0;
-        for n in 0..APPENDS_MAX {
+        for n in 0..WRITES_MAX {
             if stop.load(Ordering::SeqCst) {
                 break;
             }
-            let batch = vec![append(&format!("s{}", n % 4), ExpectedVersion::Any, 1)];
             let sent = Instant::now();
-            let mut attempt = 0;
-            loop {
-                match store.append(ledger, batch.clone(), None).await {
-                    Ok(_) => break,
-                    Err(StoreError::DuplicateEventId { .. }) if attempt > 0 => break,
-                    Err(error) if on_refusal == OnRefusal::Retry && attempt < RETRIES_MAX => {
-                        eprintln!("append {n} to {ledger} refused, sent again: {error}");
-                        attempt += 1;
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    Err(error) => {
-                        panic!("append {n} to {ledger} failed during the operation: {error:?}")
-                    }
-                }
+            if let Err(error) = write_once(writer, &store, &executor, ledger, n).await {
+                panic!("write {n} to {ledger} failed during the operation: {error}");
             }
-            retried += usize::from(attempt > 0);
             log.lock().unwrap().push(Acknowledged {
                 sent,
                 acknowledged: Instant::now(),
             });
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        retried
     })
 }
 
@@ -287,21 +314,21 @@ async fn wait_for_appends(log: &Mutex<Vec<Acknowledged>>, at_least: usize) {
     }
 }
 
-/// Runs `operation` while a writer appends to `ledger`: 30 appends acknowledged before it starts, 30 after
-/// it ends. Returns every acknowledged append and the operation's start and end. Then checks that nothing
-/// was lost or reordered: every acknowledged append is in the log once, positions are gapless, stream
-/// versions are gapless, the chain verifies.
+/// Runs `operation` while a writer writes to `ledger`: 30 writes acknowledged before it starts, 30 after it
+/// ends. Returns every acknowledged write and the operation's start and end. Then checks that nothing was
+/// lost or reordered: every acknowledged write is in the log once (one event per store append; one payment
+/// stream per engine command), positions are gapless, stream versions are gapless, the chain verifies.
 async fn appends_during<T, F: std::future::Future<Output = T>>(
     db: &TestDb,
     ledger: &'static str,
-    on_refusal: OnRefusal,
+    writer: Writer,
     operation: impl FnOnce() -> F,
 ) -> (T, Vec<Acknowledged>, Instant, Instant) {
     let store = db.store();
     store.create_ledger(ledger).await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let log = Arc::new(Mutex::new(Vec::new()));
-    let writer = spawn_writer(db.store(), ledger, on_refusal, stop.clone(), log.clone());
+    let writing = spawn_writer(db.store(), ledger, writer, stop.clone(), log.clone());
     wait_for_appends(&log, 30).await;
     let started = Instant::now();
     let result = operation().await;
@@ -309,19 +336,27 @@ async fn appends_during<T, F: std::future::Future<Output = T>>(
     let before_end = log.lock().unwrap().len();
     wait_for_appends(&log, before_end + 30).await;
     stop.store(true, Ordering::SeqCst);
-    let retried = writer.await.unwrap();
+    writing.await.unwrap();
     let acknowledged = log.lock().unwrap().clone();
-    eprintln!(
-        "{ledger}: {} appends acknowledged, {retried} of them after being sent again",
-        acknowledged.len()
-    );
-    let count = i64::try_from(acknowledged.len()).unwrap();
+    let writes = i64::try_from(acknowledged.len()).unwrap();
 
     store.sequence_pending(ledger).await.unwrap();
-    assert_eq!(store.head_position(ledger).await.unwrap(), count);
+    let (events, written): (i64, i64) = sqlx::query_as(
+        "select count(*), count(distinct stream_id) filter (where stream_id like 'payment-%')
+           from ledger.events where ledger_id = $1",
+    )
+    .bind(ledger)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    match writer {
+        Writer::Store => assert_eq!(events, writes),
+        Writer::Engine => assert_eq!(written, writes, "payment streams vs acknowledged commands"),
+    }
+    assert_eq!(store.head_position(ledger).await.unwrap(), events);
     let report = store.verify_chain(ledger, None).await.unwrap();
     assert!(report.first_break.is_none(), "{report:?}");
-    assert_eq!(report.events_verified, count);
+    assert_eq!(report.events_verified, events);
     let positions: Vec<i64> = sqlx::query_scalar(
         "select position from ledger.sequence where ledger_id = $1 order by position",
     )
@@ -329,7 +364,7 @@ async fn appends_during<T, F: std::future::Future<Output = T>>(
     .fetch_all(&db.pool)
     .await
     .unwrap();
-    assert_eq!(positions, (1..=count).collect::<Vec<_>>());
+    assert_eq!(positions, (1..=events).collect::<Vec<_>>());
     let versions: Vec<(String, i64, i64)> = sqlx::query_as(
         "select stream_id, count(*), max(stream_version) from ledger.events
           where ledger_id = $1 group by 1 order by 1",
@@ -339,7 +374,6 @@ async fn appends_during<T, F: std::future::Future<Output = T>>(
     .await
     .unwrap();
     assert!(versions.iter().all(|(_, n, max)| n == max), "{versions:?}");
-    assert_eq!(versions.iter().map(|v| v.1).sum::<i64>(), count);
     (result, acknowledged, started, ended)
 }
 
@@ -433,19 +467,18 @@ async fn move_shard(conn: &mut PgConnection, shard: i64, from: i32, to: i32) {
 async fn appends_during_a_shard_move_lose_or_reorder_nothing() {
     let db = TestDb::new().await;
     if !citus_requested() {
-        appends_during(&db, "acme", OnRefusal::Fail, || async {}).await;
+        appends_during(&db, "acme", Writer::Store, || async {}).await;
         return;
     }
     let transfers = SHARD_TRANSFERS.lock().await;
     let mut operator = operator_connection(&db).await;
-    let (to, acknowledged, started, ended) =
-        appends_during(&db, "acme", OnRefusal::Fail, || async {
-            let (shard, from) = placement_of(&db, "acme").await;
-            let to = other_worker(from).await;
-            move_shard(&mut operator, shard, from, to).await;
-            to
-        })
-        .await;
+    let (to, acknowledged, started, ended) = appends_during(&db, "acme", Writer::Store, || async {
+        let (shard, from) = placement_of(&db, "acme").await;
+        let to = other_worker(from).await;
+        move_shard(&mut operator, shard, from, to).await;
+        to
+    })
+    .await;
     drop(transfers);
     let during = overlapping(&acknowledged, started, ended);
     eprintln!(
@@ -460,10 +493,11 @@ async fn appends_during_a_shard_move_lose_or_reorder_nothing() {
 /// Operations: a hot ledger gets shards of its own (`isolate_tenant_to_new_shard`, every colocated table)
 /// while a writer appends to it, and those shards then move to the other worker. Nothing is lost or
 /// reordered; the new shards hold that ledger alone; the ledger that shared its old shard is untouched.
-/// The split blocks writes while it copies (`block_writes`; with `force_logical` under writes the split's
-/// subscription cannot apply the sequencer's deletes from the queue shard: ARCHITECTURE "On Citus"), and an append in flight when it swaps the shards is refused ("could not
-/// find valid entry for shard", rolled back): the writer sends it again, as a client retries with its
-/// idempotency key, and every event is in the log once. The move after it does not block writes.
+/// The writer is the engine (`Executor`): a command whose append was planned on the old shard is refused
+/// at the split's switch-over (`StoreError::PlacementChanged`, rolled back) and the executor decides and
+/// appends it again, so no command fails. The split blocks writes while it copies (`block_writes`; with
+/// `force_logical` under writes the split's subscription cannot apply the sequencer's deletes from the queue
+/// shard: ARCHITECTURE "On Citus"). The move after it does not block writes.
 #[tokio::test]
 async fn a_hot_ledger_isolated_to_its_own_shard_and_moved_while_appending_loses_nothing() {
     let db = TestDb::new().await;
@@ -479,13 +513,13 @@ async fn a_hot_ledger_isolated_to_its_own_shard_and_moved_while_appending_loses_
         .await
         .unwrap();
     if !citus_requested() {
-        appends_during(&db, "hot", OnRefusal::Fail, || async {}).await;
+        appends_during(&db, "hot", Writer::Engine, || async {}).await;
         return;
     }
     let transfers = SHARD_TRANSFERS.lock().await;
     let mut operator = operator_connection(&db).await;
     let ((isolated, to), acknowledged, started, ended) =
-        appends_during(&db, "hot", OnRefusal::Retry, || async {
+        appends_during(&db, "hot", Writer::Engine, || async {
             let isolated: i64 = sqlx::query_scalar(
                 "select isolate_tenant_to_new_shard('ledger.events', 'hot', 'CASCADE',
                                                 shard_transfer_mode => 'block_writes')",

@@ -287,6 +287,7 @@ pub(super) async fn resolve_failure(
         DbFailure::StreamVersionTaken => diagnose_conflict(conn, ledger_id, appends).await,
         DbFailure::Serialization => StoreError::Serialization,
         DbFailure::Deadlock => StoreError::Deadlock,
+        DbFailure::PlacementChanged(message) => StoreError::PlacementChanged { message },
         DbFailure::AppendOnly(message) => StoreError::AppendOnlyViolation { message },
         DbFailure::LedgerTaken => StoreError::LedgerExists {
             ledger_id: ledger_id.to_owned(),
