@@ -262,12 +262,20 @@ async fn status_lines(global: &Global, lines: &mut Vec<String>) -> Result<(), Cl
         ));
     }
     // `_sqlx_migrations` does not exist before the first migrate: nothing is applied then.
-    let migrations: Vec<(i64, String)> = sqlx::query_as(
-        "select version, description from _sqlx_migrations where success order by version",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap_or_default();
+    let migrated: bool = sqlx::query_scalar("select to_regclass('_sqlx_migrations') is not null")
+        .fetch_one(&pool)
+        .await
+        .context("cannot read the catalog")?;
+    let migrations: Vec<(i64, String)> = if migrated {
+        sqlx::query_as(
+            "select version, description from _sqlx_migrations where success order by version",
+        )
+        .fetch_all(&pool)
+        .await
+        .context("cannot read the migrations table")?
+    } else {
+        Vec::new()
+    };
     lines.push(format!("migrations applied: {}", migrations.len()));
     for (version, description) in migrations {
         lines.push(format!("  {version} {description}"));

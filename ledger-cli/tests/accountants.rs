@@ -685,8 +685,8 @@ async fn bad_input_gives_one_line_errors_and_documented_exit_codes_and_applies_n
 #[tokio::test]
 async fn verify_reports_a_deleted_event_without_crashing() {
     let db = scenario_db().await;
-    // The foreign key from the link to its event goes first, as a superuser could drop it (on one server
-    // `tamper`'s replica role skips it anyway; on Citus that setting does not reach the workers).
+    // The foreign key from the link to its event goes first, as a superuser could drop it (`tamper` leaves
+    // constraints in force).
     db.tamper(
         "alter table ledger.sequence drop constraint sequence_event_fkey;
          delete from ledger.events where event_type = 'ProjectCreated';",

@@ -231,21 +231,25 @@ async fn verify_with_a_seal_reports_an_edited_sequenced_at() {
     assert!(succeeded(&cli(&db, &["verify", "--seal", seal.to_str().unwrap()])).is_empty());
     // Backdating the confirmation changes what `trial-balance --as-of` answers for the hour before.
     // The new times are computed here: Citus plans no STABLE function of a column in an UPDATE.
-    let links: Vec<(i64, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as("select position, sequenced_at from ledger.sequence")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
-    let backdate: String = links
-        .iter()
-        .map(|(position, at)| {
-            format!(
-                "update ledger.sequence set sequenced_at = '{}' where ledger_id = 'default' and position = {position};",
-                (*at - chrono::Duration::hours(1)).to_rfc3339()
-            )
-        })
-        .collect();
-    db.tamper(&backdate).await.unwrap();
+    let links: Vec<(i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "select position, sequenced_at from ledger.sequence where ledger_id = 'default'",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let mut tampering = db.tampering().await.unwrap();
+    for (position, at) in links {
+        sqlx::query(
+            "update ledger.sequence set sequenced_at = $1
+              where ledger_id = 'default' and position = $2",
+        )
+        .bind(at - chrono::Duration::hours(1))
+        .bind(position)
+        .execute(tampering.conn())
+        .await
+        .unwrap();
+    }
+    tampering.finish().await.unwrap();
     let report = findings(&cli(&db, &["verify", "--seal", seal.to_str().unwrap()]));
     assert!(report.contains("seal"), "{report}");
 }

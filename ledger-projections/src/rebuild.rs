@@ -172,7 +172,11 @@ async fn drop_shadows(pool: &PgPool, projections: &[Projection]) {
         .filter(|t| projections.contains(&t.projection))
     {
         let drop = format!("drop table if exists escrow.{}__rb", spec.name);
-        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(pool).await;
+        if let Err(error) = sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(pool).await {
+            // A shadow left behind holds a full copy of every ledger's rows (readable by the projector):
+            // say so; the next rebuild drops it first (`escrow.make_shadow`).
+            tracing::warn!(table = spec.name, %error, "could not drop a rebuild's shadow table");
+        }
     }
 }
 
@@ -390,7 +394,10 @@ async fn swap_once(
                 .execute(&mut *tx)
                 .await?;
         }
-        SwapMethod::CopyRows => copy_rows(&mut tx, tables).await?,
+        SwapMethod::CopyRows => {
+            let folded: Vec<&str> = ledgers.iter().map(|(ledger, _)| ledger.as_str()).collect();
+            copy_rows(&mut tx, tables, &folded).await?
+        }
     }
     for (ledger, head) in ledgers {
         sqlx::query(
@@ -412,9 +419,10 @@ async fn swap_once(
     Ok(())
 }
 
-/// Citus: each live table's rows become its shadow's, as the projector (the caller's role). Both tables are
+/// Citus: the rows of the folded ledgers in each live table become its shadow's, as the projector (the
+/// caller's role). A ledger created after the fold started keeps its rows and its checkpoint. Both tables are
 /// colocated, so every statement runs on the workers shard by shard; nothing passes the coordinator.
-async fn copy_rows(conn: &mut sqlx::PgConnection, tables: &[usize]) -> Result<()> {
+async fn copy_rows(conn: &mut sqlx::PgConnection, tables: &[usize], folded: &[&str]) -> Result<()> {
     set_long_statement_timeout(conn).await?;
     for &index in tables {
         let spec = &TABLES[index];
@@ -424,13 +432,20 @@ async fn copy_rows(conn: &mut sqlx::PgConnection, tables: &[usize]) -> Result<()
             .map(|(name, _)| format!("\"{name}\""))
             .collect();
         let columns = columns.join(", ");
-        // Table and column names come from `TABLES`, never from outside.
-        let replace = format!(
-            "delete from escrow.{table};
-             insert into escrow.{table} ({columns}) select {columns} from escrow.{table}__rb;",
+        // Table and column names come from `TABLES`, never from outside; the ledgers are bound.
+        let delete = format!(
+            "delete from escrow.{table} where ledger_id = any($1)",
             table = spec.name
         );
-        sqlx::raw_sql(sqlx::AssertSqlSafe(replace))
+        sqlx::query(sqlx::AssertSqlSafe(delete))
+            .bind(folded)
+            .execute(&mut *conn)
+            .await?;
+        let insert = format!(
+            "insert into escrow.{table} ({columns}) select {columns} from escrow.{table}__rb",
+            table = spec.name
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(insert))
             .execute(&mut *conn)
             .await?;
     }

@@ -326,6 +326,7 @@ async fn appends_during<T, F: std::future::Future<Output = T>>(
 ) -> (T, Vec<Acknowledged>, Instant, Instant) {
     let store = db.store();
     store.create_ledger(ledger).await.unwrap();
+    preload(db, ledger).await;
     let stop = Arc::new(AtomicBool::new(false));
     let log = Arc::new(Mutex::new(Vec::new()));
     let writing = spawn_writer(db.store(), ledger, writer, stop.clone(), log.clone());
@@ -350,7 +351,7 @@ async fn appends_during<T, F: std::future::Future<Output = T>>(
     .await
     .unwrap();
     match writer {
-        Writer::Store => assert_eq!(events, writes),
+        Writer::Store => assert_eq!(events, PRELOADED_EVENTS + writes),
         Writer::Engine => assert_eq!(written, writes, "payment streams vs acknowledged commands"),
     }
     assert_eq!(store.head_position(ledger).await.unwrap(), events);
@@ -377,13 +378,36 @@ async fn appends_during<T, F: std::future::Future<Output = T>>(
     (result, acknowledged, started, ended)
 }
 
-/// The appends whose round trip overlapped `[started, ended]`: sent before the end, acknowledged after the
-/// start.
-fn overlapping(acknowledged: &[Acknowledged], started: Instant, ended: Instant) -> usize {
+/// The writes sent and acknowledged while the operation ran (`started < sent`, `acknowledged < ended`): a
+/// write the operation blocked until its end is not counted.
+fn inside(acknowledged: &[Acknowledged], started: Instant, ended: Instant) -> usize {
     acknowledged
         .iter()
-        .filter(|a| a.sent < ended && a.acknowledged > started)
+        .filter(|a| a.sent > started && a.acknowledged < ended)
         .count()
+}
+
+/// Writes a move that does not block writers lets through (one every 10 ms while it copies): a move that
+/// blocked them would let through only those before its lock.
+const INSIDE_MIN: usize = 10;
+
+/// Events written to `ledger` before a test's writer starts, so that copying its shards takes a while.
+const PRELOADED_EVENTS: i64 = 20_000;
+
+/// Writes `PRELOADED_EVENTS` events to one stream of `ledger` in one statement, and sequences them.
+async fn preload(db: &TestDb, ledger: &str) {
+    sqlx::query(
+        "insert into ledger.events (ledger_id, stream_id, stream_version, event_id, event_type,
+                                    schema_version, payload, metadata)
+         select $1, 'preloaded', n, gen_random_uuid(), 'Tested', 1, jsonb_build_object('n', n), '{}'
+           from generate_series(1, $2::bigint) as n",
+    )
+    .bind(ledger)
+    .bind(PRELOADED_EVENTS)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    db.store().sequence_pending(ledger).await.unwrap();
 }
 
 /// The worker holding `ledger`'s shard of `ledger.events` (its port) and that shard.
@@ -392,6 +416,20 @@ async fn placement_of(db: &TestDb, ledger: &str) -> (i64, i32) {
         "select shardid, nodeport from citus_shards
           where table_name = 'ledger.events'::regclass
             and shardid = get_shard_id_for_distribution_column('ledger.events', $1)",
+    )
+    .bind(ledger)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// A ledger id (`neighbour-<n>`) whose shard of `ledger.events` is the one `ledger` hashes to.
+async fn neighbour_of(db: &TestDb, ledger: &str) -> String {
+    sqlx::query_scalar(
+        "select 'neighbour-' || n from generate_series(1, 10000) as n
+          where get_shard_id_for_distribution_column('ledger.events', 'neighbour-' || n)
+              = get_shard_id_for_distribution_column('ledger.events', $1)
+          order by n limit 1",
     )
     .bind(ledger)
     .fetch_one(&db.pool)
@@ -480,13 +518,16 @@ async fn appends_during_a_shard_move_lose_or_reorder_nothing() {
     })
     .await;
     drop(transfers);
-    let during = overlapping(&acknowledged, started, ended);
+    let during = inside(&acknowledged, started, ended);
     eprintln!(
-        "shard move took {:?}; {} appends acknowledged, {during} of them overlapping the move",
+        "shard move took {:?}; {} appends acknowledged, {during} of them sent and acknowledged during it",
         ended - started,
         acknowledged.len()
     );
-    assert!(during > 0, "no append overlapped the move");
+    assert!(
+        during >= INSIDE_MIN,
+        "{during} appends were sent and acknowledged while the move ran"
+    );
     assert_eq!(placement_of(&db, "acme").await.1, to);
 }
 
@@ -502,11 +543,19 @@ async fn appends_during_a_shard_move_lose_or_reorder_nothing() {
 async fn a_hot_ledger_isolated_to_its_own_shard_and_moved_while_appending_loses_nothing() {
     let db = TestDb::new().await;
     let store = db.store();
-    // A neighbour: another ledger hashed to the same shard as "hot" would share it (here any ledger: the
-    // check is that its rows stay whole and readable wherever they are).
+    // A neighbour: a ledger whose id hashes to the shard "hot" starts in, so the split must carve "hot" out
+    // of a shard it shares (on one server any ledger).
+    let neighbour = if citus_requested() {
+        neighbour_of(&db, "hot").await
+    } else {
+        LEDGER.to_owned()
+    };
+    if neighbour != LEDGER {
+        store.create_ledger(&neighbour).await.unwrap();
+    }
     store
         .append(
-            LEDGER,
+            &neighbour,
             vec![append("neighbour", ExpectedVersion::NoStream, 3)],
             None,
         )
@@ -535,13 +584,16 @@ async fn a_hot_ledger_isolated_to_its_own_shard_and_moved_while_appending_loses_
         })
         .await;
     drop(transfers);
-    let during = overlapping(&acknowledged, started, ended);
+    let during = inside(&acknowledged, started, ended);
     eprintln!(
-        "isolation and move took {:?}; {} appends acknowledged, {during} of them overlapping",
+        "isolation and move took {:?}; {} commands acknowledged, {during} of them sent and acknowledged during it",
         ended - started,
         acknowledged.len()
     );
-    assert!(during > 0, "no append overlapped the isolation and move");
+    assert!(
+        during >= INSIDE_MIN,
+        "{during} commands were sent and acknowledged while the isolation and move ran"
+    );
     assert_eq!(placement_of(&db, "hot").await, (isolated, to));
     // Every table's shard for "hot" covers that one hash value, so no other ledger shares it.
     let shared: Vec<String> = sqlx::query_scalar(
@@ -560,11 +612,19 @@ async fn a_hot_ledger_isolated_to_its_own_shard_and_moved_while_appending_loses_
         shared.is_empty(),
         "still shared with other ledgers: {shared:?}"
     );
-    let neighbour = store.read_stream(LEDGER, "neighbour", 0, 10).await.unwrap();
-    assert_eq!(neighbour.len(), 3);
+    assert_ne!(
+        placement_of(&db, &neighbour).await.0,
+        isolated,
+        "the neighbour shares the isolated shard"
+    );
+    let events = store
+        .read_stream(&neighbour, "neighbour", 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 3);
     assert!(
         store
-            .verify_chain(LEDGER, None)
+            .verify_chain(&neighbour, None)
             .await
             .unwrap()
             .first_break

@@ -138,14 +138,15 @@ async fn sequenced_at_is_monotone_and_covered_by_the_chain() {
     let seal = store.seal(LEDGER).await.unwrap();
     // An operator moves an event earlier in time (behind the append-only trigger): `--as-of` changes.
     // The new time is computed here: Citus plans no STABLE function of a column in an UPDATE.
-    let backdated = stamps[0] - chrono::Duration::hours(1);
-    db.tamper(&format!(
-        "update ledger.sequence set sequenced_at = '{}'
-          where ledger_id = 'default' and position = 1",
-        backdated.to_rfc3339()
-    ))
+    let mut tampering = db.tampering().await.unwrap();
+    sqlx::query(
+        "update ledger.sequence set sequenced_at = $1 where ledger_id = 'default' and position = 1",
+    )
+    .bind(stamps[0] - chrono::Duration::hours(1))
+    .execute(tampering.conn())
     .await
     .unwrap();
+    tampering.finish().await.unwrap();
     let report = store.verify_chain(LEDGER, Some(seal)).await.unwrap();
     assert!(
         !report.is_intact(),
