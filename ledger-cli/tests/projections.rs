@@ -218,6 +218,77 @@ async fn rebuild_equals_incremental_row_for_row_and_keeps_grants_policies_and_fo
 }
 
 /// Empties the read tables and checkpoints (as the superuser) so the log can be projected again.
+/// A ledger created while a rebuild folds the others (after it listed them, before its swap) keeps its read
+/// rows: on one server its checkpoints are reset by the swap and its workers replay it; on Citus its rows are
+/// left alone. The swap is held back by a lock on the default ledger's checkpoint while the new ledger runs
+/// the demo (its own projections included).
+#[tokio::test]
+async fn a_ledger_created_while_a_rebuild_folds_keeps_its_read_rows() {
+    let db = TestDb::new().await;
+    demo(db.url());
+    let mut holder = db.pool.begin().await.unwrap();
+    sqlx::query(
+        "select 1 from escrow.projection_checkpoints where ledger_id = 'default' for update",
+    )
+    .fetch_all(&mut *holder)
+    .await
+    .unwrap();
+    let rebuild = tokio::spawn({
+        let pool = db.pool.clone();
+        async move { ledger_projections::rebuild::rebuild(&pool, &Projection::ALL).await }
+    });
+    // The fold is done and the swap waits for the checkpoint row, on the node holding it (a worker on
+    // Citus).
+    let node = PgPool::connect(&db.ledger_node_url("default").await.unwrap())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    while count(
+        &node,
+        "select count(*) from pg_stat_activity
+          where datname = current_database() and wait_event_type = 'Lock'
+            and query ilike '%projection_checkpoints%for update%'",
+    )
+    .await
+        == 0
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the rebuild's swap never waited for the held checkpoint"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for args in [
+        &["--database-url", db.url(), "ledgers", "create", "late"][..],
+        &["--database-url", db.url(), "--ledger", "late", "demo"][..],
+    ] {
+        let output = Command::new(CLI).args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let late_rows = "select count(*) from escrow.audit_log where ledger_id = 'late'";
+    assert!(count(&db.pool, late_rows).await > 0);
+    holder.commit().await.unwrap();
+    let report = rebuild.await.unwrap().unwrap();
+    assert!(report.ledgers.iter().all(|(ledger, _)| ledger != "late"));
+    for projection in Projection::ALL {
+        let mut worker =
+            Worker::start(db.pool.clone(), "late", projection, RunnerConfig::default())
+                .await
+                .unwrap();
+        worker.catch_up().await.unwrap();
+    }
+    assert!(count(&db.pool, late_rows).await > 0);
+    for ledger in ["default", "late"] {
+        let differences = compare_with_log(&db.pool, ledger).await.unwrap();
+        assert!(differences.is_empty(), "{ledger}: {differences:?}");
+    }
+}
+
 async fn forget_projections(pool: &PgPool) {
     for spec in TABLES {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(

@@ -393,6 +393,18 @@ async fn swap_once(
             sqlx::query("set local role escrow_projector")
                 .execute(&mut *tx)
                 .await?;
+            // A ledger created after the fold listed the ledgers has no rows in the swapped-in tables:
+            // its checkpoints go, so its workers replay it from the start (they find their checkpoint
+            // moved). Its rows in the old tables went with them.
+            let folded: Vec<&str> = ledgers.iter().map(|(ledger, _)| ledger.as_str()).collect();
+            sqlx::query(
+                "delete from escrow.projection_checkpoints
+                  where projection = any($1) and not (ledger_id = any($2))",
+            )
+            .bind(projections)
+            .bind(&folded)
+            .execute(&mut *tx)
+            .await?;
         }
         SwapMethod::CopyRows => {
             let folded: Vec<&str> = ledgers.iter().map(|(ledger, _)| ledger.as_str()).collect();
