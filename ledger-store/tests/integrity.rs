@@ -132,40 +132,6 @@ async fn the_log_is_append_only_for_owner_and_writer() {
     assert_eq!(store.head_position(LEDGER).await.unwrap(), 2);
 }
 
-#[tokio::test]
-async fn the_writer_role_can_append_and_sequence() {
-    let db = TestDb::new().await;
-    let mut conn = db.pool.acquire().await.unwrap();
-    let mut tx = conn.begin().await.unwrap();
-    sqlx::query("set local role escrow_writer")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    // The trigger `events_queue` queues the event: the writer has no right on the queue itself.
-    sqlx::query(
-        "insert into ledger.events (ledger_id, stream_id, stream_version, event_id,
-                    event_type, schema_version, payload, metadata)
-                    values ('default', 's', 1, gen_random_uuid(), 'T', 1, '{}', '{}')",
-    )
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
-    // Sequenced after the commit, as the engine does (on Citus a transaction cannot read, as the
-    // sequencer's definer, the placements it wrote as the writer).
-    let mut tx = conn.begin().await.unwrap();
-    sqlx::query("set local role escrow_writer")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    let count: i64 = sqlx::query_scalar("select ledger.sequence('default', 10)")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(count, 1);
-    tx.commit().await.unwrap();
-}
-
 /// Edits an event behind the triggers' back, as a superuser would.
 async fn tamper_payload(db: &TestDb, position: i64) {
     let mut tampering = db.tampering().await.unwrap();
