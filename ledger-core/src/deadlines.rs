@@ -225,7 +225,10 @@ pub fn clocks(
     out
 }
 
-/// An unpaid deposit's expiry (stopped once it is paid or cancelled).
+/// An unpaid deposit's expiry: it runs while the deposit waits for the payer (pending, or after failed
+/// attempts) and stops while an attempt is processing, whose outcome it waits for (a processing deposit is
+/// never expired under the gateway's feet); an attempt that then fails starts it again, due at the original
+/// expiry or at the failure, whichever is later. Paid or cancelled, it stops for good.
 fn deposit_clocks(
     before: &PaymentState,
     after: &PaymentState,
@@ -233,26 +236,29 @@ fn deposit_clocks(
     start: &Starter<'_>,
     stop: Clock,
 ) -> Vec<Clock> {
-    let unpaid = |s: PaymentStatus| {
-        matches!(
-            s,
-            PaymentStatus::Pending | PaymentStatus::Processing | PaymentStatus::Failed
-        )
-    };
+    let waiting = |s: PaymentStatus| matches!(s, PaymentStatus::Pending | PaymentStatus::Failed);
     let mut out = Vec::new();
-    if let PaymentEvent::DepositInitiated {
-        expires_at: Some(due),
-        ..
-    } = event
-    {
-        out.push(start(
+    match event {
+        PaymentEvent::DepositInitiated {
+            expires_at: Some(due),
+            ..
+        } => out.push(start(
             DeadlineKind::ExpireDeposit,
             None,
             *due,
             vec![after.user],
-        ));
+        )),
+        PaymentEvent::DepositAttemptFailed { at: Some(at), .. }
+            if before.status == PaymentStatus::Processing =>
+        {
+            if let Some(expiry) = after.expires_at {
+                let due = expiry.max(*at);
+                out.push(start(DeadlineKind::ExpireDeposit, None, due, vec![after.user]));
+            }
+        }
+        _ => {}
     }
-    if unpaid(before.status) && !unpaid(after.status) {
+    if waiting(before.status) && !waiting(after.status) {
         out.push(stop);
     }
     out
@@ -286,6 +292,21 @@ fn project_clocks(
     match event {
         // A booking's milestone runs on the booking's clock (auto-acceptance), not one of its own.
         ProjectEvent::MilestoneSubmitted { milestone, at } if after.booking.is_none() => {
+            let due = *at + Duration::days(i64::from(after.fees.auto_approve_days));
+            let kind = DeadlineKind::AutoApproveMilestone;
+            out.push(start(kind, Some(*milestone), due, parties));
+        }
+        // A withdrawn dispute puts a submitted milestone back under review: its approval clock restarts from
+        // the withdrawal (escrow is never left held with no clock running).
+        ProjectEvent::MilestoneDisputeWithdrawn {
+            milestone,
+            at: Some(at),
+            ..
+        } if after.booking.is_none()
+            && after
+                .milestone(*milestone)
+                .is_ok_and(|m| m.status == MilestoneStatus::Submitted) =>
+        {
             let due = *at + Duration::days(i64::from(after.fees.auto_approve_days));
             let kind = DeadlineKind::AutoApproveMilestone;
             out.push(start(kind, Some(*milestone), due, parties));

@@ -54,6 +54,13 @@ pub enum Rejection {
     QuoteExpired(String),
     #[error("too early: {what} is due at {due}")]
     TooEarly { what: &'static str, due: String },
+    /// A caller-stated due time leaves the other side less than the policy's minimum to act.
+    #[error("deadline too soon: {what} {stated} is before {earliest}")]
+    DeadlineTooSoon {
+        what: &'static str,
+        stated: String,
+        earliest: String,
+    },
     #[error("an open dispute blocks this: {0}")]
     OpenDispute(String),
     #[error("invalid command: {0}")]
@@ -87,6 +94,7 @@ impl Rejection {
             Rejection::SplitMismatch { .. } => "split_mismatch",
             Rejection::QuoteExpired(_) => "quote_expired",
             Rejection::TooEarly { .. } => "too_early",
+            Rejection::DeadlineTooSoon { .. } => "deadline_too_soon",
             Rejection::OpenDispute(_) => "open_dispute",
             Rejection::InvalidCommand(_) => "invalid_command",
             Rejection::Overflow => "overflow",

@@ -15,7 +15,7 @@ use crate::money::{Currency, Money};
 pub const ENTRY_NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_3c2e_9b7d_4e51_8c0a_2f4b_6d8e_1a3c);
 
 /// Upper bound on postings per entry: the widest entry (a chargeback loss) has six.
-pub const POSTINGS_PER_ENTRY_MAX: usize = 16;
+pub const POSTINGS_PER_ENTRY_MAX: usize = 64;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -102,6 +102,8 @@ enum Op {
         amount: i64,
         fee: i64,
         card_refund: bool,
+        /// The deposit a card refund names (only card refunds use it).
+        deposit: u8,
     },
     TransferOutcome {
         pay: u8,
@@ -185,8 +187,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => (proj.clone(), m.clone()).prop_map(|(proj, m)| Op::Refund { proj, m }),
         2 => (proj.clone(), m, 0_u8..4, 0_i64..=100).prop_map(|(proj, m, dispute, release_pct)| Op::OpenDispute { proj, m, dispute, release_pct }),
         2 => (0_u8..4).prop_map(|dispute| Op::AcceptDispute { dispute }),
-        3 => (pay_out.clone(), 0_u8..USERS, currency_index(), 1_i64..30_000, 0_i64..200, any::<bool>())
-            .prop_map(|(pay, who, cur, amount, fee, card_refund)| Op::Payout { pay, who, cur, amount, fee, card_refund }),
+        3 => (pay_out.clone(), 0_u8..USERS, currency_index(), 1_i64..30_000, 0_i64..200, any::<bool>(), 0_u8..8)
+            .prop_map(|(pay, who, cur, amount, fee, card_refund, deposit)| Op::Payout { pay, who, cur, amount, fee, card_refund, deposit }),
         3 => (pay_out, any::<bool>(), 1_u8..4).prop_map(|(pay, success, times)| Op::TransferOutcome { pay, success, times }),
         1 => proj.clone().prop_map(|proj| Op::CancelProject { proj }),
         12 => (proj, 0_u32..12).prop_map(|(proj, m_raw)| Op::Progress { proj, m_raw }),
@@ -274,6 +276,11 @@ struct MPayment {
     status: PStatus,
     late_success: bool,
     late_failure: bool,
+    /// A deposit: what it brought in (its first success) and what card refunds of it hold.
+    received: i64,
+    refunded: i64,
+    /// A card refund: its deposit.
+    refund_of: Option<u8>,
 }
 
 #[derive(Clone, Debug)]
@@ -355,6 +362,9 @@ impl Model {
                 status: PStatus::Pending,
                 late_success: false,
                 late_failure: false,
+                received: 0,
+                refunded: 0,
+                refund_of: None,
             },
         );
         Ok(())
@@ -374,7 +384,9 @@ impl Model {
             if fee > amount {
                 return Err("amount_too_large");
             }
-            self.payments.get_mut(&pay).unwrap().status = PStatus::Completed;
+            let paid = self.payments.get_mut(&pay).unwrap();
+            paid.status = PStatus::Completed;
+            paid.received += amount;
             self.add(Account::UserAvailable { user: user(p.who) }, p.cur, amount);
             self.clearing(p.cur, amount - fee);
             self.add(Account::GatewayFees, p.cur, fee);
@@ -623,6 +635,31 @@ impl Model {
         Ok(())
     }
 
+    /// A card refund's checks on the deposit it names, in the engine's order.
+    fn refundable(&self, pay: u8, who: u8, cur: Currency, amount: i64, deposit: u8) -> Expect {
+        if deposit == pay {
+            return Err("invalid_command");
+        }
+        let d = self.payments.get(&deposit).ok_or("not_found")?;
+        if d.outbound {
+            return Err("invalid_transition");
+        }
+        if d.who != who {
+            return Err("not_a_party");
+        }
+        if d.status != PStatus::Completed {
+            return Err("invalid_transition");
+        }
+        if d.cur != cur {
+            return Err("currency_mismatch");
+        }
+        if amount > d.received - d.refunded {
+            return Err("amount_too_large");
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn payout(
         &mut self,
         pay: u8,
@@ -631,7 +668,11 @@ impl Model {
         amount: i64,
         fee: i64,
         card_refund: bool,
+        deposit: u8,
     ) -> Expect {
+        if card_refund {
+            self.refundable(pay, who, cur, amount, deposit)?;
+        }
         if let Some(policy) = &self.policy
             && !card_refund
         {
@@ -670,8 +711,14 @@ impl Model {
                 status: PStatus::Pending,
                 late_success: false,
                 late_failure: false,
+                received: 0,
+                refunded: 0,
+                refund_of: card_refund.then_some(deposit),
             },
         );
+        if card_refund {
+            self.payments.get_mut(&deposit).unwrap().refunded += amount;
+        }
         Ok(())
     }
 
@@ -702,6 +749,10 @@ impl Model {
                     p.amount + p.fee,
                 );
                 self.payments.get_mut(&pay).unwrap().status = PStatus::Failed;
+                // A failed card refund gives its deposit's reservation back.
+                if let Some(deposit) = p.refund_of {
+                    self.payments.get_mut(&deposit).unwrap().refunded -= p.amount;
+                }
             }
             (false, PStatus::Completed) => self.payments.get_mut(&pay).unwrap().late_failure = true,
             _ => {}
@@ -1022,14 +1073,16 @@ impl Harness {
                 amount,
                 fee,
                 card_refund,
+                deposit,
             } => {
                 let currency = cur(*c);
-                let expected = self
-                    .model
-                    .payout(*pay, *who, currency, *amount, *fee, *card_refund);
+                let expected =
+                    self.model
+                        .payout(*pay, *who, currency, *amount, *fee, *card_refund, *deposit);
                 let command = if *card_refund {
                     Command::RequestCardRefund {
                         refund_id: payment_id(*pay),
+                        deposit_id: payment_id(*deposit),
                         amount: money(*amount, currency),
                         gateway: GATEWAY,
                     }
@@ -1100,6 +1153,7 @@ impl Harness {
                 let got = self.run(
                     actor,
                     Command::SetFeePolicy {
+                        payout_fee_min: vec![],
                         commission: bounds(*commission),
                         buyer_fee: bounds(*buyer_fee),
                         payout_fee: bounds(*payout_fee),

@@ -577,7 +577,7 @@ fn pending_proceeds_mature_after_7_days_and_the_engine_computes_the_amount() {
 }
 
 #[test]
-fn maturation_moves_at_most_what_is_still_pending() {
+fn pending_money_matures_only_through_its_release_when_due() {
     let mut w = World::new();
     w.funded(FeeTerms {
         release_to_pending: true,
@@ -590,13 +590,16 @@ fn maturation_moves_at_most_what_is_still_pending() {
     };
     w.ok(Actor::User(BUYER), approve);
     let d = w.only(DeadlineKind::MatureRelease);
-    // An operator matured part of it by hand.
-    let admin = Actor::Admin(Uuid::from_u128(0xAD));
-    let by_hand = Command::MaturePending {
-        user: SELLER,
-        amount: usd("30.00"),
-    };
-    w.ok(admin, by_hand);
+    // Nobody matures pending money by hand (issue 18, finding 4): not an operator, not the system.
+    for actor in [Actor::Admin(Uuid::from_u128(0xAD)), Actor::System] {
+        let by_hand = Command::MaturePending {
+            user: SELLER,
+            amount: usd("30.00"),
+        };
+        let refused = w.run(actor, by_hand).unwrap_err();
+        assert_eq!(refused.code(), "invalid_command");
+    }
+    assert_eq!(w.balance(Account::UserAvailable { user: SELLER }), 0);
     w.fire(&d).unwrap();
     assert_eq!(w.balance(Account::UserPending { user: SELLER }), 0);
     assert_eq!(w.balance(Account::UserAvailable { user: SELLER }), 9_000);

@@ -1069,6 +1069,7 @@ fn booking_paid_delivered_and_accepted_settles_with_exact_money() {
             "MilestoneApproved",
             "MilestoneReleased",
             "ProjectCompleted",
+            "EscrowProjectSettled",
             "BookingSettled"
         ]
     );
@@ -1122,6 +1123,7 @@ fn booking_auto_accepts_after_the_configured_silence_only() {
                 "MilestoneApproved",
                 "MilestoneReleased",
                 "ProjectCompleted",
+                "EscrowProjectSettled",
                 "BookingSettled"
             ]
         );
@@ -1182,7 +1184,7 @@ fn booking_cancelled_late_by_the_client_keeps_the_policy_share() {
     );
     assert_eq!(
         types(&outcome),
-        ["BookingCancelled", "MilestoneResolved", "ProjectCompleted"]
+        ["BookingCancelled", "MilestoneResolved", "ProjectCompleted", "EscrowProjectSettled"]
     );
     assert_eq!(w.booking(booking).status, BookingStatus::Cancelled);
     // No follow-up was refused: a cancelled booking is not asked to settle.
@@ -1389,6 +1391,7 @@ fn booking_dispute_marks_the_booking_and_its_resolution_settles_it() {
             "DisputeSettled",
             "MilestoneResolved",
             "ProjectCompleted",
+            "EscrowProjectSettled",
             "BookingSettled"
         ]
     );
@@ -1547,7 +1550,7 @@ fn milestone_funding_and_release_post_the_documented_entries() {
     let approved = w.approve(PROJECT, 1);
     assert_eq!(
         types(&approved),
-        ["MilestoneApproved", "MilestoneReleased", "ProjectCompleted"]
+        ["MilestoneApproved", "MilestoneReleased", "ProjectCompleted", "EscrowProjectSettled"]
     );
     assert_eq!(
         postings(&entry_of(&approved, "MilestoneReleased")),
@@ -1648,7 +1651,7 @@ fn auto_approval_only_after_the_silence_period() {
         let outcome = w.ok(Actor::System, auto.clone());
         assert_eq!(
             types(&outcome),
-            ["MilestoneApproved", "MilestoneReleased", "ProjectCompleted"]
+            ["MilestoneApproved", "MilestoneReleased", "ProjectCompleted", "EscrowProjectSettled"]
         );
         assert_eq!(w.bal(available(SELLER)), 9_000);
         assert_eq!(w.bal(Account::Commission), 1_000);
@@ -1680,37 +1683,33 @@ fn proceeds_released_to_pending_mature_into_available() {
         w.rejects(user(SELLER), payout.clone()),
         "insufficient_funds"
     );
+    // Pending money matures only through its release's own deadline (issue 18, finding 4): the wallet-wide
+    // command is refused for everyone, whatever the amount.
     let mature = |amount: &str| Command::MaturePending {
         user: SELLER,
         amount: usd(amount),
     };
-    assert_eq!(w.rejects(user(SELLER), mature("40.00")), "not_a_party");
-    assert_eq!(
-        w.rejects(Actor::System, mature("90.01")),
-        "insufficient_funds"
-    );
-    assert_eq!(
-        w.rejects(Actor::System, mature("0.00")),
-        "non_positive_amount"
-    );
-    let matured = w.ok(Actor::System, mature("40.00"));
-    assert_eq!(types(&matured), ["PendingMatured"]);
+    for actor in [user(SELLER), Actor::System, admin()] {
+        assert_eq!(w.rejects(actor, mature("40.00")), "invalid_command");
+    }
+    assert_eq!(w.bal(pending(SELLER)), 9_000);
+    let early = Command::MatureRelease {
+        project_id: PROJECT,
+        milestone: 1,
+    };
+    assert_eq!(w.rejects(Actor::System, early.clone()), "too_early");
+    w.at(day(30));
+    let matured = w.ok(Actor::System, early);
+    assert_eq!(types(&matured), ["MilestoneProceedsMatured", "PendingMatured"]);
     assert_eq!(
         postings(&entry_of(&matured, "PendingMatured")),
         sorted(vec![
-            (pending(SELLER), Side::Debit, 4_000),
-            (available(SELLER), Side::Credit, 4_000),
+            (pending(SELLER), Side::Debit, 9_000),
+            (available(SELLER), Side::Credit, 9_000),
         ])
     );
-    assert_eq!(w.bal(pending(SELLER)), 5_000);
-    assert_eq!(w.bal(available(SELLER)), 4_000);
-    w.ok(admin(), mature("50.00"));
     assert_eq!(w.bal(pending(SELLER)), 0);
     assert_eq!(w.bal(available(SELLER)), 9_000);
-    assert_eq!(
-        w.rejects(Actor::System, mature("0.01")),
-        "insufficient_funds"
-    );
     w.ok(user(SELLER), payout);
     w.assert_sound();
 }
@@ -1733,7 +1732,7 @@ fn seller_refund_returns_escrow_and_the_buyer_fee_per_policy() {
         assert_eq!(w.rejects(user(BUYER), refund.clone()), "not_a_party");
         assert_eq!(w.rejects(user(STRANGER), refund.clone()), "not_a_party");
         let outcome = w.ok(user(SELLER), refund.clone());
-        assert_eq!(types(&outcome), ["MilestoneRefunded", "ProjectCompleted"]);
+        assert_eq!(types(&outcome), ["MilestoneRefunded", "ProjectCompleted", "EscrowProjectSettled"]);
         assert_eq!(w.milestone(PROJECT, 1), MilestoneStatus::Refunded);
         assert_eq!(w.bal(available(BUYER)), buyer_after);
         assert_eq!(w.bal(Account::PlatformFees), platform_after);
@@ -1795,7 +1794,8 @@ fn cancelling_a_funded_project_refunds_the_buyer() {
             [
                 "MilestoneRefunded",
                 "MilestoneCancelled",
-                "ProjectCancelled"
+                "ProjectCancelled",
+                "EscrowProjectSettled",
             ]
         );
         assert_eq!(w.project(PROJECT).status, ProjectStatus::Cancelled);
@@ -2092,7 +2092,7 @@ fn an_applied_resolution_must_add_up_to_the_held_amount() {
         assert_eq!(w.rejects(actor, command.clone()), code, "{command:?}");
     }
     let outcome = w.ok(admin(), resolve(usd("60.00"), usd("40.00")));
-    assert_eq!(types(&outcome), ["MilestoneResolved", "ProjectCompleted"]);
+    assert_eq!(types(&outcome), ["MilestoneResolved", "ProjectCompleted", "EscrowProjectSettled"]);
     assert_eq!(w.bal(available(SELLER)), 6_000);
     assert_eq!(w.bal(available(BUYER)), 4_000);
     assert_eq!(w.milestone(PROJECT, 1), MilestoneStatus::Resolved);
@@ -2758,9 +2758,11 @@ fn a_late_failure_after_a_completed_payout_is_ignored() {
 // Payment: card refunds and chargebacks
 // ---------------------------------------------------------------------------------------------------------
 
+/// A card refund of the deposit `PAY`.
 fn card_refund(refund: Uuid, amount: &str) -> Command {
     Command::RequestCardRefund {
         refund_id: refund,
+        deposit_id: PAY,
         amount: usd(amount),
         gateway: Gateway::Stripe,
     }
@@ -2779,7 +2781,10 @@ fn card_refund_processed_failed_and_succeeded_after_failure() {
     let mut w = World::new();
     stripe_deposit(&mut w, BUYER, "100.00");
     let requested = w.ok(user(BUYER), card_refund(REFUND, "30.00"));
-    assert_eq!(types(&requested), ["CardRefundRequested"]);
+    assert_eq!(
+        types(&requested),
+        ["DepositRefundReserved", "CardRefundRequested"]
+    );
     assert_eq!(w.bal(Account::RefundsInTransit(REFUND)), 3_000);
     assert_eq!(w.bal(available(BUYER)), 7_000);
     let processed = w.confirm_transfer(STRIPE, REFUND, "0.00");
@@ -2796,7 +2801,7 @@ fn card_refund_processed_failed_and_succeeded_after_failure() {
 
     w.ok(user(BUYER), card_refund(REFUND_2, "20.00"));
     let failed = w.fail_transfer(STRIPE, REFUND_2);
-    assert_eq!(types(&failed), ["CardRefundFailed"]);
+    assert_eq!(types(&failed), ["CardRefundFailed", "DepositRefundReleased"]);
     assert_eq!(w.bal(available(BUYER)), 7_000);
     assert_eq!(w.bal(Account::RefundsInTransit(REFUND_2)), 0);
     let late = w.confirm_transfer(STRIPE, REFUND_2, "0.00");
@@ -2812,13 +2817,15 @@ fn a_card_refund_beyond_the_wallet_is_refused() {
     let mut w = World::new();
     stripe_deposit(&mut w, BUYER, "100.00");
     w.ok(user(BUYER), card_refund(REFUND, "30.00"));
+    // At most what the deposit brought in less earlier refunds (and before that, the wallet's guard).
     assert_eq!(
         w.rejects(user(BUYER), card_refund(REFUND_2, "70.01")),
-        "insufficient_funds"
+        "amount_too_large"
     );
+    // Only the deposit's payer refunds it to its card.
     assert_eq!(
         w.rejects(user(SELLER), card_refund(REFUND_2, "1.00")),
-        "insufficient_funds"
+        "not_a_party"
     );
     assert_eq!(
         w.rejects(STRIPE, card_refund(REFUND_2, "1.00")),
@@ -3045,7 +3052,7 @@ fn an_accepted_dispute_proposal_is_applied_to_the_escrow() {
     let settled = w.ok(user(SELLER), accept.clone());
     assert_eq!(
         types(&settled),
-        ["DisputeSettled", "MilestoneResolved", "ProjectCompleted"]
+        ["DisputeSettled", "MilestoneResolved", "ProjectCompleted", "EscrowProjectSettled"]
     );
     assert_eq!(
         postings(&entry_of(&settled, "MilestoneResolved")),
@@ -3117,7 +3124,7 @@ fn a_contested_dispute_is_resolved_by_a_mediator() {
     let resolved = w.ok(admin(), resolve(usd("55.55")));
     assert_eq!(
         types(&resolved),
-        ["DisputeSettled", "MilestoneResolved", "ProjectCompleted"]
+        ["DisputeSettled", "MilestoneResolved", "ProjectCompleted", "EscrowProjectSettled"]
     );
     assert_eq!(w.dispute(DISPUTE).status, DisputeStatus::Resolved);
     assert_eq!(w.bal(available(SELLER)), 4_999);
@@ -3174,7 +3181,7 @@ fn a_dispute_times_out_only_after_its_deadline_and_applies_the_proposal() {
     let timed_out = w.ok(Actor::System, timeout);
     assert_eq!(
         types(&timed_out),
-        ["DisputeSettled", "MilestoneResolved", "ProjectCompleted"]
+        ["DisputeSettled", "MilestoneResolved", "ProjectCompleted", "EscrowProjectSettled"]
     );
     assert_eq!(w.dispute(DISPUTE).status, DisputeStatus::TimedOut);
     assert_eq!(w.bal(available(BUYER)), 10_250);
@@ -3526,11 +3533,12 @@ fn scenario_worlds() -> Vec<World> {
     );
     w.submit(PROJECT, 1);
     w.approve(PROJECT, 1);
+    w.at(day(60));
     w.ok(
         Actor::System,
-        Command::MaturePending {
-            user: SELLER,
-            amount: usd("10.00"),
+        Command::MatureRelease {
+            project_id: PROJECT,
+            milestone: 1,
         },
     );
     w.ok(

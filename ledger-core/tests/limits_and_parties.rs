@@ -600,8 +600,8 @@ fn a_buyer_with_a_thousand_funded_projects_loses_a_chargeback() {
             recover_from_user: true,
         },
     );
-    // The wallet covers what it can, then escrow held in the newest projects the wallet remembers (at most
-    // CHARGEBACK_ESCROW_SOURCES_MAX milestones of the CHARGEBACK_PROJECTS_MAX newest), then a receivable.
+    // The wallet covers what it can, then escrow held in the oldest projects of the wallet's index (at most
+    // CHARGEBACK_PROJECTS_MAX projects, CHARGEBACK_ESCROW_SOURCES_MAX milestones), then a receivable.
     assert_eq!(w.bal(Account::UserAvailable { user: BUYER }), 0);
     let escrow_of = |n: u128| {
         w.bal(Account::Escrow {
@@ -610,15 +610,12 @@ fn a_buyer_with_a_thousand_funded_projects_loses_a_chargeback() {
         })
     };
     let clawed: i128 = (0..PROJECTS).map(|n| 1_000 - escrow_of(n)).sum();
-    assert_eq!(clawed, 1_000 * CHARGEBACK_ESCROW_SOURCES_MAX as i128);
-    let first_clawed = PROJECTS - CHARGEBACK_PROJECTS_MAX as u128;
-    assert_eq!(escrow_of(first_clawed), 0, "the window starts here");
-    assert_eq!(
-        escrow_of(first_clawed - 1),
-        1_000,
-        "older escrow is left alone"
-    );
-    assert_eq!(escrow_of(0), 1_000);
+    let reach = CHARGEBACK_PROJECTS_MAX.min(CHARGEBACK_ESCROW_SOURCES_MAX) as u128;
+    assert_eq!(clawed, 1_000 * reach as i128);
+    assert_eq!(escrow_of(0), 0, "the oldest escrow is taken first");
+    assert_eq!(escrow_of(reach - 1), 0);
+    assert_eq!(escrow_of(reach), 1_000, "the bound stops the walk here");
+    assert_eq!(escrow_of(PROJECTS - 1), 1_000, "later projects are left alone");
     let receivable = w.bal(Account::Receivable { user: BUYER });
     assert_eq!(5_000 + clawed + receivable, 1_005_000);
     assert!(!outcome.changes.is_empty());
@@ -637,7 +634,7 @@ fn a_buyer_with_a_thousand_funded_projects_loses_a_chargeback() {
     assert_eq!(
         loaded,
         2 + CHARGEBACK_PROJECTS_MAX,
-        "payment, wallet, the newest projects"
+        "payment, wallet, the oldest projects"
     );
     assert!(
         loaded <= STREAMS_PER_COMMAND_MAX,
@@ -666,6 +663,7 @@ fn bounds(default: &str, min: &str, max: &str) -> RateBounds {
 /// Commission 10% (5..20%), buyer fee 2.5% (0..5%), payout fee 1% (0..2%).
 fn set_policy(overrides_allowed: bool) -> Command {
     Command::SetFeePolicy {
+        payout_fee_min: vec![],
         commission: bounds("0.10", "0.05", "0.20"),
         buyer_fee: bounds("0.025", "0", "0.05"),
         payout_fee: bounds("0.01", "0", "0.02"),
@@ -833,6 +831,7 @@ fn only_an_operator_sets_the_policy_and_it_must_be_coherent() {
     let r = w.rejects(
         Actor::Admin(ADMIN),
         Command::SetFeePolicy {
+        payout_fee_min: vec![],
             commission: bounds("0.30", "0.05", "0.20"),
             buyer_fee: RateBounds::OPEN,
             payout_fee: RateBounds::OPEN,
@@ -869,6 +868,7 @@ fn only_an_operator_sets_the_policy_and_it_must_be_coherent() {
     w.ok(
         Actor::Admin(ADMIN),
         Command::SetFeePolicy {
+        payout_fee_min: vec![],
             commission: bounds("0.12", "0.12", "0.12"),
             buyer_fee: RateBounds::OPEN,
             payout_fee: RateBounds::OPEN,

@@ -48,7 +48,9 @@ fn a_settlement_moves_clearing_to_the_bank_once() {
         &SettlementState::default(),
     )
     .unwrap();
-    let SettlementEvent::SettlementRecorded { entry, .. } = &events[0];
+    let SettlementEvent::SettlementRecorded { entry, .. } = &events[0] else {
+        panic!("a settlement records its entry first: {events:?}");
+    };
     let postings: Vec<(String, Side, i64)> = entry
         .postings()
         .iter()
@@ -348,7 +350,9 @@ fn record_settlement_as_json_books_the_bank_once() {
     let admin = Actor::Admin(Uuid::from_u128(0xAD));
     let settle = serde_json::json!({"type": "record_settlement", "gateway": "stripe", "settlement_id": "po_me_1", "bank_account": "main", "amount": {"amount": "140.00", "currency": "USD"}, "fee": null, "occurred_at": "2026-01-31T12:00:00Z"});
     let outcome = run(&mut ledger, 10, admin, t(2026, 2, 1), settle.clone()).unwrap();
-    assert_eq!(outcome.changes.len(), 1);
+    // The settlement, and its mark on the clearing's guard stream (settlements of one clearing serialize).
+    let types: Vec<_> = outcome.changes.iter().map(|c| c.event.to_stored().0).collect();
+    assert_eq!(types, ["SettlementRecorded", "ClearingSettled"]);
     let bank = Account::Bank(BankName::new("main").unwrap());
     assert_eq!(ledger.balances().balance(&bank, Currency::USD), 14_000);
     assert_eq!(

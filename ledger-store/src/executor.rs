@@ -28,8 +28,11 @@ use crate::types::{
 
 /// Version of the fold: bump it when an `evolve` changes, so old snapshots are ignored. (2: a wallet moves
 /// a project it funds again to the newest end of `escrow_projects`. 3: a milestone keeps its pending
-/// proceeds and their maturity, a request its quotes, a deposit its expiry, a booking its silence in hours.)
-pub const FOLD_VERSION: i32 = 3;
+/// proceeds and their maturity, a request its quotes, a deposit its expiry, a booking its silence in hours.
+/// 4: a wallet keeps the projects holding its escrow in first-funding order and drops a settled one; a
+/// milestone keeps its dispute; a dispute its split; a deposit its refunds; an approval clock restarts on
+/// a withdrawn dispute.)
+pub const FOLD_VERSION: i32 = 4;
 /// A snapshot is written once a stream has this many events past its last snapshot.
 pub const SNAPSHOT_EVERY_EVENTS: i64 = 256;
 /// Bound on streams one command may load beyond its primary streams (each load round adds one). Every valid

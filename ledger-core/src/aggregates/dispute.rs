@@ -38,6 +38,16 @@ pub struct DisputeState {
     pub held_minor: i64,
     pub proposed_release_minor: i64,
     pub respond_by: Option<DateTime<Utc>>,
+    /// The split it settled on (release, refund), once settled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled: Option<(i64, i64)>,
+}
+
+impl DisputeState {
+    /// The split (release, refund) in minor units it settled on, if it did.
+    pub fn settled_split(&self) -> Option<(i64, i64)> {
+        self.settled
+    }
 }
 
 /// What the engine knows of the project when a dispute opens.
@@ -309,11 +319,19 @@ impl Decider for Dispute {
                     held_minor: held.minor(),
                     proposed_release_minor: proposed_release.minor(),
                     respond_by: Some(*respond_by),
+                    settled: None,
                 };
             }
             E::DisputeResponseRequested => s.status = DisputeStatus::AwaitingResponse,
             E::DisputeContested => s.status = DisputeStatus::Mediation,
-            E::DisputeSettled { outcome, .. } => s.status = *outcome,
+            E::DisputeSettled {
+                outcome,
+                release,
+                refund,
+            } => {
+                s.status = *outcome;
+                s.settled = Some((release.minor(), refund.minor()));
+            }
             E::DisputeWithdrawn => s.status = DisputeStatus::Withdrawn,
         }
         s

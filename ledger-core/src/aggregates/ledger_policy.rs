@@ -56,8 +56,11 @@ impl RateBounds {
     }
 }
 
+/// Bound on the currencies a payout fee minimum may be set for.
+pub const PAYOUT_FEE_MINIMUMS_MAX: usize = 64;
+
 /// The platform's fee schedule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeeSchedule {
     /// Seller-paid commission, taken at release.
     pub commission: RateBounds,
@@ -68,6 +71,21 @@ pub struct FeeSchedule {
     /// Whether a quote, a project or a payout request may state a rate other than the default (within the
     /// range). When false, a stated rate must equal the default.
     pub overrides_allowed: bool,
+    /// The least payout fee per currency (a rate of a small payout rounds to nothing): the fee is never
+    /// below it. At most one per currency; none: no minimum.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub payout_fee_min: Vec<Money>,
+}
+
+impl FeeSchedule {
+    /// The least payout fee in `currency` (zero when none is set).
+    pub fn payout_fee_floor(&self, currency: crate::money::Currency) -> Money {
+        self.payout_fee_min
+            .iter()
+            .find(|m| m.currency() == currency)
+            .copied()
+            .unwrap_or(Money::zero(currency))
+    }
 }
 
 /// A duration's default and the range an override must fall in (`min <= default <= max`), in the unit
@@ -111,6 +129,17 @@ pub struct DeadlinePolicy {
     pub dispute_response_hours: DurationBounds,
     /// A deposit nobody pays expires (cancelled; a later success still books the money).
     pub deposit_expiry_hours: DurationBounds,
+    /// The least time a dispute's counterparty gets to answer: a `respond_by` earlier than this after the
+    /// dispute opens is refused (`deadline_too_soon`), so silence can never be manufactured.
+    #[serde(default = "dispute_min_response_hours_default")]
+    pub dispute_min_response_hours: u32,
+}
+
+/// Default least time to answer a dispute: 48 hours.
+pub const DISPUTE_MIN_RESPONSE_HOURS_DEFAULT: u32 = 48;
+
+fn dispute_min_response_hours_default() -> u32 {
+    DISPUTE_MIN_RESPONSE_HOURS_DEFAULT
 }
 
 impl Default for DeadlinePolicy {
@@ -122,11 +151,19 @@ impl Default for DeadlinePolicy {
             pending_maturity_hours: DurationBounds::new(24 * 7, 0, 24 * 365),
             dispute_response_hours: DurationBounds::new(24 * 14, 1, 24 * 365),
             deposit_expiry_hours: DurationBounds::new(72, 1, 24 * 365),
+            dispute_min_response_hours: DISPUTE_MIN_RESPONSE_HOURS_DEFAULT,
         }
     }
 }
 
 impl DeadlinePolicy {
+    /// The least time a counterparty gets to answer a dispute: the policy's minimum, never more than the
+    /// longest a dispute may wait (`dispute_response_hours.default`, which caps `respond_by`).
+    pub fn dispute_answer_window_hours(&self) -> u32 {
+        self.dispute_min_response_hours
+            .min(self.dispute_response_hours.default)
+    }
+
     fn fields(&self) -> [(&'static str, &DurationBounds, u32); 6] {
         [
             (
@@ -162,8 +199,15 @@ impl DeadlinePolicy {
         ]
     }
 
-    /// Refuses bounds out of order or past the ceiling, and a zero where a clock must run.
+    /// Refuses bounds out of order or past the ceiling, a zero where a clock must run (the minimum answer
+    /// window included).
     pub fn validate(&self) -> Result<(), Rejection> {
+        let window = self.dispute_min_response_hours;
+        if window == 0 || window > DEADLINE_HOURS_MAX {
+            return Err(Rejection::InvalidCommand(format!(
+                "dispute_min_response_hours: needs 1 <= value <= {DEADLINE_HOURS_MAX}, got {window}"
+            )));
+        }
         for (what, b, ceiling) in self.fields() {
             let zero_allowed = what == "pending_maturity_hours";
             if !(b.min <= b.default && b.default <= b.max && b.max <= ceiling)
@@ -305,14 +349,16 @@ impl LedgerPolicyState {
             return Ok(stated.unwrap_or(Money::zero(amount.currency())));
         };
         let bounds = &s.payout_fee;
+        let floor = s.payout_fee_floor(amount.currency());
+        let at_least = |fee: Money| if fee.minor() < floor.minor() { floor } else { fee };
+        let default = at_least(amount.fee(bounds.default));
         let Some(fee) = stated else {
-            return Ok(amount.fee(bounds.default));
+            return Ok(default);
         };
         if fee.currency() != amount.currency() {
             return Ok(fee);
         }
-        let (min, max) = (amount.fee(bounds.min), amount.fee(bounds.max));
-        let default = amount.fee(bounds.default);
+        let (min, max) = (at_least(amount.fee(bounds.min)), at_least(amount.fee(bounds.max)));
         let allowed = if s.overrides_allowed {
             min.minor() <= fee.minor() && fee.minor() <= max.minor()
         } else {
@@ -329,6 +375,31 @@ impl LedgerPolicyState {
             Err(outside("payout fee", fee.to_string(), range))
         }
     }
+}
+
+/// Payout fee minimums: positive, within the amount ceiling, one per currency, a bounded list.
+fn validate_minimums(minimums: &[Money]) -> Result<(), Rejection> {
+    if minimums.len() > PAYOUT_FEE_MINIMUMS_MAX {
+        return Err(Rejection::InvalidCommand(format!(
+            "payout_fee_min: at most {PAYOUT_FEE_MINIMUMS_MAX} currencies, got {}",
+            minimums.len()
+        )));
+    }
+    for (i, m) in minimums.iter().enumerate() {
+        if !m.is_positive() {
+            return Err(Rejection::InvalidCommand(format!(
+                "payout_fee_min: {m} is not positive"
+            )));
+        }
+        super::require_within_ceiling("a payout fee minimum", i128::from(m.minor()), m.currency())?;
+        if minimums[..i].iter().any(|o| o.currency() == m.currency()) {
+            return Err(Rejection::InvalidCommand(format!(
+                "payout_fee_min: {} is listed twice",
+                m.currency()
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub struct LedgerPolicy;
@@ -351,7 +422,10 @@ impl Decider for LedgerPolicy {
             ));
         }
         let fees = match &cmd.body {
-            LedgerPolicyCommand::SetFees(fees) => fees,
+            LedgerPolicyCommand::SetFees(fees) => {
+                validate_minimums(&fees.payout_fee_min)?;
+                fees
+            }
             LedgerPolicyCommand::SetDeadlines(deadlines) => {
                 deadlines.validate()?;
                 return Ok(vec![LedgerPolicyEvent::DeadlinePolicySet {
@@ -375,12 +449,12 @@ impl Decider for LedgerPolicy {
                 )));
             }
         }
-        Ok(vec![LedgerPolicyEvent::FeePolicySet { fees: *fees }])
+        Ok(vec![LedgerPolicyEvent::FeePolicySet { fees: fees.clone() }])
     }
 
     fn evolve(mut state: LedgerPolicyState, event: &LedgerPolicyEvent) -> LedgerPolicyState {
         match event {
-            LedgerPolicyEvent::FeePolicySet { fees } => state.fees = Some(*fees),
+            LedgerPolicyEvent::FeePolicySet { fees } => state.fees = Some(fees.clone()),
             LedgerPolicyEvent::DeadlinePolicySet { deadlines } => {
                 state.deadlines = Some(*deadlines)
             }

@@ -108,9 +108,27 @@ pub struct PaymentState {
     /// When an unpaid deposit expires (deposits initiated before the deadline policy: `None`, never).
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
+    /// A deposit: what card refunds of it have taken (requested, less those that failed).
+    #[serde(default)]
+    pub refunded_minor: i64,
+    /// A card refund: the deposit it gives money back to (refunds requested before it was required: `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_of: Option<Uuid>,
 }
 
 impl PaymentState {
+    /// What a card refund of this deposit may still give back: what it brought in, less earlier refunds and
+    /// chargebacks not won.
+    pub fn refundable_minor(&self) -> i64 {
+        let charged_back: i64 = self
+            .chargebacks
+            .iter()
+            .filter(|c| c.status != ChargebackStatus::Won)
+            .map(|c| c.amount_minor)
+            .sum();
+        (self.received_minor - self.refunded_minor - charged_back).max(0)
+    }
+
     pub fn exists(&self) -> bool {
         self.kind.is_some()
     }
@@ -166,6 +184,19 @@ pub enum PaymentCommand {
         refund_id: Uuid,
         amount: Money,
         gateway: Gateway,
+        deposit_id: Uuid,
+    },
+    /// On the deposit a card refund names: its payer takes back at most what it brought in through the same
+    /// gateway (less earlier refunds and chargebacks).
+    ReserveRefund {
+        refund_id: Uuid,
+        amount: Money,
+        gateway: Gateway,
+    },
+    /// On the deposit: a failed card refund's reservation is given back.
+    ReleaseRefund {
+        refund_id: Uuid,
+        amount: Money,
     },
     /// Payout or card refund confirmed by the gateway.
     Succeeded {
@@ -222,6 +253,10 @@ pub enum PaymentEvent {
     },
     DepositAttemptFailed {
         reason: String,
+        /// When it failed: an attempt that was processing restarts the expiry clock from here at the
+        /// earliest (absent in events recorded before).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<DateTime<Utc>>,
     },
     DepositCancelled,
     PayoutRequested {
@@ -252,6 +287,18 @@ pub enum PaymentEvent {
         amount: Money,
         gateway: Gateway,
         entry: JournalEntry,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deposit_id: Option<Uuid>,
+    },
+    /// On a deposit: a card refund of it was requested (no money moves here; the refund's entry moves it).
+    DepositRefundReserved {
+        refund_id: Uuid,
+        amount: Money,
+    },
+    /// On a deposit: a card refund of it failed, so it may be refunded again.
+    DepositRefundReleased {
+        refund_id: Uuid,
+        amount: Money,
     },
     CardRefundProcessed {
         gateway_fee: Money,
@@ -318,6 +365,21 @@ fn require_reporter(
     }
 }
 
+/// Money comes in only on a gateway's word (its verified callback, about its own payment) or an operator's
+/// manual confirmation (a bank transfer matched by hand, recorded with the operator's id). Neither the timers
+/// nor a backend acting as the system may confirm a deposit.
+fn require_confirmer(actor: &Actor, s: &PaymentState) -> Result<(), Rejection> {
+    match actor {
+        Actor::Admin(_) => Ok(()),
+        Actor::Gateway(_) => require_reporter(actor, s, "confirm a deposit"),
+        _ => Err(Rejection::not_party(
+            actor,
+            "confirm a deposit",
+            "only its gateway's verified callback or an operator's manual confirmation",
+        )),
+    }
+}
+
 fn require_user(actor: &Actor, action: &'static str) -> Result<Uuid, Rejection> {
     actor
         .user()
@@ -359,7 +421,7 @@ impl Payment {
         gateway_fee: Money,
         occurred_at: DateTime<Utc>,
     ) -> Result<Vec<PaymentEvent>, Rejection> {
-        require_reporter(&cmd.actor, s, "confirm a deposit")?;
+        require_confirmer(&cmd.actor, s)?;
         if s.status == PaymentStatus::Completed || s.status == PaymentStatus::Reversed {
             return Ok(vec![]); // the same outcome again: already applied
         }
@@ -408,6 +470,7 @@ impl Payment {
                 refund_id,
                 amount,
                 gateway,
+                ..
             } => (
                 *refund_id,
                 *amount,
@@ -437,6 +500,10 @@ impl Payment {
             .debit(Account::UserAvailable { user }, total)
             .credit(transit, total)
             .build(cmd.at, cmd.at)?;
+        let deposit_id = match &cmd.body {
+            PaymentCommand::RequestCardRefund { deposit_id, .. } => Some(*deposit_id),
+            _ => None,
+        };
         Ok(vec![if refund {
             PaymentEvent::CardRefundRequested {
                 refund_id: id,
@@ -444,6 +511,7 @@ impl Payment {
                 amount,
                 gateway,
                 entry,
+                deposit_id,
             }
         } else {
             PaymentEvent::PayoutRequested {
@@ -498,6 +566,44 @@ impl Payment {
                 }])
             }
         }
+    }
+
+    /// A card refund gives money back where it came from: the payer of a completed deposit, through that
+    /// deposit's gateway, at most what it brought in less earlier refunds and chargebacks. Anything else
+    /// leaving a wallet is a payout and pays the payout fee.
+    fn reserve_refund(
+        cmd: &Ctx<PaymentCommand>,
+        s: &PaymentState,
+        refund_id: Uuid,
+        amount: Money,
+        gateway: Gateway,
+    ) -> Result<Vec<PaymentEvent>, Rejection> {
+        if !cmd.actor.is(s.user) {
+            return Err(Rejection::not_party(
+                &cmd.actor,
+                "refund a deposit to its card",
+                "only the deposit's payer",
+            ));
+        }
+        if s.status != PaymentStatus::Completed {
+            return Err(Rejection::transition(AGG, s.status, "refund to its card"));
+        }
+        if s.gateway != Some(gateway) {
+            return Err(Rejection::InvalidCommand(format!(
+                "a card refund goes back through the deposit's own gateway ({}), not {gateway}",
+                s.gateway.map_or_else(String::new, |g| g.to_string())
+            )));
+        }
+        require_currency(s.currency(), amount)?;
+        require_positive(amount)?;
+        if amount.minor() > s.refundable_minor() {
+            return Err(Rejection::AmountTooLarge {
+                what: "a card refund of this deposit (what it brought in, less earlier refunds and chargebacks)",
+                amount: amount.to_string(),
+                limit: s.money(s.refundable_minor()).to_string(),
+            });
+        }
+        Ok(vec![PaymentEvent::DepositRefundReserved { refund_id, amount }])
     }
 
     /// The in-transit money goes back to the wallet (failure or cancellation of a payout or refund).
@@ -817,6 +923,7 @@ impl Decider for Payment {
                     PaymentStatus::Cancelled => vec![],
                     _ => vec![PaymentEvent::DepositAttemptFailed {
                         reason: reason.clone(),
+                        at: Some(cmd.at),
                     }],
                 })
             }
@@ -837,6 +944,28 @@ impl Decider for Payment {
                 }
             }
             C::RequestPayout { .. } | C::RequestCardRefund { .. } => Payment::request_out(cmd, s),
+            C::ReserveRefund {
+                refund_id,
+                amount,
+                gateway,
+            } => {
+                deposit_only("refund to a card as a deposit")?;
+                Payment::reserve_refund(cmd, s, *refund_id, *amount, *gateway)
+            }
+            C::ReleaseRefund { refund_id, amount } => {
+                deposit_only("release a refund as a deposit")?;
+                if cmd.actor != Actor::System {
+                    return Err(Rejection::not_party(
+                        &cmd.actor,
+                        "release a card refund's reservation",
+                        "only the refund process",
+                    ));
+                }
+                Ok(vec![PaymentEvent::DepositRefundReleased {
+                    refund_id: *refund_id,
+                    amount: *amount,
+                }])
+            }
             C::Succeeded {
                 gateway_fee,
                 occurred_at,
@@ -945,6 +1074,7 @@ impl Decider for Payment {
                 user,
                 amount,
                 gateway,
+                deposit_id,
                 ..
             } => {
                 s = outbound(
@@ -955,7 +1085,10 @@ impl Decider for Payment {
                     0,
                     *gateway,
                 );
+                s.refund_of = *deposit_id;
             }
+            E::DepositRefundReserved { amount, .. } => s.refunded_minor += amount.minor(),
+            E::DepositRefundReleased { amount, .. } => s.refunded_minor -= amount.minor(),
             E::PayoutCompleted { .. } | E::CardRefundProcessed { .. } => {
                 s.status = PaymentStatus::Completed
             }

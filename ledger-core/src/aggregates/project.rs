@@ -192,6 +192,9 @@ pub struct MilestoneState {
     pub matures_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub proceeds_matured: bool,
+    /// The dispute holding this milestone now (only that dispute's own end clears or resolves it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispute_id: Option<Uuid>,
 }
 
 impl MilestoneState {
@@ -399,6 +402,10 @@ pub enum ProjectEvent {
     MilestoneDisputeWithdrawn {
         milestone: MilestoneNo,
         dispute_id: Uuid,
+        /// When it was withdrawn: a milestone back in `Submitted` restarts its approval clock from here
+        /// (absent in events recorded before the clock restarted).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<DateTime<Utc>>,
     },
     MilestoneResolved {
         milestone: MilestoneNo,
@@ -855,6 +862,9 @@ impl Project {
         if !matches!(m.status, MilestoneStatus::Disputed) && !m.status.is_held_open() {
             return Err(Rejection::transition("milestone", m.status, "resolve"));
         }
+        if m.status == MilestoneStatus::Disputed {
+            require_holding_dispute(m, cause)?;
+        }
         require_currency(s.currency(), release)?;
         require_currency(s.currency(), refund)?;
         let held = m.held_minor();
@@ -911,6 +921,37 @@ impl Project {
         }];
         Project::completion(s, no, &mut events);
         Ok(events)
+    }
+
+    /// The milestone's dispute ended without a split (withdrawn): only the process reacting to that dispute's
+    /// own end may clear it (the engine checks the dispute stream), and only the dispute holding it.
+    fn clear_dispute(
+        cmd: &Ctx<ProjectCommand>,
+        s: &ProjectState,
+        no: MilestoneNo,
+        dispute_id: Uuid,
+    ) -> Result<Vec<ProjectEvent>, Rejection> {
+        if cmd.actor != Actor::System {
+            return Err(Rejection::not_party(
+                &cmd.actor,
+                "clear a milestone's dispute",
+                "only the dispute process, when its dispute is withdrawn",
+            ));
+        }
+        let m = s.milestone(no)?;
+        if m.status != MilestoneStatus::Disputed {
+            return Err(Rejection::transition(
+                "milestone",
+                m.status,
+                "withdraw a dispute",
+            ));
+        }
+        require_holding_dispute(m, dispute_id)?;
+        Ok(vec![ProjectEvent::MilestoneDisputeWithdrawn {
+            milestone: no,
+            dispute_id,
+            at: Some(cmd.at),
+        }])
     }
 
     /// Appends `ProjectCompleted` when settling milestone `no` settles the last open one.
@@ -1080,20 +1121,7 @@ impl Decider for Project {
             C::WithdrawDispute {
                 milestone,
                 dispute_id,
-            } => {
-                let m = s.milestone(*milestone)?;
-                if m.status != MilestoneStatus::Disputed {
-                    return Err(Rejection::transition(
-                        "milestone",
-                        m.status,
-                        "withdraw a dispute",
-                    ));
-                }
-                Ok(vec![ProjectEvent::MilestoneDisputeWithdrawn {
-                    milestone: *milestone,
-                    dispute_id: *dispute_id,
-                }])
-            }
+            } => Project::clear_dispute(cmd, s, *milestone, *dispute_id),
             C::Resolve {
                 milestone,
                 release,
@@ -1253,15 +1281,25 @@ impl Decider for Project {
                 m.refunded_minor += amount.minor();
                 m.buyer_fee_minor = 0;
             }
-            E::MilestoneDisputed { milestone, .. } => {
+            E::MilestoneDisputed {
+                milestone,
+                dispute_id,
+            } => {
                 let m = ms(&mut s, *milestone);
                 m.before_dispute = m.status;
                 m.status = MilestoneStatus::Disputed;
+                m.dispute_id = Some(*dispute_id);
                 s.open_disputes += 1;
             }
-            E::MilestoneDisputeWithdrawn { milestone, .. } => {
+            E::MilestoneDisputeWithdrawn { milestone, at, .. } => {
                 let m = ms(&mut s, *milestone);
                 m.status = m.before_dispute;
+                m.dispute_id = None;
+                if m.status == MilestoneStatus::Submitted
+                    && let Some(at) = at
+                {
+                    m.submitted_at = Some(*at);
+                }
                 s.open_disputes = s.open_disputes.saturating_sub(1);
             }
             E::MilestoneResolved {
@@ -1280,6 +1318,7 @@ impl Decider for Project {
                 }
                 let was_disputed = m.status == MilestoneStatus::Disputed;
                 m.status = MilestoneStatus::Resolved;
+                m.dispute_id = None;
                 m.released_minor += released.minor();
                 m.refunded_minor += refunded.minor();
                 m.buyer_fee_minor = 0;
@@ -1315,6 +1354,17 @@ impl Decider for Project {
 
     fn is_terminal(s: &ProjectState) -> bool {
         matches!(s.status, ProjectStatus::Closed | ProjectStatus::Cancelled)
+    }
+}
+
+/// A disputed milestone answers only to the dispute holding it (milestones disputed before the id was kept
+/// hold `None`: the engine's check of the dispute stream still applies).
+fn require_holding_dispute(m: &MilestoneState, dispute_id: Uuid) -> Result<(), Rejection> {
+    match m.dispute_id {
+        Some(holding) if holding != dispute_id => Err(Rejection::InvalidCommand(format!(
+            "the milestone is held by dispute {holding}, not {dispute_id}"
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -31,10 +31,28 @@ pub fn settlement_stream_id(gateway: Gateway, settlement_id: &str) -> Uuid {
     )
 }
 
+/// Namespace of the clearing guard streams (UUID v5 of `"<gateway>:<currency>"`).
+pub const CLEARING_GUARD_NAMESPACE: Uuid =
+    Uuid::from_u128(0x9d41_0c6e_52b8_4f37_a1e4_07c3_6b2d_f850);
+
+/// The stream every settlement of `gateway`'s clearing in `currency` writes (`ClearingSettled`): two
+/// settlements decided on the same balance both append to it at the same version, so one of them fails at
+/// append and is decided again on the balance the other left. Deposits and payouts never touch it (the
+/// clearing account must not become their contention point).
+pub fn clearing_guard_stream_id(gateway: Gateway, currency: crate::money::Currency) -> Uuid {
+    Uuid::new_v5(
+        &CLEARING_GUARD_NAMESPACE,
+        format!("{gateway}:{currency}").as_bytes(),
+    )
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SettlementState {
     /// The amount and fee booked, once recorded.
     pub booked: Option<(Money, Money)>,
+    /// A clearing guard stream: how many settlements it has serialized.
+    #[serde(default)]
+    pub guarded: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -60,6 +78,12 @@ pub enum SettlementEvent {
         amount: Money,
         fee: Money,
         entry: JournalEntry,
+    },
+    /// On the clearing guard stream of (gateway, currency): a settlement took this from the clearing. No
+    /// money moves here (the settlement's own entry moves it).
+    ClearingSettled {
+        settlement_id: String,
+        amount: Money,
     },
 }
 
@@ -146,6 +170,7 @@ impl Decider for Settlement {
             SettlementEvent::SettlementRecorded { amount, fee, .. } => {
                 s.booked = Some((*amount, *fee))
             }
+            SettlementEvent::ClearingSettled { .. } => s.guarded += 1,
         }
         s
     }

@@ -25,14 +25,17 @@ pub enum Bucket {
 pub struct WalletState {
     pub available_minor: i64,
     pub pending_minor: i64,
-    /// Projects this wallet funded escrow in, least recently funded first (what a lost chargeback may claw
-    /// back from; funding a project again moves it to the end).
+    /// The projects holding escrow this wallet funded, in first-funding order (what a lost chargeback
+    /// claws back from, oldest first). A project leaves when it holds none of it any more
+    /// (`EscrowProjectSettled`), so later projects can never push an older one out.
     #[serde(default)]
     pub escrow_projects: Vec<Uuid>,
 }
 
-/// Bound on the projects a wallet remembers funding (the oldest are forgotten first).
-pub const ESCROW_PROJECTS_MAX: usize = 64;
+/// Bound on the projects one wallet may hold escrow in at once (per currency): funding a further project is
+/// refused until one settles. It bounds the wallet's state, not a chargeback's reach (which walks this index
+/// oldest first, `CHARGEBACK_PROJECTS_MAX` projects per command).
+pub const ESCROW_PROJECTS_MAX: usize = 1024;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum WalletCommand {
@@ -66,6 +69,9 @@ pub enum WalletEvent {
         amount: Money,
         entry: JournalEntry,
     },
+    /// A project this wallet funded holds none of its escrow any more (released, refunded, resolved,
+    /// cancelled or charged back): it leaves the chargeback index. No money moves.
+    EscrowProjectSettled { project: Uuid },
 }
 
 pub struct Wallet;
@@ -78,6 +84,15 @@ impl Wallet {
         escrow_project: Option<Uuid>,
         state: &WalletState,
     ) -> Result<Vec<WalletEvent>, Rejection> {
+        if let Some(project) = escrow_project
+            && available < 0
+            && !state.escrow_projects.contains(&project)
+            && state.escrow_projects.len() >= ESCROW_PROJECTS_MAX
+        {
+            return Err(Rejection::InvalidCommand(format!(
+                "this wallet holds escrow in {ESCROW_PROJECTS_MAX} projects in {currency}: settle one before funding another"
+            )));
+        }
         let mut events = Vec::with_capacity(2);
         for (bucket, delta, balance) in [
             (Bucket::Available, available, state.available_minor),
@@ -195,15 +210,16 @@ impl Decider for Wallet {
                     Bucket::Available => state.available_minor -= amount.minor(),
                     Bucket::Pending => state.pending_minor -= amount.minor(),
                 }
-                // Newest funding last: funding another milestone of an old project makes it the newest
-                // again (a lost chargeback looks at the newest `CHARGEBACK_PROJECTS_MAX` only).
-                if let Some(project) = escrow_project {
-                    state.escrow_projects.retain(|p| p != project);
-                    if state.escrow_projects.len() == ESCROW_PROJECTS_MAX {
-                        state.escrow_projects.remove(0);
-                    }
+                // First funding first: funding another milestone of a project keeps its place (a lost
+                // chargeback walks the index oldest first). The decider refuses a new project past the bound.
+                if let Some(project) = escrow_project
+                    && !state.escrow_projects.contains(project)
+                {
                     state.escrow_projects.push(*project);
                 }
+            }
+            WalletEvent::EscrowProjectSettled { project } => {
+                state.escrow_projects.retain(|p| p != project);
             }
             WalletEvent::PendingMatured { amount, .. } => {
                 state.pending_minor -= amount.minor();

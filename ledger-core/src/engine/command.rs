@@ -186,8 +186,11 @@ pub enum Command {
         fee: Option<Money>,
         gateway: Gateway,
     },
+    /// Money back to the card of a completed deposit of the same user, through its gateway (at most what it
+    /// brought in, less earlier refunds and chargebacks). Anything else is a payout.
     RequestCardRefund {
         refund_id: Uuid,
+        deposit_id: Uuid,
         amount: Money,
         gateway: Gateway,
     },
@@ -287,6 +290,9 @@ pub enum Command {
         buyer_fee: RateBounds,
         payout_fee: RateBounds,
         overrides_allowed: bool,
+        /// The least payout fee per currency (optional).
+        #[serde(default)]
+        payout_fee_min: Vec<Money>,
     },
     /// A gateway paid the platform's own bank account (`aggregates::settlement`): Dr
     /// `Assets:Bank:<bank_account>` amount, Dr `Expenses:GatewayFees` fee, Cr the gateway's clearing.
@@ -486,6 +492,7 @@ impl Command {
                 proposed_release, ..
             } => vec![*proposed_release],
             C::ResolveDispute { release, .. } => vec![*release],
+            C::SetFeePolicy { payout_fee_min, .. } => payout_fee_min.clone(),
             // The rest carry no amount (a new command with one must be listed above).
             _ => vec![],
         }

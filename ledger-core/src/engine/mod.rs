@@ -60,6 +60,7 @@ pub fn decide(env: &CommandEnvelope, view: &dyn StateView) -> Result<Vec<Change>
     command::check_envelope(env)?;
     let mut changes = route::route(env, view)?;
     wallet_guard::guard_wallets(env, view, &mut changes)?;
+    wallet_guard::track_settled_escrow(view, &mut changes)?;
     route::out_of_closed_periods(view, &mut changes)?;
     for (index, change) in changes.iter_mut().enumerate() {
         change.event_id = event_id(env.command_id, index);

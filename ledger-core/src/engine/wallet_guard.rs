@@ -10,8 +10,8 @@ use super::deciders::wrap;
 use super::view::wallet_state;
 use super::{AggState, Change, CommandEnvelope, DecideError, Event, StateView, StreamId};
 use crate::aggregates::Ctx;
-use crate::aggregates::project::{ProjectEvent, ProjectState};
-use crate::aggregates::wallet::{Wallet, WalletCommand};
+use crate::aggregates::project::{Project, ProjectEvent, ProjectState};
+use crate::aggregates::wallet::{Wallet, WalletCommand, WalletEvent};
 use crate::decider::Decider;
 use crate::ids::Actor;
 use crate::journal::Account;
@@ -71,6 +71,48 @@ pub(super) fn guard_wallets(
         };
         let events = Wallet::decide(&cmd, state)?;
         changes.extend(wrap(stream, events, Event::Wallet));
+    }
+    Ok(())
+}
+
+/// Keeps each buyer's chargeback index exact: a project whose held escrow this decision takes to zero
+/// leaves its buyer wallet's `escrow_projects` (`EscrowProjectSettled`, no money), so the index holds only
+/// projects still holding escrow and a lost chargeback walks it oldest first without stale entries.
+pub(super) fn track_settled_escrow(
+    view: &dyn StateView,
+    changes: &mut Vec<Change>,
+) -> Result<(), DecideError> {
+    let mut after: BTreeMap<StreamId, ProjectState> = BTreeMap::new();
+    for change in changes.iter() {
+        let (StreamId::Project(_), Event::Project(e)) = (&change.stream, &change.event) else {
+            continue;
+        };
+        let state = match after.remove(&change.stream) {
+            Some(s) => s,
+            None => match view.state(&change.stream) {
+                Some(AggState::Project(p)) => p.clone(),
+                _ => continue,
+            },
+        };
+        after.insert(change.stream, Project::evolve(state, e));
+    }
+    for (stream, now) in after {
+        let Some(AggState::Project(before)) = view.state(&stream) else {
+            continue;
+        };
+        if before.held_minor() == 0 || now.held_minor() != 0 || !before.exists() {
+            continue;
+        }
+        let wallet = StreamId::Wallet {
+            user: before.buyer,
+            currency: before.currency(),
+        };
+        wallet_state(view, wallet)?;
+        changes.extend(wrap(
+            wallet,
+            vec![WalletEvent::EscrowProjectSettled { project: before.id }],
+            Event::Wallet,
+        ));
     }
     Ok(())
 }

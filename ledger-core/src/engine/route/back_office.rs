@@ -1,14 +1,13 @@
 //! What operators and the platform do outside the marketplace flow: maturing a seller's pending money,
 //! suspense (money that matched nothing), and the ledger's fee policy.
 
-use super::super::deciders::{ctx, decide_on, suspense_cmd, wrap};
-use super::super::view::{policy_state, wallet_state};
+use super::super::deciders::{decide_on, suspense_cmd};
+use super::super::view::policy_state;
 use super::super::{Change, Command, CommandEnvelope, DecideError, Event, StateView, StreamId};
+use crate::error::Rejection;
 use super::misrouted;
 use crate::aggregates::ledger_policy::{FeeSchedule, LedgerPolicy, LedgerPolicyCommand};
 use crate::aggregates::suspense::SuspenseCommand;
-use crate::aggregates::wallet::{Wallet, WalletCommand};
-use crate::decider::Decider;
 
 pub(super) fn route(
     env: &CommandEnvelope,
@@ -16,18 +15,15 @@ pub(super) fn route(
 ) -> Result<Vec<Change>, DecideError> {
     use Command as C;
     match &env.command {
-        C::MaturePending { user, amount } => {
-            let stream = StreamId::Wallet {
-                user: *user,
-                currency: amount.currency(),
-            };
-            let body = WalletCommand::MaturePending {
-                user: *user,
-                amount: *amount,
-            };
-            let events = Wallet::decide(&ctx(env, body), wallet_state(view, stream)?)?;
-            Ok(wrap(stream, events, Event::Wallet))
-        }
+        // Pending money has no due time of its own: each release's proceeds mature when that release's
+        // maturation is due (`mature_release`, sent by the timer). An amount matured on anyone's say-so
+        // would skip the hold the policy promises, so the old wallet-wide command is refused for everyone.
+        C::MaturePending { .. } => Err(Rejection::InvalidCommand(
+            "mature_pending is retired: each release's proceeds mature when due (the timer sends \
+             mature_release for the project's milestone)"
+                .into(),
+        )
+        .into()),
         C::RecordSuspense {
             suspense_id,
             gateway,
@@ -60,12 +56,14 @@ pub(super) fn route(
             buyer_fee,
             payout_fee,
             overrides_allowed,
+            payout_fee_min,
         } => {
             let schedule = FeeSchedule {
                 commission: *commission,
                 buyer_fee: *buyer_fee,
                 payout_fee: *payout_fee,
                 overrides_allowed: *overrides_allowed,
+                payout_fee_min: payout_fee_min.clone(),
             };
             let stream = StreamId::LedgerPolicy;
             decide_on::<LedgerPolicy, _>(

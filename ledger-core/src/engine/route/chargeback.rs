@@ -78,7 +78,20 @@ fn lose_chargeback(
             currency,
         },
     )?;
-    let escrow_sources = escrow_sources(view, p.user, currency, &wallet.escrow_projects)?;
+    // What the wallet does not cover is looked for in escrow (a chargeback not open is refused below).
+    let amount_minor = p
+        .chargebacks
+        .iter()
+        .find(|c| c.id == chargeback_id)
+        .map_or(0, |c| c.amount_minor);
+    let needed_minor = amount_minor - wallet.available_minor.clamp(0, amount_minor);
+    let escrow_sources = escrow_sources(
+        view,
+        p.user,
+        currency,
+        &wallet.escrow_projects,
+        needed_minor,
+    )?;
     let mut changes = payment_cmd(
         env,
         view,
@@ -94,27 +107,35 @@ fn lose_chargeback(
     Ok(changes)
 }
 
-/// Bound on the milestones a lost chargeback may take escrow from (each adds two postings to its entry).
-pub const CHARGEBACK_ESCROW_SOURCES_MAX: usize = 6;
+/// Bound on the milestones a lost chargeback may take escrow from (each adds two postings to its entry:
+/// 24 sources and the wallet, receivable, loss and chargeback postings stay within
+/// `journal::POSTINGS_PER_ENTRY_MAX`).
+pub const CHARGEBACK_ESCROW_SOURCES_MAX: usize = 24;
+const _: () = assert!(2 * CHARGEBACK_ESCROW_SOURCES_MAX + 4 <= crate::journal::POSTINGS_PER_ENTRY_MAX);
 
-/// Bound on the projects a lost chargeback looks into for escrow still held for the buyer: the newest ones
-/// the buyer's wallet remembers funding (`WalletState::escrow_projects`). Each is one stream to load, so this
-/// keeps the command's work bounded however many projects a buyer ever funded; escrow held in older projects
-/// is not clawed back, and what the wallet and these projects do not cover becomes a receivable or a loss,
-/// in domain.md's order. An operator can still refund or resolve an older milestone first.
+/// Bound on the projects a lost chargeback loads to find escrow still held for the buyer: the oldest ones in
+/// the buyer wallet's index of projects holding its escrow (`WalletState::escrow_projects`, first funding
+/// first, settled projects removed). Each is one stream to load, so the command's work is bounded however
+/// many projects a buyer funded, and projects funded later can never hide the escrow that an older deposit
+/// funded. What the wallet and these projects do not cover becomes a receivable or a loss, in domain.md's
+/// order; an operator can refund or resolve further milestones and recover from the wallet.
 pub const CHARGEBACK_PROJECTS_MAX: usize = 8;
 
-/// The open escrow a user funded as buyer in the newest `CHARGEBACK_PROJECTS_MAX` projects the wallet
-/// remembers, oldest of those first, within `CHARGEBACK_ESCROW_SOURCES_MAX` milestones.
+/// The open escrow a user funded as buyer, oldest project first, until `needed_minor` is covered, within
+/// `CHARGEBACK_PROJECTS_MAX` projects and `CHARGEBACK_ESCROW_SOURCES_MAX` milestones.
 fn escrow_sources(
     view: &dyn StateView,
     user: Uuid,
     currency: Currency,
     projects: &[Uuid],
+    needed_minor: i64,
 ) -> Result<Vec<EscrowSource>, DecideError> {
-    let newest = &projects[projects.len().saturating_sub(CHARGEBACK_PROJECTS_MAX)..];
     let mut sources = Vec::new();
-    for project_id in newest {
+    let mut covered = 0_i64;
+    for project_id in projects.iter().take(CHARGEBACK_PROJECTS_MAX) {
+        if covered >= needed_minor || sources.len() == CHARGEBACK_ESCROW_SOURCES_MAX {
+            break;
+        }
         let p = project_state(view, StreamId::Project(*project_id))?;
         if p.buyer != user || p.currency != Some(currency) {
             continue;
@@ -122,8 +143,10 @@ fn escrow_sources(
         for (i, m) in p.milestones.iter().enumerate() {
             if m.status.is_held_open()
                 && m.held_minor() > 0
+                && covered < needed_minor
                 && sources.len() < CHARGEBACK_ESCROW_SOURCES_MAX
             {
+                covered = covered.saturating_add(m.held_minor() + m.buyer_fee_minor);
                 sources.push(EscrowSource {
                     project_id: *project_id,
                     milestone: (i + 1) as MilestoneNo,

@@ -66,8 +66,19 @@ fn open_dispute(
     proposed_release: Money,
     respond_by: DateTime<Utc>,
 ) -> Result<Vec<Change>, DecideError> {
-    // With no answer, a dispute times out by `respond_by`, at most the policy's duration after it opens.
+    // With no answer, a dispute times out by `respond_by`, at most the policy's duration after it opens and
+    // never before the policy's minimum answer window: a past or imminent `respond_by` would let the opener
+    // manufacture the other side's silence.
     let policy = policy_state(view, StreamId::LedgerPolicy)?.deadline_policy();
+    let earliest = env.at + Duration::hours(i64::from(policy.dispute_answer_window_hours()));
+    if respond_by < earliest {
+        return Err(Rejection::DeadlineTooSoon {
+            what: "respond_by",
+            stated: respond_by.to_rfc3339(),
+            earliest: earliest.to_rfc3339(),
+        }
+        .into());
+    }
     let latest = env.at + Duration::hours(i64::from(policy.dispute_response_hours.default));
     let respond_by = respond_by.min(latest);
     let p = project_state(view, StreamId::Project(project_id))?;

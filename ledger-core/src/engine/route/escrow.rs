@@ -5,10 +5,14 @@ use uuid::Uuid;
 use chrono::Duration;
 
 use super::super::deciders::{ctx, project_cmd, wrap};
-use super::super::view::{policy_state, project_state, wallet_state};
+use super::super::view::{
+    booking_state, dispute_state, policy_state, project_state, wallet_state,
+};
 use super::super::{Change, Command, CommandEnvelope, DecideError, Event, StateView, StreamId};
 use super::misrouted;
-use crate::aggregates::project::{NewProject, ProjectCommand, ProjectEvent};
+use crate::aggregates::booking::BookingStatus;
+use crate::aggregates::dispute::{DisputeState, DisputeStatus};
+use crate::aggregates::project::{MilestoneStatus, NewProject, ProjectCommand, ProjectEvent};
 use crate::aggregates::wallet::{Wallet, WalletCommand};
 use crate::decider::Decider;
 use crate::error::Rejection;
@@ -38,11 +42,103 @@ pub(super) fn route(
             };
             (*project_id, ProjectCommand::Create(project))
         }
-        other => project_body(other),
+        other => {
+            check_process_step(env, view, other)?;
+            project_body(other)
+        }
     };
     let mut changes = project_cmd(env, view, project_id, body)?;
     stamp_maturity(env, view, &mut changes)?;
     Ok(changes)
+}
+
+/// The steps only a process may take on a milestone, checked against the stream whose end they react to:
+/// clearing a dispute needs that dispute withdrawn, a disputed milestone's resolution needs its dispute
+/// settled with the same split, and a booking's milestone is auto-approved only once its booking was
+/// auto-accepted (on the booking's clock). Whoever sends them, they cannot run ahead of their cause.
+fn check_process_step(
+    env: &CommandEnvelope,
+    view: &dyn StateView,
+    command: &Command,
+) -> Result<(), DecideError> {
+    match *command {
+        Command::ClearMilestoneDispute {
+            project_id,
+            milestone,
+            dispute_id,
+        } => {
+            let d = dispute_of(view, dispute_id, project_id, milestone)?;
+            if d.status != DisputeStatus::Withdrawn {
+                return Err(Rejection::transition("dispute", d.status, "clear its milestone").into());
+            }
+            Ok(())
+        }
+        Command::ApplyResolution {
+            project_id,
+            milestone,
+            release,
+            refund,
+            cause,
+        } => {
+            let p = project_state(view, StreamId::Project(project_id))?;
+            let disputed = p.exists()
+                && p.milestone(milestone)
+                    .is_ok_and(|m| m.status == MilestoneStatus::Disputed);
+            if !disputed {
+                return Ok(());
+            }
+            let d = dispute_of(view, cause, project_id, milestone)?;
+            let settled = matches!(
+                d.status,
+                DisputeStatus::Accepted | DisputeStatus::Resolved | DisputeStatus::TimedOut
+            );
+            let split = d.settled_split();
+            if !settled || split != Some((release.minor(), refund.minor())) {
+                return Err(Rejection::not_party(
+                    &env.actor,
+                    "resolve a disputed milestone",
+                    "only its dispute's own settlement, with the split it settled on",
+                )
+                .into());
+            }
+            Ok(())
+        }
+        Command::AutoApproveMilestone { project_id, .. } => {
+            let p = project_state(view, StreamId::Project(project_id))?;
+            let Some(booking_id) = p.booking else {
+                return Ok(());
+            };
+            let b = booking_state(view, StreamId::Booking(booking_id))?;
+            match (b.status, b.delivered_at) {
+                (BookingStatus::AutoAccepted, _) => Ok(()),
+                (BookingStatus::Delivered, Some(delivered)) => Err(Rejection::TooEarly {
+                    what: "a booking's auto-approval (its auto-acceptance)",
+                    due: (delivered + b.auto_accept_after()).to_rfc3339(),
+                }
+                .into()),
+                (status, _) => Err(Rejection::transition("booking", status, "auto-approve").into()),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The dispute `dispute_id`, which must be about this milestone.
+fn dispute_of(
+    view: &dyn StateView,
+    dispute_id: Uuid,
+    project_id: Uuid,
+    milestone: MilestoneNo,
+) -> Result<&DisputeState, DecideError> {
+    let d = dispute_state(view, StreamId::Dispute(dispute_id))?;
+    if d.status == DisputeStatus::None || d.project_id != project_id || d.milestone != milestone {
+        return Err(Rejection::NotFound {
+            aggregate: "dispute of this milestone",
+            id: dispute_id.to_string(),
+        }
+        .into());
+    }
+    Ok(d)
 }
 
 /// A release or resolution that credits the seller's pending balance carries when those proceeds mature:

@@ -28,7 +28,18 @@ pub(super) fn route_request_or_quote(
             title,
             expires_at,
         } => {
-            // A request opened without an expiry expires after the policy's duration.
+            // A request opened without an expiry expires after the policy's duration; a stated one must lie
+            // ahead (a clock never starts already past its due time).
+            if let Some(stated) = expires_at
+                && *stated <= env.at
+            {
+                return Err(Rejection::DeadlineTooSoon {
+                    what: "expires_at",
+                    stated: stated.to_rfc3339(),
+                    earliest: env.at.to_rfc3339(),
+                }
+                .into());
+            }
             let policy = policy_state(view, StreamId::LedgerPolicy)?.deadline_policy();
             let after = Duration::hours(i64::from(policy.request_expiry_hours.default));
             let open = ServiceRequestCommand::Open {

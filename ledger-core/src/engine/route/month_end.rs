@@ -1,13 +1,15 @@
 //! Month-end: settlements to the platform's bank, reconciliation runs, closing and re-opening periods; and the
 //! rule that nothing posts into a closed period (`out_of_closed_periods`, applied to every decision).
 
-use super::super::deciders::decide_on;
+use super::super::deciders::{decide_on, wrap};
 use super::super::view::{periods_state, reconciliation_state, settlement_state};
 use super::super::{Change, Command, CommandEnvelope, DecideError, Event, StateView, StreamId};
 use super::misrouted;
 use crate::aggregates::period::{Periods, PeriodsCommand};
 use crate::aggregates::reconciliation::{Reconciliation, ReconciliationRun};
-use crate::aggregates::settlement::{Settlement, SettlementCommand, settlement_stream_id};
+use crate::aggregates::settlement::{
+    Settlement, SettlementCommand, SettlementEvent, clearing_guard_stream_id, settlement_stream_id,
+};
 use crate::journal::Account;
 
 pub(super) fn route(
@@ -27,6 +29,10 @@ pub(super) fn route(
             let stream = StreamId::Settlement(settlement_stream_id(*gateway, settlement_id));
             let clearing = Account::GatewayClearing(*gateway);
             let currency = amount.currency();
+            // The guard's version is taken before the balance is: any settlement committed after it moves
+            // the guard (this one then fails at append and is decided again), any before it is in the balance.
+            let guard = StreamId::Settlement(clearing_guard_stream_id(*gateway, currency));
+            settlement_state(view, guard)?;
             let clearing_balance_minor =
                 view.account_balance(&clearing, currency)
                     .ok_or(DecideError::NeedBalance {
@@ -43,7 +49,19 @@ pub(super) fn route(
                 occurred_at: *occurred_at,
             };
             let state = settlement_state(view, stream)?;
-            decide_on::<Settlement, _>(env, state, stream, body, Event::Settlement)
+            let mut changes = decide_on::<Settlement, _>(env, state, stream, body, Event::Settlement)?;
+            let booked = changes.iter().any(|c| {
+                matches!(c.event, Event::Settlement(SettlementEvent::SettlementRecorded { .. }))
+            });
+            if booked {
+                // Serializes settlements of this clearing: the balance above has no version, this stream has.
+                let event = SettlementEvent::ClearingSettled {
+                    settlement_id: settlement_id.clone(),
+                    amount: *amount,
+                };
+                changes.extend(wrap(guard, vec![event], Event::Settlement));
+            }
+            Ok(changes)
         }
         C::RecordReconciliation {
             reconciliation_id,

@@ -6,9 +6,9 @@ use uuid::Uuid;
 
 use super::super::deciders::payment_cmd;
 use super::super::view::{payment_state, policy_state, project_state};
-use super::super::{Change, Command, CommandEnvelope, DecideError, StateView, StreamId};
+use super::super::{Change, Command, CommandEnvelope, DecideError, Event, StateView, StreamId};
 use super::misrouted;
-use crate::aggregates::payment::{FundTarget, PaymentCommand};
+use crate::aggregates::payment::{FundTarget, PaymentCommand, PaymentEvent};
 use crate::error::Rejection;
 use crate::money::Money;
 
@@ -90,15 +90,38 @@ pub(super) fn route_transfer(
         }
         C::RequestCardRefund {
             refund_id,
+            deposit_id,
             amount,
             gateway,
         } => {
-            let body = P::RequestCardRefund {
+            let reserve = P::ReserveRefund {
                 refund_id: *refund_id,
                 amount: *amount,
                 gateway: *gateway,
             };
-            (refund_id, body)
+            let body = P::RequestCardRefund {
+                refund_id: *refund_id,
+                amount: *amount,
+                gateway: *gateway,
+                deposit_id: *deposit_id,
+            };
+            if deposit_id == refund_id {
+                return Err(Rejection::InvalidCommand(
+                    "a card refund's id must differ from its deposit's".into(),
+                )
+                .into());
+            }
+            let deposit = payment_state(view, StreamId::Payment(*deposit_id))?;
+            if !deposit.exists() {
+                return Err(Rejection::NotFound {
+                    aggregate: "deposit",
+                    id: deposit_id.to_string(),
+                }
+                .into());
+            }
+            let mut changes = payment_cmd(env, view, *deposit_id, reserve)?;
+            changes.extend(payment_cmd(env, view, *refund_id, body)?);
+            return Ok(changes);
         }
         C::ConfirmTransfer {
             payment_id,
@@ -112,13 +135,19 @@ pub(super) fn route_transfer(
             };
             (payment_id, body)
         }
-        C::FailTransfer { payment_id, reason } => (
-            payment_id,
-            P::Failed {
+        C::FailTransfer { payment_id, reason } => {
+            let body = P::Failed {
                 reason: reason.clone(),
-            },
-        ),
-        C::CancelPayout { payment_id } => (payment_id, P::CancelPayout),
+            };
+            let mut changes = payment_cmd(env, view, *payment_id, body)?;
+            release_refund(env, view, *payment_id, &mut changes)?;
+            return Ok(changes);
+        }
+        C::CancelPayout { payment_id } => {
+            let mut changes = payment_cmd(env, view, *payment_id, P::CancelPayout)?;
+            release_refund(env, view, *payment_id, &mut changes)?;
+            return Ok(changes);
+        }
         C::ReversePayout {
             payment_id,
             occurred_at,
@@ -131,6 +160,38 @@ pub(super) fn route_transfer(
         other => misrouted("transfer", other),
     };
     payment_cmd(env, view, *payment_id, body)
+}
+
+/// A failed or cancelled card refund gives its deposit's reservation back (the money returned to the
+/// wallet), so the deposit may be refunded again.
+fn release_refund(
+    env: &CommandEnvelope,
+    view: &dyn StateView,
+    refund_id: Uuid,
+    changes: &mut Vec<Change>,
+) -> Result<(), DecideError> {
+    let failed = changes.iter().any(|c| {
+        matches!(
+            c.event,
+            Event::Payment(
+                PaymentEvent::CardRefundFailed { .. } | PaymentEvent::PayoutCancelled { .. }
+            )
+        )
+    });
+    let refund = payment_state(view, StreamId::Payment(refund_id))?;
+    let (true, Some(deposit_id)) = (failed, refund.refund_of) else {
+        return Ok(());
+    };
+    let body = PaymentCommand::ReleaseRefund {
+        refund_id,
+        amount: Money::from_minor(refund.amount_minor, payment_currency(view, refund_id)?),
+    };
+    let process = CommandEnvelope {
+        actor: crate::ids::Actor::System,
+        ..env.clone()
+    };
+    changes.extend(payment_cmd(&process, view, deposit_id, body)?);
+    Ok(())
 }
 
 /// The currency of an existing payment (not found otherwise).
