@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand, ValueEnum};
-use ledger_core::StreamId;
 use ledger_core::deadlines::{Deadline, DeadlineKind};
+use ledger_core::ids::derived_id;
+use ledger_core::{Actor, Command, CommandEnvelope, StreamId};
 use ledger_projections::{Projection, RunnerConfig};
 use ledger_store::executor::is_transient;
 use ledger_store::roles::RunRole;
@@ -84,6 +85,9 @@ pub struct ListArgs {
     /// Only deadlines due before this time.
     #[arg(long)]
     due_before: Option<DateTime<Utc>>,
+    /// Every deadline, whatever its status (pending, fired, cancelled, closed); default: pending only.
+    #[arg(long)]
+    all: bool,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
 }
@@ -241,21 +245,26 @@ async fn pass_with(
     Ok(handled)
 }
 
-/// Sends one deadline's command; never fails (an error is the outcome `failed`).
+/// Sends one deadline's command; never fails (an error is the outcome `failed`). A firing refused for good
+/// (now, or recorded so by an earlier run) closes the deadline in the log (`close_deadline`), so its row
+/// leaves the pending ones and no batch reads it again.
 async fn fire(executor: &Executor, deadline: Deadline) -> Handled {
     let key = deadline.idempotency_key();
     let result = executor
         .execute_reporting_replay(&deadline.envelope(), &key)
         .await;
     let (outcome, detail) = match result {
-        Ok((_, true)) => ("duplicate", None),
+        Ok((CommandOutcome::Accepted { .. }, true)) => ("duplicate", None),
         Ok((CommandOutcome::Accepted { .. }, false)) => ("fired", None),
-        Ok((CommandOutcome::Rejected { rejection, .. }, false)) => {
-            let detail = Some(format!("{}: {}", rejection.code, rejection.message));
+        Ok((CommandOutcome::Rejected { rejection, .. }, _)) => {
+            let detail = format!("{}: {}", rejection.code, rejection.message);
             if is_transient(&rejection.code) {
-                ("failed", detail)
+                ("failed", Some(detail))
             } else {
-                ("closed", detail)
+                match close(executor, &deadline).await {
+                    Ok(()) => ("closed", Some(detail)),
+                    Err(e) => ("failed", Some(format!("{detail}; closing it failed: {e}"))),
+                }
             }
         }
         Err(e) => ("failed", Some(e.to_string())),
@@ -264,6 +273,31 @@ async fn fire(executor: &Executor, deadline: Deadline) -> Handled {
         deadline,
         outcome,
         detail,
+    }
+}
+
+/// Closes a deadline whose firing was refused for good, once (key `deadline-closed:<id>`). The engine
+/// decides the deadline's command again before it closes anything.
+async fn close(executor: &Executor, deadline: &Deadline) -> Result<(), String> {
+    let env = CommandEnvelope {
+        command_id: derived_id(deadline.id, "close"),
+        actor: Actor::System,
+        at: Utc::now().max(deadline.due_at),
+        command: Command::CloseDeadline {
+            deadline_id: deadline.id,
+            kind: deadline.kind.name().to_string(),
+            stream: deadline.stream,
+            milestone: deadline.milestone,
+            due_at: deadline.due_at,
+        },
+    };
+    let key = format!("deadline-closed:{}", deadline.id);
+    match executor.execute_reporting_replay(&env, &key).await {
+        Ok((CommandOutcome::Accepted { .. }, _)) => Ok(()),
+        Ok((CommandOutcome::Rejected { rejection, .. }, _)) => {
+            Err(format!("{}: {}", rejection.code, rejection.message))
+        }
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -328,8 +362,8 @@ fn decode(row: DeadlineRow) -> Result<Deadline, CliError> {
     })
 }
 
-/// Pending deadlines due at `now`, in due order, without those handled already in this pass and those
-/// whose key is recorded (fired or closed before).
+/// Pending deadlines due at `now`, in due order, without those handled already in this pass. Fired and
+/// closed deadlines are not `pending` (the log says so), so a batch never holds them.
 async fn due_deadlines(
     pool: &PgPool,
     ledger: &str,
@@ -357,22 +391,7 @@ async fn due_deadlines(
         .await
         .context("timers: cannot read the deadlines")?;
     tx.commit().await.context("timers")?;
-    let deadlines: Vec<Deadline> = rows.into_iter().map(decode).collect::<Result<_, _>>()?;
-    let keys: Vec<String> = deadlines.iter().map(|d| d.idempotency_key()).collect();
-    let recorded: Vec<String> = sqlx::query_scalar(
-        "select idempotency_key from ledger.idempotency
-          where ledger_id = $1 and idempotency_key = any($2)",
-    )
-    .bind(ledger)
-    .bind(&keys)
-    .fetch_all(pool)
-    .await
-    .context("timers: cannot read the idempotency records")?;
-    let recorded: HashSet<String> = recorded.into_iter().collect();
-    Ok(deadlines
-        .into_iter()
-        .filter(|d| !recorded.contains(&d.idempotency_key()))
-        .collect())
+    rows.into_iter().map(decode).collect()
 }
 
 async fn list(global: &Global, args: ListArgs) -> Result<ExitCode, CliError> {
@@ -384,24 +403,42 @@ async fn list(global: &Global, args: ListArgs) -> Result<ExitCode, CliError> {
         .await
         .context("timers: cannot read the deadlines")?;
     let sql = format!(
-        "select {DEADLINE_COLUMNS} from escrow.deadlines
-          where ledger_id = $1 and status = 'pending' and ($2::timestamptz is null or due_at < $2)
+        "select {DEADLINE_COLUMNS}, status from escrow.deadlines
+          where ledger_id = $1 and ($4 or status = 'pending')
+            and ($2::timestamptz is null or due_at < $2)
           order by due_at, deadline_id limit $3"
     );
-    let rows: Vec<DeadlineRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    type ListedRow = (
+        Uuid,
+        String,
+        String,
+        Option<i32>,
+        DateTime<Utc>,
+        i64,
+        Option<Uuid>,
+        Option<Uuid>,
+        String,
+    );
+    let rows: Vec<ListedRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(executor.ledger_id())
         .bind(args.due_before)
         .bind(LIST_ROWS_MAX)
+        .bind(args.all)
         .fetch_all(&mut *tx)
         .await
         .context("timers: cannot read the deadlines")?;
     tx.commit().await.context("timers")?;
-    let deadlines: Vec<Deadline> = rows.into_iter().map(decode).collect::<Result<_, _>>()?;
+    let deadlines: Vec<(Deadline, String)> = rows
+        .into_iter()
+        .map(|(id, kind, stream, milestone, due_at, version, a, b, status)| {
+            decode((id, kind, stream, milestone, due_at, version, a, b)).map(|d| (d, status))
+        })
+        .collect::<Result<_, _>>()?;
     match args.format {
         Format::Json => {
             let rows: Vec<serde_json::Value> = deadlines
                 .iter()
-                .map(|d| {
+                .map(|(d, status)| {
                     json!({
                         "deadline_id": d.id,
                         "kind": d.kind.name(),
@@ -409,6 +446,7 @@ async fn list(global: &Global, args: ListArgs) -> Result<ExitCode, CliError> {
                         "milestone": d.milestone,
                         "due_at": d.due_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                         "computed_from_version": d.version,
+                        "status": status,
                     })
                 })
                 .collect();
@@ -418,13 +456,17 @@ async fn list(global: &Global, args: ListArgs) -> Result<ExitCode, CliError> {
             );
         }
         Format::Table => {
-            println!("{:<22} {:<24} {:<52} milestone", "due_at", "kind", "stream");
-            for d in &deadlines {
+            println!(
+                "{:<22} {:<24} {:<52} {:<9} milestone",
+                "due_at", "kind", "stream", "status"
+            );
+            for (d, status) in &deadlines {
                 println!(
-                    "{:<22} {:<24} {:<52} {}",
+                    "{:<22} {:<24} {:<52} {:<9} {}",
                     d.due_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     d.kind.name(),
                     d.stream.to_string(),
+                    status,
                     d.milestone.map_or(String::new(), |m| m.to_string())
                 );
             }

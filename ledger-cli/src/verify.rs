@@ -36,6 +36,10 @@ pub struct VerifyArgs {
     /// A seal written earlier by `escrow-ledger seal`: history up to it must be unchanged.
     #[arg(long)]
     pub seal: Option<PathBuf>,
+    /// Also list every deposit an operator confirmed by hand (`MANUAL:` lines; not findings): money that
+    /// entered on an operator's word rather than a gateway's verified callback.
+    #[arg(long)]
+    pub manual: bool,
 }
 
 #[derive(Args, Debug)]
@@ -123,6 +127,11 @@ pub async fn verify(global: &Global, args: VerifyArgs) -> Result<ExitCode, CliEr
     }
     store_checks(&pool, &global.ledger, &mut findings).await?;
     projection_checks(&pool, &global.ledger, &mut findings).await?;
+    if args.manual {
+        for line in manual_confirmations(&pool, &global.ledger).await? {
+            println!("MANUAL: {line}");
+        }
+    }
     if findings.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
@@ -133,6 +142,41 @@ pub async fn verify(global: &Global, args: VerifyArgs) -> Result<ExitCode, CliEr
         println!("... and {} more findings", findings.len() - FINDINGS_MAX);
     }
     Ok(ExitCode::from(crate::exit::EXIT_FINDINGS))
+}
+
+/// Most manual confirmations listed.
+const MANUAL_ROWS_MAX: i64 = 100_000;
+
+/// Deposits confirmed by an operator (actor `admin:<id>`), not by their gateway: one line each, in log
+/// order, with the operator, the deposit, the amount and when it was recorded.
+pub async fn manual_confirmations(pool: &PgPool, ledger: &str) -> Result<Vec<String>, CliError> {
+    let rows: Vec<(Option<i64>, String, String, String, String, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as(
+            "select s.position, e.metadata->>'actor', e.stream_id,
+                    coalesce(e.payload->'amount'->>'amount', ''), coalesce(e.payload->'amount'->>'currency', ''),
+                    e.recorded_at
+               from ledger.events e
+               left join ledger.sequence s on s.ledger_id = e.ledger_id and s.local_id = e.local_id
+              where e.ledger_id = $1 and e.event_type = 'DepositSucceeded'
+                and e.metadata->>'actor' like 'admin:%'
+              order by s.position nulls last, e.recorded_at
+              limit $2",
+        )
+        .bind(ledger)
+        .bind(MANUAL_ROWS_MAX)
+        .fetch_all(pool)
+        .await
+        .context("cannot list manual confirmations")?;
+    Ok(rows
+        .into_iter()
+        .map(|(position, actor, stream, amount, currency, at)| {
+            let position = position.map_or_else(|| "unsequenced".to_string(), |p| p.to_string());
+            format!(
+                "{stream} confirmed by {actor}: {amount} {currency} (position {position}, recorded {})",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        })
+        .collect())
 }
 
 /// Replays the log into a `MemoryLedger` (its log is dropped batch by batch: memory follows the number of

@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::aggregates::booking::{BookingEvent, BookingStatus};
@@ -143,6 +144,25 @@ pub fn deadline_key(id: Uuid) -> String {
     format!("deadline:{id}")
 }
 
+/// The one event that may be appended to any stream that keeps a clock: the timer's firing of one of its
+/// deadlines was refused for good (the world moved on), so the clock is closed. No state changes; the
+/// engine appends it only after deciding the deadline's own command again and seeing it refused
+/// (`close_deadline`), so it cannot silence a clock that could still fire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum DeadlineEvent {
+    DeadlineClosed {
+        deadline_id: Uuid,
+        /// The command the deadline fires (`DeadlineKind::name`).
+        kind: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        milestone: Option<MilestoneNo>,
+        /// Why its command was refused: the rejection's code and message.
+        code: String,
+        reason: String,
+    },
+}
+
 /// What one event does to the clocks of its stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Clock {
@@ -173,6 +193,15 @@ pub fn clocks(
     };
     let stop = |kind: DeadlineKind| Clock::Stop((kind, *stream, None));
     let mut out = Vec::new();
+    if let Event::Deadline(DeadlineEvent::DeadlineClosed {
+        kind, milestone, ..
+    }) = event
+    {
+        if let Some(kind) = DeadlineKind::from_name(kind) {
+            out.push(Clock::Stop((kind, *stream, *milestone)));
+        }
+        return out;
+    }
     match (before, after, event) {
         (AggState::Project(b), AggState::Project(a), Event::Project(e)) => {
             out = project_clocks(stream, b, a, e, &start);

@@ -54,11 +54,17 @@ fn fold_clocks(
         record.stream_version,
     );
     let key = record.metadata.idempotency_key.as_deref();
+    // A refused firing closed it (`DeadlineClosed`): neither fired nor cancelled by the world.
+    let refused = matches!(event, Event::Deadline(_));
     let close = |entity: &mut Entity, clock_key: &ClockKey| {
         for row in entity.clocks.iter_mut() {
             if row.status == "pending" && row.deadline.key() == *clock_key {
                 let fired = key == Some(deadline_key(row.deadline.id).as_str());
-                row.status = if fired { "fired" } else { "cancelled" };
+                row.status = match (refused, fired) {
+                    (true, _) => "closed",
+                    (false, true) => "fired",
+                    (false, false) => "cancelled",
+                };
                 row.updated_at = at;
                 row.position = position;
                 row.dirty = true;

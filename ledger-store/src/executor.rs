@@ -360,6 +360,13 @@ impl Executor {
                     let request = request.as_ref().expect("a key has a request");
                     return Ok((self.replayed(record, request, inbox).await?, true));
                 }
+                Err(StoreError::DuplicateEventId { .. }) => {
+                    // Event ids derive from the command id: another request already used this command id
+                    // (under another key, or none). Retrying cannot help; the caller chose a taken id.
+                    return Err(ExecError::IdempotencyConflict {
+                        key: format!("command_id {}", env.command_id),
+                    });
+                }
                 Err(StoreError::CommitOutcomeUnknown { reason }) => {
                     self.forget(loaded.states.keys());
                     if self.landed(&outcome, key, env).await? {

@@ -255,6 +255,39 @@ fn nul_field(value: &serde_json::Value, path: &str) -> Option<String> {
     }
 }
 
+/// Money enters the ledger only on a gateway's verified word: no key confirms a deposit, and no key states
+/// when money moved (`occurred_at` and a settlement's time are the gateways' own fields, read from their
+/// signed callbacks). An operator's manual confirmation goes through `escrow-ledger apply` with database
+/// credentials, recorded with the operator's id.
+fn money_in_refusal(command: &Command) -> Option<&'static str> {
+    match command {
+        Command::ConfirmDeposit { .. } => Some(
+            "deposits are confirmed by their gateway's verified callback; an operator's manual \
+             confirmation goes through `escrow-ledger apply`",
+        ),
+        Command::RecordSettlement { .. } => Some(
+            "settlements are reported by the gateway's verified callback or recorded by an operator \
+             through `escrow-ledger apply` (they state when money moved)",
+        ),
+        Command::ConfirmTransfer {
+            occurred_at: Some(_),
+            ..
+        }
+        | Command::ReversePayout {
+            occurred_at: Some(_),
+            ..
+        }
+        | Command::OpenChargeback {
+            occurred_at: Some(_),
+            ..
+        } => Some(
+            "occurred_at is a gateway's own field, taken from its verified callback; over HTTP the \
+             server's time applies (leave it out)",
+        ),
+        _ => None,
+    }
+}
+
 /// The command and its stored idempotency key (`api:` namespace: never a callback's `callback:` key).
 fn parse_command(
     headers: &HeaderMap,
@@ -281,6 +314,9 @@ fn parse_command(
             StatusCode::FORBIDDEN,
             "a gateway actor comes only from a verified callback",
         )));
+    }
+    if let Some(refusal) = money_in_refusal(&request.command) {
+        return Err(Box::new(error(StatusCode::FORBIDDEN, refusal)));
     }
     let header = match headers.get("idempotency-key").map(|v| v.to_str()) {
         None => None,

@@ -324,6 +324,17 @@ pub enum Command {
         from: Month,
         reason: String,
     },
+    /// The timer: a deadline whose firing was refused for good is closed (`DeadlineClosed` on its stream).
+    /// The engine decides the deadline's own command again first, at its due time: only one refused for
+    /// good closes, so no sender can silence a clock that could still fire.
+    CloseDeadline {
+        deadline_id: Uuid,
+        /// The command it fires (`auto_approve_milestone`, `expire_deposit`, ...).
+        kind: String,
+        stream: StreamId,
+        milestone: Option<MilestoneNo>,
+        due_at: DateTime<Utc>,
+    },
 }
 
 /// A command with its id (idempotency and event-id derivation), actor and time.
@@ -451,6 +462,7 @@ fn own_stream(command: &Command) -> StreamId {
             reconciliation_id, ..
         } => StreamId::Reconciliation(*reconciliation_id),
         C::ClosePeriods { .. } | C::ReopenPeriods { .. } => StreamId::Periods,
+        C::CloseDeadline { stream, .. } => *stream,
     }
 }
 
@@ -461,6 +473,11 @@ pub const COMMAND_TIME_MIN_UNIX_SECONDS: i64 = 946_684_800;
 pub const COMMAND_TIME_END_UNIX_SECONDS: i64 = 7_258_118_400;
 
 impl Command {
+    /// The one stream the command names first (for a deadline's command, the stream its clock runs on).
+    pub(super) fn primary_stream(&self) -> StreamId {
+        own_stream(self)
+    }
+
     /// Every amount the command carries (each must be within the amount ceiling).
     fn amounts(&self) -> Vec<Money> {
         use Command as C;
@@ -510,6 +527,7 @@ impl Command {
             | C::ReversePayout { occurred_at, .. }
             | C::OpenChargeback { occurred_at, .. } => occurred_at.iter().copied().collect(),
             C::RecordSettlement { occurred_at, .. } => vec![*occurred_at],
+            C::CloseDeadline { due_at, .. } => vec![*due_at],
             C::RecordReconciliation { from, to, .. } => {
                 from.iter().chain(to.iter()).copied().collect()
             }

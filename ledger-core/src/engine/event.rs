@@ -18,6 +18,7 @@ use crate::aggregates::service_request::{
 use crate::aggregates::settlement::{Settlement, SettlementEvent, SettlementState};
 use crate::aggregates::suspense::{Suspense, SuspenseEvent, SuspenseState};
 use crate::aggregates::wallet::{Wallet, WalletEvent, WalletState};
+use crate::deadlines::DeadlineEvent;
 use crate::decider::Decider;
 use crate::journal::JournalEntry;
 
@@ -40,7 +41,13 @@ pub enum Event {
     Settlement(SettlementEvent),
     Reconciliation(ReconciliationEvent),
     Periods(PeriodsEvent),
+    /// A deadline of this stream closed after its firing was refused (`deadlines::DeadlineEvent`): the one
+    /// event type any stream with clocks may hold. It changes no state.
+    Deadline(DeadlineEvent),
 }
+
+/// The stored type of the one event any stream may hold.
+const DEADLINE_CLOSED: &str = "DeadlineClosed";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventDecodeError {
@@ -130,6 +137,9 @@ impl Event {
             version,
             message: e.to_string(),
         };
+        if event_type == DEADLINE_CLOSED {
+            return Ok(Event::Deadline(serde_json::from_value(payload).map_err(err)?));
+        }
         Ok(match stream {
             StreamId::ServiceRequest(_) => {
                 Event::ServiceRequest(serde_json::from_value(payload).map_err(err)?)
@@ -171,6 +181,9 @@ impl Event {
         if version != SCHEMA_VERSION {
             let value = serde_json::from_str(payload).map_err(err)?;
             return Event::from_stored(stream, event_type, version, value);
+        }
+        if event_type == DEADLINE_CLOSED {
+            return Ok(Event::Deadline(serde_json::from_str(payload).map_err(err)?));
         }
         Ok(match stream {
             StreamId::ServiceRequest(_) => {
@@ -295,6 +308,7 @@ pub fn evolve(state: AggState, event: &Event) -> AggState {
             AggState::Reconciliation(Reconciliation::evolve(s, e))
         }
         (AggState::Periods(s), Event::Periods(e)) => AggState::Periods(Periods::evolve(s, e)),
+        (s, Event::Deadline(_)) => s,
         (s, e) => panic!("event {e:?} does not belong to state {s:?}"),
     }
 }

@@ -4,6 +4,7 @@
 
 mod back_office;
 mod chargeback;
+mod deadlines;
 mod disputes;
 mod escrow;
 mod marketplace;
@@ -91,6 +92,7 @@ pub(super) fn route(
         | C::RecordReconciliation { .. }
         | C::ClosePeriods { .. }
         | C::ReopenPeriods { .. } => month_end::route(env, view),
+        C::CloseDeadline { .. } => deadlines::close(env, view),
     }
 }
 
