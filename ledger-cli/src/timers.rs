@@ -430,9 +430,11 @@ async fn list(global: &Global, args: ListArgs) -> Result<ExitCode, CliError> {
     tx.commit().await.context("timers")?;
     let deadlines: Vec<(Deadline, String)> = rows
         .into_iter()
-        .map(|(id, kind, stream, milestone, due_at, version, a, b, status)| {
-            decode((id, kind, stream, milestone, due_at, version, a, b)).map(|d| (d, status))
-        })
+        .map(
+            |(id, kind, stream, milestone, due_at, version, a, b, status)| {
+                decode((id, kind, stream, milestone, due_at, version, a, b)).map(|d| (d, status))
+            },
+        )
         .collect::<Result<_, _>>()?;
     match args.format {
         Format::Json => {

@@ -54,7 +54,8 @@ fn gateway(name: &str) -> Value {
 
 /// One `apply` line: actor, command, a fresh idempotency key, and `at` when given.
 fn line(actor: Value, command: Value, at: Option<DateTime<Utc>>) -> Value {
-    let mut l = json!({"actor": actor, "command": command, "idempotency_key": Uuid::new_v4().to_string()});
+    let mut l =
+        json!({"actor": actor, "command": command, "idempotency_key": Uuid::new_v4().to_string()});
     if let Some(at) = at {
         l["at"] = json!(iso(at));
     }
@@ -73,7 +74,12 @@ fn apply(db: &TestDb, ledger: &str, lines: &[Value]) -> Vec<Value> {
         .spawn()
         .expect("apply starts");
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let mut results: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -135,7 +141,8 @@ fn bal(b: &BTreeMap<(String, String), i128>, account: &str) -> i128 {
 }
 
 fn held(b: &BTreeMap<(String, String), i128>, u: Uuid) -> i128 {
-    bal(b, &format!("Liabilities:Users:{u}:Available")) + bal(b, &format!("Liabilities:Users:{u}:Pending"))
+    bal(b, &format!("Liabilities:Users:{u}:Available"))
+        + bal(b, &format!("Liabilities:Users:{u}:Pending"))
 }
 
 fn escrow(b: &BTreeMap<(String, String), i128>, p: Uuid, m: u32) -> i128 {
@@ -190,18 +197,34 @@ fn project_lines(b: Uuid, s: Uuid, amounts: &[&str], at: DateTime<Utc>) -> (Uuid
                    "milestones": milestones, "fees": {"commission_rate": "0.10", "buyer_fee_rate": "0"}}),
             Some(at),
         ),
-        line(user(b), json!({"type": "submit_project_for_agreement", "project_id": p}), Some(at)),
-        line(user(s), json!({"type": "agree_to_project", "project_id": p}), Some(at)),
+        line(
+            user(b),
+            json!({"type": "submit_project_for_agreement", "project_id": p}),
+            Some(at),
+        ),
+        line(
+            user(s),
+            json!({"type": "agree_to_project", "project_id": p}),
+            Some(at),
+        ),
     ];
     (p, lines)
 }
 
 fn fund(b: Uuid, p: Uuid, m: u32, at: DateTime<Utc>) -> Value {
-    line(user(b), json!({"type": "fund_milestone", "project_id": p, "milestone": m}), Some(at))
+    line(
+        user(b),
+        json!({"type": "fund_milestone", "project_id": p, "milestone": m}),
+        Some(at),
+    )
 }
 
 fn submit(s: Uuid, p: Uuid, at: DateTime<Utc>) -> Value {
-    line(user(s), json!({"type": "submit_milestone", "project_id": p, "milestone": 1}), Some(at))
+    line(
+        user(s),
+        json!({"type": "submit_milestone", "project_id": p, "milestone": 1}),
+        Some(at),
+    )
 }
 
 /// A funded single-milestone project of 100.00, submitted by the seller, at `at`.
@@ -216,7 +239,14 @@ fn submitted_project(db: &TestDb, at: DateTime<Utc>) -> (Uuid, Uuid, Uuid) {
     (b, s, p)
 }
 
-fn open_dispute(by: Uuid, d: Uuid, p: Uuid, respond_by: DateTime<Utc>, release: &str, at: DateTime<Utc>) -> Value {
+fn open_dispute(
+    by: Uuid,
+    d: Uuid,
+    p: Uuid,
+    respond_by: DateTime<Utc>,
+    release: &str,
+    at: DateTime<Utc>,
+) -> Value {
     line(
         user(by),
         json!({"type": "open_dispute", "dispute_id": d, "project_id": p, "milestone": 1, "reason": "not as agreed",
@@ -233,7 +263,9 @@ async fn finding_1_a_respond_by_in_the_past_or_under_the_minimum_window_is_refus
     let db = TestDb::new().await;
     let t0 = Utc::now() - Span::minutes(5);
     let (b, s, p) = submitted_project(&db, t0);
-    let past = DateTime::parse_from_rfc3339("2000-01-02T00:00:00Z").unwrap().to_utc();
+    let past = DateTime::parse_from_rfc3339("2000-01-02T00:00:00Z")
+        .unwrap()
+        .to_utc();
     let soon = t0 + Span::hours(1);
     let results = apply(
         &db,
@@ -253,11 +285,19 @@ async fn finding_1_a_respond_by_in_the_past_or_under_the_minimum_window_is_refus
     assert_eq!(held(&after, s), 0, "the seller got nothing");
     // Positive control: three days to answer is accepted, and the buyer contests in time.
     let d = Uuid::new_v4();
-    setup(&db, "default", &[open_dispute(s, d, p, t0 + Span::days(3), "100.00", t0)]);
     setup(
         &db,
         "default",
-        &[line(user(b), json!({"type": "contest_dispute", "dispute_id": d}), None)],
+        &[open_dispute(s, d, p, t0 + Span::days(3), "100.00", t0)],
+    );
+    setup(
+        &db,
+        "default",
+        &[line(
+            user(b),
+            json!({"type": "contest_dispute", "dispute_id": d}),
+            None,
+        )],
     );
     assert_eq!(escrow(&balances(&db, "default"), p, 1), 10_000);
 }
@@ -266,7 +306,8 @@ async fn finding_1_a_respond_by_in_the_past_or_under_the_minimum_window_is_refus
 // 2. Anyone could end someone else's dispute; a withdrawn one left the escrow without a clock.
 
 #[tokio::test]
-async fn finding_2_only_a_disputes_own_end_clears_its_milestone_and_withdrawal_restarts_the_clock() {
+async fn finding_2_only_a_disputes_own_end_clears_its_milestone_and_withdrawal_restarts_the_clock()
+{
     let db = TestDb::new().await;
     let t0 = Utc::now() - Span::minutes(5);
     let operator = Uuid::new_v4();
@@ -278,25 +319,45 @@ async fn finding_2_only_a_disputes_own_end_clears_its_milestone_and_withdrawal_r
     lines.push(fund(b, p, 1, t0));
     let d = Uuid::new_v4();
     lines.push(open_dispute(b, d, p, t0 + Span::days(3), "0.00", t0));
-    lines.push(line(user(s), json!({"type": "contest_dispute", "dispute_id": d}), Some(t0)));
+    lines.push(line(
+        user(s),
+        json!({"type": "contest_dispute", "dispute_id": d}),
+        Some(t0),
+    ));
     setup(&db, "default", &lines);
     let clear = json!({"type": "clear_milestone_dispute", "project_id": p, "milestone": 1, "dispute_id": d});
     let stranger = Uuid::new_v4();
     for actor in [user(stranger), user(s), system(), admin(operator)] {
         let r = apply(&db, "default", &[line(actor.clone(), clear.clone(), None)]);
-        assert!(!accepted(&r[0]), "clear_milestone_dispute by {actor} was accepted: {}", r[0]);
+        assert!(
+            !accepted(&r[0]),
+            "clear_milestone_dispute by {actor} was accepted: {}",
+            r[0]
+        );
     }
     let r = apply(&db, "default", &[submit(s, p, Utc::now())]);
-    assert!(!accepted(&r[0]), "the seller submitted a disputed milestone: {}", r[0]);
+    assert!(
+        !accepted(&r[0]),
+        "the seller submitted a disputed milestone: {}",
+        r[0]
+    );
     timers(&db, "default", Some(Utc::now() + Span::days(30)));
     let after = balances(&db, "default");
-    assert_eq!(escrow(&after, p, 1), 10_000, "no auto-approval released the disputed escrow");
+    assert_eq!(
+        escrow(&after, p, 1),
+        10_000,
+        "no auto-approval released the disputed escrow"
+    );
     assert_eq!(held(&after, s), 0);
     // The mediator's ruling still decides: a full refund.
     setup(
         &db,
         "default",
-        &[line(admin(operator), json!({"type": "resolve_dispute", "dispute_id": d, "release": usd("0.00")}), None)],
+        &[line(
+            admin(operator),
+            json!({"type": "resolve_dispute", "dispute_id": d, "release": usd("0.00")}),
+            None,
+        )],
     );
     let ruled = balances(&db, "default");
     assert_eq!(held(&ruled, b), 10_000, "the buyer got the refund");
@@ -312,14 +373,30 @@ async fn finding_2_only_a_disputes_own_end_clears_its_milestone_and_withdrawal_r
         "default",
         &[
             open_dispute(b2, d2, p2, t0 + Span::days(13), "0.00", t0 + Span::days(9)),
-            line(user(b2), json!({"type": "withdraw_dispute", "dispute_id": d2}), Some(withdrawn_at)),
+            line(
+                user(b2),
+                json!({"type": "withdraw_dispute", "dispute_id": d2}),
+                Some(withdrawn_at),
+            ),
         ],
     );
     timers(&db, "default", Some(withdrawn_at + Span::days(13)));
-    assert_eq!(escrow(&balances(&db, "default"), p2, 1), 10_000, "the restarted clock is not due yet");
-    timers(&db, "default", Some(withdrawn_at + Span::days(14) + Span::seconds(1)));
+    assert_eq!(
+        escrow(&balances(&db, "default"), p2, 1),
+        10_000,
+        "the restarted clock is not due yet"
+    );
+    timers(
+        &db,
+        "default",
+        Some(withdrawn_at + Span::days(14) + Span::seconds(1)),
+    );
     let released = balances(&db, "default");
-    assert_eq!(escrow(&released, p2, 1), 0, "the restarted approval clock released the escrow");
+    assert_eq!(
+        escrow(&released, p2, 1),
+        0,
+        "the restarted approval clock released the escrow"
+    );
     assert_eq!(held(&released, s2), 9_000);
 }
 
@@ -367,21 +444,51 @@ async fn finding_3_a_card_refund_goes_only_to_its_own_deposit() {
     };
     for (what, command) in [
         ("naming no deposit", refund(None, "100.00")),
-        ("naming its own deposit at another gateway", refund(Some(dn), "100.00")),
-        ("naming another user's Paystack deposit", refund(Some(dp), "20.00")),
+        (
+            "naming its own deposit at another gateway",
+            refund(Some(dn), "100.00"),
+        ),
+        (
+            "naming another user's Paystack deposit",
+            refund(Some(dp), "20.00"),
+        ),
     ] {
         let r = apply(&db, "default", &[line(user(un), command, None)]);
-        assert!(!accepted(&r[0]), "a card refund {what} was accepted: {}", r[0]);
+        assert!(
+            !accepted(&r[0]),
+            "a card refund {what} was accepted: {}",
+            r[0]
+        );
     }
-    assert_eq!(held(&balances(&db, "default"), un), 20_000, "no fee-free withdrawal left the wallet");
+    assert_eq!(
+        held(&balances(&db, "default"), un),
+        20_000,
+        "no fee-free withdrawal left the wallet"
+    );
     // More than the deposit brought in is refused too; the depositor refunds part of it to the card.
-    let r = apply(&db, "default", &[line(user(up), refund(Some(dp), "50.01"), None)]);
+    let r = apply(
+        &db,
+        "default",
+        &[line(user(up), refund(Some(dp), "50.01"), None)],
+    );
     assert!(!accepted(&r[0]), "{}", r[0]);
-    setup(&db, "default", &[line(user(up), refund(Some(dp), "20.00"), None)]);
+    setup(
+        &db,
+        "default",
+        &[line(user(up), refund(Some(dp), "20.00"), None)],
+    );
     let after = balances(&db, "default");
     assert_eq!(held(&after, up), 3_000);
-    let r = apply(&db, "default", &[line(user(up), refund(Some(dp), "30.01"), None)]);
-    assert!(!accepted(&r[0]), "refunds of a deposit beyond what it brought in: {}", r[0]);
+    let r = apply(
+        &db,
+        "default",
+        &[line(user(up), refund(Some(dp), "30.01"), None)],
+    );
+    assert!(
+        !accepted(&r[0]),
+        "refunds of a deposit beyond what it brought in: {}",
+        r[0]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -393,7 +500,12 @@ async fn finding_4_deadline_commands_are_refused_before_their_due_time_whoever_s
     let t0 = Utc::now() - Span::minutes(5);
     let operator = Uuid::new_v4();
     // A booking delivered just now: its auto-approval waits for the booking's auto-acceptance (72 h).
-    let (client, provider, request, quote) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let (client, provider, request, quote) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
     let (_, mut lines) = deposit_lines(client, "80.00", t0);
     lines.extend([
         line(user(client), json!({"type": "open_service_request", "request_id": request, "currency": "USD", "title": "fix the sink", "expires_at": null}), Some(t0)),
@@ -406,7 +518,10 @@ async fn finding_4_deadline_commands_are_refused_before_their_due_time_whoever_s
     assert!(results.iter().all(accepted), "{results:?}");
     let streams = results[5]["events"].to_string() + &results[5]["follow_ups"].to_string();
     let find = |prefix: &str| -> Uuid {
-        let at = streams.find(prefix).unwrap_or_else(|| panic!("no {prefix} in {streams}")) + prefix.len();
+        let at = streams
+            .find(prefix)
+            .unwrap_or_else(|| panic!("no {prefix} in {streams}"))
+            + prefix.len();
         streams[at..at + 36].parse().unwrap()
     };
     let (booking, project) = (find("booking-"), find("project-"));
@@ -415,7 +530,11 @@ async fn finding_4_deadline_commands_are_refused_before_their_due_time_whoever_s
         "default",
         &[
             fund(client, project, 1, t0),
-            line(user(provider), json!({"type": "deliver_booking", "booking_id": booking}), Some(t0)),
+            line(
+                user(provider),
+                json!({"type": "deliver_booking", "booking_id": booking}),
+                Some(t0),
+            ),
         ],
     );
     let early = json!({"type": "auto_approve_milestone", "project_id": project, "milestone": 1});
@@ -424,11 +543,19 @@ async fn finding_4_deadline_commands_are_refused_before_their_due_time_whoever_s
         assert!(!accepted(&r[0]), "{}", r[0]);
     }
     let b = balances(&db, "default");
-    assert_eq!(escrow(&b, project, 1), 8_000, "the booking's escrow stays held");
+    assert_eq!(
+        escrow(&b, project, 1),
+        8_000,
+        "the booking's escrow stays held"
+    );
     assert_eq!(held(&b, provider), 0);
     timers(&db, "default", Some(t0 + Span::hours(71)));
     assert_eq!(escrow(&balances(&db, "default"), project, 1), 8_000);
-    timers(&db, "default", Some(t0 + Span::hours(72) + Span::seconds(2)));
+    timers(
+        &db,
+        "default",
+        Some(t0 + Span::hours(72) + Span::seconds(2)),
+    );
     let b = balances(&db, "default");
     assert_eq!(escrow(&b, project, 1), 0, "auto-accepted when due");
     assert_eq!(held(&b, provider), 7_200);
@@ -454,21 +581,37 @@ async fn finding_4_deadline_commands_are_refused_before_their_due_time_whoever_s
         let r = apply(
             &db,
             "default",
-            &[line(actor, json!({"type": "mature_pending", "user": seller, "amount": usd("90.00")}), None)],
+            &[line(
+                actor,
+                json!({"type": "mature_pending", "user": seller, "amount": usd("90.00")}),
+                None,
+            )],
         );
         assert!(!accepted(&r[0]), "{}", r[0]);
         let r = apply(
             &db,
             "default",
-            &[line(system(), json!({"type": "mature_release", "project_id": p, "milestone": 1}), None)],
+            &[line(
+                system(),
+                json!({"type": "mature_release", "project_id": p, "milestone": 1}),
+                None,
+            )],
         );
         assert!(!accepted(&r[0]), "{}", r[0]);
     }
     let b = balances(&db, "default");
-    assert_eq!((bal(&b, &pending), bal(&b, &available)), (9_000, 0), "nothing matured early");
+    assert_eq!(
+        (bal(&b, &pending), bal(&b, &available)),
+        (9_000, 0),
+        "nothing matured early"
+    );
     timers(&db, "default", Some(t0 + Span::days(7) + Span::seconds(2)));
     let b = balances(&db, "default");
-    assert_eq!((bal(&b, &pending), bal(&b, &available)), (0, 9_000), "matured when due");
+    assert_eq!(
+        (bal(&b, &pending), bal(&b, &available)),
+        (0, 9_000),
+        "matured when due"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -493,7 +636,12 @@ impl Server {
         let child = bin()
             .arg("--database-url")
             .arg(db.url())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--no-timers"])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--no-timers",
+            ])
             .env("ESCROW_LEDGER_API_KEY", BACKEND_KEY)
             .env("ESCROW_LEDGER_PAYSTACK_SECRET", PAYSTACK_SECRET)
             .stdout(Stdio::null())
@@ -536,7 +684,10 @@ impl Server {
         );
         let signature = ledger_gateway::verify::sign_sha512_hex(PAYSTACK_SECRET, body.as_bytes());
         let r = reqwest::Client::new()
-            .post(format!("{}/v1/ledgers/default/callbacks/paystack", self.base))
+            .post(format!(
+                "{}/v1/ledgers/default/callbacks/paystack",
+                self.base
+            ))
             .header("x-paystack-signature", signature)
             .body(body)
             .send()
@@ -572,8 +723,18 @@ async fn finding_5_no_http_key_confirms_a_deposit_or_states_when_money_moved() {
         deposits.push(d);
     }
     for (actor, d, amount, occurred_at) in [
-        (system(), deposits[0], "10000000.00", json!("2001-01-01T00:00:00Z")),
-        (admin(operator), deposits[1], "10000000.00", json!("2001-01-01T00:00:00Z")),
+        (
+            system(),
+            deposits[0],
+            "10000000.00",
+            json!("2001-01-01T00:00:00Z"),
+        ),
+        (
+            admin(operator),
+            deposits[1],
+            "10000000.00",
+            json!("2001-01-01T00:00:00Z"),
+        ),
         (system(), deposits[2], "1.00", Value::Null),
     ] {
         let (status, body) = server
@@ -618,10 +779,16 @@ async fn finding_5_no_http_key_confirms_a_deposit_or_states_when_money_moved() {
     let verify = cli(&db, "default", &["verify", "--manual"]);
     let listed = String::from_utf8_lossy(&verify.stdout);
     assert!(
-        listed.contains(&format!("MANUAL: payment-{d} confirmed by admin:{operator}")),
+        listed.contains(&format!(
+            "MANUAL: payment-{d} confirmed by admin:{operator}"
+        )),
         "{listed}"
     );
-    assert_eq!(listed.matches("MANUAL:").count(), 1, "only the operator's: {listed}");
+    assert_eq!(
+        listed.matches("MANUAL:").count(),
+        1,
+        "only the operator's: {listed}"
+    );
 }
 
 #[tokio::test]
@@ -629,10 +796,10 @@ async fn finding_9_a_taken_command_id_is_a_conflict_and_small_payouts_pay_the_mi
     let db = TestDb::new().await;
     let server = Server::start(&db).await;
     let u = Uuid::new_v4();
-    let initiate = |d: Uuid| {
-        json!({"actor": user(u), "command": {"type": "initiate_deposit", "payment_id": d, "amount": usd("1.00"), "gateway": "paystack", "fund": null}})
-    };
-    let (status, body) = server.command(initiate(Uuid::new_v4()), Some("first")).await;
+    let initiate = |d: Uuid| json!({"actor": user(u), "command": {"type": "initiate_deposit", "payment_id": d, "amount": usd("1.00"), "gateway": "paystack", "fund": null}});
+    let (status, body) = server
+        .command(initiate(Uuid::new_v4()), Some("first"))
+        .await;
     assert_eq!(status, 200, "{body}");
     let taken: Value = serde_json::from_str(&body).unwrap();
     let taken_id = taken["command_id"].as_str().unwrap().to_string();
@@ -698,7 +865,8 @@ async fn finding_6_a_lost_chargeback_reaches_escrow_funded_before_any_number_of_
         ));
     }
     setup(&db, "default", &lines);
-    let x_escrow = |b: &BTreeMap<(String, String), i128>| (1..=8).map(|m| escrow(b, x, m)).sum::<i128>();
+    let x_escrow =
+        |b: &BTreeMap<(String, String), i128>| (1..=8).map(|m| escrow(b, x, m)).sum::<i128>();
     assert_eq!(x_escrow(&balances(&db, "default")), 10_000);
     let chargeback = Uuid::new_v4();
     setup(
@@ -718,7 +886,11 @@ async fn finding_6_a_lost_chargeback_reaches_escrow_funded_before_any_number_of_
         ],
     );
     let after = balances(&db, "default");
-    assert_eq!(x_escrow(&after), 0, "the stolen deposit's escrow is taken back");
+    assert_eq!(
+        x_escrow(&after),
+        0,
+        "the stolen deposit's escrow is taken back"
+    );
     assert_eq!(
         bal(&after, &format!("Assets:Receivable:Users:{b}")),
         0,
@@ -730,13 +902,20 @@ async fn finding_6_a_lost_chargeback_reaches_escrow_funded_before_any_number_of_
 // 7. Clocks that never fire or fire on nothing.
 
 #[tokio::test]
-async fn finding_7_processing_deposits_wait_and_refused_firings_close_without_starving_a_due_deadline() {
+async fn finding_7_processing_deposits_wait_and_refused_firings_close_without_starving_a_due_deadline()
+ {
     const PROCESSING: usize = 1_201;
     const REFUSED: usize = 510;
     let db = TestDb::new().await;
     let ledger = "rules7";
-    assert!(cli(&db, "default", &["ledgers", "create", ledger]).status.success());
-    let t0 = DateTime::parse_from_rfc3339("2026-03-01T10:00:00Z").unwrap().to_utc();
+    assert!(
+        cli(&db, "default", &["ledgers", "create", ledger])
+            .status
+            .success()
+    );
+    let t0 = DateTime::parse_from_rfc3339("2026-03-01T10:00:00Z")
+        .unwrap()
+        .to_utc();
     let operator = Uuid::new_v4();
     // Deposits marked processing: their expiry waits for the outcome.
     let mut lines = Vec::new();
@@ -749,7 +928,11 @@ async fn finding_7_processing_deposits_wait_and_refused_firings_close_without_st
             json!({"type": "initiate_deposit", "payment_id": d, "amount": usd("5.00"), "gateway": "stripe", "fund": null}),
             Some(t0),
         ));
-        lines.push(line(admin(operator), json!({"type": "mark_payment_processing", "payment_id": d}), Some(t0 + Span::minutes(5))));
+        lines.push(line(
+            admin(operator),
+            json!({"type": "mark_payment_processing", "payment_id": d}),
+            Some(t0 + Span::minutes(5)),
+        ));
     }
     // A seller whose available balance is at the amount ceiling: its releases land in pending (fine), but
     // each maturation into available is refused for good (amount_too_large), so the REFUSED maturations
@@ -774,12 +957,21 @@ async fn finding_7_processing_deposits_wait_and_refused_firings_close_without_st
     setup(&db, ledger, &lines);
     let handled = timers(&db, ledger, Some(t0 + Span::days(8)));
     let closed = handled.iter().filter(|h| h["outcome"] == "closed").count();
-    assert_eq!(closed, REFUSED, "every refused maturation is closed: {:?}", handled.first());
+    assert_eq!(
+        closed,
+        REFUSED,
+        "every refused maturation is closed: {:?}",
+        handled.first()
+    );
     assert!(
         handled.iter().all(|h| h["kind"] != "expire_deposit"),
         "no processing deposit was expired under the gateway's feet"
     );
-    let listed = cli(&db, ledger, &["timers", "list", "--all", "--format", "json"]);
+    let listed = cli(
+        &db,
+        ledger,
+        &["timers", "list", "--all", "--format", "json"],
+    );
     let rows: Vec<Value> = serde_json::from_slice(&listed.stdout).unwrap();
     let closed_rows = rows.iter().filter(|r| r["status"] == "closed").count();
     assert_eq!(closed_rows, REFUSED, "timers list shows them closed");
@@ -803,7 +995,11 @@ async fn finding_7_processing_deposits_wait_and_refused_firings_close_without_st
     setup(
         &db,
         ledger,
-        &[line(gateway("stripe"), json!({"type": "fail_deposit", "payment_id": failed, "reason": "declined"}), Some(t0 + Span::days(21)))],
+        &[line(
+            gateway("stripe"),
+            json!({"type": "fail_deposit", "payment_id": failed, "reason": "declined"}),
+            Some(t0 + Span::days(21)),
+        )],
     );
     let handled = timers(&db, ledger, Some(t0 + Span::days(21) + Span::seconds(1)));
     let expired: Vec<&Value> = handled
@@ -820,13 +1016,17 @@ async fn finding_7_processing_deposits_wait_and_refused_firings_close_without_st
 #[tokio::test]
 async fn finding_8_concurrent_settlements_from_two_processes_never_overdraw_a_clearing_account() {
     const CURRENCIES: [&str; 30] = [
-        "USD", "EUR", "GBP", "NGN", "KES", "GHS", "ZAR", "CAD", "AUD", "CHF", "SEK", "NOK", "DKK", "PLN",
-        "CZK", "HUF", "INR", "MXN", "BRL", "SGD", "NZD", "HKD", "ILS", "THB", "PHP", "MYR", "EGP", "MAD",
-        "TRY", "AED",
+        "USD", "EUR", "GBP", "NGN", "KES", "GHS", "ZAR", "CAD", "AUD", "CHF", "SEK", "NOK", "DKK",
+        "PLN", "CZK", "HUF", "INR", "MXN", "BRL", "SGD", "NZD", "HKD", "ILS", "THB", "PHP", "MYR",
+        "EGP", "MAD", "TRY", "AED",
     ];
     let db = TestDb::new().await;
     let ledger = "rules8";
-    assert!(cli(&db, "default", &["ledgers", "create", ledger]).status.success());
+    assert!(
+        cli(&db, "default", &["ledgers", "create", ledger])
+            .status
+            .success()
+    );
     let (b, operator) = (Uuid::new_v4(), Uuid::new_v4());
     let money = |amount: &str, c: &str| json!({"amount": amount, "currency": c});
     let mut lines = Vec::new();
@@ -881,27 +1081,31 @@ async fn finding_8_concurrent_settlements_from_two_processes_never_overdraw_a_cl
     }
     for child in running {
         let out = child.wait_with_output().unwrap();
-        assert!(matches!(out.status.code(), Some(0 | 1)), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let out = cli(&db, ledger, &["trial-balance", "--format", "json"]);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut overdrawn = Vec::new();
     let mut untouched = Vec::new();
     for c in CURRENCIES {
-        let row = report["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| {
-                r["account"].as_str().unwrap_or("").to_lowercase() == "assets:gateway:stripe:clearing"
-                    && r["currency"] == c
-            });
+        let row = report["rows"].as_array().unwrap().iter().find(|r| {
+            r["account"].as_str().unwrap_or("").to_lowercase() == "assets:gateway:stripe:clearing"
+                && r["currency"] == c
+        });
         let (debit, credit) = row.map_or(("0".to_string(), "0".to_string()), |r| {
-            (r["debit"].as_str().unwrap_or("0").to_string(), r["credit"].as_str().unwrap_or("0").to_string())
+            (
+                r["debit"].as_str().unwrap_or("0").to_string(),
+                r["credit"].as_str().unwrap_or("0").to_string(),
+            )
         });
         let minor = |t: &str| -> i128 {
             let (w, f) = t.split_once('.').unwrap_or((t, ""));
-            w.parse::<i128>().unwrap() * 10_i128.pow(f.len() as u32) + f.parse::<i128>().unwrap_or(0)
+            w.parse::<i128>().unwrap() * 10_i128.pow(f.len() as u32)
+                + f.parse::<i128>().unwrap_or(0)
         };
         let scale = |t: &str| t.split_once('.').map_or(0, |(_, f)| f.len());
         let exp = scale(&debit).max(scale(&credit)) as u32;
@@ -915,6 +1119,12 @@ async fn finding_8_concurrent_settlements_from_two_processes_never_overdraw_a_cl
             untouched.push(c);
         }
     }
-    assert!(overdrawn.is_empty(), "clearing accounts below zero: {overdrawn:?}");
-    assert!(untouched.is_empty(), "neither settlement accepted in {untouched:?}");
+    assert!(
+        overdrawn.is_empty(),
+        "clearing accounts below zero: {overdrawn:?}"
+    );
+    assert!(
+        untouched.is_empty(),
+        "neither settlement accepted in {untouched:?}"
+    );
 }

@@ -282,7 +282,12 @@ fn deposit_clocks(
         {
             if let Some(expiry) = after.expires_at {
                 let due = expiry.max(*at);
-                out.push(start(DeadlineKind::ExpireDeposit, None, due, vec![after.user]));
+                out.push(start(
+                    DeadlineKind::ExpireDeposit,
+                    None,
+                    due,
+                    vec![after.user],
+                ));
             }
         }
         _ => {}

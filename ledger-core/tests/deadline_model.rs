@@ -29,24 +29,36 @@ const SELLER: Uuid = Uuid::from_u128(0x5E11);
 
 #[derive(Clone, Debug)]
 enum Op {
-    NewProject { pending: bool },
+    NewProject {
+        pending: bool,
+    },
     Approve(usize),
     RequestChanges(usize),
     Resubmit(usize),
-    Dispute { index: usize, respond_hours: i64 },
+    Dispute {
+        index: usize,
+        respond_hours: i64,
+    },
     Contest(usize),
     Withdraw(usize),
     NewBooking,
     EarlyAutoApprove(usize),
     ProcessDeposit(usize),
     FailDeposit(usize),
-    SetPolicy { auto_approve_days: u32, dispute_hours: u32 },
-    NewQuote { valid_hours: i64 },
+    SetPolicy {
+        auto_approve_days: u32,
+        dispute_hours: u32,
+    },
+    NewQuote {
+        valid_hours: i64,
+    },
     AcceptQuote(usize),
     WithdrawQuote(usize),
     NewDeposit,
     ConfirmDeposit(usize),
-    Advance { hours: i64 },
+    Advance {
+        hours: i64,
+    },
     RunTimers,
 }
 
@@ -612,7 +624,10 @@ fn early_auto_approve(run: &mut Run, model: &Model, index: usize) {
         project_id,
         milestone: 1,
     };
-    assert!(!run.exec(Actor::System, auto), "a booking auto-approved by hand");
+    assert!(
+        !run.exec(Actor::System, auto),
+        "a booking auto-approved by hand"
+    );
 }
 
 fn set_policy(run: &mut Run, model: &mut Model, auto_approve_days: u32, dispute_hours: u32) {
@@ -758,9 +773,10 @@ fn deposit_op(run: &mut Run, model: &mut Model, op: &Op) {
                 reason: "declined".into(),
             },
             match d.status {
-                DepositStatus::Processing => {
-                    (DepositStatus::Failed, DepositClock::Running(d.expiry.max(now)))
-                }
+                DepositStatus::Processing => (
+                    DepositStatus::Failed,
+                    DepositClock::Running(d.expiry.max(now)),
+                ),
                 DepositStatus::Pending => (DepositStatus::Failed, d.clock),
                 _ => (d.status, d.clock),
             },

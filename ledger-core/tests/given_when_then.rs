@@ -1184,7 +1184,12 @@ fn booking_cancelled_late_by_the_client_keeps_the_policy_share() {
     );
     assert_eq!(
         types(&outcome),
-        ["BookingCancelled", "MilestoneResolved", "ProjectCompleted", "EscrowProjectSettled"]
+        [
+            "BookingCancelled",
+            "MilestoneResolved",
+            "ProjectCompleted",
+            "EscrowProjectSettled"
+        ]
     );
     assert_eq!(w.booking(booking).status, BookingStatus::Cancelled);
     // No follow-up was refused: a cancelled booking is not asked to settle.
@@ -1550,7 +1555,12 @@ fn milestone_funding_and_release_post_the_documented_entries() {
     let approved = w.approve(PROJECT, 1);
     assert_eq!(
         types(&approved),
-        ["MilestoneApproved", "MilestoneReleased", "ProjectCompleted", "EscrowProjectSettled"]
+        [
+            "MilestoneApproved",
+            "MilestoneReleased",
+            "ProjectCompleted",
+            "EscrowProjectSettled"
+        ]
     );
     assert_eq!(
         postings(&entry_of(&approved, "MilestoneReleased")),
@@ -1651,7 +1661,12 @@ fn auto_approval_only_after_the_silence_period() {
         let outcome = w.ok(Actor::System, auto.clone());
         assert_eq!(
             types(&outcome),
-            ["MilestoneApproved", "MilestoneReleased", "ProjectCompleted", "EscrowProjectSettled"]
+            [
+                "MilestoneApproved",
+                "MilestoneReleased",
+                "ProjectCompleted",
+                "EscrowProjectSettled"
+            ]
         );
         assert_eq!(w.bal(available(SELLER)), 9_000);
         assert_eq!(w.bal(Account::Commission), 1_000);
@@ -1700,7 +1715,10 @@ fn proceeds_released_to_pending_mature_into_available() {
     assert_eq!(w.rejects(Actor::System, early.clone()), "too_early");
     w.at(day(30));
     let matured = w.ok(Actor::System, early);
-    assert_eq!(types(&matured), ["MilestoneProceedsMatured", "PendingMatured"]);
+    assert_eq!(
+        types(&matured),
+        ["MilestoneProceedsMatured", "PendingMatured"]
+    );
     assert_eq!(
         postings(&entry_of(&matured, "PendingMatured")),
         sorted(vec![
@@ -1732,7 +1750,14 @@ fn seller_refund_returns_escrow_and_the_buyer_fee_per_policy() {
         assert_eq!(w.rejects(user(BUYER), refund.clone()), "not_a_party");
         assert_eq!(w.rejects(user(STRANGER), refund.clone()), "not_a_party");
         let outcome = w.ok(user(SELLER), refund.clone());
-        assert_eq!(types(&outcome), ["MilestoneRefunded", "ProjectCompleted", "EscrowProjectSettled"]);
+        assert_eq!(
+            types(&outcome),
+            [
+                "MilestoneRefunded",
+                "ProjectCompleted",
+                "EscrowProjectSettled"
+            ]
+        );
         assert_eq!(w.milestone(PROJECT, 1), MilestoneStatus::Refunded);
         assert_eq!(w.bal(available(BUYER)), buyer_after);
         assert_eq!(w.bal(Account::PlatformFees), platform_after);
@@ -2092,7 +2117,14 @@ fn an_applied_resolution_must_add_up_to_the_held_amount() {
         assert_eq!(w.rejects(actor, command.clone()), code, "{command:?}");
     }
     let outcome = w.ok(admin(), resolve(usd("60.00"), usd("40.00")));
-    assert_eq!(types(&outcome), ["MilestoneResolved", "ProjectCompleted", "EscrowProjectSettled"]);
+    assert_eq!(
+        types(&outcome),
+        [
+            "MilestoneResolved",
+            "ProjectCompleted",
+            "EscrowProjectSettled"
+        ]
+    );
     assert_eq!(w.bal(available(SELLER)), 6_000);
     assert_eq!(w.bal(available(BUYER)), 4_000);
     assert_eq!(w.milestone(PROJECT, 1), MilestoneStatus::Resolved);
@@ -2801,7 +2833,10 @@ fn card_refund_processed_failed_and_succeeded_after_failure() {
 
     w.ok(user(BUYER), card_refund(REFUND_2, "20.00"));
     let failed = w.fail_transfer(STRIPE, REFUND_2);
-    assert_eq!(types(&failed), ["CardRefundFailed", "DepositRefundReleased"]);
+    assert_eq!(
+        types(&failed),
+        ["CardRefundFailed", "DepositRefundReleased"]
+    );
     assert_eq!(w.bal(available(BUYER)), 7_000);
     assert_eq!(w.bal(Account::RefundsInTransit(REFUND_2)), 0);
     let late = w.confirm_transfer(STRIPE, REFUND_2, "0.00");
@@ -3052,7 +3087,12 @@ fn an_accepted_dispute_proposal_is_applied_to_the_escrow() {
     let settled = w.ok(user(SELLER), accept.clone());
     assert_eq!(
         types(&settled),
-        ["DisputeSettled", "MilestoneResolved", "ProjectCompleted", "EscrowProjectSettled"]
+        [
+            "DisputeSettled",
+            "MilestoneResolved",
+            "ProjectCompleted",
+            "EscrowProjectSettled"
+        ]
     );
     assert_eq!(
         postings(&entry_of(&settled, "MilestoneResolved")),
@@ -3124,7 +3164,12 @@ fn a_contested_dispute_is_resolved_by_a_mediator() {
     let resolved = w.ok(admin(), resolve(usd("55.55")));
     assert_eq!(
         types(&resolved),
-        ["DisputeSettled", "MilestoneResolved", "ProjectCompleted", "EscrowProjectSettled"]
+        [
+            "DisputeSettled",
+            "MilestoneResolved",
+            "ProjectCompleted",
+            "EscrowProjectSettled"
+        ]
     );
     assert_eq!(w.dispute(DISPUTE).status, DisputeStatus::Resolved);
     assert_eq!(w.bal(available(SELLER)), 4_999);
@@ -3181,7 +3226,12 @@ fn a_dispute_times_out_only_after_its_deadline_and_applies_the_proposal() {
     let timed_out = w.ok(Actor::System, timeout);
     assert_eq!(
         types(&timed_out),
-        ["DisputeSettled", "MilestoneResolved", "ProjectCompleted", "EscrowProjectSettled"]
+        [
+            "DisputeSettled",
+            "MilestoneResolved",
+            "ProjectCompleted",
+            "EscrowProjectSettled"
+        ]
     );
     assert_eq!(w.dispute(DISPUTE).status, DisputeStatus::TimedOut);
     assert_eq!(w.bal(available(BUYER)), 10_250);
@@ -4004,5 +4054,46 @@ fn a_processing_notice_arriving_after_the_outcome_changes_nothing() {
     assert_eq!(w.ledger.log().len(), log_before);
     assert_eq!(w.payment(PAY).status, PaymentStatus::Completed);
     assert_eq!(w.bal(available(BUYER)), 2_000);
+    w.assert_sound();
+}
+
+/// Issue 18: a booking's process steps follow its milestone, whoever sends them: settling a booking whose
+/// escrow is held (which would stop its auto-acceptance and leave the escrow without a clock), marking it
+/// disputed with no dispute, and applying a cancellation with another keep rate than the one it recorded.
+#[test]
+fn booking_process_steps_cannot_run_ahead_of_the_milestone() {
+    let mut w = World::new();
+    w.confirmed_booking("100.00", fees(1000, 0), "100.00");
+    let booking = booking_of(QUOTE);
+    for command in [
+        Command::SettleBooking {
+            booking_id: booking,
+        },
+        Command::MarkBookingDisputed {
+            booking_id: booking,
+        },
+    ] {
+        assert_eq!(
+            w.rejects(Actor::System, command.clone()),
+            "invalid_transition",
+            "{command:?}"
+        );
+    }
+    w.ok(
+        user(BUYER),
+        Command::CancelBooking {
+            booking_id: booking,
+        },
+    );
+    let again = Command::ApplyBookingCancellation {
+        booking_id: booking,
+        keep_rate: bps(10_000),
+    };
+    assert_ne!(w.rejects(Actor::System, again), "");
+    assert_eq!(
+        w.bal(available(BUYER)),
+        10_000,
+        "the client got everything back"
+    );
     w.assert_sound();
 }

@@ -615,7 +615,11 @@ fn a_buyer_with_a_thousand_funded_projects_loses_a_chargeback() {
     assert_eq!(escrow_of(0), 0, "the oldest escrow is taken first");
     assert_eq!(escrow_of(reach - 1), 0);
     assert_eq!(escrow_of(reach), 1_000, "the bound stops the walk here");
-    assert_eq!(escrow_of(PROJECTS - 1), 1_000, "later projects are left alone");
+    assert_eq!(
+        escrow_of(PROJECTS - 1),
+        1_000,
+        "later projects are left alone"
+    );
     let receivable = w.bal(Account::Receivable { user: BUYER });
     assert_eq!(5_000 + clawed + receivable, 1_005_000);
     assert!(!outcome.changes.is_empty());
@@ -831,7 +835,7 @@ fn only_an_operator_sets_the_policy_and_it_must_be_coherent() {
     let r = w.rejects(
         Actor::Admin(ADMIN),
         Command::SetFeePolicy {
-        payout_fee_min: vec![],
+            payout_fee_min: vec![],
             commission: bounds("0.30", "0.05", "0.20"),
             buyer_fee: RateBounds::OPEN,
             payout_fee: RateBounds::OPEN,
@@ -868,7 +872,7 @@ fn only_an_operator_sets_the_policy_and_it_must_be_coherent() {
     w.ok(
         Actor::Admin(ADMIN),
         Command::SetFeePolicy {
-        payout_fee_min: vec![],
+            payout_fee_min: vec![],
             commission: bounds("0.12", "0.12", "0.12"),
             buyer_fee: RateBounds::OPEN,
             payout_fee: RateBounds::OPEN,
@@ -913,4 +917,206 @@ fn set_fee_policy_as_json() {
         "fees": {"commission_rate": "0.15"}}"#;
     let command: Command = serde_json::from_str(json).unwrap();
     assert_eq!(command, project_with(Some("0.15"), None));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Issue 18: only the right party, only at the right time (pure paths; the binary-level tests are in
+// ledger-cli/tests/money_rules.rs).
+
+/// A lost chargeback of a deposit that funded project X reaches X's escrow whatever the buyer funds after
+/// it: 10 x (CHARGEBACK_PROJECTS_MAX + CHARGEBACK_ESCROW_SOURCES_MAX) later projects, more than the old
+/// window (8 newest projects) by two orders of magnitude, and the command still loads a bounded number of
+/// streams.
+#[test]
+fn a_chargeback_reaches_the_escrow_its_deposit_funded_past_any_number_of_later_projects() {
+    let later = 10 * (CHARGEBACK_PROJECTS_MAX + CHARGEBACK_ESCROW_SOURCES_MAX) as u128;
+    let mut w = World::new();
+    w.deposit(BUYER, PAY, usd("100.00"), Gateway::Stripe);
+    let x = Uuid::from_u128(0x20_0000);
+    w.create_project(user(BUYER), x, &[usd("12.50"); 8]);
+    w.ok(
+        user(BUYER),
+        Command::SubmitProjectForAgreement { project_id: x },
+    );
+    w.ok(user(SELLER), Command::AgreeToProject { project_id: x });
+    for m in 1..=8 {
+        w.ok(
+            user(BUYER),
+            Command::FundMilestone {
+                project_id: x,
+                milestone: m,
+            },
+        );
+    }
+    for n in 0..later {
+        let decoy = Uuid::from_u128(0x30_0000 + n);
+        w.deposit(
+            BUYER,
+            Uuid::from_u128(0x40_0000 + n),
+            usd("0.01"),
+            Gateway::Stripe,
+        );
+        w.funded_project(decoy, usd("0.01"));
+    }
+    let lose = Command::LoseChargeback {
+        payment_id: PAY,
+        chargeback_id: CHARGEBACK,
+        recover_from_user: true,
+    };
+    w.ok(
+        Actor::Gateway(Gateway::Stripe),
+        Command::OpenChargeback {
+            payment_id: PAY,
+            chargeback_id: CHARGEBACK,
+            amount: usd("100.00"),
+            fee: None,
+            occurred_at: None,
+        },
+    );
+    let env = CommandEnvelope {
+        command_id: Uuid::from_u128(0xFEED),
+        actor: Actor::Gateway(Gateway::Stripe),
+        at: w.now,
+        command: lose.clone(),
+    };
+    let loaded = w.ledger.streams_needed(&env);
+    assert!(loaded <= STREAMS_PER_COMMAND_MAX, "{loaded} streams");
+    w.ok(Actor::Gateway(Gateway::Stripe), lose);
+    let x_held: i128 = (1..=8)
+        .map(|m| {
+            w.bal(Account::Escrow {
+                project: x,
+                milestone: m,
+            })
+        })
+        .sum();
+    assert_eq!(x_held, 0, "all of X's escrow is taken back");
+    assert_eq!(w.bal(Account::Receivable { user: BUYER }), 0);
+    let decoys_held: i128 = (0..later)
+        .map(|n| {
+            w.bal(Account::Escrow {
+                project: Uuid::from_u128(0x30_0000 + n),
+                milestone: 1,
+            })
+        })
+        .sum();
+    assert_eq!(decoys_held, later as i128, "later escrow untouched");
+}
+
+/// The process steps of a booking and of a disputed milestone follow their cause, whoever sends them.
+#[test]
+fn process_steps_cannot_run_ahead_of_their_cause() {
+    let mut w = World::new();
+    w.deposit(BUYER, PAY, usd("100.00"), Gateway::Stripe);
+    w.funded_project(PROJECT, usd("100.00"));
+    let dispute = Uuid::from_u128(0xD15);
+    w.ok(
+        user(BUYER),
+        Command::OpenDispute {
+            dispute_id: dispute,
+            project_id: PROJECT,
+            milestone: 1,
+            reason: "late".into(),
+            proposed_release: usd("0.00"),
+            respond_by: w.now + Duration::days(3),
+        },
+    );
+    // A resolution of the disputed milestone other than the dispute's own settlement.
+    let resolve = |release: &str, refund: &str, cause: Uuid| Command::ApplyResolution {
+        project_id: PROJECT,
+        milestone: 1,
+        release: usd(release),
+        refund: usd(refund),
+        cause,
+    };
+    for actor in [Actor::System, Actor::Admin(ADMIN)] {
+        for cause in [dispute, STRANGER] {
+            let r = w.rejects(actor, resolve("100.00", "0.00", cause));
+            assert!(
+                matches!(r.code(), "not_a_party" | "not_found" | "invalid_command"),
+                "{r}"
+            );
+        }
+    }
+    let clear = Command::ClearMilestoneDispute {
+        project_id: PROJECT,
+        milestone: 1,
+        dispute_id: dispute,
+    };
+    for actor in [
+        Actor::System,
+        Actor::Admin(ADMIN),
+        user(BUYER),
+        user(SELLER),
+    ] {
+        w.rejects(actor, clear.clone());
+    }
+    // The dispute's own end: the seller accepts the proposal (a full refund), applied once.
+    w.ok(
+        user(SELLER),
+        Command::AcceptDisputeProposal {
+            dispute_id: dispute,
+        },
+    );
+    assert_eq!(w.bal(Account::UserAvailable { user: BUYER }), 10_000);
+    w.rejects(Actor::System, resolve("0.00", "0.00", dispute));
+}
+
+#[test]
+fn closing_a_deadline_needs_its_command_refused_for_good() {
+    use ledger_core::deadlines::{Book, DeadlineKind};
+    let mut w = World::new();
+    w.deposit(BUYER, PAY, usd("100.00"), Gateway::Stripe);
+    w.funded_project(PROJECT, usd("100.00"));
+    w.ok(
+        user(SELLER),
+        Command::SubmitMilestone {
+            project_id: PROJECT,
+            milestone: 1,
+        },
+    );
+    let mut book = Book::new();
+    for change in w.ledger.log() {
+        book.apply(change);
+    }
+    let d = book
+        .pending()
+        .find(|d| d.kind == DeadlineKind::AutoApproveMilestone)
+        .cloned()
+        .expect("an approval clock");
+    let close = Command::CloseDeadline {
+        deadline_id: d.id,
+        kind: d.kind.name().to_string(),
+        stream: d.stream,
+        milestone: d.milestone,
+        due_at: d.due_at,
+    };
+    // It can still fire: nobody closes it, not even the timer.
+    assert_eq!(
+        w.rejects(Actor::System, close.clone()).code(),
+        "invalid_command"
+    );
+    assert_eq!(
+        w.rejects(Actor::Admin(ADMIN), close.clone()).code(),
+        "not_a_party"
+    );
+    // The buyer approves: the clock stops, and the timer's firing would now be refused for good.
+    w.ok(
+        user(BUYER),
+        Command::ApproveMilestone {
+            project_id: PROJECT,
+            milestone: 1,
+        },
+    );
+    let closed = w.ok(Actor::System, close);
+    let types: Vec<_> = closed
+        .changes
+        .iter()
+        .map(|c| c.event.to_stored().0)
+        .collect();
+    assert_eq!(types, ["DeadlineClosed"]);
+    for change in &w.ledger.log()[w.ledger.log().len() - 1..] {
+        book.apply(change);
+    }
+    assert!(book.pending().all(|p| p.id != d.id), "the book closed it");
 }

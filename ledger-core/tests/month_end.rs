@@ -351,7 +351,11 @@ fn record_settlement_as_json_books_the_bank_once() {
     let settle = serde_json::json!({"type": "record_settlement", "gateway": "stripe", "settlement_id": "po_me_1", "bank_account": "main", "amount": {"amount": "140.00", "currency": "USD"}, "fee": null, "occurred_at": "2026-01-31T12:00:00Z"});
     let outcome = run(&mut ledger, 10, admin, t(2026, 2, 1), settle.clone()).unwrap();
     // The settlement, and its mark on the clearing's guard stream (settlements of one clearing serialize).
-    let types: Vec<_> = outcome.changes.iter().map(|c| c.event.to_stored().0).collect();
+    let types: Vec<_> = outcome
+        .changes
+        .iter()
+        .map(|c| c.event.to_stored().0)
+        .collect();
     assert_eq!(types, ["SettlementRecorded", "ClearingSettled"]);
     let bank = Account::Bank(BankName::new("main").unwrap());
     assert_eq!(ledger.balances().balance(&bank, Currency::USD), 14_000);

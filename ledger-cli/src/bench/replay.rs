@@ -82,10 +82,14 @@ pub async fn run(global: &Global, args: ReplayArgs) -> Result<ExitCode, CliError
         worst_ms = worst_ms.max(started.elapsed().as_secs_f64() * 1000.0);
     }
     let started = Instant::now();
-    let verify = crate::verify::verify(global, crate::verify::VerifyArgs {
+    let verify = crate::verify::verify(
+        global,
+        crate::verify::VerifyArgs {
             seal: None,
             manual: false,
-        }).await?;
+        },
+    )
+    .await?;
     let verify_s = started.elapsed().as_secs_f64();
     let report = serde_json::json!({
         "events": head,

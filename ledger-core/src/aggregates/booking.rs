@@ -42,6 +42,9 @@ pub struct BookingState {
     /// `auto_accept_days` applies).
     #[serde(default)]
     pub auto_accept_hours: Option<u32>,
+    /// What the provider keeps of the escrow, as the cancellation recorded it (once cancelled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_keep_rate: Option<Rate>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -335,6 +338,7 @@ impl Decider for Booking {
                     auto_accept_days: *auto_accept_days,
                     late_cancel_keep_rate: *late_cancel_keep_rate,
                     auto_accept_hours: *auto_accept_hours,
+                    cancel_keep_rate: None,
                 };
             }
             E::BookingConfirmed => s.status = BookingStatus::Confirmed,
@@ -352,7 +356,10 @@ impl Decider for Booking {
             }
             E::BookingSettled => s.status = BookingStatus::Settled,
             E::BookingDisputed => s.status = BookingStatus::Disputed,
-            E::BookingCancelled { .. } => s.status = BookingStatus::Cancelled,
+            E::BookingCancelled { keep_rate, .. } => {
+                s.status = BookingStatus::Cancelled;
+                s.cancel_keep_rate = Some(*keep_rate);
+            }
         }
         s
     }

@@ -350,7 +350,13 @@ impl LedgerPolicyState {
         };
         let bounds = &s.payout_fee;
         let floor = s.payout_fee_floor(amount.currency());
-        let at_least = |fee: Money| if fee.minor() < floor.minor() { floor } else { fee };
+        let at_least = |fee: Money| {
+            if fee.minor() < floor.minor() {
+                floor
+            } else {
+                fee
+            }
+        };
         let default = at_least(amount.fee(bounds.default));
         let Some(fee) = stated else {
             return Ok(default);
@@ -358,7 +364,10 @@ impl LedgerPolicyState {
         if fee.currency() != amount.currency() {
             return Ok(fee);
         }
-        let (min, max) = (at_least(amount.fee(bounds.min)), at_least(amount.fee(bounds.max)));
+        let (min, max) = (
+            at_least(amount.fee(bounds.min)),
+            at_least(amount.fee(bounds.max)),
+        );
         let allowed = if s.overrides_allowed {
             min.minor() <= fee.minor() && fee.minor() <= max.minor()
         } else {

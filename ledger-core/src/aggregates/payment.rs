@@ -603,7 +603,10 @@ impl Payment {
                 limit: s.money(s.refundable_minor()).to_string(),
             });
         }
-        Ok(vec![PaymentEvent::DepositRefundReserved { refund_id, amount }])
+        Ok(vec![PaymentEvent::DepositRefundReserved {
+            refund_id,
+            amount,
+        }])
     }
 
     /// The in-transit money goes back to the wallet (failure or cancellation of a payout or refund).

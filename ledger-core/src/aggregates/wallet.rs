@@ -71,7 +71,9 @@ pub enum WalletEvent {
     },
     /// A project this wallet funded holds none of its escrow any more (released, refunded, resolved,
     /// cancelled or charged back): it leaves the chargeback index. No money moves.
-    EscrowProjectSettled { project: Uuid },
+    EscrowProjectSettled {
+        project: Uuid,
+    },
 }
 
 pub struct Wallet;

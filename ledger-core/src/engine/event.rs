@@ -138,7 +138,9 @@ impl Event {
             message: e.to_string(),
         };
         if event_type == DEADLINE_CLOSED {
-            return Ok(Event::Deadline(serde_json::from_value(payload).map_err(err)?));
+            return Ok(Event::Deadline(
+                serde_json::from_value(payload).map_err(err)?,
+            ));
         }
         Ok(match stream {
             StreamId::ServiceRequest(_) => {

@@ -4,10 +4,10 @@
 use super::super::deciders::{decide_on, suspense_cmd};
 use super::super::view::policy_state;
 use super::super::{Change, Command, CommandEnvelope, DecideError, Event, StateView, StreamId};
-use crate::error::Rejection;
 use super::misrouted;
 use crate::aggregates::ledger_policy::{FeeSchedule, LedgerPolicy, LedgerPolicyCommand};
 use crate::aggregates::suspense::SuspenseCommand;
+use crate::error::Rejection;
 
 pub(super) fn route(
     env: &CommandEnvelope,

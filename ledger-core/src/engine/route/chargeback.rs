@@ -111,7 +111,8 @@ fn lose_chargeback(
 /// 24 sources and the wallet, receivable, loss and chargeback postings stay within
 /// `journal::POSTINGS_PER_ENTRY_MAX`).
 pub const CHARGEBACK_ESCROW_SOURCES_MAX: usize = 24;
-const _: () = assert!(2 * CHARGEBACK_ESCROW_SOURCES_MAX + 4 <= crate::journal::POSTINGS_PER_ENTRY_MAX);
+const _: () =
+    assert!(2 * CHARGEBACK_ESCROW_SOURCES_MAX + 4 <= crate::journal::POSTINGS_PER_ENTRY_MAX);
 
 /// Bound on the projects a lost chargeback loads to find escrow still held for the buyer: the oldest ones in
 /// the buyer wallet's index of projects holding its escrow (`WalletState::escrow_projects`, first funding

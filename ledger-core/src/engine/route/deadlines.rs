@@ -9,7 +9,10 @@ use crate::ids::Actor;
 /// Refusals that say "not yet", not "never": a deadline refused this way stays open.
 const NOT_YET: [&str; 2] = ["too_early", "not_found"];
 
-pub(super) fn close(env: &CommandEnvelope, view: &dyn StateView) -> Result<Vec<Change>, DecideError> {
+pub(super) fn close(
+    env: &CommandEnvelope,
+    view: &dyn StateView,
+) -> Result<Vec<Change>, DecideError> {
     let Command::CloseDeadline {
         deadline_id,
         kind,
@@ -23,8 +26,9 @@ pub(super) fn close(env: &CommandEnvelope, view: &dyn StateView) -> Result<Vec<C
     if env.actor != Actor::System {
         return Err(Rejection::not_party(&env.actor, "close a deadline", "only the timer").into());
     }
-    let known = DeadlineKind::from_name(kind)
-        .ok_or_else(|| Rejection::InvalidCommand(format!("{kind:?} is not a deadline's command")))?;
+    let known = DeadlineKind::from_name(kind).ok_or_else(|| {
+        Rejection::InvalidCommand(format!("{kind:?} is not a deadline's command"))
+    })?;
     let deadline = Deadline {
         id: *deadline_id,
         kind: known,

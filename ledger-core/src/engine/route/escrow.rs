@@ -5,9 +5,7 @@ use uuid::Uuid;
 use chrono::Duration;
 
 use super::super::deciders::{ctx, project_cmd, wrap};
-use super::super::view::{
-    booking_state, dispute_state, policy_state, project_state, wallet_state,
-};
+use super::super::view::{booking_state, dispute_state, policy_state, project_state, wallet_state};
 use super::super::{Change, Command, CommandEnvelope, DecideError, Event, StateView, StreamId};
 use super::misrouted;
 use crate::aggregates::booking::BookingStatus;
@@ -69,7 +67,9 @@ fn check_process_step(
         } => {
             let d = dispute_of(view, dispute_id, project_id, milestone)?;
             if d.status != DisputeStatus::Withdrawn {
-                return Err(Rejection::transition("dispute", d.status, "clear its milestone").into());
+                return Err(
+                    Rejection::transition("dispute", d.status, "clear its milestone").into(),
+                );
             }
             Ok(())
         }

@@ -10,7 +10,7 @@ use super::super::view::{booking_state, policy_state, project_state, quote_state
 use super::super::{Change, Command, CommandEnvelope, DecideError, StateView, StreamId};
 use super::misrouted;
 use crate::aggregates::booking::{BookingCommand, BookingStatus};
-use crate::aggregates::project::{NewProject, ProjectCommand};
+use crate::aggregates::project::{MilestoneStatus, NewProject, ProjectCommand};
 use crate::aggregates::quote::{QuoteCommand, QuoteStatus};
 use crate::aggregates::service_request::ServiceRequestCommand;
 use crate::error::Rejection;
@@ -126,13 +126,21 @@ pub(super) fn route_booking(
             booking_id,
             keep_rate,
         } => return apply_booking_cancellation(env, view, *booking_id, *keep_rate),
-        C::ConfirmBooking { booking_id } => (booking_id, B::Confirm),
+        C::ConfirmBooking { booking_id }
+        | C::SettleBooking { booking_id }
+        | C::MarkBookingDisputed { booking_id } => {
+            check_booking_step(view, *booking_id, &env.command)?;
+            let body = match env.command {
+                C::ConfirmBooking { .. } => B::Confirm,
+                C::SettleBooking { .. } => B::Settle,
+                _ => B::MarkDisputed,
+            };
+            return booking_cmd(env, view, *booking_id, body);
+        }
         C::StartBooking { booking_id } => (booking_id, B::Start),
         C::DeliverBooking { booking_id } => (booking_id, B::Deliver),
         C::AcceptBooking { booking_id } => (booking_id, B::Accept),
         C::AutoAcceptBooking { booking_id } => (booking_id, B::AutoAccept),
-        C::SettleBooking { booking_id } => (booking_id, B::Settle),
-        C::MarkBookingDisputed { booking_id } => (booking_id, B::MarkDisputed),
         C::CancelBooking { booking_id } => (booking_id, B::Cancel),
         other => misrouted("booking", other),
     };
@@ -197,6 +205,32 @@ fn auto_accept_hours(view: &dyn StateView, quote_days: u32) -> Result<u32, Decid
     Ok(quote_days.saturating_mul(24))
 }
 
+/// The booking steps the process takes follow its project's milestone, never run ahead of it: confirmed
+/// once the milestone is funded, disputed while it is, settled once its escrow is. (Whoever sends them: a
+/// booking settled on someone's say-so would stop its auto-acceptance while the escrow stays held.)
+fn check_booking_step(
+    view: &dyn StateView,
+    booking_id: Uuid,
+    command: &Command,
+) -> Result<(), DecideError> {
+    let b = booking_state(view, StreamId::Booking(booking_id))?;
+    if b.status == BookingStatus::None {
+        return Ok(()); // the booking decider says not found
+    }
+    let p = project_state(view, StreamId::Project(b.project_id))?;
+    let status = p.milestone(1)?.status;
+    let follows = match command {
+        Command::ConfirmBooking { .. } => status != MilestoneStatus::Unfunded,
+        Command::SettleBooking { .. } => status.is_settled(),
+        _ => status == MilestoneStatus::Disputed,
+    };
+    if follows {
+        Ok(())
+    } else {
+        Err(Rejection::transition("booking's milestone", status, "take this booking step").into())
+    }
+}
+
 fn apply_booking_cancellation(
     env: &CommandEnvelope,
     view: &dyn StateView,
@@ -206,6 +240,18 @@ fn apply_booking_cancellation(
     let b = booking_state(view, StreamId::Booking(booking_id))?;
     if b.status != BookingStatus::Cancelled {
         return Err(Rejection::transition("booking", b.status, "apply a cancellation").into());
+    }
+    // Only the split the cancellation itself recorded: nobody picks another keep rate.
+    if b.cancel_keep_rate
+        .is_some_and(|recorded| recorded != keep_rate)
+    {
+        return Err(Rejection::InvalidCommand(format!(
+            "the booking's cancellation keeps {}, not {}",
+            b.cancel_keep_rate
+                .map_or_else(String::new, |r| r.as_decimal().to_string()),
+            keep_rate.as_decimal()
+        ))
+        .into());
     }
     let p = project_state(view, StreamId::Project(b.project_id))?;
     let held = Money::from_minor(p.milestone(1)?.held_minor(), p.currency());

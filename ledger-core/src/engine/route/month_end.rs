@@ -49,9 +49,13 @@ pub(super) fn route(
                 occurred_at: *occurred_at,
             };
             let state = settlement_state(view, stream)?;
-            let mut changes = decide_on::<Settlement, _>(env, state, stream, body, Event::Settlement)?;
+            let mut changes =
+                decide_on::<Settlement, _>(env, state, stream, body, Event::Settlement)?;
             let booked = changes.iter().any(|c| {
-                matches!(c.event, Event::Settlement(SettlementEvent::SettlementRecorded { .. }))
+                matches!(
+                    c.event,
+                    Event::Settlement(SettlementEvent::SettlementRecorded { .. })
+                )
             });
             if booked {
                 // Serializes settlements of this clearing: the balance above has no version, this stream has.
