@@ -704,3 +704,110 @@ fn a_due_time_is_rounded_up_to_the_microsecond_postgresql_keeps() {
     w.fire(&d).unwrap();
     assert_eq!(w.payment(DEPOSIT).status, PaymentStatus::Cancelled);
 }
+
+/// Issue 18: every deadline-driven command is refused before its due time, whoever sends it (the timer's
+/// `System`, an operator, either party), and appends nothing; at its due time the timer's is accepted.
+/// One row per kind and path: a project's auto-approval, a booking's (which waits for the booking's
+/// auto-acceptance), the auto-acceptance, a quote's and a request's expiry, a release's maturation, a
+/// dispute's time-out, an unpaid deposit's expiry.
+#[test]
+fn every_deadline_command_is_refused_before_its_due_time_whoever_sends_it() {
+    type Setup = fn(&mut World) -> (Command, DateTime<Utc>);
+    let admin = Actor::Admin(Uuid::from_u128(0xAD));
+    let rows: [(&str, Setup); 8] = [
+        ("project auto-approval", |w| {
+            w.funded(FeeTerms::default());
+            w.submit();
+            let d = w.only(DeadlineKind::AutoApproveMilestone);
+            (d.command(), d.due_at)
+        }),
+        ("booking auto-approval", |w| {
+            let (command, due) = booking_acceptance(w);
+            let Command::AutoAcceptBooking { booking_id } = command else {
+                unreachable!()
+            };
+            let project_id = match w.ledger.state(&StreamId::Booking(booking_id)) {
+                Some(AggState::Booking(b)) => b.project_id,
+                other => panic!("{other:?}"),
+            };
+            let auto = Command::AutoApproveMilestone {
+                project_id,
+                milestone: 1,
+            };
+            (auto, due)
+        }),
+        ("booking auto-acceptance", booking_acceptance),
+        ("quote expiry", |w| {
+            w.request(None);
+            w.sent_quote(QUOTE, SELLER, FeeTerms::default());
+            let d = w.only(DeadlineKind::ExpireQuote);
+            (d.command(), d.due_at)
+        }),
+        ("request expiry", |w| {
+            w.request(Some(hours(100)));
+            let d = w.only(DeadlineKind::ExpireServiceRequest);
+            (d.command(), d.due_at)
+        }),
+        ("release maturation", |w| {
+            w.funded(FeeTerms {
+                release_to_pending: true,
+                ..FeeTerms::default()
+            });
+            w.submit();
+            let approve = Command::ApproveMilestone {
+                project_id: PROJECT,
+                milestone: 1,
+            };
+            w.ok(Actor::User(BUYER), approve);
+            let d = w.only(DeadlineKind::MatureRelease);
+            (d.command(), d.due_at)
+        }),
+        ("dispute time-out", |w| {
+            w.funded(FeeTerms::default());
+            let open = Command::OpenDispute {
+                dispute_id: DISPUTE,
+                project_id: PROJECT,
+                milestone: 1,
+                reason: "late".into(),
+                proposed_release: usd("100.00"),
+                respond_by: w.now + Duration::days(3),
+            };
+            w.ok(Actor::User(SELLER), open);
+            let d = w.only(DeadlineKind::TimeOutDispute);
+            (d.command(), d.due_at)
+        }),
+        ("deposit expiry", |w| {
+            w.deposit(DEPOSIT, "10.00");
+            let d = w.only(DeadlineKind::ExpireDeposit);
+            (d.command(), d.due_at)
+        }),
+    ];
+    for (what, setup) in rows {
+        let mut w = World::new();
+        let (command, due) = setup(&mut w);
+        let before = w.ledger.log().len();
+        w.at(due - Duration::seconds(1));
+        for actor in [Actor::System, admin, Actor::User(BUYER), Actor::User(SELLER)] {
+            let refused = w.run(actor, command.clone());
+            assert!(refused.is_err(), "{what}: {command:?} by {actor} accepted before {due}");
+        }
+        assert_eq!(
+            code(w.run(Actor::System, command.clone())),
+            "too_early",
+            "{what}"
+        );
+        assert_eq!(w.ledger.log().len(), before, "{what}: a refusal appended");
+        if what == "booking auto-approval" {
+            continue; // its due time is the booking's: the auto-acceptance row fires it
+        }
+        w.at(due);
+        w.ok(Actor::System, command);
+    }
+}
+
+/// A delivered booking's auto-acceptance command and due time.
+fn booking_acceptance(w: &mut World) -> (Command, DateTime<Utc>) {
+    delivered_booking(w, FeeTerms::default());
+    let d = w.only(DeadlineKind::AutoAcceptBooking);
+    (d.command(), d.due_at)
+}
