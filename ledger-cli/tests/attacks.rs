@@ -341,7 +341,8 @@ async fn a_callback_acts_only_on_what_its_gateway_owns() {
 type Environment = Vec<(&'static str, &'static str)>;
 
 /// Item 2: an empty or all-whitespace secret or key, from the file or the environment, stops the server
-/// at start with the setting's name; it never switches authentication off.
+/// at start with the setting's name; it never switches authentication off. So does a payout worker's key
+/// equal to the backend key (issue 19).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_empty_secret_is_a_startup_error_naming_the_setting() {
     let db = TestDb::new().await;
@@ -370,6 +371,21 @@ async fn an_empty_secret_is_a_startup_error_naming_the_setting() {
             String::new(),
             vec![("ESCROW_LEDGER_API_KEY", "")],
             "ESCROW_LEDGER_API_KEY",
+        ),
+        // Issue 19: the payout worker's key equal to the backend key (it would get the backend's scope).
+        (
+            "[ledgers.default]\napi_key = \"same-key-0123456789\"\npayout_worker_key = \"same-key-0123456789\"\n"
+                .into(),
+            vec![],
+            "payout_worker_key",
+        ),
+        (
+            String::new(),
+            vec![
+                ("ESCROW_LEDGER_API_KEY", "same-key-0123456789"),
+                ("ESCROW_LEDGER_PAYOUT_WORKER_KEY", "same-key-0123456789"),
+            ],
+            "ESCROW_LEDGER_PAYOUT_WORKER_KEY",
         ),
     ];
     for (config, env, setting) in cases {

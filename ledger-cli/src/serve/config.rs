@@ -116,6 +116,18 @@ impl LedgerSecrets {
         Ok(())
     }
 
+    /// The backend key and the payout worker's key must differ: a request carrying a key equal to both would
+    /// get the backend's scope, so the worker's key would command the ledger.
+    fn check_keys_distinct(&self, ledger: &str) -> Result<(), CliError> {
+        match (&self.api_key, &self.payout_worker_key) {
+            (Some(api), Some(worker)) if api == worker => Err(CliError::environment(format!(
+                "ledgers.{ledger}.payout_worker_key equals ledgers.{ledger}.api_key \
+                 (ESCROW_LEDGER_PAYOUT_WORKER_KEY / ESCROW_LEDGER_API_KEY): give the payout workers a key of their own"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Environment variables override the file; one that is set but blank is an error naming it.
     fn overlay_env(&mut self) -> Result<(), CliError> {
         let pairs: [(&mut Option<String>, &str); 7] = [
@@ -167,6 +179,9 @@ pub fn load(path: Option<&Path>, default_ledger: &str) -> Result<FileConfig, Cli
         .entry(default_ledger.to_string())
         .or_default()
         .overlay_env()?;
+    for (ledger, secrets) in &config.ledgers {
+        secrets.check_keys_distinct(ledger)?;
+    }
     if config.ledgers.len() > LEDGERS_MAX {
         return Err(CliError::environment(format!(
             "more than {LEDGERS_MAX} ledgers configured"
