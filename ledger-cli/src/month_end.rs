@@ -9,8 +9,8 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand, ValueEnum};
+use ledger_core::aggregates::closed_periods::PeriodsEvent;
 use ledger_core::aggregates::payment::PaymentEvent;
-use ledger_core::aggregates::period::PeriodsEvent;
 use ledger_core::aggregates::reconciliation::ReconciliationCounts;
 use ledger_core::aggregates::settlement::SettlementEvent;
 use ledger_core::aggregates::suspense::SuspenseEvent;

@@ -207,10 +207,10 @@ async fn replay_checks(
     let bar = replay::progress(head, "verifying");
     chain_scan(store, ledger, head, &mut verifier, findings, &bar, |d, findings| {
         if let ledger_core::Event::Periods(e) = &d.event {
-            let state = ledger_core::aggregates::period::PeriodsState {
+            let state = ledger_core::aggregates::closed_periods::PeriodsState {
                 closed_through: match e {
-                    ledger_core::aggregates::period::PeriodsEvent::PeriodsClosed { through, .. } => Some(*through),
-                    ledger_core::aggregates::period::PeriodsEvent::PeriodsReopened { closed_through, .. } => *closed_through,
+                    ledger_core::aggregates::closed_periods::PeriodsEvent::PeriodsClosed { through, .. } => Some(*through),
+                    ledger_core::aggregates::closed_periods::PeriodsEvent::PeriodsReopened { closed_through, .. } => *closed_through,
                 },
             };
             first_open = state.first_open_start();

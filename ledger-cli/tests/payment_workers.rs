@@ -912,6 +912,14 @@ async fn a_chargeback_outcome_before_its_opening_is_retried_not_refused_for_good
         "an outcome before its opening must be delivered again"
     );
     assert!(early.headers().contains_key("retry-after"));
+    // Issue 19 (finding 6): a transient refusal leaves no inbox row (`anomalies` would list it for ever).
+    let pool = ledger_store::connect(db.url()).await.unwrap();
+    let rows: i64 =
+        sqlx::query_scalar("select count(*) from ledger.inbox where disposition = 'rejected'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rows, 0, "a transient refusal wrote a rejected inbox row");
     let opened = dispute("cb-opened", "chargeback_opened");
     let r = post(&client, &server.base, "default", &opened)
         .await

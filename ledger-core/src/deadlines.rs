@@ -16,12 +16,12 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::aggregates::booking::{BookingEvent, BookingStatus};
-use crate::aggregates::dispute::{DisputeEvent, DisputeStatus};
+use crate::aggregates::booking::{BookingEvent, BookingState, BookingStatus};
+use crate::aggregates::dispute::{DisputeEvent, DisputeState, DisputeStatus};
 use crate::aggregates::payment::{PaymentEvent, PaymentState, PaymentStatus};
 use crate::aggregates::project::{MilestoneStatus, ProjectEvent, ProjectState};
-use crate::aggregates::quote::{QuoteEvent, QuoteStatus};
-use crate::aggregates::service_request::{RequestStatus, ServiceRequestEvent};
+use crate::aggregates::quote::{QuoteEvent, QuoteState, QuoteStatus};
+use crate::aggregates::service_request::{RequestStatus, ServiceRequestEvent, ServiceRequestState};
 use crate::engine::{AggState, Change, Command, CommandEnvelope, Event, StreamId, evolve};
 use crate::ids::{Actor, MilestoneNo, derived_id};
 
@@ -207,49 +207,101 @@ pub fn clocks(
             out = project_clocks(stream, b, a, e, &start);
         }
         (AggState::Booking(b), AggState::Booking(a), Event::Booking(e)) => {
-            if let BookingEvent::BookingDelivered { at } = e {
-                let due = *at + a.auto_accept_after();
-                let parties = vec![a.client, a.provider];
-                out.push(start(DeadlineKind::AutoAcceptBooking, None, due, parties));
-            }
-            if b.status == BookingStatus::Delivered && a.status != BookingStatus::Delivered {
-                out.push(stop(DeadlineKind::AutoAcceptBooking));
-            }
+            out = booking_clocks(b, a, e, &start, stop(DeadlineKind::AutoAcceptBooking));
         }
         (AggState::Quote(b), AggState::Quote(a), Event::Quote(e)) => {
-            let open = |s: QuoteStatus| matches!(s, QuoteStatus::Draft | QuoteStatus::Sent);
-            if let (QuoteEvent::QuoteDrafted { .. }, Some(due)) = (e, a.valid_until) {
-                let parties = vec![a.provider, a.client];
-                out.push(start(DeadlineKind::ExpireQuote, None, due, parties));
-            }
-            if open(b.status) && !open(a.status) {
-                out.push(stop(DeadlineKind::ExpireQuote));
-            }
+            out = quote_clocks(b, a, e, &start, stop(DeadlineKind::ExpireQuote));
         }
         (AggState::ServiceRequest(b), AggState::ServiceRequest(a), Event::ServiceRequest(e)) => {
-            if let (ServiceRequestEvent::ServiceRequestOpened { .. }, Some(due)) = (e, a.expires_at)
-            {
-                let kind = DeadlineKind::ExpireServiceRequest;
-                out.push(start(kind, None, due, vec![a.client]));
-            }
-            if b.status == RequestStatus::Open && a.status != RequestStatus::Open {
-                out.push(stop(DeadlineKind::ExpireServiceRequest));
-            }
+            out = request_clocks(b, a, e, &start, stop(DeadlineKind::ExpireServiceRequest));
         }
         (AggState::Dispute(b), AggState::Dispute(a), Event::Dispute(e)) => {
-            let waiting = DisputeStatus::AwaitingResponse;
-            if let (DisputeEvent::DisputeOpened { .. }, Some(due)) = (e, a.respond_by) {
-                let parties = vec![a.opened_by, a.counterparty];
-                out.push(start(DeadlineKind::TimeOutDispute, None, due, parties));
-            }
-            if b.status == waiting && a.status != waiting {
-                out.push(stop(DeadlineKind::TimeOutDispute));
-            }
+            out = dispute_clocks(b, a, e, &start, stop(DeadlineKind::TimeOutDispute));
         }
         (AggState::Payment(b), AggState::Payment(a), Event::Payment(e)) => {
             out = deposit_clocks(b, a, e, &start, stop(DeadlineKind::ExpireDeposit));
         }
         _ => {}
+    }
+    out
+}
+
+/// A delivered booking's auto-acceptance (stopped when it leaves `Delivered`).
+fn booking_clocks(
+    before: &BookingState,
+    after: &BookingState,
+    event: &BookingEvent,
+    start: &Starter<'_>,
+    stop: Clock,
+) -> Vec<Clock> {
+    let mut out = Vec::new();
+    if let BookingEvent::BookingDelivered { at } = event {
+        let due = *at + after.auto_accept_after();
+        let parties = vec![after.client, after.provider];
+        out.push(start(DeadlineKind::AutoAcceptBooking, None, due, parties));
+    }
+    if before.status == BookingStatus::Delivered && after.status != BookingStatus::Delivered {
+        out.push(stop);
+    }
+    out
+}
+
+/// A drafted quote's expiry, when it has one (stopped when it is no longer a draft or sent).
+fn quote_clocks(
+    before: &QuoteState,
+    after: &QuoteState,
+    event: &QuoteEvent,
+    start: &Starter<'_>,
+    stop: Clock,
+) -> Vec<Clock> {
+    let open = |s: QuoteStatus| matches!(s, QuoteStatus::Draft | QuoteStatus::Sent);
+    let mut out = Vec::new();
+    if let (QuoteEvent::QuoteDrafted { .. }, Some(due)) = (event, after.valid_until) {
+        let parties = vec![after.provider, after.client];
+        out.push(start(DeadlineKind::ExpireQuote, None, due, parties));
+    }
+    if open(before.status) && !open(after.status) {
+        out.push(stop);
+    }
+    out
+}
+
+/// An opened request's expiry, when it has one (stopped when it is no longer open).
+fn request_clocks(
+    before: &ServiceRequestState,
+    after: &ServiceRequestState,
+    event: &ServiceRequestEvent,
+    start: &Starter<'_>,
+    stop: Clock,
+) -> Vec<Clock> {
+    let mut out = Vec::new();
+    if let (ServiceRequestEvent::ServiceRequestOpened { .. }, Some(due)) = (event, after.expires_at)
+    {
+        let kind = DeadlineKind::ExpireServiceRequest;
+        out.push(start(kind, None, due, vec![after.client]));
+    }
+    if before.status == RequestStatus::Open && after.status != RequestStatus::Open {
+        out.push(stop);
+    }
+    out
+}
+
+/// An opened dispute's response deadline (stopped when it no longer awaits a response).
+fn dispute_clocks(
+    before: &DisputeState,
+    after: &DisputeState,
+    event: &DisputeEvent,
+    start: &Starter<'_>,
+    stop: Clock,
+) -> Vec<Clock> {
+    let waiting = DisputeStatus::AwaitingResponse;
+    let mut out = Vec::new();
+    if let (DisputeEvent::DisputeOpened { .. }, Some(due)) = (event, after.respond_by) {
+        let parties = vec![after.opened_by, after.counterparty];
+        out.push(start(DeadlineKind::TimeOutDispute, None, due, parties));
+    }
+    if before.status == waiting && after.status != waiting {
+        out.push(stop);
     }
     out
 }

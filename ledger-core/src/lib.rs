@@ -6,6 +6,7 @@
 //! streams, the wallet guard, the process logic), [`memory`] (an in-memory ledger for tests and replays).
 
 pub mod aggregates;
+pub mod calendar;
 pub mod deadlines;
 pub mod decider;
 pub mod engine;
@@ -14,13 +15,13 @@ pub mod ids;
 pub mod journal;
 pub mod memory;
 pub mod money;
-pub mod period;
 
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]
 pub(crate) mod testing;
 
+pub use calendar::{Month, MonthRange};
 pub use decider::Decider;
 pub use engine::{AggState, Change, Command, CommandEnvelope, DecideError, Event, StreamId};
 pub use error::{Rejection, RejectionReport};
@@ -28,4 +29,3 @@ pub use ids::{Actor, Gateway, MilestoneNo};
 pub use journal::{Account, AccountKind, Balances, BankName, JournalEntry, Posting, Side};
 pub use memory::{MemoryLedger, Outcome};
 pub use money::{Currency, Money, MoneyError, Rate};
-pub use period::{Month, MonthRange};

@@ -787,9 +787,17 @@ fn every_deadline_command_is_refused_before_its_due_time_whoever_sends_it() {
         let (command, due) = setup(&mut w);
         let before = w.ledger.log().len();
         w.at(due - Duration::seconds(1));
-        for actor in [Actor::System, admin, Actor::User(BUYER), Actor::User(SELLER)] {
+        for actor in [
+            Actor::System,
+            admin,
+            Actor::User(BUYER),
+            Actor::User(SELLER),
+        ] {
             let refused = w.run(actor, command.clone());
-            assert!(refused.is_err(), "{what}: {command:?} by {actor} accepted before {due}");
+            assert!(
+                refused.is_err(),
+                "{what}: {command:?} by {actor} accepted before {due}"
+            );
         }
         assert_eq!(
             code(w.run(Actor::System, command.clone())),

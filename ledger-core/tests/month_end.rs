@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use ledger_core::aggregates::Ctx;
-use ledger_core::aggregates::period::{Periods, PeriodsCommand, PeriodsEvent, PeriodsState};
+use ledger_core::aggregates::closed_periods::{
+    Periods, PeriodsCommand, PeriodsEvent, PeriodsState,
+};
 use ledger_core::aggregates::settlement::{
     Settlement, SettlementCommand, SettlementEvent, SettlementState,
 };

@@ -320,7 +320,11 @@ impl Executor {
                 }),
                 _ => None,
             };
-            let row = inbox.map(|build| build(&outcome, false));
+            // A transient refusal ("not yet") records nothing, not even the delivery: the gateway delivers it
+            // again, and a `rejected` row would be listed by `anomalies` for ever.
+            let row = inbox
+                .filter(|_| !transient)
+                .map(|build| build(&outcome, false));
             if appends.is_empty() && record.is_none() && row.is_none() {
                 // Nothing to record (an unkeyed or transient refusal, a no-op): the answer is returned only
                 // once it rests on fresh state, never on the cache alone.

@@ -180,16 +180,20 @@ async fn the_writer_cannot_state_when_an_event_was_recorded() {
         ("recorded_at", "now() + interval '30 days'"),
         ("tx_id", "'1'::xid8"),
     ] {
-        let statement = format!("insert into ledger.events ({columns}, {extra}) values ({values}, {value})");
+        let statement =
+            format!("insert into ledger.events ({columns}, {extra}) values ({values}, {value})");
         let error = as_writer(&db, &statement)
             .await
             .expect_err("the writer stated a column the database stamps");
         assert_eq!(sqlstate(&error), "42501", "{extra}: {error}");
     }
     // Positive control: the same insert without them is the writer's ordinary append.
-    as_writer(&db, &format!("insert into ledger.events ({columns}) values ({values})"))
-        .await
-        .unwrap();
+    as_writer(
+        &db,
+        &format!("insert into ledger.events ({columns}) values ({values})"),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]

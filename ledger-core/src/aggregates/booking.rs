@@ -115,6 +115,32 @@ pub struct Booking;
 
 const AGG: &str = "booking";
 
+/// Only the process logic drives the steps that follow the booking's milestone.
+fn require_process(actor: &Actor) -> Result<(), Rejection> {
+    if *actor == Actor::System {
+        Ok(())
+    } else {
+        Err(Rejection::not_party(
+            actor,
+            "drive a booking",
+            "only the process logic",
+        ))
+    }
+}
+
+/// Only the provider works on a booking.
+fn require_provider(actor: &Actor, s: &BookingState) -> Result<(), Rejection> {
+    if actor.is(s.provider) {
+        Ok(())
+    } else {
+        Err(Rejection::not_party(
+            actor,
+            "work on a booking",
+            "only the provider",
+        ))
+    }
+}
+
 impl Booking {
     fn step(
         s: &BookingState,
@@ -127,6 +153,136 @@ impl Booking {
         } else {
             Err(Rejection::transition(AGG, s.status, action))
         }
+    }
+
+    /// The process logic opens a booking for an accepted quote (once per booking id).
+    fn open(cmd: &Ctx<BookingCommand>, s: &BookingState) -> Result<Vec<BookingEvent>, Rejection> {
+        let BookingCommand::Open {
+            booking_id,
+            project_id,
+            quote_id,
+            client,
+            provider,
+            auto_accept_days,
+            late_cancel_keep_rate,
+            auto_accept_hours,
+        } = &cmd.body
+        else {
+            unreachable!("open is only called for Open")
+        };
+        if s.status != BookingStatus::None {
+            return Err(Rejection::AlreadyExists {
+                aggregate: AGG,
+                id: booking_id.to_string(),
+            });
+        }
+        if cmd.actor != Actor::System {
+            return Err(Rejection::not_party(
+                &cmd.actor,
+                "open a booking",
+                "only the process logic",
+            ));
+        }
+        Ok(vec![BookingEvent::BookingOpened {
+            booking_id: *booking_id,
+            project_id: *project_id,
+            quote_id: *quote_id,
+            client: *client,
+            provider: *provider,
+            auto_accept_days: *auto_accept_days,
+            late_cancel_keep_rate: *late_cancel_keep_rate,
+            auto_accept_hours: *auto_accept_hours,
+        }])
+    }
+
+    /// The steps the process logic takes: confirmed once funded, auto-accepted after the silence that
+    /// follows delivery, settled, disputed.
+    fn process_step(
+        cmd: &Ctx<BookingCommand>,
+        s: &BookingState,
+    ) -> Result<Vec<BookingEvent>, Rejection> {
+        use BookingCommand as C;
+        use BookingStatus as S;
+        require_process(&cmd.actor)?;
+        match cmd.body {
+            C::Confirm => Booking::step(
+                s,
+                &[S::PendingPayment],
+                "confirm",
+                BookingEvent::BookingConfirmed,
+            ),
+            C::AutoAccept => {
+                if s.status != S::Delivered {
+                    return Err(Rejection::transition(AGG, s.status, "auto-accept"));
+                }
+                let due = s.delivered_at.expect("delivered has a time") + s.auto_accept_after();
+                if cmd.at < due {
+                    return Err(Rejection::TooEarly {
+                        what: "auto-acceptance",
+                        due: due.to_rfc3339(),
+                    });
+                }
+                Ok(vec![BookingEvent::BookingAccepted { auto: true }])
+            }
+            C::Settle => Booking::step(
+                s,
+                &[
+                    S::Accepted,
+                    S::AutoAccepted,
+                    S::Disputed,
+                    S::Confirmed,
+                    S::InProgress,
+                    S::Delivered,
+                ],
+                "settle",
+                BookingEvent::BookingSettled,
+            ),
+            C::MarkDisputed => Booking::step(
+                s,
+                &[S::Confirmed, S::InProgress, S::Delivered],
+                "dispute",
+                BookingEvent::BookingDisputed,
+            ),
+            _ => unreachable!("process_step is only called for the process logic's steps"),
+        }
+    }
+
+    /// The provider's work: started, then delivered.
+    fn provider_step(
+        cmd: &Ctx<BookingCommand>,
+        s: &BookingState,
+    ) -> Result<Vec<BookingEvent>, Rejection> {
+        use BookingStatus as S;
+        require_provider(&cmd.actor, s)?;
+        match cmd.body {
+            BookingCommand::Start => {
+                Booking::step(s, &[S::Confirmed], "start", BookingEvent::BookingStarted)
+            }
+            BookingCommand::Deliver => Booking::step(
+                s,
+                &[S::Confirmed, S::InProgress],
+                "deliver",
+                BookingEvent::BookingDelivered { at: cmd.at },
+            ),
+            _ => unreachable!("provider_step is only called for the provider's steps"),
+        }
+    }
+
+    /// The client accepts the delivery.
+    fn accept(cmd: &Ctx<BookingCommand>, s: &BookingState) -> Result<Vec<BookingEvent>, Rejection> {
+        if !cmd.actor.is(s.client) {
+            return Err(Rejection::not_party(
+                &cmd.actor,
+                "accept delivery",
+                "only the client",
+            ));
+        }
+        Booking::step(
+            s,
+            &[BookingStatus::Delivered],
+            "accept",
+            BookingEvent::BookingAccepted { auto: false },
+        )
     }
 
     fn cancel(cmd: &Ctx<BookingCommand>, s: &BookingState) -> Result<Vec<BookingEvent>, Rejection> {
@@ -173,143 +329,22 @@ impl Decider for Booking {
 
     fn decide(cmd: &Ctx<BookingCommand>, s: &BookingState) -> Result<Vec<BookingEvent>, Rejection> {
         use BookingCommand as C;
-        use BookingStatus as S;
-        if let C::Open {
-            booking_id,
-            project_id,
-            quote_id,
-            client,
-            provider,
-            auto_accept_days,
-            late_cancel_keep_rate,
-            auto_accept_hours,
-        } = &cmd.body
-        {
-            if s.status != S::None {
-                return Err(Rejection::AlreadyExists {
-                    aggregate: AGG,
-                    id: booking_id.to_string(),
-                });
-            }
-            if cmd.actor != Actor::System {
-                return Err(Rejection::not_party(
-                    &cmd.actor,
-                    "open a booking",
-                    "only the process logic",
-                ));
-            }
-            return Ok(vec![BookingEvent::BookingOpened {
-                booking_id: *booking_id,
-                project_id: *project_id,
-                quote_id: *quote_id,
-                client: *client,
-                provider: *provider,
-                auto_accept_days: *auto_accept_days,
-                late_cancel_keep_rate: *late_cancel_keep_rate,
-                auto_accept_hours: *auto_accept_hours,
-            }]);
+        if let C::Open { .. } = cmd.body {
+            return Booking::open(cmd, s);
         }
-        if s.status == S::None {
+        if s.status == BookingStatus::None {
             return Err(Rejection::NotFound {
                 aggregate: AGG,
                 id: s.id.to_string(),
             });
         }
-        let system = || {
-            if cmd.actor == Actor::System {
-                Ok(())
-            } else {
-                Err(Rejection::not_party(
-                    &cmd.actor,
-                    "drive a booking",
-                    "only the process logic",
-                ))
-            }
-        };
-        let provider = || {
-            if cmd.actor.is(s.provider) {
-                Ok(())
-            } else {
-                Err(Rejection::not_party(
-                    &cmd.actor,
-                    "work on a booking",
-                    "only the provider",
-                ))
-            }
-        };
         match &cmd.body {
             C::Open { .. } => unreachable!("handled above"),
-            C::Confirm => system().and_then(|_| {
-                Booking::step(
-                    s,
-                    &[S::PendingPayment],
-                    "confirm",
-                    BookingEvent::BookingConfirmed,
-                )
-            }),
-            C::Start => provider().and_then(|_| {
-                Booking::step(s, &[S::Confirmed], "start", BookingEvent::BookingStarted)
-            }),
-            C::Deliver => provider().and_then(|_| {
-                Booking::step(
-                    s,
-                    &[S::Confirmed, S::InProgress],
-                    "deliver",
-                    BookingEvent::BookingDelivered { at: cmd.at },
-                )
-            }),
-            C::Accept => {
-                if !cmd.actor.is(s.client) {
-                    return Err(Rejection::not_party(
-                        &cmd.actor,
-                        "accept delivery",
-                        "only the client",
-                    ));
-                }
-                Booking::step(
-                    s,
-                    &[S::Delivered],
-                    "accept",
-                    BookingEvent::BookingAccepted { auto: false },
-                )
+            C::Confirm | C::AutoAccept | C::Settle | C::MarkDisputed => {
+                Booking::process_step(cmd, s)
             }
-            C::AutoAccept => {
-                system()?;
-                if s.status != S::Delivered {
-                    return Err(Rejection::transition(AGG, s.status, "auto-accept"));
-                }
-                let due = s.delivered_at.expect("delivered has a time") + s.auto_accept_after();
-                if cmd.at < due {
-                    return Err(Rejection::TooEarly {
-                        what: "auto-acceptance",
-                        due: due.to_rfc3339(),
-                    });
-                }
-                Ok(vec![BookingEvent::BookingAccepted { auto: true }])
-            }
-            C::Settle => system().and_then(|_| {
-                Booking::step(
-                    s,
-                    &[
-                        S::Accepted,
-                        S::AutoAccepted,
-                        S::Disputed,
-                        S::Confirmed,
-                        S::InProgress,
-                        S::Delivered,
-                    ],
-                    "settle",
-                    BookingEvent::BookingSettled,
-                )
-            }),
-            C::MarkDisputed => system().and_then(|_| {
-                Booking::step(
-                    s,
-                    &[S::Confirmed, S::InProgress, S::Delivered],
-                    "dispute",
-                    BookingEvent::BookingDisputed,
-                )
-            }),
+            C::Start | C::Deliver => Booking::provider_step(cmd, s),
+            C::Accept => Booking::accept(cmd, s),
             C::Cancel => Booking::cancel(cmd, s),
         }
     }

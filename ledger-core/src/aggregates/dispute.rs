@@ -186,6 +186,108 @@ impl Dispute {
             DisputeEvent::DisputeResponseRequested,
         ])
     }
+
+    /// The counterparty accepts the proposed split (settled) or contests it (mediation).
+    fn answer(cmd: &Ctx<DisputeCommand>, s: &DisputeState) -> Result<Vec<DisputeEvent>, Rejection> {
+        if !cmd.actor.is(s.counterparty) {
+            return Err(Rejection::not_party(
+                &cmd.actor,
+                "answer a dispute",
+                "only the counterparty",
+            ));
+        }
+        if s.status != DisputeStatus::AwaitingResponse {
+            return Err(Rejection::transition(AGG, s.status, "answer"));
+        }
+        Ok(if cmd.body == DisputeCommand::Contest {
+            vec![DisputeEvent::DisputeContested]
+        } else {
+            Dispute::settle(s, DisputeStatus::Accepted, s.proposed_release_minor)
+        })
+    }
+
+    /// A mediator (operator) settles a contested dispute on a split of the held amount.
+    fn mediate(
+        cmd: &Ctx<DisputeCommand>,
+        s: &DisputeState,
+        release: Money,
+    ) -> Result<Vec<DisputeEvent>, Rejection> {
+        if !matches!(cmd.actor, Actor::Admin(_)) {
+            return Err(Rejection::not_party(
+                &cmd.actor,
+                "resolve a dispute",
+                "only a mediator (operator)",
+            ));
+        }
+        if s.status != DisputeStatus::Mediation {
+            return Err(Rejection::transition(AGG, s.status, "resolve"));
+        }
+        let currency = s.currency.expect("an open dispute has a currency");
+        if release.currency() != currency {
+            return Err(Rejection::CurrencyMismatch {
+                expected: currency,
+                found: release.currency(),
+            });
+        }
+        if release.minor() < 0 || release.minor() > s.held_minor {
+            return Err(Rejection::SplitMismatch {
+                release: release.to_string(),
+                refund: Money::from_minor(s.held_minor - release.minor(), currency).to_string(),
+                held: Money::from_minor(s.held_minor, currency).to_string(),
+            });
+        }
+        Ok(Dispute::settle(s, DisputeStatus::Resolved, release.minor()))
+    }
+
+    /// Its opener withdraws a dispute not yet settled.
+    fn withdraw(
+        cmd: &Ctx<DisputeCommand>,
+        s: &DisputeState,
+    ) -> Result<Vec<DisputeEvent>, Rejection> {
+        if !cmd.actor.is(s.opened_by) {
+            return Err(Rejection::not_party(
+                &cmd.actor,
+                "withdraw a dispute",
+                "only its opener",
+            ));
+        }
+        if !matches!(
+            s.status,
+            DisputeStatus::Opened | DisputeStatus::AwaitingResponse | DisputeStatus::Mediation
+        ) {
+            return Err(Rejection::transition(AGG, s.status, "withdraw"));
+        }
+        Ok(vec![DisputeEvent::DisputeWithdrawn])
+    }
+
+    /// The timer applies the proposal when the counterparty stays silent past the response deadline.
+    fn time_out(
+        cmd: &Ctx<DisputeCommand>,
+        s: &DisputeState,
+    ) -> Result<Vec<DisputeEvent>, Rejection> {
+        if cmd.actor != Actor::System {
+            return Err(Rejection::not_party(
+                &cmd.actor,
+                "time out a dispute",
+                "only the timer",
+            ));
+        }
+        if s.status != DisputeStatus::AwaitingResponse {
+            return Err(Rejection::transition(AGG, s.status, "time out"));
+        }
+        let due = s.respond_by.expect("an open dispute has a deadline");
+        if cmd.at < due {
+            return Err(Rejection::TooEarly {
+                what: "dispute timeout",
+                due: due.to_rfc3339(),
+            });
+        }
+        Ok(Dispute::settle(
+            s,
+            DisputeStatus::TimedOut,
+            s.proposed_release_minor,
+        ))
+    }
 }
 
 impl Decider for Dispute {
@@ -204,93 +306,10 @@ impl Decider for Dispute {
         }
         match &cmd.body {
             C::Open { .. } => Dispute::open(cmd, s),
-            C::AcceptProposal | C::Contest => {
-                if !cmd.actor.is(s.counterparty) {
-                    return Err(Rejection::not_party(
-                        &cmd.actor,
-                        "answer a dispute",
-                        "only the counterparty",
-                    ));
-                }
-                if s.status != DisputeStatus::AwaitingResponse {
-                    return Err(Rejection::transition(AGG, s.status, "answer"));
-                }
-                Ok(if cmd.body == C::Contest {
-                    vec![DisputeEvent::DisputeContested]
-                } else {
-                    Dispute::settle(s, DisputeStatus::Accepted, s.proposed_release_minor)
-                })
-            }
-            C::Resolve { release } => {
-                if !matches!(cmd.actor, Actor::Admin(_)) {
-                    return Err(Rejection::not_party(
-                        &cmd.actor,
-                        "resolve a dispute",
-                        "only a mediator (operator)",
-                    ));
-                }
-                if s.status != DisputeStatus::Mediation {
-                    return Err(Rejection::transition(AGG, s.status, "resolve"));
-                }
-                let currency = s.currency.expect("an open dispute has a currency");
-                if release.currency() != currency {
-                    return Err(Rejection::CurrencyMismatch {
-                        expected: currency,
-                        found: release.currency(),
-                    });
-                }
-                if release.minor() < 0 || release.minor() > s.held_minor {
-                    return Err(Rejection::SplitMismatch {
-                        release: release.to_string(),
-                        refund: Money::from_minor(s.held_minor - release.minor(), currency)
-                            .to_string(),
-                        held: Money::from_minor(s.held_minor, currency).to_string(),
-                    });
-                }
-                Ok(Dispute::settle(s, DisputeStatus::Resolved, release.minor()))
-            }
-            C::Withdraw => {
-                if !cmd.actor.is(s.opened_by) {
-                    return Err(Rejection::not_party(
-                        &cmd.actor,
-                        "withdraw a dispute",
-                        "only its opener",
-                    ));
-                }
-                if !matches!(
-                    s.status,
-                    DisputeStatus::Opened
-                        | DisputeStatus::AwaitingResponse
-                        | DisputeStatus::Mediation
-                ) {
-                    return Err(Rejection::transition(AGG, s.status, "withdraw"));
-                }
-                Ok(vec![DisputeEvent::DisputeWithdrawn])
-            }
-            C::TimeOut => {
-                if cmd.actor != Actor::System {
-                    return Err(Rejection::not_party(
-                        &cmd.actor,
-                        "time out a dispute",
-                        "only the timer",
-                    ));
-                }
-                if s.status != DisputeStatus::AwaitingResponse {
-                    return Err(Rejection::transition(AGG, s.status, "time out"));
-                }
-                let due = s.respond_by.expect("an open dispute has a deadline");
-                if cmd.at < due {
-                    return Err(Rejection::TooEarly {
-                        what: "dispute timeout",
-                        due: due.to_rfc3339(),
-                    });
-                }
-                Ok(Dispute::settle(
-                    s,
-                    DisputeStatus::TimedOut,
-                    s.proposed_release_minor,
-                ))
-            }
+            C::AcceptProposal | C::Contest => Dispute::answer(cmd, s),
+            C::Resolve { release } => Dispute::mediate(cmd, s, *release),
+            C::Withdraw => Dispute::withdraw(cmd, s),
+            C::TimeOut => Dispute::time_out(cmd, s),
         }
     }
 

@@ -1,10 +1,10 @@
 //! One module per aggregate, each a [`crate::Decider`]. Commands arrive wrapped in [`Ctx`]: who, when.
 
 pub mod booking;
+pub mod closed_periods;
 pub mod dispute;
 pub mod ledger_policy;
 pub mod payment;
-pub mod period;
 pub mod project;
 pub mod quote;
 pub mod reconciliation;

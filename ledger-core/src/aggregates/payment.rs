@@ -386,6 +386,24 @@ fn require_user(actor: &Actor, action: &'static str) -> Result<Uuid, Rejection> 
         .ok_or_else(|| Rejection::not_party(actor, action, "only the wallet's owner"))
 }
 
+/// A deposit's own commands apply only to a deposit.
+fn require_deposit(s: &PaymentState, action: &'static str) -> Result<(), Rejection> {
+    if s.kind == Some(PaymentKind::Deposit) {
+        Ok(())
+    } else {
+        Err(Rejection::transition(AGG, s.kind, action))
+    }
+}
+
+/// A payout's or card refund's own commands apply only to those.
+fn require_outbound(s: &PaymentState, action: &'static str) -> Result<(), Rejection> {
+    if matches!(s.kind, Some(PaymentKind::Payout | PaymentKind::CardRefund)) {
+        Ok(())
+    } else {
+        Err(Rejection::transition(AGG, s.kind, action))
+    }
+}
+
 impl Payment {
     /// A deposit nobody paid by its expiry is cancelled (pending, or after failed attempts only).
     fn expire_deposit(
@@ -670,38 +688,7 @@ impl Payment {
                 if find(*chargeback_id).is_some() {
                     return Ok(vec![]);
                 }
-                if s.chargebacks.len() >= CHARGEBACKS_PER_PAYMENT_MAX {
-                    return Err(Rejection::InvalidCommand(
-                        "too many chargebacks on one deposit".into(),
-                    ));
-                }
-                require_currency(s.currency(), *amount)?;
-                require_currency(s.currency(), *fee)?;
-                require_positive(*amount)?;
-                let disputed: i64 = s
-                    .chargebacks
-                    .iter()
-                    .filter(|c| c.status != ChargebackStatus::Won)
-                    .map(|c| c.amount_minor)
-                    .sum();
-                if disputed + amount.minor() > s.received_minor {
-                    return Err(Rejection::AmountTooLarge {
-                        what: "chargebacks",
-                        amount: amount.to_string(),
-                        limit: s.money(s.received_minor - disputed).to_string(),
-                    });
-                }
-                let entry = EntryBuilder::new(s.currency())
-                    .debit(Account::Chargeback(*chargeback_id), *amount)
-                    .debit(Account::ChargebackFees, *fee)
-                    .credit(s.clearing(), amount.checked_add(*fee)?)
-                    .build(cmd.at, *occurred_at)?;
-                Ok(vec![PaymentEvent::ChargebackOpened {
-                    chargeback_id: *chargeback_id,
-                    amount: *amount,
-                    fee: *fee,
-                    entry,
-                }])
+                Payment::open_chargeback(cmd, s, *chargeback_id, *amount, *fee, *occurred_at)
             }
             PaymentCommand::WinChargeback { chargeback_id } => {
                 let cb = find(*chargeback_id).ok_or(Rejection::NotFound {
@@ -711,15 +698,7 @@ impl Payment {
                 if cb.status != ChargebackStatus::Open {
                     return Ok(vec![]);
                 }
-                let amount = s.money(cb.amount_minor);
-                let entry = EntryBuilder::new(s.currency())
-                    .debit(s.clearing(), amount)
-                    .credit(Account::Chargeback(cb.id), amount)
-                    .build(cmd.at, cmd.at)?;
-                Ok(vec![PaymentEvent::ChargebackWon {
-                    chargeback_id: cb.id,
-                    entry,
-                }])
+                Payment::win_chargeback(cmd, s, *cb)
             }
             PaymentCommand::LoseChargeback {
                 chargeback_id,
@@ -742,6 +721,67 @@ impl Payment {
             }
             _ => unreachable!("chargeback is only called for chargeback commands"),
         }
+    }
+
+    /// A new chargeback takes its amount and fee out of clearing, up to what the deposit brought in less the
+    /// chargebacks not won.
+    fn open_chargeback(
+        cmd: &Ctx<PaymentCommand>,
+        s: &PaymentState,
+        chargeback_id: Uuid,
+        amount: Money,
+        fee: Money,
+        occurred_at: DateTime<Utc>,
+    ) -> Result<Vec<PaymentEvent>, Rejection> {
+        if s.chargebacks.len() >= CHARGEBACKS_PER_PAYMENT_MAX {
+            return Err(Rejection::InvalidCommand(
+                "too many chargebacks on one deposit".into(),
+            ));
+        }
+        require_currency(s.currency(), amount)?;
+        require_currency(s.currency(), fee)?;
+        require_positive(amount)?;
+        let disputed: i64 = s
+            .chargebacks
+            .iter()
+            .filter(|c| c.status != ChargebackStatus::Won)
+            .map(|c| c.amount_minor)
+            .sum();
+        if disputed + amount.minor() > s.received_minor {
+            return Err(Rejection::AmountTooLarge {
+                what: "chargebacks",
+                amount: amount.to_string(),
+                limit: s.money(s.received_minor - disputed).to_string(),
+            });
+        }
+        let entry = EntryBuilder::new(s.currency())
+            .debit(Account::Chargeback(chargeback_id), amount)
+            .debit(Account::ChargebackFees, fee)
+            .credit(s.clearing(), amount.checked_add(fee)?)
+            .build(cmd.at, occurred_at)?;
+        Ok(vec![PaymentEvent::ChargebackOpened {
+            chargeback_id,
+            amount,
+            fee,
+            entry,
+        }])
+    }
+
+    /// A won chargeback (still open) brings its amount back into clearing.
+    fn win_chargeback(
+        cmd: &Ctx<PaymentCommand>,
+        s: &PaymentState,
+        cb: ChargebackState,
+    ) -> Result<Vec<PaymentEvent>, Rejection> {
+        let amount = s.money(cb.amount_minor);
+        let entry = EntryBuilder::new(s.currency())
+            .debit(s.clearing(), amount)
+            .credit(Account::Chargeback(cb.id), amount)
+            .build(cmd.at, cmd.at)?;
+        Ok(vec![PaymentEvent::ChargebackWon {
+            chargeback_id: cb.id,
+            entry,
+        }])
     }
 }
 
@@ -819,6 +859,256 @@ impl Payment {
     }
 }
 
+/// Deposits: started by the payer, confirmed or failed by its gateway, cancelled or expired unpaid, and the
+/// reservations card refunds of it take.
+impl Payment {
+    /// One deposit command, after the kind check each names (a new deposit has no kind yet).
+    fn deposit_command(
+        cmd: &Ctx<PaymentCommand>,
+        s: &PaymentState,
+    ) -> Result<Vec<PaymentEvent>, Rejection> {
+        use PaymentCommand as C;
+        match &cmd.body {
+            C::InitiateDeposit { .. } => Payment::initiate_deposit(cmd, s),
+            C::ExpireDeposit => {
+                require_deposit(s, "expire as a deposit")?;
+                Payment::expire_deposit(cmd, s)
+            }
+            C::DepositSucceeded {
+                amount,
+                gateway_fee,
+                occurred_at,
+            } => {
+                require_deposit(s, "confirm as a deposit")?;
+                Payment::deposit_succeeded(cmd, s, *amount, *gateway_fee, *occurred_at)
+            }
+            C::DepositFailed { reason } => {
+                require_deposit(s, "fail as a deposit")?;
+                Payment::deposit_failed(cmd, s, reason)
+            }
+            C::CancelDeposit => {
+                require_deposit(s, "cancel as a deposit")?;
+                Payment::cancel_deposit(cmd, s)
+            }
+            C::ReserveRefund {
+                refund_id,
+                amount,
+                gateway,
+            } => {
+                require_deposit(s, "refund to a card as a deposit")?;
+                Payment::reserve_refund(cmd, s, *refund_id, *amount, *gateway)
+            }
+            C::ReleaseRefund { refund_id, amount } => {
+                require_deposit(s, "release a refund as a deposit")?;
+                Payment::release_refund(cmd, *refund_id, *amount)
+            }
+            _ => unreachable!("deposit_command is only called for deposit commands"),
+        }
+    }
+
+    /// The payer starts a deposit: a new payment, pending until its gateway reports.
+    fn initiate_deposit(
+        cmd: &Ctx<PaymentCommand>,
+        s: &PaymentState,
+    ) -> Result<Vec<PaymentEvent>, Rejection> {
+        let PaymentCommand::InitiateDeposit {
+            payment_id,
+            amount,
+            gateway,
+            fund,
+            expires_at,
+        } = &cmd.body
+        else {
+            unreachable!("initiate_deposit is only called for InitiateDeposit")
+        };
+        if s.exists() {
+            return Err(Rejection::AlreadyExists {
+                aggregate: AGG,
+                id: payment_id.to_string(),
+            });
+        }
+        let user = require_user(&cmd.actor, "start a deposit")?;
+        require_positive(*amount)?;
+        Ok(vec![PaymentEvent::DepositInitiated {
+            payment_id: *payment_id,
+            user,
+            amount: *amount,
+            gateway: *gateway,
+            fund: *fund,
+            expires_at: *expires_at,
+        }])
+    }
+
+    /// A failed attempt leaves the deposit open for another; a failure after completion moves no money and
+    /// is recorded once as an anomaly.
+    fn deposit_failed(
+        cmd: &Ctx<PaymentCommand>,
+        s: &PaymentState,
+        reason: &str,
+    ) -> Result<Vec<PaymentEvent>, Rejection> {
+        require_reporter(&cmd.actor, s, "fail a deposit")?;
+        Ok(match s.status {
+            PaymentStatus::Completed | PaymentStatus::Reversed if s.late_failure_recorded => {
+                vec![]
+            }
+            PaymentStatus::Completed | PaymentStatus::Reversed => {
+                vec![PaymentEvent::LateFailureIgnored {
+                    reason: reason.to_string(),
+                }]
+            }
+            PaymentStatus::Cancelled => vec![],
+            _ => vec![PaymentEvent::DepositAttemptFailed {
+                reason: reason.to_string(),
+                at: Some(cmd.at),
+            }],
+        })
+    }
+
+    /// Its payer or an operator cancels a deposit nobody has paid (pending, or after failed attempts only).
+    fn cancel_deposit(
+        cmd: &Ctx<PaymentCommand>,
+        s: &PaymentState,
+    ) -> Result<Vec<PaymentEvent>, Rejection> {
+        if !(cmd.actor.is(s.user) || matches!(cmd.actor, Actor::Admin(_))) {
+            return Err(Rejection::not_party(
+                &cmd.actor,
+                "cancel a deposit",
+                "only its payer or an operator",
+            ));
+        }
+        match s.status {
+            PaymentStatus::Pending | PaymentStatus::Failed => {
+                Ok(vec![PaymentEvent::DepositCancelled])
+            }
+            other => Err(Rejection::transition(AGG, other, "cancel")),
+        }
+    }
+
+    /// The refund process gives a failed card refund's reservation back to the deposit.
+    fn release_refund(
+        cmd: &Ctx<PaymentCommand>,
+        refund_id: Uuid,
+        amount: Money,
+    ) -> Result<Vec<PaymentEvent>, Rejection> {
+        if cmd.actor != Actor::System {
+            return Err(Rejection::not_party(
+                &cmd.actor,
+                "release a card refund's reservation",
+                "only the refund process",
+            ));
+        }
+        Ok(vec![PaymentEvent::DepositRefundReleased {
+            refund_id,
+            amount,
+        }])
+    }
+
+    /// A gateway's notice that an attempt is under way (deposits, payouts and card refunds alike).
+    fn mark_processing(
+        cmd: &Ctx<PaymentCommand>,
+        s: &PaymentState,
+    ) -> Result<Vec<PaymentEvent>, Rejection> {
+        require_reporter(&cmd.actor, s, "mark a payment processing")?;
+        match s.status {
+            PaymentStatus::Pending => Ok(vec![PaymentEvent::PaymentProcessing]),
+            // A deposit is a series of attempts: a new attempt after a failed one is processing again.
+            PaymentStatus::Failed if s.kind == Some(PaymentKind::Deposit) => {
+                Ok(vec![PaymentEvent::PaymentProcessing])
+            }
+            // Already processing, or a stale notice arriving after the outcome (gateways deliver out
+            // of order): status only moves forward, so it changes nothing and is not an error.
+            PaymentStatus::Processing
+            | PaymentStatus::Completed
+            | PaymentStatus::Failed
+            | PaymentStatus::Cancelled
+            | PaymentStatus::Reversed => Ok(vec![]),
+            PaymentStatus::None => Err(Rejection::transition(AGG, s.status, "mark processing")),
+        }
+    }
+}
+
+/// Transfers out of a wallet (payouts and card refunds): requested by the wallet's owner, confirmed or failed
+/// by the gateway, cancelled while pending, and a completed payout reversed by the bank.
+impl Payment {
+    /// One payout or card refund command, after the kind check each names (a new one has no kind yet).
+    fn transfer_command(
+        cmd: &Ctx<PaymentCommand>,
+        s: &PaymentState,
+    ) -> Result<Vec<PaymentEvent>, Rejection> {
+        use PaymentCommand as C;
+        match &cmd.body {
+            C::RequestPayout { .. } | C::RequestCardRefund { .. } => Payment::request_out(cmd, s),
+            C::Succeeded {
+                gateway_fee,
+                occurred_at,
+            } => {
+                require_outbound(s, "confirm as a payout or refund")?;
+                Payment::out_succeeded(cmd, s, *gateway_fee, *occurred_at)
+            }
+            C::Failed { reason } => {
+                require_outbound(s, "fail as a payout or refund")?;
+                Payment::out_failed(cmd, s, reason)
+            }
+            C::CancelPayout => {
+                require_outbound(s, "cancel as a payout")?;
+                Payment::cancel_payout(cmd, s)
+            }
+            C::PayoutReversed { occurred_at } => Payment::reverse_payout(cmd, s, *occurred_at),
+            _ => {
+                unreachable!("transfer_command is only called for payout and card refund commands")
+            }
+        }
+    }
+
+    /// Its owner or an operator cancels a payout or refund still pending: the money goes back to the wallet.
+    fn cancel_payout(
+        cmd: &Ctx<PaymentCommand>,
+        s: &PaymentState,
+    ) -> Result<Vec<PaymentEvent>, Rejection> {
+        if !(cmd.actor.is(s.user) || matches!(cmd.actor, Actor::Admin(_))) {
+            return Err(Rejection::not_party(
+                &cmd.actor,
+                "cancel a payout",
+                "only its owner or an operator",
+            ));
+        }
+        if s.status != PaymentStatus::Pending {
+            return Err(Rejection::transition(AGG, s.status, "cancel"));
+        }
+        Ok(vec![PaymentEvent::PayoutCancelled {
+            entry: Payment::return_to_wallet(cmd.at, s)?,
+        }])
+    }
+
+    /// A completed payout came back (bank return): the money is the wallet's again.
+    fn reverse_payout(
+        cmd: &Ctx<PaymentCommand>,
+        s: &PaymentState,
+        occurred_at: DateTime<Utc>,
+    ) -> Result<Vec<PaymentEvent>, Rejection> {
+        require_reporter(&cmd.actor, s, "reverse a payout")?;
+        if s.kind != Some(PaymentKind::Payout) {
+            return Err(Rejection::transition(AGG, s.kind, "reverse as a payout"));
+        }
+        match s.status {
+            PaymentStatus::Reversed => Ok(vec![]),
+            PaymentStatus::Completed => {
+                let amount = s.money(s.amount_minor);
+                let entry = EntryBuilder::new(s.currency())
+                    .debit(s.clearing(), amount)
+                    .credit(Account::UserAvailable { user: s.user }, amount)
+                    .build(cmd.at, occurred_at)?;
+                Ok(vec![PaymentEvent::PayoutReversed { entry }])
+            }
+            other => Err(Rejection::transition(
+                AGG,
+                other,
+                "reverse (only completed payouts)",
+            )),
+        }
+    }
+}
+
 impl Decider for Payment {
     type Command = Ctx<PaymentCommand>;
     type Event = PaymentEvent;
@@ -827,7 +1117,6 @@ impl Decider for Payment {
 
     fn decide(cmd: &Ctx<PaymentCommand>, s: &PaymentState) -> Result<Vec<PaymentEvent>, Rejection> {
         use PaymentCommand as C;
-        let kind = s.kind;
         let creating = matches!(
             cmd.body,
             C::InitiateDeposit { .. } | C::RequestPayout { .. } | C::RequestCardRefund { .. }
@@ -838,186 +1127,21 @@ impl Decider for Payment {
                 id: s.id.to_string(),
             });
         }
-        let deposit_only = |action| {
-            if kind == Some(PaymentKind::Deposit) {
-                Ok(())
-            } else {
-                Err(Rejection::transition(AGG, kind, action))
-            }
-        };
-        let outbound_only = |action| {
-            if matches!(kind, Some(PaymentKind::Payout | PaymentKind::CardRefund)) {
-                Ok(())
-            } else {
-                Err(Rejection::transition(AGG, kind, action))
-            }
-        };
         match &cmd.body {
-            C::InitiateDeposit {
-                payment_id,
-                amount,
-                gateway,
-                fund,
-                expires_at,
-            } => {
-                if s.exists() {
-                    return Err(Rejection::AlreadyExists {
-                        aggregate: AGG,
-                        id: payment_id.to_string(),
-                    });
-                }
-                let user = require_user(&cmd.actor, "start a deposit")?;
-                require_positive(*amount)?;
-                Ok(vec![PaymentEvent::DepositInitiated {
-                    payment_id: *payment_id,
-                    user,
-                    amount: *amount,
-                    gateway: *gateway,
-                    fund: *fund,
-                    expires_at: *expires_at,
-                }])
-            }
-            C::ExpireDeposit => {
-                deposit_only("expire as a deposit")?;
-                Payment::expire_deposit(cmd, s)
-            }
-            C::MarkProcessing => {
-                require_reporter(&cmd.actor, s, "mark a payment processing")?;
-                match s.status {
-                    PaymentStatus::Pending => Ok(vec![PaymentEvent::PaymentProcessing]),
-                    // A deposit is a series of attempts: a new attempt after a failed one is processing again.
-                    PaymentStatus::Failed if kind == Some(PaymentKind::Deposit) => {
-                        Ok(vec![PaymentEvent::PaymentProcessing])
-                    }
-                    // Already processing, or a stale notice arriving after the outcome (gateways deliver out
-                    // of order): status only moves forward, so it changes nothing and is not an error.
-                    PaymentStatus::Processing
-                    | PaymentStatus::Completed
-                    | PaymentStatus::Failed
-                    | PaymentStatus::Cancelled
-                    | PaymentStatus::Reversed => Ok(vec![]),
-                    PaymentStatus::None => {
-                        Err(Rejection::transition(AGG, s.status, "mark processing"))
-                    }
-                }
-            }
-            C::DepositSucceeded {
-                amount,
-                gateway_fee,
-                occurred_at,
-            } => {
-                deposit_only("confirm as a deposit")?;
-                Payment::deposit_succeeded(cmd, s, *amount, *gateway_fee, *occurred_at)
-            }
-            C::DepositFailed { reason } => {
-                deposit_only("fail as a deposit")?;
-                require_reporter(&cmd.actor, s, "fail a deposit")?;
-                Ok(match s.status {
-                    PaymentStatus::Completed | PaymentStatus::Reversed
-                        if s.late_failure_recorded =>
-                    {
-                        vec![]
-                    }
-                    PaymentStatus::Completed | PaymentStatus::Reversed => {
-                        vec![PaymentEvent::LateFailureIgnored {
-                            reason: reason.clone(),
-                        }]
-                    }
-                    PaymentStatus::Cancelled => vec![],
-                    _ => vec![PaymentEvent::DepositAttemptFailed {
-                        reason: reason.clone(),
-                        at: Some(cmd.at),
-                    }],
-                })
-            }
-            C::CancelDeposit => {
-                deposit_only("cancel as a deposit")?;
-                if !(cmd.actor.is(s.user) || matches!(cmd.actor, Actor::Admin(_))) {
-                    return Err(Rejection::not_party(
-                        &cmd.actor,
-                        "cancel a deposit",
-                        "only its payer or an operator",
-                    ));
-                }
-                match s.status {
-                    PaymentStatus::Pending | PaymentStatus::Failed => {
-                        Ok(vec![PaymentEvent::DepositCancelled])
-                    }
-                    other => Err(Rejection::transition(AGG, other, "cancel")),
-                }
-            }
-            C::RequestPayout { .. } | C::RequestCardRefund { .. } => Payment::request_out(cmd, s),
-            C::ReserveRefund {
-                refund_id,
-                amount,
-                gateway,
-            } => {
-                deposit_only("refund to a card as a deposit")?;
-                Payment::reserve_refund(cmd, s, *refund_id, *amount, *gateway)
-            }
-            C::ReleaseRefund { refund_id, amount } => {
-                deposit_only("release a refund as a deposit")?;
-                if cmd.actor != Actor::System {
-                    return Err(Rejection::not_party(
-                        &cmd.actor,
-                        "release a card refund's reservation",
-                        "only the refund process",
-                    ));
-                }
-                Ok(vec![PaymentEvent::DepositRefundReleased {
-                    refund_id: *refund_id,
-                    amount: *amount,
-                }])
-            }
-            C::Succeeded {
-                gateway_fee,
-                occurred_at,
-            } => {
-                outbound_only("confirm as a payout or refund")?;
-                Payment::out_succeeded(cmd, s, *gateway_fee, *occurred_at)
-            }
-            C::Failed { reason } => {
-                outbound_only("fail as a payout or refund")?;
-                Payment::out_failed(cmd, s, reason)
-            }
-            C::CancelPayout => {
-                outbound_only("cancel as a payout")?;
-                if !(cmd.actor.is(s.user) || matches!(cmd.actor, Actor::Admin(_))) {
-                    return Err(Rejection::not_party(
-                        &cmd.actor,
-                        "cancel a payout",
-                        "only its owner or an operator",
-                    ));
-                }
-                if s.status != PaymentStatus::Pending {
-                    return Err(Rejection::transition(AGG, s.status, "cancel"));
-                }
-                Ok(vec![PaymentEvent::PayoutCancelled {
-                    entry: Payment::return_to_wallet(cmd.at, s)?,
-                }])
-            }
-            C::PayoutReversed { occurred_at } => {
-                require_reporter(&cmd.actor, s, "reverse a payout")?;
-                if kind != Some(PaymentKind::Payout) {
-                    return Err(Rejection::transition(AGG, kind, "reverse as a payout"));
-                }
-                match s.status {
-                    PaymentStatus::Reversed => Ok(vec![]),
-                    PaymentStatus::Completed => {
-                        let amount = s.money(s.amount_minor);
-                        let entry = EntryBuilder::new(s.currency())
-                            .debit(s.clearing(), amount)
-                            .credit(Account::UserAvailable { user: s.user }, amount)
-                            .build(cmd.at, *occurred_at)?;
-                        Ok(vec![PaymentEvent::PayoutReversed { entry }])
-                    }
-                    other => Err(Rejection::transition(
-                        AGG,
-                        other,
-                        "reverse (only completed payouts)",
-                    )),
-                }
-            }
+            C::InitiateDeposit { .. }
+            | C::ExpireDeposit
+            | C::DepositSucceeded { .. }
+            | C::DepositFailed { .. }
+            | C::CancelDeposit
+            | C::ReserveRefund { .. }
+            | C::ReleaseRefund { .. } => Payment::deposit_command(cmd, s),
+            C::MarkProcessing => Payment::mark_processing(cmd, s),
+            C::RequestPayout { .. }
+            | C::RequestCardRefund { .. }
+            | C::Succeeded { .. }
+            | C::Failed { .. }
+            | C::CancelPayout
+            | C::PayoutReversed { .. } => Payment::transfer_command(cmd, s),
             C::OpenChargeback { .. } | C::WinChargeback { .. } | C::LoseChargeback { .. } => {
                 Payment::chargeback(cmd, s)
             }
@@ -1027,94 +1151,26 @@ impl Decider for Payment {
     fn evolve(mut s: PaymentState, event: &PaymentEvent) -> PaymentState {
         use PaymentEvent as E;
         match event {
-            E::DepositInitiated {
-                payment_id,
-                user,
-                amount,
-                gateway,
-                fund,
-                expires_at,
-            } => {
-                s = PaymentState {
-                    id: *payment_id,
-                    kind: Some(PaymentKind::Deposit),
-                    status: PaymentStatus::Pending,
-                    user: *user,
-                    amount_minor: amount.minor(),
-                    currency: Some(amount.currency()),
-                    gateway: Some(*gateway),
-                    fund: *fund,
-                    expires_at: *expires_at,
-                    ..PaymentState::default()
-                };
+            E::DepositInitiated { .. }
+            | E::DepositSucceeded { .. }
+            | E::DepositAttemptFailed { .. }
+            | E::DepositCancelled
+            | E::DepositRefundReserved { .. }
+            | E::DepositRefundReleased { .. } => evolve_deposit(&mut s, event),
+            E::PayoutRequested { .. }
+            | E::CardRefundRequested { .. }
+            | E::PayoutCompleted { .. }
+            | E::CardRefundProcessed { .. }
+            | E::PayoutFailed { .. }
+            | E::CardRefundFailed { .. }
+            | E::PayoutCancelled { .. }
+            | E::PayoutReversed { .. } => evolve_transfer(&mut s, event),
+            E::ChargebackOpened { .. } | E::ChargebackWon { .. } | E::ChargebackLost { .. } => {
+                evolve_chargeback(&mut s, event)
             }
             E::PaymentProcessing => s.status = PaymentStatus::Processing,
-            E::DepositSucceeded { amount, .. } => {
-                s.status = PaymentStatus::Completed;
-                s.received_minor += amount.minor();
-            }
-            E::DepositAttemptFailed { .. } => s.status = PaymentStatus::Failed,
-            E::DepositCancelled => s.status = PaymentStatus::Cancelled,
-            E::PayoutRequested {
-                payout_id,
-                user,
-                amount,
-                fee,
-                gateway,
-                ..
-            } => {
-                s = outbound(
-                    *payout_id,
-                    PaymentKind::Payout,
-                    *user,
-                    *amount,
-                    fee.minor(),
-                    *gateway,
-                );
-            }
-            E::CardRefundRequested {
-                refund_id,
-                user,
-                amount,
-                gateway,
-                deposit_id,
-                ..
-            } => {
-                s = outbound(
-                    *refund_id,
-                    PaymentKind::CardRefund,
-                    *user,
-                    *amount,
-                    0,
-                    *gateway,
-                );
-                s.refund_of = *deposit_id;
-            }
-            E::DepositRefundReserved { amount, .. } => s.refunded_minor += amount.minor(),
-            E::DepositRefundReleased { amount, .. } => s.refunded_minor -= amount.minor(),
-            E::PayoutCompleted { .. } | E::CardRefundProcessed { .. } => {
-                s.status = PaymentStatus::Completed
-            }
-            E::PayoutFailed { .. } | E::CardRefundFailed { .. } => s.status = PaymentStatus::Failed,
-            E::PayoutCancelled { .. } => s.status = PaymentStatus::Cancelled,
-            E::PayoutReversed { .. } => s.status = PaymentStatus::Reversed,
             E::SuccessAfterFailure { .. } => s.late_success_recorded = true,
             E::LateFailureIgnored { .. } => s.late_failure_recorded = true,
-            E::ChargebackOpened {
-                chargeback_id,
-                amount,
-                ..
-            } => s.chargebacks.push(ChargebackState {
-                id: *chargeback_id,
-                amount_minor: amount.minor(),
-                status: ChargebackStatus::Open,
-            }),
-            E::ChargebackWon { chargeback_id, .. } => {
-                set_chargeback(&mut s, *chargeback_id, ChargebackStatus::Won)
-            }
-            E::ChargebackLost { chargeback_id, .. } => {
-                set_chargeback(&mut s, *chargeback_id, ChargebackStatus::Lost)
-            }
         }
         s
     }
@@ -1152,5 +1208,117 @@ fn outbound(
 fn set_chargeback(s: &mut PaymentState, id: Uuid, status: ChargebackStatus) {
     if let Some(c) = s.chargebacks.iter_mut().find(|c| c.id == id) {
         c.status = status;
+    }
+}
+
+/// Folds a deposit's events: its start, attempts and outcome, and the card refunds reserved against it.
+/// Another family's event changes nothing here (`evolve` hands each event to its own family).
+fn evolve_deposit(s: &mut PaymentState, event: &PaymentEvent) {
+    use PaymentEvent as E;
+    match event {
+        E::DepositInitiated {
+            payment_id,
+            user,
+            amount,
+            gateway,
+            fund,
+            expires_at,
+        } => {
+            *s = PaymentState {
+                id: *payment_id,
+                kind: Some(PaymentKind::Deposit),
+                status: PaymentStatus::Pending,
+                user: *user,
+                amount_minor: amount.minor(),
+                currency: Some(amount.currency()),
+                gateway: Some(*gateway),
+                fund: *fund,
+                expires_at: *expires_at,
+                ..PaymentState::default()
+            };
+        }
+        E::DepositSucceeded { amount, .. } => {
+            s.status = PaymentStatus::Completed;
+            s.received_minor += amount.minor();
+        }
+        E::DepositAttemptFailed { .. } => s.status = PaymentStatus::Failed,
+        E::DepositCancelled => s.status = PaymentStatus::Cancelled,
+        E::DepositRefundReserved { amount, .. } => s.refunded_minor += amount.minor(),
+        E::DepositRefundReleased { amount, .. } => s.refunded_minor -= amount.minor(),
+        _ => {}
+    }
+}
+
+/// Folds a payout's or card refund's events: its request and outcome.
+/// Another family's event changes nothing here (`evolve` hands each event to its own family).
+fn evolve_transfer(s: &mut PaymentState, event: &PaymentEvent) {
+    use PaymentEvent as E;
+    match event {
+        E::PayoutRequested {
+            payout_id,
+            user,
+            amount,
+            fee,
+            gateway,
+            ..
+        } => {
+            *s = outbound(
+                *payout_id,
+                PaymentKind::Payout,
+                *user,
+                *amount,
+                fee.minor(),
+                *gateway,
+            );
+        }
+        E::CardRefundRequested {
+            refund_id,
+            user,
+            amount,
+            gateway,
+            deposit_id,
+            ..
+        } => {
+            *s = outbound(
+                *refund_id,
+                PaymentKind::CardRefund,
+                *user,
+                *amount,
+                0,
+                *gateway,
+            );
+            s.refund_of = *deposit_id;
+        }
+        E::PayoutCompleted { .. } | E::CardRefundProcessed { .. } => {
+            s.status = PaymentStatus::Completed
+        }
+        E::PayoutFailed { .. } | E::CardRefundFailed { .. } => s.status = PaymentStatus::Failed,
+        E::PayoutCancelled { .. } => s.status = PaymentStatus::Cancelled,
+        E::PayoutReversed { .. } => s.status = PaymentStatus::Reversed,
+        _ => {}
+    }
+}
+
+/// Folds a deposit's chargebacks: opened, then won or lost.
+/// Another family's event changes nothing here (`evolve` hands each event to its own family).
+fn evolve_chargeback(s: &mut PaymentState, event: &PaymentEvent) {
+    use PaymentEvent as E;
+    match event {
+        E::ChargebackOpened {
+            chargeback_id,
+            amount,
+            ..
+        } => s.chargebacks.push(ChargebackState {
+            id: *chargeback_id,
+            amount_minor: amount.minor(),
+            status: ChargebackStatus::Open,
+        }),
+        E::ChargebackWon { chargeback_id, .. } => {
+            set_chargeback(s, *chargeback_id, ChargebackStatus::Won)
+        }
+        E::ChargebackLost { chargeback_id, .. } => {
+            set_chargeback(s, *chargeback_id, ChargebackStatus::Lost)
+        }
+        _ => {}
     }
 }

@@ -532,6 +532,29 @@ impl Project {
         ])
     }
 
+    /// The creator puts a draft to its parties; a creating buyer or seller agrees by submitting.
+    fn submit_for_agreement(
+        cmd: &Ctx<ProjectCommand>,
+        s: &ProjectState,
+    ) -> Result<Vec<ProjectEvent>, Rejection> {
+        if !s.is_creator(&cmd.actor) {
+            return Err(Rejection::not_party(
+                &cmd.actor,
+                "submit for agreement",
+                "only the creator",
+            ));
+        }
+        if s.status != ProjectStatus::Draft {
+            return Err(Rejection::transition(AGG, s.status, "submit for agreement"));
+        }
+        let mut events = vec![ProjectEvent::ProjectSubmittedForAgreement];
+        // A creating buyer or seller agrees by submitting; a third party's say-so is nobody's consent.
+        if s.creator == s.buyer || s.creator == s.seller {
+            events.push(ProjectEvent::ProjectPartyAgreed { party: s.creator });
+        }
+        Ok(events)
+    }
+
     fn agree(cmd: &Ctx<ProjectCommand>, s: &ProjectState) -> Result<Vec<ProjectEvent>, Rejection> {
         if s.status != ProjectStatus::AwaitingAgreement {
             return Err(Rejection::transition(AGG, s.status, "agree"));
@@ -923,6 +946,26 @@ impl Project {
         Ok(events)
     }
 
+    /// A dispute opened over a milestone whose escrow is held and undecided takes hold of it.
+    fn mark_disputed(
+        s: &ProjectState,
+        no: MilestoneNo,
+        dispute_id: Uuid,
+    ) -> Result<Vec<ProjectEvent>, Rejection> {
+        let m = s.milestone(no)?;
+        if !m.status.is_held_open() {
+            return Err(Rejection::transition(
+                "milestone",
+                m.status,
+                "open a dispute",
+            ));
+        }
+        Ok(vec![ProjectEvent::MilestoneDisputed {
+            milestone: no,
+            dispute_id,
+        }])
+    }
+
     /// The milestone's dispute ended without a split (withdrawn): only the process reacting to that dispute's
     /// own end may clear it (the engine checks the dispute stream), and only the dispute holding it.
     fn clear_dispute(
@@ -1047,6 +1090,63 @@ impl Project {
         events.push(ProjectEvent::ProjectCancelled);
         Ok(events)
     }
+
+    /// The chargeback process takes a milestone's held escrow (then its buyer fee) for a lost chargeback.
+    fn charge_back(
+        cmd: &Ctx<ProjectCommand>,
+        s: &ProjectState,
+        no: MilestoneNo,
+        escrow: Money,
+        buyer_fee: Money,
+        chargeback_id: Uuid,
+    ) -> Result<Vec<ProjectEvent>, Rejection> {
+        if cmd.actor != Actor::System {
+            return Err(Rejection::not_party(
+                &cmd.actor,
+                "charge escrow back",
+                "only the chargeback process",
+            ));
+        }
+        let m = s.milestone(no)?;
+        if !m.status.is_held_open() {
+            return Err(Rejection::transition("milestone", m.status, "charge back"));
+        }
+        require_currency(s.currency(), escrow)?;
+        require_currency(s.currency(), buyer_fee)?;
+        let too_much = escrow.minor() > m.held_minor() || buyer_fee.minor() > m.buyer_fee_minor;
+        if escrow.minor() < 0 || buyer_fee.minor() < 0 || too_much {
+            return Err(Rejection::AmountTooLarge {
+                what: "chargeback from escrow",
+                amount: escrow.to_string(),
+                limit: s.money(m.held_minor()).to_string(),
+            });
+        }
+        let mut events = vec![ProjectEvent::MilestoneChargedBack {
+            milestone: no,
+            escrow,
+            buyer_fee,
+            chargeback_id,
+        }];
+        if escrow.minor() == m.held_minor() {
+            Project::completion(s, no, &mut events);
+        }
+        Ok(events)
+    }
+
+    /// An operator closes a completed project.
+    fn close(cmd: &Ctx<ProjectCommand>, s: &ProjectState) -> Result<Vec<ProjectEvent>, Rejection> {
+        if !cmd.actor.is_admin_or_system() {
+            return Err(Rejection::not_party(
+                &cmd.actor,
+                "close a project",
+                "only an operator",
+            ));
+        }
+        if s.status != ProjectStatus::Completed {
+            return Err(Rejection::transition(AGG, s.status, "close"));
+        }
+        Ok(vec![ProjectEvent::ProjectClosed])
+    }
 }
 
 impl Decider for Project {
@@ -1070,24 +1170,7 @@ impl Decider for Project {
                 project,
                 booking_id,
             } => Project::create_for_booking(cmd, s, project, *booking_id),
-            C::SubmitForAgreement => {
-                if !s.is_creator(&cmd.actor) {
-                    return Err(Rejection::not_party(
-                        &cmd.actor,
-                        "submit for agreement",
-                        "only the creator",
-                    ));
-                }
-                if s.status != ProjectStatus::Draft {
-                    return Err(Rejection::transition(AGG, s.status, "submit for agreement"));
-                }
-                let mut events = vec![ProjectEvent::ProjectSubmittedForAgreement];
-                // A creating buyer or seller agrees by submitting; a third party's say-so is nobody's consent.
-                if s.creator == s.buyer || s.creator == s.seller {
-                    events.push(ProjectEvent::ProjectPartyAgreed { party: s.creator });
-                }
-                Ok(events)
-            }
+            C::SubmitForAgreement => Project::submit_for_agreement(cmd, s),
             C::Agree => Project::agree(cmd, s),
             C::Fund { milestone } => Project::fund(cmd, s, *milestone),
             C::Submit { milestone } => Project::seller_step(cmd, s, *milestone),
@@ -1104,20 +1187,7 @@ impl Decider for Project {
             C::MarkDisputed {
                 milestone,
                 dispute_id,
-            } => {
-                let m = s.milestone(*milestone)?;
-                if !m.status.is_held_open() {
-                    return Err(Rejection::transition(
-                        "milestone",
-                        m.status,
-                        "open a dispute",
-                    ));
-                }
-                Ok(vec![ProjectEvent::MilestoneDisputed {
-                    milestone: *milestone,
-                    dispute_id: *dispute_id,
-                }])
-            }
+            } => Project::mark_disputed(s, *milestone, *dispute_id),
             C::WithdrawDispute {
                 milestone,
                 dispute_id,
@@ -1134,220 +1204,36 @@ impl Decider for Project {
                 escrow,
                 buyer_fee,
                 chargeback_id,
-            } => {
-                if cmd.actor != Actor::System {
-                    return Err(Rejection::not_party(
-                        &cmd.actor,
-                        "charge escrow back",
-                        "only the chargeback process",
-                    ));
-                }
-                let m = s.milestone(*milestone)?;
-                if !m.status.is_held_open() {
-                    return Err(Rejection::transition("milestone", m.status, "charge back"));
-                }
-                require_currency(s.currency(), *escrow)?;
-                require_currency(s.currency(), *buyer_fee)?;
-                let too_much =
-                    escrow.minor() > m.held_minor() || buyer_fee.minor() > m.buyer_fee_minor;
-                if escrow.minor() < 0 || buyer_fee.minor() < 0 || too_much {
-                    return Err(Rejection::AmountTooLarge {
-                        what: "chargeback from escrow",
-                        amount: escrow.to_string(),
-                        limit: s.money(m.held_minor()).to_string(),
-                    });
-                }
-                let mut events = vec![ProjectEvent::MilestoneChargedBack {
-                    milestone: *milestone,
-                    escrow: *escrow,
-                    buyer_fee: *buyer_fee,
-                    chargeback_id: *chargeback_id,
-                }];
-                if escrow.minor() == m.held_minor() {
-                    Project::completion(s, *milestone, &mut events);
-                }
-                Ok(events)
-            }
-            C::Close => {
-                if !cmd.actor.is_admin_or_system() {
-                    return Err(Rejection::not_party(
-                        &cmd.actor,
-                        "close a project",
-                        "only an operator",
-                    ));
-                }
-                if s.status != ProjectStatus::Completed {
-                    return Err(Rejection::transition(AGG, s.status, "close"));
-                }
-                Ok(vec![ProjectEvent::ProjectClosed])
-            }
+            } => Project::charge_back(cmd, s, *milestone, *escrow, *buyer_fee, *chargeback_id),
+            C::Close => Project::close(cmd, s),
         }
     }
 
     fn evolve(mut s: ProjectState, event: &ProjectEvent) -> ProjectState {
         use ProjectEvent as E;
         match event {
-            E::ProjectCreated {
-                project_id,
-                creator,
-                buyer,
-                seller,
-                currency,
-                milestones,
-                fees,
-                booking_id,
-            } => {
-                s.id = *project_id;
-                s.status = ProjectStatus::Draft;
-                s.creator = *creator;
-                s.buyer = *buyer;
-                s.seller = *seller;
-                s.currency = Some(*currency);
-                s.fees = *fees;
-                s.booking = *booking_id;
-                s.milestones = milestones
-                    .iter()
-                    .map(|m| MilestoneState {
-                        amount_minor: m.minor(),
-                        ..MilestoneState::default()
-                    })
-                    .collect();
-            }
-            E::ProjectSubmittedForAgreement => s.status = ProjectStatus::AwaitingAgreement,
-            E::ProjectPartyAgreed { party } => {
-                s.buyer_agreed |= *party == s.buyer;
-                s.seller_agreed |= *party == s.seller;
-            }
-            E::ProjectAgreed => s.status = ProjectStatus::Agreed,
-            E::MilestoneFunded {
-                milestone,
-                amount,
-                buyer_fee,
-                ..
-            } => {
-                let m = ms(&mut s, *milestone);
-                m.status = MilestoneStatus::Funded;
-                m.funded_minor += amount.minor();
-                m.buyer_fee_minor = buyer_fee.minor();
-                let all_funded = s
-                    .milestones
-                    .iter()
-                    .all(|m| m.status != MilestoneStatus::Unfunded);
-                s.status = if all_funded {
-                    ProjectStatus::Funded
-                } else {
-                    ProjectStatus::PartiallyFunded
-                };
-            }
-            E::MilestoneSubmitted { milestone, at } => {
-                let m = ms(&mut s, *milestone);
-                m.status = MilestoneStatus::Submitted;
-                m.submitted_at = Some(*at);
-            }
-            E::MilestoneChangesRequested { milestone } => {
-                ms(&mut s, *milestone).status = MilestoneStatus::ChangesRequested
-            }
-            E::MilestoneApproved { milestone, auto } => {
-                let m = ms(&mut s, *milestone);
-                m.status = if *auto {
-                    MilestoneStatus::AutoApproved
-                } else {
-                    MilestoneStatus::Approved
-                };
-                m.approved = true;
-            }
-            E::MilestoneReleased {
-                milestone,
-                amount,
-                commission,
-                seller_bucket_pending,
-                matures_at,
-                ..
-            } => {
-                let m = ms(&mut s, *milestone);
-                m.status = MilestoneStatus::Released;
-                m.released_minor += amount.minor();
-                m.buyer_fee_minor = 0;
-                if *seller_bucket_pending {
-                    m.pending_minor += amount.minor() - commission.minor();
-                    m.matures_at = *matures_at;
-                }
-            }
-            E::MilestoneRefunded {
-                milestone, amount, ..
-            } => {
-                let m = ms(&mut s, *milestone);
-                m.status = MilestoneStatus::Refunded;
-                m.refunded_minor += amount.minor();
-                m.buyer_fee_minor = 0;
-            }
-            E::MilestoneDisputed {
-                milestone,
-                dispute_id,
-            } => {
-                let m = ms(&mut s, *milestone);
-                m.before_dispute = m.status;
-                m.status = MilestoneStatus::Disputed;
-                m.dispute_id = Some(*dispute_id);
-                s.open_disputes += 1;
-            }
-            E::MilestoneDisputeWithdrawn { milestone, at, .. } => {
-                let m = ms(&mut s, *milestone);
-                m.status = m.before_dispute;
-                m.dispute_id = None;
-                if m.status == MilestoneStatus::Submitted
-                    && let Some(at) = at
-                {
-                    m.submitted_at = Some(*at);
-                }
-                s.open_disputes = s.open_disputes.saturating_sub(1);
-            }
-            E::MilestoneResolved {
-                milestone,
-                released,
-                refunded,
-                commission,
-                matures_at,
-                ..
-            } => {
-                let to_pending = s.fees.release_to_pending;
-                let m = ms(&mut s, *milestone);
-                if to_pending {
-                    m.pending_minor += released.minor() - commission.minor();
-                    m.matures_at = *matures_at;
-                }
-                let was_disputed = m.status == MilestoneStatus::Disputed;
-                m.status = MilestoneStatus::Resolved;
-                m.dispute_id = None;
-                m.released_minor += released.minor();
-                m.refunded_minor += refunded.minor();
-                m.buyer_fee_minor = 0;
-                if was_disputed {
-                    s.open_disputes = s.open_disputes.saturating_sub(1);
-                }
-            }
-            E::MilestoneCancelled { milestone } => {
-                ms(&mut s, *milestone).status = MilestoneStatus::Cancelled
-            }
-            E::MilestoneChargedBack {
-                milestone,
-                escrow,
-                buyer_fee,
-                ..
-            } => {
-                let m = ms(&mut s, *milestone);
-                m.charged_back_minor += escrow.minor();
-                m.buyer_fee_minor -= buyer_fee.minor();
-                if m.held_minor() == 0 {
-                    m.status = MilestoneStatus::ChargedBack;
-                }
+            E::ProjectCreated { .. }
+            | E::ProjectSubmittedForAgreement
+            | E::ProjectPartyAgreed { .. }
+            | E::ProjectAgreed
+            | E::ProjectCompleted
+            | E::ProjectCancelled
+            | E::ProjectClosed => evolve_lifecycle(&mut s, event),
+            E::MilestoneFunded { .. }
+            | E::MilestoneSubmitted { .. }
+            | E::MilestoneChangesRequested { .. }
+            | E::MilestoneApproved { .. }
+            | E::MilestoneCancelled { .. } => evolve_milestone_work(&mut s, event),
+            E::MilestoneReleased { .. }
+            | E::MilestoneRefunded { .. }
+            | E::MilestoneResolved { .. }
+            | E::MilestoneChargedBack { .. } => evolve_settlement(&mut s, event),
+            E::MilestoneDisputed { .. } | E::MilestoneDisputeWithdrawn { .. } => {
+                evolve_dispute(&mut s, event)
             }
             E::MilestoneProceedsMatured { milestone, .. } => {
                 ms(&mut s, *milestone).proceeds_matured = true
             }
-            E::ProjectCompleted => s.status = ProjectStatus::Completed,
-            E::ProjectCancelled => s.status = ProjectStatus::Cancelled,
-            E::ProjectClosed => s.status = ProjectStatus::Closed,
         }
         s
     }
@@ -1374,4 +1260,198 @@ fn ms(s: &mut ProjectState, no: MilestoneNo) -> &mut MilestoneState {
         .checked_sub(1)
         .expect("milestones are numbered from 1");
     &mut s.milestones[index]
+}
+
+/// Folds the project's own lifecycle: created, agreed by its parties, then completed, cancelled or closed.
+/// Another family's event changes nothing here (`evolve` hands each event to its own family).
+fn evolve_lifecycle(s: &mut ProjectState, event: &ProjectEvent) {
+    use ProjectEvent as E;
+    match event {
+        E::ProjectCreated {
+            project_id,
+            creator,
+            buyer,
+            seller,
+            currency,
+            milestones,
+            fees,
+            booking_id,
+        } => {
+            s.id = *project_id;
+            s.status = ProjectStatus::Draft;
+            s.creator = *creator;
+            s.buyer = *buyer;
+            s.seller = *seller;
+            s.currency = Some(*currency);
+            s.fees = *fees;
+            s.booking = *booking_id;
+            s.milestones = milestones
+                .iter()
+                .map(|m| MilestoneState {
+                    amount_minor: m.minor(),
+                    ..MilestoneState::default()
+                })
+                .collect();
+        }
+        E::ProjectSubmittedForAgreement => s.status = ProjectStatus::AwaitingAgreement,
+        E::ProjectPartyAgreed { party } => {
+            s.buyer_agreed |= *party == s.buyer;
+            s.seller_agreed |= *party == s.seller;
+        }
+        E::ProjectAgreed => s.status = ProjectStatus::Agreed,
+        E::ProjectCompleted => s.status = ProjectStatus::Completed,
+        E::ProjectCancelled => s.status = ProjectStatus::Cancelled,
+        E::ProjectClosed => s.status = ProjectStatus::Closed,
+        _ => {}
+    }
+}
+
+/// Folds a milestone's work before any money leaves escrow: funded, submitted, reviewed, or cancelled unfunded.
+/// Another family's event changes nothing here (`evolve` hands each event to its own family).
+fn evolve_milestone_work(s: &mut ProjectState, event: &ProjectEvent) {
+    use ProjectEvent as E;
+    match event {
+        E::MilestoneFunded {
+            milestone,
+            amount,
+            buyer_fee,
+            ..
+        } => {
+            let m = ms(s, *milestone);
+            m.status = MilestoneStatus::Funded;
+            m.funded_minor += amount.minor();
+            m.buyer_fee_minor = buyer_fee.minor();
+            let all_funded = s
+                .milestones
+                .iter()
+                .all(|m| m.status != MilestoneStatus::Unfunded);
+            s.status = if all_funded {
+                ProjectStatus::Funded
+            } else {
+                ProjectStatus::PartiallyFunded
+            };
+        }
+        E::MilestoneSubmitted { milestone, at } => {
+            let m = ms(s, *milestone);
+            m.status = MilestoneStatus::Submitted;
+            m.submitted_at = Some(*at);
+        }
+        E::MilestoneChangesRequested { milestone } => {
+            ms(s, *milestone).status = MilestoneStatus::ChangesRequested
+        }
+        E::MilestoneApproved { milestone, auto } => {
+            let m = ms(s, *milestone);
+            m.status = if *auto {
+                MilestoneStatus::AutoApproved
+            } else {
+                MilestoneStatus::Approved
+            };
+            m.approved = true;
+        }
+        E::MilestoneCancelled { milestone } => {
+            ms(s, *milestone).status = MilestoneStatus::Cancelled
+        }
+        _ => {}
+    }
+}
+
+/// Folds the money leaving a milestone's escrow: released, refunded, split by a resolution, or taken by a
+/// chargeback. Another family's event changes nothing here (`evolve` hands each event to its own family).
+fn evolve_settlement(s: &mut ProjectState, event: &ProjectEvent) {
+    use ProjectEvent as E;
+    match event {
+        E::MilestoneReleased {
+            milestone,
+            amount,
+            commission,
+            seller_bucket_pending,
+            matures_at,
+            ..
+        } => {
+            let m = ms(s, *milestone);
+            m.status = MilestoneStatus::Released;
+            m.released_minor += amount.minor();
+            m.buyer_fee_minor = 0;
+            if *seller_bucket_pending {
+                m.pending_minor += amount.minor() - commission.minor();
+                m.matures_at = *matures_at;
+            }
+        }
+        E::MilestoneRefunded {
+            milestone, amount, ..
+        } => {
+            let m = ms(s, *milestone);
+            m.status = MilestoneStatus::Refunded;
+            m.refunded_minor += amount.minor();
+            m.buyer_fee_minor = 0;
+        }
+        E::MilestoneResolved {
+            milestone,
+            released,
+            refunded,
+            commission,
+            matures_at,
+            ..
+        } => {
+            let to_pending = s.fees.release_to_pending;
+            let m = ms(s, *milestone);
+            if to_pending {
+                m.pending_minor += released.minor() - commission.minor();
+                m.matures_at = *matures_at;
+            }
+            let was_disputed = m.status == MilestoneStatus::Disputed;
+            m.status = MilestoneStatus::Resolved;
+            m.dispute_id = None;
+            m.released_minor += released.minor();
+            m.refunded_minor += refunded.minor();
+            m.buyer_fee_minor = 0;
+            if was_disputed {
+                s.open_disputes = s.open_disputes.saturating_sub(1);
+            }
+        }
+        E::MilestoneChargedBack {
+            milestone,
+            escrow,
+            buyer_fee,
+            ..
+        } => {
+            let m = ms(s, *milestone);
+            m.charged_back_minor += escrow.minor();
+            m.buyer_fee_minor -= buyer_fee.minor();
+            if m.held_minor() == 0 {
+                m.status = MilestoneStatus::ChargedBack;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Folds a dispute holding a milestone, and its withdrawal (a resolution is a settlement).
+/// Another family's event changes nothing here (`evolve` hands each event to its own family).
+fn evolve_dispute(s: &mut ProjectState, event: &ProjectEvent) {
+    use ProjectEvent as E;
+    match event {
+        E::MilestoneDisputed {
+            milestone,
+            dispute_id,
+        } => {
+            let m = ms(s, *milestone);
+            m.before_dispute = m.status;
+            m.status = MilestoneStatus::Disputed;
+            m.dispute_id = Some(*dispute_id);
+            s.open_disputes += 1;
+        }
+        E::MilestoneDisputeWithdrawn { milestone, at, .. } => {
+            let m = ms(s, *milestone);
+            m.status = m.before_dispute;
+            m.dispute_id = None;
+            if m.status == MilestoneStatus::Submitted
+                && let Some(at) = at
+            {
+                m.submitted_at = Some(*at);
+            }
+            s.open_disputes = s.open_disputes.saturating_sub(1);
+        }
+        _ => {}
+    }
 }

@@ -84,6 +84,98 @@ pub struct ServiceRequest;
 
 const AGG: &str = "service request";
 
+impl ServiceRequest {
+    /// A client opens a request for quotes (once per request id).
+    fn open(
+        cmd: &Ctx<ServiceRequestCommand>,
+        s: &ServiceRequestState,
+    ) -> Result<Vec<ServiceRequestEvent>, Rejection> {
+        let ServiceRequestCommand::Open {
+            request_id,
+            currency,
+            title,
+            expires_at,
+        } = &cmd.body
+        else {
+            unreachable!("open is only called for Open")
+        };
+        if s.status != RequestStatus::None {
+            return Err(Rejection::AlreadyExists {
+                aggregate: AGG,
+                id: request_id.to_string(),
+            });
+        }
+        let client = cmd
+            .actor
+            .user()
+            .ok_or_else(|| Rejection::not_party(&cmd.actor, "open a request", "only a client"))?;
+        if title.trim().is_empty() || title.len() > TITLE_BYTES_MAX {
+            return Err(Rejection::InvalidCommand(format!(
+                "title must be 1..={TITLE_BYTES_MAX} bytes"
+            )));
+        }
+        Ok(vec![ServiceRequestEvent::ServiceRequestOpened {
+            request_id: *request_id,
+            client,
+            currency: *currency,
+            title: title.clone(),
+            expires_at: *expires_at,
+        }])
+    }
+
+    /// Its client (or an operator) cancels an open request.
+    fn cancel(
+        cmd: &Ctx<ServiceRequestCommand>,
+        s: &ServiceRequestState,
+    ) -> Result<Vec<ServiceRequestEvent>, Rejection> {
+        if !(cmd.actor.is(s.client) || matches!(cmd.actor, Actor::Admin(_))) {
+            return Err(Rejection::not_party(
+                &cmd.actor,
+                "cancel a request",
+                "only its client",
+            ));
+        }
+        Ok(vec![ServiceRequestEvent::ServiceRequestCancelled])
+    }
+
+    /// The timer expires an open request once its expiry has come.
+    fn expire(
+        cmd: &Ctx<ServiceRequestCommand>,
+        s: &ServiceRequestState,
+    ) -> Result<Vec<ServiceRequestEvent>, Rejection> {
+        if cmd.actor != Actor::System {
+            return Err(Rejection::not_party(
+                &cmd.actor,
+                "expire a request",
+                "only the timer",
+            ));
+        }
+        match s.expires_at {
+            Some(due) if cmd.at >= due => Ok(vec![ServiceRequestEvent::ServiceRequestExpired]),
+            Some(due) => Err(Rejection::TooEarly {
+                what: "request expiry",
+                due: due.to_rfc3339(),
+            }),
+            None => Err(Rejection::InvalidCommand(
+                "this request has no expiry".into(),
+            )),
+        }
+    }
+
+    /// A quote created for this request is recorded, up to `QUOTES_PER_REQUEST_MAX`.
+    fn record_quote(
+        s: &ServiceRequestState,
+        quote_id: Uuid,
+    ) -> Result<Vec<ServiceRequestEvent>, Rejection> {
+        if s.quotes.len() >= QUOTES_PER_REQUEST_MAX {
+            return Err(Rejection::InvalidCommand(format!(
+                "a request takes at most {QUOTES_PER_REQUEST_MAX} quotes"
+            )));
+        }
+        Ok(vec![ServiceRequestEvent::QuoteReceived { quote_id }])
+    }
+}
+
 impl Decider for ServiceRequest {
     type Command = Ctx<ServiceRequestCommand>;
     type Event = ServiceRequestEvent;
@@ -95,34 +187,8 @@ impl Decider for ServiceRequest {
         s: &ServiceRequestState,
     ) -> Result<Vec<ServiceRequestEvent>, Rejection> {
         use ServiceRequestCommand as C;
-        if let C::Open {
-            request_id,
-            currency,
-            title,
-            expires_at,
-        } = &cmd.body
-        {
-            if s.status != RequestStatus::None {
-                return Err(Rejection::AlreadyExists {
-                    aggregate: AGG,
-                    id: request_id.to_string(),
-                });
-            }
-            let client = cmd.actor.user().ok_or_else(|| {
-                Rejection::not_party(&cmd.actor, "open a request", "only a client")
-            })?;
-            if title.trim().is_empty() || title.len() > TITLE_BYTES_MAX {
-                return Err(Rejection::InvalidCommand(format!(
-                    "title must be 1..={TITLE_BYTES_MAX} bytes"
-                )));
-            }
-            return Ok(vec![ServiceRequestEvent::ServiceRequestOpened {
-                request_id: *request_id,
-                client,
-                currency: *currency,
-                title: title.clone(),
-                expires_at: *expires_at,
-            }]);
+        if let C::Open { .. } = cmd.body {
+            return ServiceRequest::open(cmd, s);
         }
         if s.status == RequestStatus::None {
             return Err(Rejection::NotFound {
@@ -135,50 +201,12 @@ impl Decider for ServiceRequest {
         }
         match &cmd.body {
             C::Open { .. } => unreachable!("handled above"),
-            C::Cancel => {
-                if !(cmd.actor.is(s.client) || matches!(cmd.actor, Actor::Admin(_))) {
-                    return Err(Rejection::not_party(
-                        &cmd.actor,
-                        "cancel a request",
-                        "only its client",
-                    ));
-                }
-                Ok(vec![ServiceRequestEvent::ServiceRequestCancelled])
-            }
-            C::Expire => {
-                if cmd.actor != Actor::System {
-                    return Err(Rejection::not_party(
-                        &cmd.actor,
-                        "expire a request",
-                        "only the timer",
-                    ));
-                }
-                match s.expires_at {
-                    Some(due) if cmd.at >= due => {
-                        Ok(vec![ServiceRequestEvent::ServiceRequestExpired])
-                    }
-                    Some(due) => Err(Rejection::TooEarly {
-                        what: "request expiry",
-                        due: due.to_rfc3339(),
-                    }),
-                    None => Err(Rejection::InvalidCommand(
-                        "this request has no expiry".into(),
-                    )),
-                }
-            }
+            C::Cancel => ServiceRequest::cancel(cmd, s),
+            C::Expire => ServiceRequest::expire(cmd, s),
             C::MarkBooked { quote_id } => Ok(vec![ServiceRequestEvent::ServiceRequestBooked {
                 quote_id: *quote_id,
             }]),
-            C::RecordQuote { quote_id } => {
-                if s.quotes.len() >= QUOTES_PER_REQUEST_MAX {
-                    return Err(Rejection::InvalidCommand(format!(
-                        "a request takes at most {QUOTES_PER_REQUEST_MAX} quotes"
-                    )));
-                }
-                Ok(vec![ServiceRequestEvent::QuoteReceived {
-                    quote_id: *quote_id,
-                }])
-            }
+            C::RecordQuote { quote_id } => ServiceRequest::record_quote(s, *quote_id),
         }
     }
 

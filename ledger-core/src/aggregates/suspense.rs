@@ -66,6 +66,84 @@ pub enum SuspenseEvent {
 
 pub struct Suspense;
 
+impl Suspense {
+    /// Money nobody could match is held in suspense, off every wallet (once per suspense id).
+    fn record(
+        cmd: &Ctx<SuspenseCommand>,
+        s: &SuspenseState,
+    ) -> Result<Vec<SuspenseEvent>, Rejection> {
+        let SuspenseCommand::Record {
+            suspense_id,
+            gateway,
+            amount,
+            reference,
+            reason,
+        } = &cmd.body
+        else {
+            unreachable!("record is only called for Record")
+        };
+        // A callback holds money only on its own gateway's clearing (operators and timers on any).
+        if matches!(cmd.actor, Actor::Gateway(g) if g != *gateway) {
+            return Err(Rejection::not_party(
+                &cmd.actor,
+                "hold money in suspense",
+                "a gateway holds money only on its own clearing",
+            ));
+        }
+        if s.status != SuspenseStatus::None {
+            return Ok(vec![]); // the same unmatched money reported again
+        }
+        require_positive(*amount)?;
+        let entry = EntryBuilder::new(amount.currency())
+            .debit(Account::GatewayClearing(*gateway), *amount)
+            .credit(Account::Suspense, *amount)
+            .build(cmd.at, cmd.at)?;
+        Ok(vec![SuspenseEvent::SuspenseRecorded {
+            suspense_id: *suspense_id,
+            gateway: *gateway,
+            amount: *amount,
+            reference: reference.clone(),
+            reason: reason.clone(),
+            entry,
+        }])
+    }
+
+    /// An operator resolves held money: assigned to a user's wallet or returned to the sender.
+    fn resolve(
+        cmd: &Ctx<SuspenseCommand>,
+        s: &SuspenseState,
+    ) -> Result<Vec<SuspenseEvent>, Rejection> {
+        if !matches!(cmd.actor, Actor::Admin(_)) {
+            return Err(Rejection::not_party(
+                &cmd.actor,
+                "resolve suspense",
+                "only an operator",
+            ));
+        }
+        if s.status != SuspenseStatus::Held {
+            return Err(Rejection::transition("suspense", s.status, "resolve"));
+        }
+        let amount = s.amount.expect("held suspense has an amount");
+        let b = EntryBuilder::new(amount.currency()).debit(Account::Suspense, amount);
+        Ok(vec![match &cmd.body {
+            SuspenseCommand::AssignToWallet { user } => SuspenseEvent::SuspenseAssigned {
+                user: *user,
+                entry: b
+                    .credit(Account::UserAvailable { user: *user }, amount)
+                    .build(cmd.at, cmd.at)?,
+            },
+            _ => SuspenseEvent::SuspenseReturned {
+                entry: b
+                    .credit(
+                        Account::GatewayClearing(s.gateway.expect("held suspense has a gateway")),
+                        amount,
+                    )
+                    .build(cmd.at, cmd.at)?,
+            },
+        }])
+    }
+}
+
 impl Decider for Suspense {
     type Command = Ctx<SuspenseCommand>;
     type Event = SuspenseEvent;
@@ -87,69 +165,9 @@ impl Decider for Suspense {
             ));
         }
         match &cmd.body {
-            SuspenseCommand::Record {
-                suspense_id,
-                gateway,
-                amount,
-                reference,
-                reason,
-            } => {
-                // A callback holds money only on its own gateway's clearing (operators and timers on any).
-                if matches!(cmd.actor, Actor::Gateway(g) if g != *gateway) {
-                    return Err(Rejection::not_party(
-                        &cmd.actor,
-                        "hold money in suspense",
-                        "a gateway holds money only on its own clearing",
-                    ));
-                }
-                if s.status != SuspenseStatus::None {
-                    return Ok(vec![]); // the same unmatched money reported again
-                }
-                require_positive(*amount)?;
-                let entry = EntryBuilder::new(amount.currency())
-                    .debit(Account::GatewayClearing(*gateway), *amount)
-                    .credit(Account::Suspense, *amount)
-                    .build(cmd.at, cmd.at)?;
-                Ok(vec![SuspenseEvent::SuspenseRecorded {
-                    suspense_id: *suspense_id,
-                    gateway: *gateway,
-                    amount: *amount,
-                    reference: reference.clone(),
-                    reason: reason.clone(),
-                    entry,
-                }])
-            }
+            SuspenseCommand::Record { .. } => Suspense::record(cmd, s),
             SuspenseCommand::AssignToWallet { .. } | SuspenseCommand::ReturnToSender => {
-                if !matches!(cmd.actor, Actor::Admin(_)) {
-                    return Err(Rejection::not_party(
-                        &cmd.actor,
-                        "resolve suspense",
-                        "only an operator",
-                    ));
-                }
-                if s.status != SuspenseStatus::Held {
-                    return Err(Rejection::transition("suspense", s.status, "resolve"));
-                }
-                let amount = s.amount.expect("held suspense has an amount");
-                let b = EntryBuilder::new(amount.currency()).debit(Account::Suspense, amount);
-                Ok(vec![match &cmd.body {
-                    SuspenseCommand::AssignToWallet { user } => SuspenseEvent::SuspenseAssigned {
-                        user: *user,
-                        entry: b
-                            .credit(Account::UserAvailable { user: *user }, amount)
-                            .build(cmd.at, cmd.at)?,
-                    },
-                    _ => SuspenseEvent::SuspenseReturned {
-                        entry: b
-                            .credit(
-                                Account::GatewayClearing(
-                                    s.gateway.expect("held suspense has a gateway"),
-                                ),
-                                amount,
-                            )
-                            .build(cmd.at, cmd.at)?,
-                    },
-                }])
+                Suspense::resolve(cmd, s)
             }
         }
     }

@@ -11,11 +11,11 @@ use crate::aggregates::payment::FundTarget;
 use crate::aggregates::project::FeeTerms;
 use crate::aggregates::reconciliation::ReconciliationCounts;
 use crate::aggregates::settlement::settlement_stream_id;
+use crate::calendar::Month;
 use crate::error::Rejection;
 use crate::ids::{Actor, Gateway, MilestoneNo};
 use crate::journal::BankName;
 use crate::money::{Currency, Money, Rate};
-use crate::period::Month;
 
 /// Every command the ledger accepts. JSON: `{"type": "fund_milestone", "project_id": ..., "milestone": 1}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -315,7 +315,7 @@ pub enum Command {
         to: Option<DateTime<Utc>>,
         counts: ReconciliationCounts,
     },
-    /// An operator closes every month up to and including `through` (`aggregates::period`).
+    /// An operator closes every month up to and including `through` (`aggregates::closed_periods`).
     ClosePeriods {
         through: Month,
     },
@@ -418,6 +418,45 @@ fn own_stream(command: &Command) -> StreamId {
         | C::ApplyResolution { project_id, .. }
         | C::ClearMilestoneDispute { project_id, .. }
         | C::MatureRelease { project_id, .. } => StreamId::Project(*project_id),
+        C::InitiateDeposit { .. }
+        | C::MarkPaymentProcessing { .. }
+        | C::ConfirmDeposit { .. }
+        | C::FailDeposit { .. }
+        | C::CancelDeposit { .. }
+        | C::ExpireDeposit { .. }
+        | C::RequestPayout { .. }
+        | C::RequestCardRefund { .. }
+        | C::ConfirmTransfer { .. }
+        | C::FailTransfer { .. }
+        | C::CancelPayout { .. }
+        | C::ReversePayout { .. }
+        | C::OpenChargeback { .. }
+        | C::WinChargeback { .. }
+        | C::LoseChargeback { .. } => payment_stream(command),
+        C::OpenDispute { dispute_id, .. }
+        | C::AcceptDisputeProposal { dispute_id }
+        | C::ContestDispute { dispute_id }
+        | C::ResolveDispute { dispute_id, .. }
+        | C::WithdrawDispute { dispute_id }
+        | C::TimeOutDispute { dispute_id } => StreamId::Dispute(*dispute_id),
+        C::MaturePending { .. }
+        | C::RecordSuspense { .. }
+        | C::AssignSuspense { .. }
+        | C::ReturnSuspense { .. }
+        | C::SetFeePolicy { .. }
+        | C::SetDeadlinePolicy { .. } => back_office_stream(command),
+        C::RecordSettlement { .. }
+        | C::RecordReconciliation { .. }
+        | C::ClosePeriods { .. }
+        | C::ReopenPeriods { .. } => month_end_stream(command),
+        C::CloseDeadline { stream, .. } => *stream,
+    }
+}
+
+/// The payment a deposit, transfer (payout or card refund) or chargeback command acts on.
+fn payment_stream(command: &Command) -> StreamId {
+    use Command as C;
+    match command {
         C::InitiateDeposit { payment_id, .. }
         | C::MarkPaymentProcessing { payment_id }
         | C::ConfirmDeposit { payment_id, .. }
@@ -439,20 +478,30 @@ fn own_stream(command: &Command) -> StreamId {
             refund_id: payment_id,
             ..
         } => StreamId::Payment(*payment_id),
+        other => unreachable!("{other:?} is not a payment command"),
+    }
+}
+
+/// The stream a back-office command acts on: a wallet's pending money, suspense, the ledger's policy.
+fn back_office_stream(command: &Command) -> StreamId {
+    use Command as C;
+    match command {
         C::MaturePending { user, amount } => StreamId::Wallet {
             user: *user,
             currency: amount.currency(),
         },
-        C::OpenDispute { dispute_id, .. }
-        | C::AcceptDisputeProposal { dispute_id }
-        | C::ContestDispute { dispute_id }
-        | C::ResolveDispute { dispute_id, .. }
-        | C::WithdrawDispute { dispute_id }
-        | C::TimeOutDispute { dispute_id } => StreamId::Dispute(*dispute_id),
         C::RecordSuspense { suspense_id, .. }
         | C::AssignSuspense { suspense_id, .. }
         | C::ReturnSuspense { suspense_id } => StreamId::Suspense(*suspense_id),
         C::SetFeePolicy { .. } | C::SetDeadlinePolicy { .. } => StreamId::LedgerPolicy,
+        other => unreachable!("{other:?} is not a back-office command"),
+    }
+}
+
+/// The stream a month-end command acts on: a settlement, a reconciliation run, the closed periods.
+fn month_end_stream(command: &Command) -> StreamId {
+    use Command as C;
+    match command {
         C::RecordSettlement {
             gateway,
             settlement_id,
@@ -462,7 +511,7 @@ fn own_stream(command: &Command) -> StreamId {
             reconciliation_id, ..
         } => StreamId::Reconciliation(*reconciliation_id),
         C::ClosePeriods { .. } | C::ReopenPeriods { .. } => StreamId::Periods,
-        C::CloseDeadline { stream, .. } => *stream,
+        other => unreachable!("{other:?} is not a month-end command"),
     }
 }
 

@@ -5,10 +5,10 @@ use serde::{Deserialize, Serialize};
 
 use super::StreamId;
 use crate::aggregates::booking::{Booking, BookingEvent, BookingState};
+use crate::aggregates::closed_periods::{Periods, PeriodsEvent, PeriodsState};
 use crate::aggregates::dispute::{Dispute, DisputeEvent, DisputeState};
 use crate::aggregates::ledger_policy::{LedgerPolicy, LedgerPolicyEvent, LedgerPolicyState};
 use crate::aggregates::payment::{Payment, PaymentEvent, PaymentState};
-use crate::aggregates::period::{Periods, PeriodsEvent, PeriodsState};
 use crate::aggregates::project::{Project, ProjectEvent, ProjectState};
 use crate::aggregates::quote::{Quote, QuoteEvent, QuoteState};
 use crate::aggregates::reconciliation::{Reconciliation, ReconciliationEvent, ReconciliationState};

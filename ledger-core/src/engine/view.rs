@@ -7,10 +7,10 @@ use uuid::Uuid;
 
 use super::{AggState, Event, StreamId};
 use crate::aggregates::booking::BookingState;
+use crate::aggregates::closed_periods::PeriodsState;
 use crate::aggregates::dispute::DisputeState;
 use crate::aggregates::ledger_policy::LedgerPolicyState;
 use crate::aggregates::payment::PaymentState;
-use crate::aggregates::period::PeriodsState;
 use crate::aggregates::project::ProjectState;
 use crate::aggregates::quote::QuoteState;
 use crate::aggregates::reconciliation::ReconciliationState;

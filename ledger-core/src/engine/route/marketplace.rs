@@ -129,7 +129,10 @@ pub(super) fn route_booking(
         C::ConfirmBooking { booking_id }
         | C::SettleBooking { booking_id }
         | C::MarkBookingDisputed { booking_id } => {
-            check_booking_step(view, *booking_id, &env.command)?;
+            // Only the process may take these steps (the booking decider refuses anyone else first).
+            if env.actor == crate::ids::Actor::System {
+                check_booking_step(view, *booking_id, &env.command)?;
+            }
             let body = match env.command {
                 C::ConfirmBooking { .. } => B::Confirm,
                 C::SettleBooking { .. } => B::Settle,

@@ -5,7 +5,7 @@ use super::super::deciders::{decide_on, wrap};
 use super::super::view::{periods_state, reconciliation_state, settlement_state};
 use super::super::{Change, Command, CommandEnvelope, DecideError, Event, StateView, StreamId};
 use super::misrouted;
-use crate::aggregates::period::{Periods, PeriodsCommand};
+use crate::aggregates::closed_periods::{Periods, PeriodsCommand};
 use crate::aggregates::reconciliation::{Reconciliation, ReconciliationRun};
 use crate::aggregates::settlement::{
     Settlement, SettlementCommand, SettlementEvent, clearing_guard_stream_id, settlement_stream_id,
@@ -18,76 +18,8 @@ pub(super) fn route(
 ) -> Result<Vec<Change>, DecideError> {
     use Command as C;
     match &env.command {
-        C::RecordSettlement {
-            gateway,
-            settlement_id,
-            bank_account,
-            amount,
-            fee,
-            occurred_at,
-        } => {
-            let stream = StreamId::Settlement(settlement_stream_id(*gateway, settlement_id));
-            let clearing = Account::GatewayClearing(*gateway);
-            let currency = amount.currency();
-            // The guard's version is taken before the balance is: any settlement committed after it moves
-            // the guard (this one then fails at append and is decided again), any before it is in the balance.
-            let guard = StreamId::Settlement(clearing_guard_stream_id(*gateway, currency));
-            settlement_state(view, guard)?;
-            let clearing_balance_minor =
-                view.account_balance(&clearing, currency)
-                    .ok_or(DecideError::NeedBalance {
-                        account: clearing,
-                        currency,
-                    })?;
-            let body = SettlementCommand {
-                clearing_balance_minor,
-                gateway: *gateway,
-                settlement_id: settlement_id.clone(),
-                bank_account: *bank_account,
-                amount: *amount,
-                fee: *fee,
-                occurred_at: *occurred_at,
-            };
-            let state = settlement_state(view, stream)?;
-            let mut changes =
-                decide_on::<Settlement, _>(env, state, stream, body, Event::Settlement)?;
-            let booked = changes.iter().any(|c| {
-                matches!(
-                    c.event,
-                    Event::Settlement(SettlementEvent::SettlementRecorded { .. })
-                )
-            });
-            if booked {
-                // Serializes settlements of this clearing: the balance above has no version, this stream has.
-                let event = SettlementEvent::ClearingSettled {
-                    settlement_id: settlement_id.clone(),
-                    amount: *amount,
-                };
-                changes.extend(wrap(guard, vec![event], Event::Settlement));
-            }
-            Ok(changes)
-        }
-        C::RecordReconciliation {
-            reconciliation_id,
-            gateway,
-            statement_sha256,
-            format,
-            from,
-            to,
-            counts,
-        } => {
-            let stream = StreamId::Reconciliation(*reconciliation_id);
-            let body = ReconciliationRun {
-                gateway: *gateway,
-                statement_sha256: statement_sha256.clone(),
-                format: format.clone(),
-                from: *from,
-                to: *to,
-                counts: *counts,
-            };
-            let state = reconciliation_state(view, stream)?;
-            decide_on::<Reconciliation, _>(env, state, stream, body, Event::Reconciliation)
-        }
+        C::RecordSettlement { .. } => record_settlement(env, view),
+        C::RecordReconciliation { .. } => record_reconciliation(env, view),
         C::ClosePeriods { through } => {
             let body = PeriodsCommand::Close { through: *through };
             periods(env, view, body)
@@ -101,6 +33,93 @@ pub(super) fn route(
         }
         other => misrouted("month-end", other),
     }
+}
+
+/// Money settled from a gateway's clearing to the platform's bank, serialized per clearing by its guard stream.
+fn record_settlement(
+    env: &CommandEnvelope,
+    view: &dyn StateView,
+) -> Result<Vec<Change>, DecideError> {
+    let Command::RecordSettlement {
+        gateway,
+        settlement_id,
+        bank_account,
+        amount,
+        fee,
+        occurred_at,
+    } = &env.command
+    else {
+        misrouted("settlement", &env.command)
+    };
+    let stream = StreamId::Settlement(settlement_stream_id(*gateway, settlement_id));
+    let clearing = Account::GatewayClearing(*gateway);
+    let currency = amount.currency();
+    // The guard's version is taken before the balance is: any settlement committed after it moves
+    // the guard (this one then fails at append and is decided again), any before it is in the balance.
+    let guard = StreamId::Settlement(clearing_guard_stream_id(*gateway, currency));
+    settlement_state(view, guard)?;
+    let clearing_balance_minor =
+        view.account_balance(&clearing, currency)
+            .ok_or(DecideError::NeedBalance {
+                account: clearing,
+                currency,
+            })?;
+    let body = SettlementCommand {
+        clearing_balance_minor,
+        gateway: *gateway,
+        settlement_id: settlement_id.clone(),
+        bank_account: *bank_account,
+        amount: *amount,
+        fee: *fee,
+        occurred_at: *occurred_at,
+    };
+    let state = settlement_state(view, stream)?;
+    let mut changes = decide_on::<Settlement, _>(env, state, stream, body, Event::Settlement)?;
+    let booked = changes.iter().any(|c| {
+        matches!(
+            c.event,
+            Event::Settlement(SettlementEvent::SettlementRecorded { .. })
+        )
+    });
+    if booked {
+        // Serializes settlements of this clearing: the balance above has no version, this stream has.
+        let event = SettlementEvent::ClearingSettled {
+            settlement_id: settlement_id.clone(),
+            amount: *amount,
+        };
+        changes.extend(wrap(guard, vec![event], Event::Settlement));
+    }
+    Ok(changes)
+}
+
+/// That a statement was reconciled: one run, its own stream.
+fn record_reconciliation(
+    env: &CommandEnvelope,
+    view: &dyn StateView,
+) -> Result<Vec<Change>, DecideError> {
+    let Command::RecordReconciliation {
+        reconciliation_id,
+        gateway,
+        statement_sha256,
+        format,
+        from,
+        to,
+        counts,
+    } = &env.command
+    else {
+        misrouted("reconciliation", &env.command)
+    };
+    let stream = StreamId::Reconciliation(*reconciliation_id);
+    let body = ReconciliationRun {
+        gateway: *gateway,
+        statement_sha256: statement_sha256.clone(),
+        format: format.clone(),
+        from: *from,
+        to: *to,
+        counts: *counts,
+    };
+    let state = reconciliation_state(view, stream)?;
+    decide_on::<Reconciliation, _>(env, state, stream, body, Event::Reconciliation)
 }
 
 fn periods(

@@ -10,6 +10,7 @@ use super::super::{Change, Command, CommandEnvelope, DecideError, Event, StateVi
 use super::misrouted;
 use crate::aggregates::payment::{FundTarget, PaymentCommand, PaymentEvent};
 use crate::error::Rejection;
+use crate::ids::Gateway;
 use crate::money::Money;
 
 pub(super) fn route_deposit(
@@ -93,36 +94,7 @@ pub(super) fn route_transfer(
             deposit_id,
             amount,
             gateway,
-        } => {
-            let reserve = P::ReserveRefund {
-                refund_id: *refund_id,
-                amount: *amount,
-                gateway: *gateway,
-            };
-            let body = P::RequestCardRefund {
-                refund_id: *refund_id,
-                amount: *amount,
-                gateway: *gateway,
-                deposit_id: *deposit_id,
-            };
-            if deposit_id == refund_id {
-                return Err(Rejection::InvalidCommand(
-                    "a card refund's id must differ from its deposit's".into(),
-                )
-                .into());
-            }
-            let deposit = payment_state(view, StreamId::Payment(*deposit_id))?;
-            if !deposit.exists() {
-                return Err(Rejection::NotFound {
-                    aggregate: "deposit",
-                    id: deposit_id.to_string(),
-                }
-                .into());
-            }
-            let mut changes = payment_cmd(env, view, *deposit_id, reserve)?;
-            changes.extend(payment_cmd(env, view, *refund_id, body)?);
-            return Ok(changes);
-        }
+        } => return request_card_refund(env, view, *refund_id, *deposit_id, *amount, *gateway),
         C::ConfirmTransfer {
             payment_id,
             gateway_fee,
@@ -160,6 +132,45 @@ pub(super) fn route_transfer(
         other => misrouted("transfer", other),
     };
     payment_cmd(env, view, *payment_id, body)
+}
+
+/// A card refund reserves its amount on the deposit it names, then takes it out of the payer's wallet.
+fn request_card_refund(
+    env: &CommandEnvelope,
+    view: &dyn StateView,
+    refund_id: Uuid,
+    deposit_id: Uuid,
+    amount: Money,
+    gateway: Gateway,
+) -> Result<Vec<Change>, DecideError> {
+    let reserve = PaymentCommand::ReserveRefund {
+        refund_id,
+        amount,
+        gateway,
+    };
+    let body = PaymentCommand::RequestCardRefund {
+        refund_id,
+        amount,
+        gateway,
+        deposit_id,
+    };
+    if deposit_id == refund_id {
+        return Err(Rejection::InvalidCommand(
+            "a card refund's id must differ from its deposit's".into(),
+        )
+        .into());
+    }
+    let deposit = payment_state(view, StreamId::Payment(deposit_id))?;
+    if !deposit.exists() {
+        return Err(Rejection::NotFound {
+            aggregate: "deposit",
+            id: deposit_id.to_string(),
+        }
+        .into());
+    }
+    let mut changes = payment_cmd(env, view, deposit_id, reserve)?;
+    changes.extend(payment_cmd(env, view, refund_id, body)?);
+    Ok(changes)
 }
 
 /// A failed or cancelled card refund gives its deposit's reservation back (the money returned to the

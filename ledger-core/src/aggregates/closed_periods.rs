@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::Ctx;
+use crate::calendar::Month;
 use crate::decider::Decider;
 use crate::error::Rejection;
 use crate::ids::Actor;
-use crate::period::Month;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeriodsState {
