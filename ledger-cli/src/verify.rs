@@ -144,14 +144,23 @@ pub async fn verify(global: &Global, args: VerifyArgs) -> Result<ExitCode, CliEr
     Ok(ExitCode::from(crate::exit::EXIT_FINDINGS))
 }
 
+/// One manual confirmation: position, actor, stream, amount, currency, when recorded.
+type ManualRow = (
+    Option<i64>,
+    String,
+    String,
+    String,
+    String,
+    chrono::DateTime<chrono::Utc>,
+);
+
 /// Most manual confirmations listed.
 const MANUAL_ROWS_MAX: i64 = 100_000;
 
 /// Deposits confirmed by an operator (actor `admin:<id>`), not by their gateway: one line each, in log
 /// order, with the operator, the deposit, the amount and when it was recorded.
 pub async fn manual_confirmations(pool: &PgPool, ledger: &str) -> Result<Vec<String>, CliError> {
-    let rows: Vec<(Option<i64>, String, String, String, String, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as(
+    let rows: Vec<ManualRow> = sqlx::query_as(
             "select s.position, e.metadata->>'actor', e.stream_id,
                     coalesce(e.payload->'amount'->>'amount', ''), coalesce(e.payload->'amount'->>'currency', ''),
                     e.recorded_at
