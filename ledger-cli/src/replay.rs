@@ -19,17 +19,6 @@ use crate::exit::{CliError, Context};
 
 /// Events per read from the store.
 pub const READ_BATCH: i64 = 10_000;
-/// A balance snapshot is written every this many positions during a full replay
-/// (`ESCROW_LEDGER_BALANCE_SNAPSHOT_EVERY` overrides it, for tests of the snapshot path).
-pub const BALANCE_SNAPSHOT_EVERY: i64 = 50_000;
-
-fn balance_snapshot_every() -> i64 {
-    std::env::var("ESCROW_LEDGER_BALANCE_SNAPSHOT_EVERY")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|v: &i64| *v > 0)
-        .unwrap_or(BALANCE_SNAPSHOT_EVERY)
-}
 
 /// One event of the log, decoded.
 pub struct Decoded {
@@ -171,17 +160,6 @@ pub async fn scan(
     Ok(())
 }
 
-/// Balances as a JSON value for a snapshot: `[[account, currency, debits, credits], ...]`.
-pub fn balances_to_json(b: &Balances) -> serde_json::Value {
-    serde_json::Value::Array(
-        b.iter()
-            .map(|((account, currency), (d, c))| {
-                serde_json::json!([account.to_string(), currency, d.to_string(), c.to_string()])
-            })
-            .collect(),
-    )
-}
-
 pub fn balances_from_json(value: &serde_json::Value) -> Result<Balances, String> {
     let mut b = Balances::default();
     for row in value.as_array().ok_or("not an array")? {
@@ -204,7 +182,8 @@ pub fn balances_from_json(value: &serde_json::Value) -> Result<Balances, String>
 }
 
 /// The trial balance at `position`: from the nearest balance snapshot plus the tail (or a full replay with
-/// an effective-date filter, which snapshots cannot serve). Writes snapshots as it passes their positions.
+/// an effective-date filter, which snapshots cannot serve). Reports only read snapshots: the ledger takes
+/// them (`ledger.take_balance_snapshot`, from the writers), so no report's role writes anything.
 pub async fn balances_at(
     pool: &PgPool,
     store: &PgEventStore,
@@ -228,26 +207,14 @@ pub async fn balances_at(
         start = snapshot.position;
     }
     let bar = progress(position - start, "replaying");
-    let mut snapshots: Vec<(i64, serde_json::Value)> = Vec::new();
-    let every = balance_snapshot_every();
     scan(store, ledger, start, position, &bar, |d| {
         if let Some(entry) = d.event.entry()
             && view.includes_effective(entry.effective_at())
         {
             b.apply(entry);
         }
-        if view.uses_snapshots() && d.position % every == 0 {
-            snapshots.push((d.position, balances_to_json(&b)));
-        }
         Ok(())
     })
     .await?;
-    for (position, balances) in snapshots {
-        let snapshot = balances::BalanceSnapshot { position, balances };
-        // A snapshot is a cache: failing to write one does not fail the report.
-        if let Err(e) = balances::save(pool, ledger, &snapshot).await {
-            tracing::warn!(error = %e, "could not save a balance snapshot");
-        }
-    }
     Ok(b)
 }

@@ -199,11 +199,19 @@ async fn replay_checks(
     findings: &mut Vec<String>,
 ) -> Result<ChainReport, CliError> {
     let mut verifier = ChainVerifier::new(ledger, seal);
-    let mut snapshots = balances::positions(pool, ledger)
+    let (unpositioned, positioned): (Vec<i64>, Vec<i64>) = balances::positions(pool, ledger)
         .await
         .context("cannot read balance snapshots")?
         .into_iter()
-        .peekable();
+        .partition(|p| *p < 1);
+    // The ledger takes snapshots only at positions of its log: one before the first position can be
+    // compared with nothing, so it is named (it would otherwise be read by as-of reports unchecked).
+    for position in unpositioned {
+        findings.push(format!(
+            "balance snapshot at position {position} is not at a position of the log (the ledger never takes one there)"
+        ));
+    }
+    let mut snapshots = positioned.into_iter().peekable();
     // Only a digest of the replayed balances is kept per snapshot position (a clone of every account's
     // balances per snapshot would make memory grow with the log).
     let mut due_snapshots: Vec<(i64, [u8; 32])> = Vec::new();
@@ -294,7 +302,7 @@ async fn replay_checks(
             .await
             .context("cannot read a balance snapshot")?;
         if matches!(&stored, Some((_, false))) {
-            findings.push(format!("balance snapshot at position {position} does not match its digest (edited outside ledger.save_balance_snapshot; reports ignore it)"));
+            findings.push(format!("balance snapshot at position {position} does not match its digest (edited outside ledger.take_balance_snapshot, or the chain was re-hashed; reports ignore it)"));
         }
         let found = stored.map(|(s, _)| balances_from_json(&s.balances).map(|b| digest(&b)));
         if !matches!(&found, Some(Ok(d)) if *d == expected) {

@@ -449,12 +449,15 @@ async fn trial_balance_as_of_past_positions_equals_a_replay_of_the_prefix() {
     let head = json(&cli(&db, &["trial-balance", "--format", "json"]))["position"]
         .as_i64()
         .unwrap();
-    // Write balance snapshots every 3 positions, so the as-of path goes through snapshot + tail.
-    stdout(&cli_env(
-        &db,
-        &["trial-balance"],
-        &[("ESCROW_LEDGER_BALANCE_SNAPSHOT_EVERY", "3")],
-    ));
+    // The ledger takes a balance snapshot every 3 positions (computed by the database from the log), so
+    // the as-of path goes through snapshot + tail.
+    for position in (3..=head).step_by(3) {
+        sqlx::query("select ledger.take_balance_snapshot('default', $1)")
+            .bind(position)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
     let snapshots: i64 = sqlx::query_scalar("select count(*) from ledger.balance_snapshots")
         .fetch_one(&db.pool)
         .await
@@ -702,4 +705,173 @@ async fn verify_reports_a_deleted_event_without_crashing() {
         report.contains("does not fit its stream's state"),
         "{report}"
     );
+}
+
+/// Issue 19 (finding 1): no run-time or reporting role writes a balance snapshot whose content it chooses.
+/// The auditor writes nothing (the old `save_balance_snapshot(ledger, 0, <700,000.00 more in Bank>)` is
+/// gone and the new function is not its to call); a writer may only ask the ledger to take one, computed
+/// from the log; a row planted behind the functions (at position 0, or at the head with made-up content and
+/// a digest computed the old way) changes no report and is named by `verify`.
+#[tokio::test]
+async fn no_role_writes_a_balance_snapshot_of_its_choosing() {
+    let db = scenario_db().await;
+    let tb = |args: &[&str]| {
+        let mut all = vec!["trial-balance", "--format", "json"];
+        all.extend_from_slice(args);
+        json(&cli(&db, &all))["rows"].clone()
+    };
+    let honest = tb(&[]);
+    let head = json(&cli(&db, &["trial-balance", "--format", "json"]))["position"]
+        .as_i64()
+        .unwrap();
+    let as_role = |role: &'static str, statement: String| {
+        let pool = db.pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("set local role {role}")))
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            let result = sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(&mut *tx)
+                .await
+                .map(|_| ());
+            match result {
+                Ok(()) => tx.commit().await.unwrap(),
+                Err(_) => tx.rollback().await.unwrap(),
+            }
+            result
+        }
+    };
+    let forged = r#"[["Assets:Bank:main","USD","70000000","0"],["Income:PlatformFees","USD","0","70000000"]]"#;
+    for role in ["escrow_auditor", "escrow_writer", "escrow_projector"] {
+        let old = as_role(
+            role,
+            format!("select ledger.save_balance_snapshot('default', 0, '{forged}')"),
+        )
+        .await;
+        assert!(old.is_err(), "{role} saved a snapshot of its choosing");
+        let insert = as_role(
+            role,
+            format!("insert into ledger.balance_snapshots (ledger_id, position, balances) values ('default', 0, '{forged}')"),
+        )
+        .await;
+        assert!(insert.is_err(), "{role} inserted a snapshot row");
+    }
+    let auditor = as_role(
+        "escrow_auditor",
+        format!("select ledger.take_balance_snapshot('default', {head})"),
+    )
+    .await;
+    assert!(auditor.is_err(), "the auditor wrote a snapshot");
+    // A writer asks the ledger to take one: its content is the log's.
+    as_role(
+        "escrow_writer",
+        format!("select ledger.take_balance_snapshot('default', {head})"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(tb(&[]), honest);
+    // Rows planted behind the functions (as the owner would): ignored by every report, named by verify.
+    let digest = |position: i64, text: &str| {
+        hex_encode(&ledger_store::chain::balance_snapshot_digest(
+            "default",
+            position,
+            &[],
+            text,
+        ))
+    };
+    db.tamper(&format!(
+        "insert into ledger.balance_snapshots (ledger_id, position, balances, digest)
+         values ('default', 0, '{forged}', '\\x{}'::bytea)",
+        digest(0, forged)
+    ))
+    .await
+    .unwrap();
+    db.tamper(&format!(
+        "update ledger.balance_snapshots set balances = '{forged}' where ledger_id = 'default' and position = {head}"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        tb(&[]),
+        honest,
+        "a planted snapshot changed the trial balance"
+    );
+    assert_eq!(tb(&["--position", &head.to_string()]), honest);
+    let verify = cli(&db, &["verify"]);
+    let text = String::from_utf8_lossy(&verify.stdout);
+    assert_eq!(verify.status.code(), Some(1), "{text}");
+    assert!(text.contains("balance snapshot at position 0"), "{text}");
+    assert!(
+        text.contains(&format!("balance snapshot at position {head}")),
+        "{text}"
+    );
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The ledger's own snapshot (computed in SQL from the journal) equals the replay in currencies of every
+/// exponent: JPY (0), USD (2), KWD (3).
+#[tokio::test]
+async fn a_balance_snapshot_the_ledger_takes_equals_the_replay_in_every_exponent() {
+    let db = TestDb::new().await;
+    let user = "00000000-0000-4000-8000-0000000000b1";
+    let mut lines = String::new();
+    for (i, (amount, currency)) in [("1000", "JPY"), ("10.05", "USD"), ("1.234", "KWD")]
+        .iter()
+        .enumerate()
+    {
+        let id = format!("00000000-0000-4000-8000-00000000d0{i:02}");
+        lines.push_str(&format!(
+            r#"{{"actor": {{"kind": "user", "id": "{user}"}}, "command": {{"type": "initiate_deposit", "payment_id": "{id}", "amount": {{"amount": "{amount}", "currency": "{currency}"}}, "gateway": "stripe", "fund": null}}}}
+{{"actor": {{"kind": "gateway", "id": "stripe"}}, "command": {{"type": "confirm_deposit", "payment_id": "{id}", "amount": {{"amount": "{amount}", "currency": "{currency}"}}, "gateway_fee": null, "occurred_at": null}}}}
+"#
+        ));
+    }
+    let file = std::env::temp_dir().join(format!("exponents-{}.jsonl", db.name()));
+    std::fs::write(&file, lines).unwrap();
+    stdout(&cli(&db, &["apply", file.to_str().unwrap()]));
+    let replayed = json(&cli(
+        &db,
+        &[
+            "trial-balance",
+            "--format",
+            "json",
+            "--effective-as-of",
+            "2199-01-01T00:00:00Z",
+        ],
+    ));
+    let head = replayed["position"].as_i64().unwrap();
+    sqlx::query("select ledger.take_balance_snapshot('default', $1)")
+        .bind(head)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let snapshot: Value = sqlx::query_scalar(
+        "select balances from ledger.balance_snapshots where ledger_id = 'default' and position = $1",
+    )
+    .bind(head)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let rows = snapshot.as_array().unwrap();
+    let cell = |account: &str, currency: &str| {
+        rows.iter()
+            .find(|r| r[0].as_str().unwrap().ends_with(account) && r[1] == currency)
+            .map(|r| {
+                (
+                    r[2].as_str().unwrap().to_string(),
+                    r[3].as_str().unwrap().to_string(),
+                )
+            })
+    };
+    let wallet = format!("{user}:Available");
+    assert_eq!(cell(&wallet, "JPY"), Some(("0".into(), "1000".into())));
+    assert_eq!(cell(&wallet, "USD"), Some(("0".into(), "1005".into())));
+    assert_eq!(cell(&wallet, "KWD"), Some(("0".into(), "1234".into())));
+    let from_snapshot = json(&cli(&db, &["trial-balance", "--format", "json"]));
+    assert_eq!(from_snapshot["rows"], replayed["rows"]);
 }

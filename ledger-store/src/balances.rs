@@ -1,9 +1,11 @@
 //! Balance snapshots (PostgreSQL only): the trial balance at a position, kept so that as-of queries replay
-//! only the tail. Payload-agnostic: the caller (the CLI) decides what a balance is; the store keeps rows.
-//!
-//! Rows are written only by the definer function `ledger.save_balance_snapshot`, which stores a digest of
-//! the content; a row whose digest does not match (edited behind the function's back) is never used: the
-//! loaders skip it and `verify` reports it.
+//! only the tail. The content is never a caller's: the definer function `ledger.take_balance_snapshot`
+//! computes it from the log (its previous snapshot plus the journal entries after it) and stores a digest
+//! bound to the chain hash at that position. A writer takes one when its own events reach a multiple of
+//! `snapshot_every()` positions (`PgEventStore`, after sequencing); the reports only read them. A row whose
+//! digest does not match (edited behind the function's back, or a re-hashed chain) is never used: the
+//! loaders skip it and `verify` reports it. Each row is `[[account, currency, debits, credits], ...]` in
+//! minor units.
 
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -22,12 +24,34 @@ pub struct BalanceSnapshot {
 /// Most snapshot rows one loader looks at before giving up on a snapshot (doctored rows are skipped).
 const CANDIDATES_MAX: i64 = 16;
 
-/// Whether a row's stored digest matches its content.
+/// Positions between two balance snapshots a writer takes (`ESCROW_LEDGER_BALANCE_SNAPSHOT_EVERY`
+/// overrides it, for tests of the snapshot path).
+pub const SNAPSHOT_EVERY_DEFAULT: i64 = 50_000;
+
+/// Positions between two balance snapshots.
+pub fn snapshot_every() -> i64 {
+    std::env::var("ESCROW_LEDGER_BALANCE_SNAPSHOT_EVERY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|v: &i64| *v > 0)
+        .unwrap_or(SNAPSHOT_EVERY_DEFAULT)
+}
+
+/// A row with the chain hash at its position (none when that position does not exist).
+const ROW_COLUMNS: &str =
+    "b.position, b.balances, b.balances::text as balances_text, b.digest, s.hash
+       from ledger.balance_snapshots b
+       left join ledger.sequence s on s.ledger_id = b.ledger_id and s.position = b.position";
+
+/// Whether a row's stored digest matches its content and the chain hash at its position.
 fn digest_matches(ledger_id: &str, row: &PgRow) -> Result<bool> {
     let position: i64 = row.try_get("position")?;
     let text: String = row.try_get("balances_text")?;
     let digest: Option<Vec<u8>> = row.try_get("digest")?;
-    let expected = balance_snapshot_digest(ledger_id, position, &text);
+    let Some(hash) = row.try_get::<Option<Vec<u8>>, _>("hash")? else {
+        return Ok(false);
+    };
+    let expected = balance_snapshot_digest(ledger_id, position, &hash, &text);
     Ok(digest.as_deref() == Some(expected.as_slice()))
 }
 
@@ -37,11 +61,10 @@ pub async fn load_at_or_before(
     ledger_id: &str,
     position: i64,
 ) -> Result<Option<BalanceSnapshot>> {
-    let rows = sqlx::query(
-        "select position, balances, balances::text as balances_text, digest
-           from ledger.balance_snapshots
-          where ledger_id = $1 and position <= $2 order by position desc limit $3",
-    )
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "select {ROW_COLUMNS}
+          where b.ledger_id = $1 and b.position <= $2 order by b.position desc limit $3"
+    )))
     .bind(ledger_id)
     .bind(position)
     .bind(CANDIDATES_MAX)
@@ -63,12 +86,12 @@ pub async fn load_at_or_before(
     Ok(None)
 }
 
-/// Inserts or replaces the snapshot at `position` (through the definer function, which writes the digest).
-pub async fn save(pool: &PgPool, ledger_id: &str, snapshot: &BalanceSnapshot) -> Result<()> {
-    sqlx::query("select ledger.save_balance_snapshot($1, $2, $3)")
+/// Has the ledger take the snapshot at `position` (a sequenced position): the definer function computes
+/// it from the log; nothing of its content comes from here.
+pub async fn take(pool: &PgPool, ledger_id: &str, position: i64) -> Result<()> {
+    sqlx::query("select ledger.take_balance_snapshot($1, $2)")
         .bind(ledger_id)
-        .bind(snapshot.position)
-        .bind(&snapshot.balances)
+        .bind(position)
         .execute(pool)
         .await?;
     Ok(())
@@ -92,10 +115,9 @@ pub async fn load_exact(
     ledger_id: &str,
     position: i64,
 ) -> Result<Option<(BalanceSnapshot, bool)>> {
-    let row = sqlx::query(
-        "select position, balances, balances::text as balances_text, digest
-           from ledger.balance_snapshots where ledger_id = $1 and position = $2",
-    )
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "select {ROW_COLUMNS} where b.ledger_id = $1 and b.position = $2"
+    )))
     .bind(ledger_id)
     .bind(position)
     .fetch_optional(pool)

@@ -94,12 +94,18 @@ pub fn snapshot_digest(
     Sha256::digest(&bytes).into()
 }
 
-/// The digest `ledger.save_balance_snapshot` stores: `sha256(field(ledger) || i64_be(position) ||
-/// field(balances jsonb text))`.
-pub fn balance_snapshot_digest(ledger_id: &str, position: i64, balances_text: &str) -> [u8; 32] {
-    let mut bytes = Vec::with_capacity(64 + balances_text.len());
+/// The digest `ledger.take_balance_snapshot` stores: `sha256(field(ledger) || i64_be(position) ||
+/// chain hash at position || field(balances jsonb text))`: bound to the chain as well as to its content.
+pub fn balance_snapshot_digest(
+    ledger_id: &str,
+    position: i64,
+    chain_hash: &[u8],
+    balances_text: &str,
+) -> [u8; 32] {
+    let mut bytes = Vec::with_capacity(96 + balances_text.len());
     push_field(&mut bytes, ledger_id);
     bytes.extend_from_slice(&position.to_be_bytes());
+    bytes.extend_from_slice(chain_hash);
     push_field(&mut bytes, balances_text);
     Sha256::digest(&bytes).into()
 }

@@ -22,7 +22,7 @@
 //!   then: Citus checks it at DDL time). The append-only triggers (`forbid_mutation`) are copied to every
 //!   shard and refuse UPDATE, DELETE and TRUNCATE there, on the worker, as on one server.
 //! - `ledger.sequence`, `ledger.sequence_positions`, `ledger.save_snapshot`,
-//!   `ledger.save_balance_snapshot` and `ledger.position_at_or_before` become distributed functions
+//!   `ledger.take_balance_snapshot` and `ledger.position_at_or_before` become distributed functions
 //!   colocated by their ledger argument: a call runs on the worker that holds the ledger, as one local
 //!   transaction there (the advisory lock, the chain head and the inserted links are all on that node; as-of
 //!   resolution waits behind the same lock as the sequencer).
@@ -75,7 +75,7 @@ const DISTRIBUTED_FUNCTIONS: [&str; 5] = [
     "ledger.position_at_or_before(text,timestamptz)",
     "ledger.sequence_positions(text,int,bigint[])",
     "ledger.save_snapshot(text,text,bigint,int,jsonb,timestamptz)",
-    "ledger.save_balance_snapshot(text,bigint,jsonb)",
+    "ledger.take_balance_snapshot(text,bigint)",
 ];
 
 const HAS_CITUS: &str = "select exists (select 1 from pg_extension where extname = 'citus')";

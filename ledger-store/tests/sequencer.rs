@@ -348,10 +348,21 @@ async fn the_writer_role_appends_sequences_and_snapshots_through_the_functions()
         .execute(&mut *tx)
         .await
         .unwrap();
-    sqlx::query("select ledger.save_balance_snapshot('default', 1, '[]')")
+    sqlx::query("select ledger.take_balance_snapshot('default', 1)")
         .execute(&mut *tx)
         .await
         .unwrap();
+    // Only at a position of the log (position 0 has nothing to snapshot, 9 does not exist yet).
+    for position in [0, 9] {
+        let mut sp = tx.begin().await.unwrap();
+        let error = sqlx::query("select ledger.take_balance_snapshot('default', $1)")
+            .bind(position)
+            .execute(&mut *sp)
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&error), "22023", "{error}");
+        sp.rollback().await.unwrap();
+    }
     // A snapshot of a version the stream has not reached is refused.
     let error = sqlx::query("select ledger.save_snapshot('default', 's', 9, 1, '{}', now())")
         .execute(&mut *tx)

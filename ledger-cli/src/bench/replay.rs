@@ -64,8 +64,14 @@ pub async fn run(global: &Global, args: ReplayArgs) -> Result<ExitCode, CliError
         .values()
         .map(|v| v.abs())
         .sum();
-    // Warm the balance snapshots (a full pass writes one every BALANCE_SNAPSHOT_EVERY positions).
-    replay::balances_at(&pool, &store, &global.ledger, head, &AsOf::default()).await?;
+    // The balance snapshots a ledger takes every `balances::snapshot_every()` positions (its writers take
+    // them as they pass; a seeded ledger may predate them, so take the missing ones here, as the owner).
+    let every = ledger_store::balances::snapshot_every();
+    for position in (1..=head / every).map(|n| n * every) {
+        ledger_store::balances::take(&pool, &global.ledger, position)
+            .await
+            .context("cannot take a balance snapshot")?;
+    }
     let mut worst_ms = 0.0_f64;
     for i in 1..=args.as_of_samples {
         let position = head * i / (args.as_of_samples + 1) + 7;

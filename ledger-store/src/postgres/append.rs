@@ -409,10 +409,25 @@ impl PgEventStore {
                 positions.insert(row.try_get("local_id")?, row.try_get("position")?);
             }
             if positions.len() == local_ids.len() {
+                self.take_due_balance_snapshots(ledger_id, &positions).await;
                 return Ok(positions);
             }
         }
         Err(StoreError::SequencerStalled)
+    }
+}
+
+impl PgEventStore {
+    /// The writer whose event got a position that is a multiple of `balances::snapshot_every()` has the
+    /// ledger take the balance snapshot there (computed by the database from the log, never by us). Best
+    /// effort: a snapshot is a cache, so a failure is logged and the append stands.
+    async fn take_due_balance_snapshots(&self, ledger_id: &str, positions: &HashMap<i64, i64>) {
+        let every = crate::balances::snapshot_every();
+        for position in positions.values().filter(|p| **p > 0 && *p % every == 0) {
+            if let Err(error) = crate::balances::take(&self.pool, ledger_id, *position).await {
+                tracing::warn!(ledger_id, position, %error, "could not take a balance snapshot");
+            }
+        }
     }
 }
 
