@@ -1,15 +1,16 @@
 //! `timers run | list`: the worker that fires the deadlines the engine keeps (`ledger_core::deadlines`).
 //!
 //! A pass: sequence what dead writers left, bring the `deadlines` projection (`escrow.deadlines`) up to the
-//! log's head, take the pending deadlines due at `now` in due order (bounded batches, skipping those whose
-//! key is already recorded), and send each one's command through the executor under the key
-//! `deadline:<id>`, at its due time, as the system. Outcomes: `fired` (this worker's command was
-//! accepted), `duplicate` (the key was recorded by another worker or an earlier run: nothing appended),
-//! `closed` (refused for good: the world moved on; the refusal is recorded under the key, so it is not
-//! tried again), `failed` (a transient refusal or an error; tried again by a later pass, with backoff in the
-//! loop). A pass repeats until nothing due is left (firing may start clocks already due, e.g. a release
-//! whose maturation passed during downtime). Two workers, a restart or a replay never fire twice: the
-//! executor records the outcome under the key in the transaction that appends the events.
+//! log's head, take the pending deadlines due at `now` in due order (bounded batches), and send each one's
+//! command through the executor under the key `deadline:<id>`, at its due time, as the system. Outcomes:
+//! `fired` (this worker's command was accepted), `duplicate` (the key was recorded by another worker or an
+//! earlier run: nothing appended), `closed` (refused for good, now or by an earlier run: the engine is asked
+//! to `close_deadline`, which decides the command again and appends `DeadlineClosed`, so the row leaves the
+//! pending ones and no later batch reads it), `failed` (a transient refusal or an error; tried again by a
+//! later pass, with backoff in the loop). A pass repeats until nothing due is left (firing may start clocks
+//! already due, e.g. a release whose maturation passed during downtime). Two workers, a restart or a replay
+//! never fire twice: the executor records the outcome under the key in the transaction that appends the
+//! events.
 
 use std::collections::{HashMap, HashSet};
 use std::process::ExitCode;
