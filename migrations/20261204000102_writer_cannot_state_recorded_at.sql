@@ -1,7 +1,18 @@
--- Issue 19 (finding 6): the database stamps when an event was recorded, and the transaction that wrote it. The
--- writer role inserts every other column of an event but not `recorded_at` (a value 30 days ahead hid an
--- unsequenced event from `verify`'s staleness finding) nor `tx_id` (which groups a transaction's events for
--- the sequencer): their defaults, `now()` and `pg_current_xact_id()`, always apply.
-revoke insert on ledger.events from escrow_writer;
-grant insert (ledger_id, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
-    on ledger.events to escrow_writer;
+-- Issue 19 (finding 6): the database stamps when an event was recorded. A writer's INSERT could state
+-- `recorded_at` (a value 30 days ahead hid an unsequenced event from `verify`'s staleness finding); the row
+-- trigger `events_recorded_now` overwrites it with the inserting transaction's `now()`, whatever the
+-- INSERT said. (A column-level INSERT privilege would say it more directly, but Citus does not carry
+-- column privileges to the shards; this trigger is copied to every shard like the append-only ones.)
+create function ledger.stamp_recorded_at() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    new.recorded_at := now();
+    return new;
+end
+$$;
+
+create trigger events_recorded_now
+    before insert on ledger.events
+    for each row execute function ledger.stamp_recorded_at();

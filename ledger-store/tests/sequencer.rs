@@ -169,31 +169,34 @@ async fn the_writer_cannot_insert_a_sequence_row() {
     assert_eq!(sqlstate(&error), "42501", "{error}");
 }
 
-/// Issue 19 (finding 6): the database stamps `recorded_at` and `tx_id`; the writer inserts every other column
-/// (a forged `recorded_at` 30 days ahead hid an unsequenced event from `verify`'s staleness finding).
+/// Issue 19 (finding 6): the database stamps `recorded_at`, whatever the writer's INSERT states (a forged
+/// value 30 days ahead hid an unsequenced event from `verify`'s staleness finding).
 #[tokio::test]
 async fn the_writer_cannot_state_when_an_event_was_recorded() {
     let db = TestDb::new().await;
-    let columns = "ledger_id, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata";
-    let values = "'default', 'payment-00000000-0000-0000-0000-0000000000f1', 1, gen_random_uuid(), 'DepositCancelled', 1, '{}'::jsonb, '{}'::jsonb";
-    for (extra, value) in [
-        ("recorded_at", "now() + interval '30 days'"),
-        ("tx_id", "'1'::xid8"),
-    ] {
-        let statement =
-            format!("insert into ledger.events ({columns}, {extra}) values ({values}, {value})");
-        let error = as_writer(&db, &statement)
-            .await
-            .expect_err("the writer stated a column the database stamps");
-        assert_eq!(sqlstate(&error), "42501", "{extra}: {error}");
-    }
-    // Positive control: the same insert without them is the writer's ordinary append.
-    as_writer(
-        &db,
-        &format!("insert into ledger.events ({columns}) values ({values})"),
+    let mut conn = db.pool.acquire().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("set local role escrow_writer")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into ledger.events (ledger_id, stream_id, stream_version, event_id, event_type,
+                                    schema_version, payload, metadata, recorded_at)
+         values ('default', 'payment-00000000-0000-0000-0000-0000000000f1', 1, gen_random_uuid(),
+                 'DepositCancelled', 1, '{}', '{}', now() + interval '30 days')",
     )
+    .execute(&mut *tx)
     .await
     .unwrap();
+    tx.commit().await.unwrap();
+    let ahead: i64 = sqlx::query_scalar(
+        "select extract(epoch from max(recorded_at) - now())::bigint from ledger.events",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(ahead < 60, "the stored recorded_at is {ahead} s ahead of now");
 }
 
 #[tokio::test]
