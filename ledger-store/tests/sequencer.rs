@@ -196,7 +196,10 @@ async fn the_writer_cannot_state_when_an_event_was_recorded() {
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    assert!(ahead < 60, "the stored recorded_at is {ahead} s ahead of now");
+    assert!(
+        ahead < 60,
+        "the stored recorded_at is {ahead} s ahead of now"
+    );
 }
 
 #[tokio::test]
