@@ -277,9 +277,11 @@ impl TestDb {
         sqlx::raw_sql("set local citus.enable_unsafe_triggers = on")
             .execute(&mut *tx)
             .await?;
+        // The append-only triggers, and the one that stamps `recorded_at` (a tampering test may backdate).
         let triggers: Vec<(String, String)> = sqlx::query_as(
             "select tgrelid::regclass::text, quote_ident(tgname) from pg_trigger
-              where tgfoid = 'ledger.forbid_mutation'::regproc order by 1, 2",
+              where tgfoid::regproc::text in ('ledger.forbid_mutation', 'ledger.stamp_recorded_at')
+              order by 1, 2",
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -295,7 +297,7 @@ impl TestDb {
 }
 
 /// A transaction that may rewrite the log behind the append-only triggers, as a superuser could: the
-/// `forbid_mutation` triggers are disabled inside it (DDL, which Citus carries to every shard) and enabled
+/// `forbid_mutation` triggers (and `events_recorded_now`, so that a test may backdate) are disabled inside it (DDL, which Citus carries to every shard) and enabled
 /// again by [`Tampering::finish`] before the commit; every other trigger and constraint (foreign keys, the
 /// queue) still applies, the same on one server and on Citus (`session_replication_role` would skip them
 /// all on one server and does not reach Citus' workers). Dropped without `finish`, it rolls back.

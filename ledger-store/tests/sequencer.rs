@@ -440,13 +440,13 @@ async fn the_background_sequencer_picks_up_what_a_dead_writer_left() {
 #[tokio::test]
 async fn the_backlog_names_stale_unsequenced_events() {
     let db = TestDb::new().await;
-    sqlx::query(
+    // Backdated behind the trigger that stamps `recorded_at`, as only the owner could.
+    db.tamper(
         "insert into ledger.events (ledger_id, stream_id, stream_version, event_id, event_type,
                                     schema_version, payload, metadata, recorded_at)
          values ('default', 's', 1, gen_random_uuid(), 'T', 1, '{}', '{}', now() - interval '1 minute'),
                 ('default', 't', 1, gen_random_uuid(), 'T', 1, '{}', '{}', now())",
     )
-    .execute(&db.pool)
     .await
     .unwrap();
     let backlog = ledger_store::sequencer::backlog(&db.pool).await.unwrap();
