@@ -250,6 +250,14 @@ begin
         drop trigger events_queue on ledger.events;
     end if;
 
+    -- The trigger that stamps `recorded_at` (migration 20261204000102), likewise: copying a log that already
+    -- holds events into the shards would re-stamp every copied row (and break its chain link).
+    if 'ledger.events'::regclass = any(v_local)
+       and exists (select 1 from pg_trigger where tgrelid = 'ledger.events'::regclass
+                                             and tgname = 'events_recorded_now') then
+        drop trigger events_recorded_now on ledger.events;
+    end if;
+
     if 'ledger.ledgers'::regclass = any(v_local) then
         perform create_reference_table('ledger.ledgers');
     end if;
@@ -266,6 +274,13 @@ begin
                                               and tgname in ('events_queue', 'events_queue_row')) then
         create trigger events_queue_row after insert on ledger.events
             for each row execute function ledger.queue_appended_row();
+    end if;
+
+    if exists (select 1 from pg_proc where oid = to_regproc('ledger.stamp_recorded_at'))
+       and not exists (select 1 from pg_trigger where tgrelid = 'ledger.events'::regclass
+                                                 and tgname = 'events_recorded_now') then
+        create trigger events_recorded_now before insert on ledger.events
+            for each row execute function ledger.stamp_recorded_at();
     end if;
 
     for r in select * from distribute_fks loop
