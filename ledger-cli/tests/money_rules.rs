@@ -239,6 +239,38 @@ fn submitted_project(db: &TestDb, at: DateTime<Utc>) -> (Uuid, Uuid, Uuid) {
     (b, s, p)
 }
 
+/// A single-milestone project of `amount` (10% commission, released to the seller's pending balance),
+/// funded, submitted and approved at `at`: its release credits pending, which matures 7 days on.
+fn released_to_pending(b: Uuid, s: Uuid, amount: &str, at: DateTime<Utc>) -> (Uuid, Vec<Value>) {
+    let p = Uuid::new_v4();
+    let lines = vec![
+        line(
+            user(b),
+            json!({"type": "create_project", "project_id": p, "buyer": b, "seller": s, "currency": "USD",
+            "milestones": [usd(amount)], "fees": {"commission_rate": "0.10", "buyer_fee_rate": "0", "release_to_pending": true}}),
+            Some(at),
+        ),
+        line(
+            user(b),
+            json!({"type": "submit_project_for_agreement", "project_id": p}),
+            Some(at),
+        ),
+        line(
+            user(s),
+            json!({"type": "agree_to_project", "project_id": p}),
+            Some(at),
+        ),
+        fund(b, p, 1, at),
+        submit(s, p, at),
+        line(
+            user(b),
+            json!({"type": "approve_milestone", "project_id": p, "milestone": 1}),
+            Some(at),
+        ),
+    ];
+    (p, lines)
+}
+
 fn open_dispute(
     by: Uuid,
     d: Uuid,
@@ -563,16 +595,8 @@ async fn finding_4_deadline_commands_are_refused_before_their_due_time_whoever_s
     // Pending proceeds mature only through their release's deadline.
     let (buyer, seller) = (Uuid::new_v4(), Uuid::new_v4());
     let (_, mut lines) = deposit_lines(buyer, "100.00", t0);
-    let p = Uuid::new_v4();
-    lines.extend([
-        line(user(buyer), json!({"type": "create_project", "project_id": p, "buyer": buyer, "seller": seller, "currency": "USD",
-            "milestones": [usd("100.00")], "fees": {"commission_rate": "0.10", "buyer_fee_rate": "0", "release_to_pending": true}}), Some(t0)),
-        line(user(buyer), json!({"type": "submit_project_for_agreement", "project_id": p}), Some(t0)),
-        line(user(seller), json!({"type": "agree_to_project", "project_id": p}), Some(t0)),
-        fund(buyer, p, 1, t0),
-        submit(seller, p, t0),
-        line(user(buyer), json!({"type": "approve_milestone", "project_id": p, "milestone": 1}), Some(t0)),
-    ]);
+    let (p, released) = released_to_pending(buyer, seller, "100.00", t0);
+    lines.extend(released);
     setup(&db, "default", &lines);
     let pending = format!("Liabilities:Users:{seller}:Pending");
     let available = format!("Liabilities:Users:{seller}:Available");
@@ -943,16 +967,7 @@ async fn finding_7_processing_deposits_wait_and_refused_firings_close_without_st
     let (_, funds) = deposit_lines(buyer, &format!("{REFUSED}.00"), t0);
     lines.extend(funds);
     for _ in 0..REFUSED {
-        let p = Uuid::new_v4();
-        lines.extend([
-            line(user(buyer), json!({"type": "create_project", "project_id": p, "buyer": buyer, "seller": seller, "currency": "USD",
-                "milestones": [usd("1.00")], "fees": {"commission_rate": "0.10", "buyer_fee_rate": "0", "release_to_pending": true}}), Some(t0)),
-            line(user(buyer), json!({"type": "submit_project_for_agreement", "project_id": p}), Some(t0)),
-            line(user(seller), json!({"type": "agree_to_project", "project_id": p}), Some(t0)),
-            fund(buyer, p, 1, t0),
-            submit(seller, p, t0),
-            line(user(buyer), json!({"type": "approve_milestone", "project_id": p, "milestone": 1}), Some(t0)),
-        ]);
+        lines.extend(released_to_pending(buyer, seller, "1.00", t0).1);
     }
     setup(&db, ledger, &lines);
     let handled = timers(&db, ledger, Some(t0 + Span::days(8)));
