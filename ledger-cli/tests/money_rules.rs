@@ -188,13 +188,25 @@ fn deposit_lines(u: Uuid, amount: &str, at: DateTime<Utc>) -> (Uuid, Vec<Value>)
 
 /// An agreed project of `b` and `s` with these milestones (10% commission), at `at`.
 fn project_lines(b: Uuid, s: Uuid, amounts: &[&str], at: DateTime<Utc>) -> (Uuid, Vec<Value>) {
+    let fees = json!({"commission_rate": "0.10", "buyer_fee_rate": "0"});
+    agreed_project(b, s, amounts, fees, at)
+}
+
+/// An agreed project of `b` and `s` with these milestones and fee terms, at `at`.
+fn agreed_project(
+    b: Uuid,
+    s: Uuid,
+    amounts: &[&str],
+    fees: Value,
+    at: DateTime<Utc>,
+) -> (Uuid, Vec<Value>) {
     let p = Uuid::new_v4();
     let milestones: Vec<Value> = amounts.iter().map(|a| usd(a)).collect();
     let lines = vec![
         line(
             user(b),
             json!({"type": "create_project", "project_id": p, "buyer": b, "seller": s, "currency": "USD",
-                   "milestones": milestones, "fees": {"commission_rate": "0.10", "buyer_fee_rate": "0"}}),
+                   "milestones": milestones, "fees": fees}),
             Some(at),
         ),
         line(
@@ -242,24 +254,10 @@ fn submitted_project(db: &TestDb, at: DateTime<Utc>) -> (Uuid, Uuid, Uuid) {
 /// A single-milestone project of `amount` (10% commission, released to the seller's pending balance),
 /// funded, submitted and approved at `at`: its release credits pending, which matures 7 days on.
 fn released_to_pending(b: Uuid, s: Uuid, amount: &str, at: DateTime<Utc>) -> (Uuid, Vec<Value>) {
-    let p = Uuid::new_v4();
-    let lines = vec![
-        line(
-            user(b),
-            json!({"type": "create_project", "project_id": p, "buyer": b, "seller": s, "currency": "USD",
-            "milestones": [usd(amount)], "fees": {"commission_rate": "0.10", "buyer_fee_rate": "0", "release_to_pending": true}}),
-            Some(at),
-        ),
-        line(
-            user(b),
-            json!({"type": "submit_project_for_agreement", "project_id": p}),
-            Some(at),
-        ),
-        line(
-            user(s),
-            json!({"type": "agree_to_project", "project_id": p}),
-            Some(at),
-        ),
+    let fees =
+        json!({"commission_rate": "0.10", "buyer_fee_rate": "0", "release_to_pending": true});
+    let (p, mut lines) = agreed_project(b, s, &[amount], fees, at);
+    lines.extend([
         fund(b, p, 1, at),
         submit(s, p, at),
         line(
@@ -267,7 +265,7 @@ fn released_to_pending(b: Uuid, s: Uuid, amount: &str, at: DateTime<Utc>) -> (Uu
             json!({"type": "approve_milestone", "project_id": p, "milestone": 1}),
             Some(at),
         ),
-    ];
+    ]);
     (p, lines)
 }
 
