@@ -776,6 +776,63 @@ async fn the_periods_stream_is_cached_and_a_close_by_another_writer_is_seen() {
     assert_eq!(entry.original_effective_at(), Some(april));
 }
 
+/// Write skew (issue 19, finding 4): a close that has written its event but not committed yet, and a late
+/// posting that only READ the periods stream. A plain version check at append does not see the uncommitted
+/// close, so both committed and the closed month changed after its close. The posting must wait for the
+/// close, see it, and be decided again (effective on the first open day).
+#[tokio::test]
+async fn a_late_posting_waits_for_an_uncommitted_close_and_lands_after_it() {
+    let db = TestDb::new().await;
+    let a = executor(Arc::new(db.store()));
+    let closer = executor(Arc::new(db.store().with_pre_commit_hold_ms(1_500)));
+    fund_wallet(&a, BUYER, 1, 10_000).await; // `a` has read the periods stream: April is open
+    let payment_id = Uuid::from_u128(2);
+    let init = Command::InitiateDeposit {
+        payment_id,
+        amount: usd(500),
+        gateway: Gateway::Stripe,
+        fund: None,
+    };
+    assert!(run(&a, Actor::User(BUYER), init).await.is_accepted());
+    let close = tokio::spawn(async move {
+        let through = "2026-04".parse().unwrap();
+        run(
+            &closer,
+            Actor::Admin(SELLER),
+            Command::ClosePeriods { through },
+        )
+        .await
+    });
+    // The close has inserted its event by now and holds its transaction open for 1.5 s.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let april = Utc.with_ymd_and_hms(2026, 4, 30, 23, 0, 0).unwrap();
+    let confirm = Command::ConfirmDeposit {
+        payment_id,
+        amount: usd(500),
+        gateway_fee: None,
+        occurred_at: Some(april),
+    };
+    assert!(
+        run(&a, Actor::Gateway(Gateway::Stripe), confirm)
+            .await
+            .is_accepted()
+    );
+    assert!(close.await.unwrap().is_accepted());
+    let store = db.store();
+    let ledger = replay(&store).await;
+    let entry = ledger
+        .log()
+        .iter()
+        .filter(|c| c.stream == StreamId::Payment(payment_id))
+        .find_map(|c| c.event.entry())
+        .expect("the deposit's entry");
+    assert_eq!(
+        entry.effective_at(),
+        Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap(),
+        "a posting into April committed beside April's close (write skew)"
+    );
+}
+
 /// A settlement never takes its gateway's clearing below zero, whichever way the executor gets the balance:
 /// summed by PostgreSQL, or replayed from the log by the executor (the in-memory store sums nothing).
 #[tokio::test]

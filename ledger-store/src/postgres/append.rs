@@ -204,6 +204,31 @@ pub(super) async fn stream_versions(
     Ok(versions)
 }
 
+/// Takes the transaction's stream locks (migration 20261205000101): exclusive on every stream some request
+/// writes, shared on one that is only read (a version check). Called before any version is read, so that a
+/// concurrent uncommitted writer of a stream a decision only read is waited for, then seen.
+async fn lock_streams<'a>(
+    conn: &mut PgConnection,
+    ledger_id: &str,
+    appends: impl IntoIterator<Item = &'a StreamAppend>,
+) -> Result<(), AppendFailure> {
+    let mut modes: HashMap<&str, bool> = HashMap::new();
+    for append in appends {
+        *modes.entry(append.stream_id.as_str()).or_default() |= !append.events.is_empty();
+    }
+    if modes.is_empty() {
+        return Ok(());
+    }
+    let (streams, exclusive): (Vec<&str>, Vec<bool>) = modes.into_iter().unzip();
+    sqlx::query("select ledger.lock_streams($1, $2, $3)")
+        .bind(ledger_id)
+        .bind(streams)
+        .bind(exclusive)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// Checks expected versions against `versions` (updated as if the request succeeded) and gives
 /// each event its stream version. Pure, so the batch fast path can run it for many requests.
 fn assign_versions(
@@ -253,6 +278,7 @@ pub(super) async fn append_in_tx(
         crate::store::validate_inbox(row)?;
     }
     canonical_order(&mut appends);
+    lock_streams(conn, ledger_id, &appends).await?;
     insert_idempotency(conn, ledger_id, idempotency.into_iter().collect()).await?;
     let mut versions = stream_versions(conn, ledger_id, stream_ids(&appends)).await?;
     let rows = assign_versions(appends, &mut versions)?;
@@ -331,7 +357,8 @@ impl PgEventStore {
         if self.pre_commit_delay_max_ms == 0 {
             return Ok(());
         }
-        let delay_ms = rand::random_range(0..=self.pre_commit_delay_max_ms);
+        let delay_ms =
+            rand::random_range(self.pre_commit_delay_min_ms..=self.pre_commit_delay_max_ms);
         sqlx::query("select pg_sleep($1::bigint / 1000.0)")
             .bind(i64::try_from(delay_ms).unwrap_or(0))
             .execute(&mut *conn)
@@ -580,6 +607,12 @@ impl PgEventStore {
             requests.iter().flat_map(|(a, _)| stream_ids(a)).collect();
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
+        if let Err(failure) =
+            lock_streams(&mut tx, ledger_id, requests.iter().flat_map(|(a, _)| a)).await
+        {
+            tx.rollback().await?;
+            return Err(append_failure_error(failure));
+        }
         let versions =
             stream_versions(&mut tx, ledger_id, all_streams.into_iter().collect()).await?;
         let planned = plan_batch(requests, versions);
@@ -606,8 +639,7 @@ impl PgEventStore {
                 tx.rollback().await?;
                 Ok(None)
             }
-            Err(AppendFailure::Db(failure)) => Err(db_failure_error(failure)),
-            Err(AppendFailure::Store(error)) => Err(error),
+            Err(failure) => Err(append_failure_error(failure)),
         }
     }
 
@@ -619,6 +651,13 @@ impl PgEventStore {
     ) -> Result<Vec<Result<Vec<Pending>>>> {
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
+        // All of the batch's locks at once, in key order (each savepoint taking its own could wait in a cycle).
+        if let Err(failure) =
+            lock_streams(&mut tx, ledger_id, requests.iter().flat_map(|(a, _)| a)).await
+        {
+            tx.rollback().await?;
+            return Err(append_failure_error(failure));
+        }
         let mut results = Vec::with_capacity(requests.len());
         for (appends, idempotency) in requests {
             let key = idempotency.as_ref().map(|r| r.key.clone());
@@ -648,6 +687,13 @@ impl PgEventStore {
         self.pre_commit_delay(&mut tx).await?;
         commit(tx).await?;
         Ok(results)
+    }
+}
+
+fn append_failure_error(failure: AppendFailure) -> StoreError {
+    match failure {
+        AppendFailure::Db(failure) => db_failure_error(failure),
+        AppendFailure::Store(error) => error,
     }
 }
 

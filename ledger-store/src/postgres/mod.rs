@@ -56,6 +56,7 @@ pub struct RawEvent {
 #[derive(Clone, Debug)]
 pub struct PgEventStore {
     pool: PgPool,
+    pre_commit_delay_min_ms: u64,
     pre_commit_delay_max_ms: u64,
 }
 
@@ -64,6 +65,7 @@ impl PgEventStore {
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
+            pre_commit_delay_min_ms: 0,
             pre_commit_delay_max_ms: 0,
         }
     }
@@ -73,6 +75,15 @@ impl PgEventStore {
     #[doc(hidden)]
     pub fn with_pre_commit_delay_ms(mut self, max_ms: u64) -> Self {
         self.pre_commit_delay_max_ms = max_ms.min(5_000);
+        self
+    }
+
+    /// Test hook: every append holds its transaction open exactly `ms` before committing (an uncommitted
+    /// write that a concurrent test can race deterministically).
+    #[doc(hidden)]
+    pub fn with_pre_commit_hold_ms(mut self, ms: u64) -> Self {
+        self.pre_commit_delay_max_ms = ms.min(5_000);
+        self.pre_commit_delay_min_ms = self.pre_commit_delay_max_ms;
         self
     }
 
