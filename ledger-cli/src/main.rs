@@ -22,6 +22,7 @@ mod serve;
 mod suspense;
 mod timers;
 mod verify;
+mod verify_deep;
 
 use std::process::ExitCode;
 

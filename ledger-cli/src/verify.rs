@@ -40,6 +40,10 @@ pub struct VerifyArgs {
     /// entered on an operator's word rather than a gateway's verified callback.
     #[arg(long)]
     pub manual: bool,
+    /// Also decide every recorded command again on the state before it and compare its events with the log
+    /// (forged events, forged outcomes, commands the rules refuse); lists manual confirmations as `--manual`.
+    #[arg(long)]
+    pub deep: bool,
 }
 
 #[derive(Args, Debug)]
@@ -102,9 +106,22 @@ pub async fn verify(global: &Global, args: VerifyArgs) -> Result<ExitCode, CliEr
     // message off the terminal while replaying, then restore the normal hook.
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let report = replay_checks(&pool, &store, &global.ledger, head, seal, &mut findings).await;
+    let mut deep = args.deep.then(crate::verify_deep::DeepCheck::default);
+    let report = replay_checks(
+        &pool,
+        &store,
+        &global.ledger,
+        head,
+        seal,
+        deep.as_mut(),
+        &mut findings,
+    )
+    .await;
     std::panic::set_hook(hook);
     let report = report?;
+    if let Some(deep) = deep {
+        deep.finish(&mut findings);
+    }
     tracing::info!(
         ms = started.elapsed().as_millis() as u64,
         events = report.events_verified,
@@ -127,7 +144,7 @@ pub async fn verify(global: &Global, args: VerifyArgs) -> Result<ExitCode, CliEr
     }
     store_checks(&pool, &global.ledger, &mut findings).await?;
     projection_checks(&pool, &global.ledger, &mut findings).await?;
-    if args.manual {
+    if args.manual || args.deep {
         for line in manual_confirmations(&pool, &global.ledger).await? {
             println!("MANUAL: {line}");
         }
@@ -196,6 +213,7 @@ async fn replay_checks(
     ledger: &str,
     head: i64,
     seal: Option<Seal>,
+    mut deep: Option<&mut crate::verify_deep::DeepCheck>,
     findings: &mut Vec<String>,
 ) -> Result<ChainReport, CliError> {
     let mut verifier = ChainVerifier::new(ledger, seal);
@@ -222,7 +240,7 @@ async fn replay_checks(
     // close may be effective before it (the engine moves late money to it; a forged event would not).
     let mut first_open: Option<chrono::DateTime<chrono::Utc>> = None;
     let bar = replay::progress(head, "verifying");
-    chain_scan(store, ledger, head, &mut verifier, findings, &bar, |d, findings| {
+    chain_scan(store, ledger, head, &mut verifier, findings, &bar, |d, metadata, findings| {
         if let ledger_core::Event::Periods(e) = &d.event {
             let state = ledger_core::aggregates::closed_periods::PeriodsState {
                 closed_through: match e {
@@ -274,6 +292,9 @@ async fn replay_checks(
         }
         // `evolve` is total for any history the engine wrote; an event that does not fit its stream's state
         // means the stored history was changed (an event removed or reordered): a finding, not a crash.
+        if let Some(deep) = deep.as_deref_mut() {
+            deep.before_apply(&memory, &d, metadata, findings);
+        }
         let (position, event_id, stream) = (d.position, d.event_id, d.stream);
         let change = Change { stream: d.stream, event_id: d.event_id, event: d.event };
         let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| memory.apply(change)));
@@ -370,7 +391,7 @@ async fn chain_scan(
     verifier: &mut ChainVerifier,
     findings: &mut Vec<String>,
     bar: &indicatif::ProgressBar,
-    mut f: impl FnMut(Decoded, &mut Vec<String>) -> Result<(), CliError>,
+    mut f: impl FnMut(Decoded, &str, &mut Vec<String>) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
     let fetch = |from: i64| {
         let (store, ledger) = (store.clone(), ledger.to_string());
@@ -411,7 +432,7 @@ async fn chain_scan(
                         event_type: e.event_type,
                         event,
                     };
-                    f(d, findings)?;
+                    f(d, &e.metadata_text, findings)?;
                 }
                 Err(reason) => findings.push(format!(
                     "event {} at position {} does not decode: {reason}",
@@ -539,6 +560,12 @@ async fn store_checks(
             "snapshot of stream {stream} (fold version {fold_version}) does not match its digest (edited outside ledger.save_snapshot; the executor ignores it)"
         ));
     }
+    // Every recorded outcome is in the chain: an idempotency or inbox row without its log entry was written
+    // beside the engine, and would answer a genuine request "duplicate" or "rejected".
+    let unlogged = ledger_store::unlogged_outcomes(pool, ledger)
+        .await
+        .context("cannot check the idempotency and inbox rows against the log")?;
+    findings.extend(unlogged);
     Ok(())
 }
 

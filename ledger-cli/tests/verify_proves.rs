@@ -39,7 +39,7 @@ async fn finding_4_a_close_and_late_postings_from_four_processes_never_both_comm
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-                let deposits: Vec<Uuid> = (0..processes * per_process)
+        let deposits: Vec<Uuid> = (0..processes * per_process)
             .map(|_| Uuid::new_v4())
             .collect();
         let initiate: Vec<_> = deposits

@@ -15,6 +15,7 @@ pub mod ids;
 pub mod journal;
 pub mod memory;
 pub mod money;
+pub mod outcomes;
 
 #[cfg(test)]
 mod model_tests;

@@ -157,6 +157,38 @@ impl MemoryLedger {
         )
     }
 
+    /// Decides `env` (with its follow-ups) on this ledger's states as they stand, changing nothing: what
+    /// `verify --deep` compares a recorded command's events with. `None` when the command needs more than
+    /// `LOAD_ROUNDS_MAX` streams (the engine never appends such a command).
+    pub fn decide(&self, env: &CommandEnvelope) -> Option<Result<Outcome, Rejection>> {
+        let mut loaded: HashMap<StreamId, AggState> = HashMap::new();
+        let state = |stream: &StreamId| {
+            self.states
+                .get(stream)
+                .cloned()
+                .unwrap_or_else(|| AggState::initial(stream))
+        };
+        for stream in engine::primary_streams(&env.command) {
+            loaded.insert(stream, state(&stream));
+        }
+        for _round in 0..LOAD_ROUNDS_MAX {
+            match engine::decide_all(env, &self.view(&loaded)) {
+                Ok((decision, _)) => {
+                    return Some(Ok(Outcome {
+                        changes: decision.changes,
+                        follow_ups: decision.follow_ups,
+                    }));
+                }
+                Err(DecideError::Rejected(r)) => return Some(Err(r)),
+                Err(DecideError::NeedBalance { .. }) => unreachable!("balances are always there"),
+                Err(DecideError::NeedStream(stream)) => {
+                    loaded.insert(stream, state(&stream));
+                }
+            }
+        }
+        None
+    }
+
     /// How many streams deciding `env` (with its follow-ups) needs when nothing is loaded: what a store's
     /// executor loads for it, one `NeedStream` round at a time. Decides only; appends nothing.
     pub fn streams_needed(&self, env: &CommandEnvelope) -> usize {

@@ -317,7 +317,8 @@ impl Folder {
             | StreamId::LedgerPolicy
             | StreamId::Settlement(_)
             | StreamId::Reconciliation(_)
-            | StreamId::Periods => false,
+            | StreamId::Periods
+            | StreamId::Outcome(_) => false,
         }
     }
 

@@ -258,6 +258,10 @@ begin
         drop trigger events_recorded_now on ledger.events;
     end if;
 
+    -- The outcome checks (migration 20261205000102) read the log from a trigger: not on shards (see there).
+    drop trigger if exists idempotency_logged on ledger.idempotency;
+    drop trigger if exists inbox_logged on ledger.inbox;
+
     if 'ledger.ledgers'::regclass = any(v_local) then
         perform create_reference_table('ledger.ledgers');
     end if;

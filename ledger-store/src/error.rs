@@ -37,6 +37,10 @@ pub enum StoreError {
     PlacementChanged { message: String },
     #[error("append-only violation: {message}")]
     AppendOnlyViolation { message: String },
+    /// An idempotency or inbox row without the log entry that records the same outcome (`outcome_log`):
+    /// refused, nothing committed.
+    #[error("an outcome not recorded in the log: {message}")]
+    OutcomeNotLogged { message: String },
     /// COMMIT failed on the way (connection lost, server gone): the transaction may or may not have
     /// committed. Look (by event id or idempotency key) before re-running anything.
     #[error("the outcome of the commit is unknown: {reason}")]
@@ -78,6 +82,7 @@ pub(crate) enum DbFailure {
     Deadlock,
     PlacementChanged(String),
     AppendOnly(String),
+    OutcomeNotLogged(String),
     Other(sqlx::Error),
 }
 
@@ -106,6 +111,7 @@ pub(crate) fn classify(error: sqlx::Error) -> DbFailure {
             DbFailure::PlacementChanged(db.message().to_owned())
         }
         ("EL001", _) => DbFailure::AppendOnly(db.message().to_owned()),
+        ("EL003", _) => DbFailure::OutcomeNotLogged(db.message().to_owned()),
         _ => DbFailure::Other(error),
     }
 }
@@ -184,6 +190,7 @@ impl From<sqlx::Error> for StoreError {
             DbFailure::Deadlock => Self::Deadlock,
             DbFailure::PlacementChanged(message) => Self::PlacementChanged { message },
             DbFailure::AppendOnly(message) => Self::AppendOnlyViolation { message },
+            DbFailure::OutcomeNotLogged(message) => Self::OutcomeNotLogged { message },
             DbFailure::EventIdTaken => Self::DuplicateEventId { event_id: None },
             DbFailure::StreamVersionTaken => Self::ConcurrencyConflict {
                 stream_id: String::new(),

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::StoreError;
+use crate::outcome_log::{delivery_append, outcome_append};
 use crate::store::{EventStore, READ_LIMIT_MAX};
 use crate::types::{
     AppendOutcome, AppendedEvent, EventMetadata, ExpectedVersion, IdempotencyRecord, InboxRow,
@@ -279,8 +280,13 @@ impl Executor {
     }
 
     /// A delivery that runs no command (ignored, anomaly without a command).
+    /// Recorded with its log entry (`DeliveryRecorded`), in one transaction.
     pub async fn record_inbox(&self, row: InboxRow) -> Result<(), ExecError> {
-        Ok(self.store.record_inbox(&self.ledger_id, row).await?)
+        let appends = vec![delivery_append(&row)];
+        self.store
+            .append_with_inbox(&self.ledger_id, appends, None, Some(row))
+            .await?;
+        Ok(())
     }
 
     /// The one path of a single command: load -> decide -> record the outcome in a transaction that checks
@@ -335,6 +341,8 @@ impl Executor {
                 last = "decided on cached state".into();
                 continue;
             }
+            appends.extend(outcome_append(env, key, &outcome, record.is_some()));
+            appends.extend(row.as_ref().map(delivery_append));
             appends.extend(read_checks(&loaded, decided.as_ref().ok()));
             let result = self
                 .store
@@ -510,14 +518,18 @@ impl Executor {
             let mut order: Vec<StreamId> = Vec::new();
             let mut by_stream: HashMap<StreamId, Vec<NewEvent>> = HashMap::new();
             for (env, decision) in &all {
+                let carrier = command_carrier(decision);
                 for change in decision.all_changes() {
                     if !by_stream.contains_key(&change.stream) {
                         order.push(change.stream);
                     }
-                    by_stream
-                        .entry(change.stream)
-                        .or_default()
-                        .push(new_event(env, None, change, None));
+                    by_stream.entry(change.stream).or_default().push(new_event(
+                        env,
+                        None,
+                        change,
+                        None,
+                        carrier == Some(change.event_id),
+                    ));
                 }
             }
             let mut appends: Vec<StreamAppend> = order
@@ -688,6 +700,7 @@ impl Executor {
             // Nothing to record: `execute` answers it on fresh state (the cache alone is not enough).
             return BatchPlan::SlowPath;
         }
+        appends.extend(outcome_append(env, key, &outcome, record.is_some()));
         appends.extend(checks);
         BatchPlan::Request(Box::new(((appends, record), read, remember, outcome)))
     }
@@ -1139,6 +1152,7 @@ fn build_appends(
         .filter_map(|(f, r)| r.as_ref().ok().map(|changes| (f.command_id, changes)))
         .flat_map(|(cid, changes)| changes.iter().map(move |c| (c.event_id, cid)))
         .collect();
+    let carrier = command_carrier(decision);
     for change in decision.all_changes() {
         if !by_stream.contains_key(&change.stream) {
             order.push(change.stream);
@@ -1148,6 +1162,7 @@ fn build_appends(
             key,
             change,
             causes.get(&change.event_id),
+            carrier == Some(change.event_id),
         ));
     }
     order
@@ -1188,11 +1203,29 @@ fn expected(version: i64) -> ExpectedVersion {
     }
 }
 
+/// The event that carries its command's envelope: the first of the command's events in the log. The store
+/// writes a transaction's events in (stream, version) order and the sequencer positions them in that order,
+/// so it is the first change of the smallest stream: `verify --deep` meets the command before any of its
+/// events and decides it on the state before them.
+fn command_carrier(decision: &engine::Decision) -> Option<Uuid> {
+    decision
+        .all_changes()
+        .enumerate()
+        .min_by_key(|(index, c)| (c.stream.to_string(), *index))
+        .map(|(_, c)| c.event_id)
+}
+
+/// What an event's metadata keeps of the command that produced it (see `command_carrier`).
+fn recorded_command(env: &CommandEnvelope) -> serde_json::Value {
+    serde_json::json!({ "rules": engine::RULES_VERSION, "envelope": env })
+}
+
 fn new_event(
     env: &CommandEnvelope,
     key: Option<&str>,
     change: &Change,
     follow_up: Option<&Uuid>,
+    carries_command: bool,
 ) -> NewEvent {
     let (event_type, payload) = change.event.to_stored();
     NewEvent {
@@ -1206,6 +1239,7 @@ fn new_event(
             correlation_id: Some(env.command_id),
             actor: Some(env.actor.to_string()),
             idempotency_key: key.map(str::to_string),
+            command: carries_command.then(|| recorded_command(env)),
         },
     }
 }

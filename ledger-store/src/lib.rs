@@ -17,6 +17,7 @@ mod error;
 pub mod executor;
 pub mod group;
 mod memory;
+pub mod outcome_log;
 mod postgres;
 pub mod roles;
 pub mod sequencer;
@@ -30,6 +31,7 @@ pub use group::{GroupCommitConfig, GroupCommitter, SubmitError};
 pub use memory::InMemoryEventStore;
 pub use postgres::read::{
     ChainEvent, ChainRow, sequencer_lock_key, snapshot_digest_mismatches, stream_snapshots,
+    unlogged_outcomes,
 };
 pub use postgres::{PgEventStore, RawEvent, STATEMENT_TIMEOUT, connect};
 pub use store::{

@@ -6,6 +6,7 @@ use crate::chain::{
     CHAIN_VERSION_CURRENT, ChainInput, ChainVerifier, GENESIS_HASH, jsonb_text, next_hash,
 };
 use crate::error::{Result, StoreError};
+use crate::outcome_log::{EventView, idempotency_backed, inbox_backed};
 use crate::store::{
     BatchRequest, EventStore, READ_LIMIT_MAX, Subscription, canonical_order, check_expected,
     clamp_limit, validate_appends, validate_inbox,
@@ -108,6 +109,63 @@ fn check_request(
                 event_id: Some(event.event_id),
             });
         }
+    }
+    check_outcomes_logged(state, appends, idempotency, inbox)
+}
+
+/// The rule PostgreSQL checks at commit (migration 20261205000102): each row backed by a log entry, this
+/// request's events first (where the engine puts them), then the log.
+fn check_outcomes_logged(
+    state: &LedgerState,
+    appends: &[StreamAppend],
+    idempotency: Option<&IdempotencyRecord>,
+    inbox: Option<&InboxRow>,
+) -> Result<()> {
+    let events = || {
+        let requested = appends.iter().flat_map(|a| {
+            let base = state
+                .stream_versions
+                .get(&a.stream_id)
+                .copied()
+                .unwrap_or(0);
+            a.events.iter().zip(1..).map(move |(e, n)| EventView {
+                stream_id: &a.stream_id,
+                stream_version: base + n,
+                event_id: e.event_id,
+                event_type: &e.event_type,
+                payload: &e.payload,
+                metadata: &e.metadata,
+            })
+        });
+        let logged = state.log.iter().map(|e| EventView {
+            stream_id: &e.stream_id,
+            stream_version: e.stream_version,
+            event_id: e.event_id,
+            event_type: &e.event_type,
+            payload: &e.payload,
+            metadata: &e.metadata,
+        });
+        requested.chain(logged)
+    };
+    if let Some(record) = idempotency
+        && !idempotency_backed(record, events())
+    {
+        return Err(StoreError::OutcomeNotLogged {
+            message: format!(
+                "idempotency row {} is not backed by a log entry recording the same outcome",
+                record.key
+            ),
+        });
+    }
+    if let Some(row) = inbox
+        && !inbox_backed(&row.clone().escaped(), events())
+    {
+        return Err(StoreError::OutcomeNotLogged {
+            message: format!(
+                "inbox row {} is not backed by a log entry recording the same outcome",
+                row.delivery_id
+            ),
+        });
     }
     Ok(())
 }
@@ -248,14 +306,6 @@ impl EventStore for InMemoryEventStore {
         })?;
         self.appended.notify_waiters();
         Ok(outcome)
-    }
-
-    async fn record_inbox(&self, ledger_id: &str, row: InboxRow) -> Result<()> {
-        self.with_ledger(ledger_id, |s| {
-            check_inbox(s, &row)?;
-            s.inbox.push(row.escaped());
-            Ok(())
-        })
     }
 
     async fn read_inbox(&self, ledger_id: &str, dedupe_key: &str) -> Result<Vec<InboxRow>> {

@@ -54,9 +54,6 @@ pub trait EventStore: Send + Sync {
         inbox: Option<InboxRow>,
     ) -> Result<AppendOutcome>;
 
-    /// One inbox row in its own transaction (a delivery that appends nothing).
-    async fn record_inbox(&self, ledger_id: &str, row: InboxRow) -> Result<()>;
-
     /// The inbox rows recorded under a dedupe key, oldest first, at most `READ_LIMIT_MAX`.
     async fn read_inbox(&self, ledger_id: &str, dedupe_key: &str) -> Result<Vec<InboxRow>>;
 

@@ -15,6 +15,10 @@ pub struct EventMetadata {
     pub correlation_id: Option<Uuid>,
     pub actor: Option<String>,
     pub idempotency_key: Option<String>,
+    /// The command envelope that produced the event (on the first event of each command): what
+    /// `verify --deep` decides again. Absent on follow-ups' events and on events written before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Value>,
 }
 
 /// An event as a writer hands it in; the store assigns the stream version and position.

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{LEDGER, append};
+use common::{AppendRequest, LEDGER, append, keyed};
 use ledger_core::{Actor, Command, CommandEnvelope, Currency, Gateway, Money};
 use ledger_store::citus::{Deployment, deployment, local_tables};
 use ledger_store::testdb::{TestDb, citus_nodes, citus_requested, url_with_database};
@@ -123,10 +123,9 @@ async fn a_write_to_another_ledgers_rows_through_a_worker_is_refused_as_on_one_s
     store.create_ledger("other").await.unwrap();
     for ledger in [LEDGER, "other"] {
         store
-            .append(
+            .append_request(
                 ledger,
-                vec![append("s", ExpectedVersion::Any, 2)],
-                Some(common::record("k")),
+                keyed(vec![append("s", ExpectedVersion::Any, 2)], "k"),
             )
             .await
             .unwrap();

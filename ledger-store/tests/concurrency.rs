@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{LEDGER, append, record};
+use common::{AppendRequest, LEDGER, append, keyed};
 use ledger_store::testdb::TestDb;
 use ledger_store::{EventStore, ExpectedVersion, PgEventStore, StoreError};
 use std::collections::HashSet;
@@ -123,10 +123,9 @@ async fn racing_appends_with_one_key_succeed_once() {
             tokio::spawn(async move {
                 let stream = format!("racer-{n}");
                 store
-                    .append(
+                    .append_request(
                         LEDGER,
-                        vec![append(&stream, ExpectedVersion::NoStream, 1)],
-                        Some(record("same")),
+                        keyed(vec![append(&stream, ExpectedVersion::NoStream, 1)], "same"),
                     )
                     .await
             })

@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{LEDGER, append, event, record};
+use common::{AppendRequest, LEDGER, append, event, keyed};
+use ledger_store::outcome_log::delivery_append;
 use ledger_store::testdb::TestDb;
 use ledger_store::{
     EventStore, ExpectedVersion, INBOX_BODY_MAX, InMemoryEventStore, InboxRow, Snapshot,
@@ -115,7 +116,7 @@ async fn multi_stream_append_is_all_or_nothing(store: &dyn EventStore) {
         append("escrow", ExpectedVersion::NoStream, 1),
         append("wallet", ExpectedVersion::Exact(7), 1),
     ];
-    let result = store.append(LEDGER, both, Some(record("k-atomic"))).await;
+    let result = store.append_request(LEDGER, keyed(both, "k-atomic")).await;
     assert!(
         matches!(&result, Err(StoreError::ConcurrencyConflict { stream_id, .. }) if stream_id == "wallet")
     );
@@ -150,24 +151,13 @@ async fn multi_stream_append_is_all_or_nothing(store: &dyn EventStore) {
 }
 
 async fn idempotency_key_is_recorded_once(store: &dyn EventStore) {
-    let rec = record("k1");
-    store
-        .append(
-            LEDGER,
-            vec![append("i", ExpectedVersion::Any, 1)],
-            Some(rec.clone()),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        store.get_idempotency(LEDGER, "k1").await.unwrap(),
-        Some(rec.clone())
-    );
+    let (appends, rec) = keyed(vec![append("i", ExpectedVersion::Any, 1)], "k1");
+    store.append(LEDGER, appends, rec.clone()).await.unwrap();
+    assert_eq!(store.get_idempotency(LEDGER, "k1").await.unwrap(), rec);
     let again = store
-        .append(
+        .append_request(
             LEDGER,
-            vec![append("i2", ExpectedVersion::Any, 1)],
-            Some(rec),
+            keyed(vec![append("i2", ExpectedVersion::Any, 1)], "k1"),
         )
         .await;
     assert!(
@@ -218,28 +208,18 @@ async fn invalid_appends_are_rejected(store: &dyn EventStore) {
 
 async fn batch_isolates_failing_requests(store: &dyn EventStore) {
     store
-        .append(
+        .append_request(
             LEDGER,
-            vec![append("taken", ExpectedVersion::NoStream, 1)],
-            Some(record("used")),
+            keyed(vec![append("taken", ExpectedVersion::NoStream, 1)], "used"),
         )
         .await
         .unwrap();
     let requests = vec![
-        (
-            vec![append("b1", ExpectedVersion::NoStream, 2)],
-            Some(record("r1")),
-        ),
+        keyed(vec![append("b1", ExpectedVersion::NoStream, 2)], "r1"),
         (vec![append("taken", ExpectedVersion::NoStream, 1)], None),
         (vec![append("b1", ExpectedVersion::Exact(2), 1)], None),
-        (
-            vec![append("b2", ExpectedVersion::Any, 1)],
-            Some(record("used")),
-        ),
-        (
-            vec![append("b3", ExpectedVersion::Any, 1)],
-            Some(record("r1")),
-        ),
+        keyed(vec![append("b2", ExpectedVersion::Any, 1)], "used"),
+        keyed(vec![append("b3", ExpectedVersion::Any, 1)], "r1"),
         (vec![append("b4", ExpectedVersion::Any, 1)], None),
     ];
     let results = store.append_batch(LEDGER, requests).await.unwrap();
@@ -325,18 +305,16 @@ async fn ledgers_are_independent(store: &dyn EventStore) {
         .await
         .unwrap();
     let other = store
-        .append(
+        .append_request(
             "second",
-            vec![append("s", ExpectedVersion::NoStream, 1)],
-            Some(record("k")),
+            keyed(vec![append("s", ExpectedVersion::NoStream, 1)], "k"),
         )
         .await;
     assert_eq!(other.unwrap().events[0].position, 1);
     store
-        .append(
+        .append_request(
             LEDGER,
-            vec![append("t", ExpectedVersion::Any, 1)],
-            Some(record("k")),
+            keyed(vec![append("t", ExpectedVersion::Any, 1)], "k"),
         )
         .await
         .unwrap();
@@ -348,10 +326,9 @@ async fn ledgers_are_independent(store: &dyn EventStore) {
         "{unknown:?}"
     );
     let unknown = store
-        .append(
+        .append_request(
             "nope",
-            vec![append("s", ExpectedVersion::Any, 1)],
-            Some(record("z")),
+            keyed(vec![append("s", ExpectedVersion::Any, 1)], "z"),
         )
         .await;
     assert!(
@@ -475,13 +452,10 @@ fn inbox_row(dedupe_key: &str, event_id: &str, body: &[u8]) -> InboxRow {
 async fn inbox_rows_commit_with_their_append(store: &dyn EventStore) {
     let body = b"{\"id\":\"evt\\u0000\"}\0\xff".to_vec();
     let row = inbox_row("dk-1", "evt\0nul", &body);
+    let (mut appends, record) = keyed(vec![append("p", ExpectedVersion::NoStream, 1)], "k-inbox");
+    appends.push(delivery_append(&row));
     store
-        .append_with_inbox(
-            LEDGER,
-            vec![append("p", ExpectedVersion::NoStream, 1)],
-            Some(record("k-inbox")),
-            Some(row.clone()),
-        )
+        .append_with_inbox(LEDGER, appends, record, Some(row.clone()))
         .await
         .expect("append with its inbox row");
     let stored = store.read_inbox(LEDGER, "dk-1").await.unwrap();
@@ -492,13 +466,11 @@ async fn inbox_rows_commit_with_their_append(store: &dyn EventStore) {
     assert_eq!(stored[0].delivery_id, row.delivery_id);
     assert_eq!(stored[0].received_at, row.received_at);
     // A conflicting append takes its inbox row (and its key) down with it.
+    let lost = inbox_row("dk-2", "e2", b"{}");
+    let (mut appends, record) = keyed(vec![append("p", ExpectedVersion::NoStream, 1)], "k-lost");
+    appends.push(delivery_append(&lost));
     let failed = store
-        .append_with_inbox(
-            LEDGER,
-            vec![append("p", ExpectedVersion::NoStream, 1)],
-            Some(record("k-lost")),
-            Some(inbox_row("dk-2", "e2", b"{}")),
-        )
+        .append_with_inbox(LEDGER, appends, record, Some(lost))
         .await;
     assert!(is_conflict(&failed, Some(1)), "{failed:?}");
     assert!(store.read_inbox(LEDGER, "dk-2").await.unwrap().is_empty());
@@ -511,18 +483,98 @@ async fn inbox_rows_commit_with_their_append(store: &dyn EventStore) {
     );
     // A delivery that runs no command: one row alone; the same delivery twice is refused.
     let alone = inbox_row("dk\0-3", "e3", b"{}");
-    store.record_inbox(LEDGER, alone.clone()).await.unwrap();
-    let again = store.record_inbox(LEDGER, alone).await;
+    let record_alone = |row: InboxRow| {
+        let appends = vec![delivery_append(&row)];
+        store.append_with_inbox(LEDGER, appends, None, Some(row))
+    };
+    record_alone(alone.clone()).await.unwrap();
+    let again = record_alone(alone).await;
     assert!(
         matches!(again, Err(StoreError::DuplicateDelivery)),
         "{again:?}"
     );
     assert_eq!(store.read_inbox(LEDGER, "dk\0-3").await.unwrap().len(), 1);
     let huge = inbox_row("dk-4", "e4", &vec![b'x'; INBOX_BODY_MAX + 1]);
-    let refused = store.record_inbox(LEDGER, huge).await;
+    let refused = record_alone(huge).await;
     assert!(
         matches!(refused, Err(StoreError::InvalidAppend { .. })),
         "{refused:?}"
+    );
+}
+
+/// Every recorded outcome is in the chain (issue 19, finding 2): an idempotency row or an inbox row whose
+/// log entry is missing or records another outcome is refused, and nothing of its request is written.
+async fn outcomes_without_their_log_entry_are_refused(store: &dyn EventStore) {
+    let (appends, genuine) = keyed(vec![append("o", ExpectedVersion::NoStream, 1)], "k-genuine");
+    store
+        .append(LEDGER, appends, genuine.clone())
+        .await
+        .unwrap();
+    let genuine = genuine.unwrap();
+    // A "rejected" outcome under a future key, with no log entry at all.
+    let forged = ledger_store::IdempotencyRecord {
+        key: "callback:paystack:future".into(),
+        request: json!({}),
+        outcome: json!({"status": "rejected", "command_id": uuid::Uuid::new_v4(),
+                        "rejection": {"code": "invalid_transition", "message": "deposit is not pending"}}),
+    };
+    // The genuine row's log entry does not back another key or another outcome either.
+    let mut reused = genuine.clone();
+    reused.key = "callback:paystack:other".into();
+    let mut rejected = genuine.clone();
+    rejected.key = "k-rejected".into();
+    rejected.outcome["status"] = json!("rejected");
+    rejected.outcome["rejection"] = json!({"code": "invalid_transition", "message": "x"});
+    for record in [forged, reused, rejected] {
+        let key = record.key.clone();
+        let result = store
+            .append(
+                LEDGER,
+                vec![append("o2", ExpectedVersion::Any, 1)],
+                Some(record),
+            )
+            .await;
+        assert!(
+            matches!(result, Err(StoreError::OutcomeNotLogged { .. })),
+            "{key}: {result:?}"
+        );
+        assert!(
+            store.get_idempotency(LEDGER, &key).await.unwrap().is_none(),
+            "{key}"
+        );
+    }
+    // An inbox row without its `DeliveryRecorded`, or with one that says another disposition or body.
+    let row = inbox_row("dk-forged", "e9", b"{}");
+    let mut other = row.clone();
+    other.disposition = "rejected".into();
+    let mut other_body = row.clone();
+    other_body.raw_body = b"{\"amount\":1}".to_vec();
+    for (appends, row) in [
+        (vec![], row.clone()),
+        (vec![delivery_append(&row)], other),
+        (vec![delivery_append(&row)], other_body),
+    ] {
+        let result = store
+            .append_with_inbox(LEDGER, appends, None, Some(row))
+            .await;
+        assert!(
+            matches!(result, Err(StoreError::OutcomeNotLogged { .. })),
+            "{result:?}"
+        );
+    }
+    assert!(
+        store
+            .read_inbox(LEDGER, "dk-forged")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .read_stream(LEDGER, "o2", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }
 
@@ -542,13 +594,15 @@ async fn read_checks_guard_a_request(store: &dyn EventStore) {
         events: vec![],
     };
     store
-        .append(
+        .append_request(
             LEDGER,
-            vec![
-                check(ExpectedVersion::Exact(1)),
-                append("w", ExpectedVersion::NoStream, 1),
-            ],
-            Some(record("k-checked")),
+            keyed(
+                vec![
+                    check(ExpectedVersion::Exact(1)),
+                    append("w", ExpectedVersion::NoStream, 1),
+                ],
+                "k-checked",
+            ),
         )
         .await
         .expect("the stream read is current");
@@ -561,10 +615,9 @@ async fn read_checks_guard_a_request(store: &dyn EventStore) {
         .await
         .unwrap();
     let stale = store
-        .append(
+        .append_request(
             LEDGER,
-            vec![check(ExpectedVersion::Exact(1))],
-            Some(record("k-stale")),
+            keyed(vec![check(ExpectedVersion::Exact(1))], "k-stale"),
         )
         .await;
     assert!(is_conflict(&stale, Some(2)), "{stale:?}");
@@ -576,8 +629,8 @@ async fn read_checks_guard_a_request(store: &dyn EventStore) {
             .is_none()
     );
     let requests = vec![
-        (vec![check(ExpectedVersion::Exact(1))], Some(record("k-b1"))),
-        (vec![check(ExpectedVersion::Exact(2))], Some(record("k-b2"))),
+        keyed(vec![check(ExpectedVersion::Exact(1))], "k-b1"),
+        keyed(vec![check(ExpectedVersion::Exact(2))], "k-b2"),
     ];
     let results = store.append_batch(LEDGER, requests).await.unwrap();
     assert!(matches!(
@@ -627,5 +680,6 @@ contract!(
     time_maps_to_positions,
     subscription_tails_the_log,
     inbox_rows_commit_with_their_append,
+    outcomes_without_their_log_entry_are_refused,
     read_checks_guard_a_request,
 );

@@ -676,10 +676,25 @@ async fn keyed_commands_group_commit_with_their_outcomes_and_duplicates_replay()
         unreachable!()
     };
     let head_after = store.head_position(DEFAULT_LEDGER).await.unwrap();
+    // The first k1's events, and k2's rejection recorded in the log (its idempotency row's log entry).
     assert_eq!(
         head_after - head_before,
-        events.len() as i64,
-        "only the first k1 appended"
+        events.len() as i64 + 1,
+        "only the first k1 appended, besides k2's recorded rejection"
+    );
+    let appended = store
+        .read_log(DEFAULT_LEDGER, head_before, 100)
+        .await
+        .unwrap();
+    let recorded: Vec<_> = appended
+        .iter()
+        .filter(|e| e.event_type == "CommandOutcomeRecorded")
+        .collect();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].payload["idempotency_key"], "k2");
+    assert_eq!(
+        recorded[0].payload["rejection"]["code"],
+        "insufficient_funds"
     );
     // Later repeats replay the recorded outcomes, the rejection included, and append nothing.
     let again = ex

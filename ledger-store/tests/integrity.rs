@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{LEDGER, append};
+use common::{AppendRequest, LEDGER, append, keyed};
 use ledger_store::chain::{ChainInput, GENESIS_HASH, jsonb_text, next_hash};
 use ledger_store::testdb::TestDb;
 use ledger_store::{EventStore, ExpectedVersion, StoreError};
@@ -99,10 +99,9 @@ async fn the_log_is_append_only_for_owner_and_writer() {
     let db = TestDb::new().await;
     let store = db.store();
     store
-        .append(
+        .append_request(
             LEDGER,
-            vec![append("s", ExpectedVersion::Any, 2)],
-            Some(common::record("k")),
+            keyed(vec![append("s", ExpectedVersion::Any, 2)], "k"),
         )
         .await
         .unwrap();

@@ -93,10 +93,22 @@ pub async fn run(global: &Global, args: ReplayArgs) -> Result<ExitCode, CliError
         crate::verify::VerifyArgs {
             seal: None,
             manual: false,
+            deep: false,
         },
     )
     .await?;
     let verify_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let deep = crate::verify::verify(
+        global,
+        crate::verify::VerifyArgs {
+            seal: None,
+            manual: false,
+            deep: true,
+        },
+    )
+    .await?;
+    let deep_s = started.elapsed().as_secs_f64();
     let report = serde_json::json!({
         "events": head,
         "replay_events_per_s": head as f64 / full_s,
@@ -105,6 +117,9 @@ pub async fn run(global: &Global, args: ReplayArgs) -> Result<ExitCode, CliError
         "verify_events_per_s": head as f64 / verify_s,
         "verify_seconds": verify_s,
         "verify_clean": verify == ExitCode::SUCCESS,
+        "verify_deep_events_per_s": head as f64 / deep_s,
+        "verify_deep_seconds": deep_s,
+        "verify_deep_clean": deep == ExitCode::SUCCESS,
         "as_of_samples": args.as_of_samples,
         "as_of_worst_ms": worst_ms,
         "peak_rss_mb_after_half_replay": rss_half,

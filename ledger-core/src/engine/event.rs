@@ -21,6 +21,7 @@ use crate::aggregates::wallet::{Wallet, WalletEvent, WalletState};
 use crate::deadlines::DeadlineEvent;
 use crate::decider::Decider;
 use crate::journal::JournalEntry;
+use crate::outcomes::{OutcomeEvent, OutcomeState};
 
 /// Current schema version of every event type. See `upcast` for how older versions are read.
 pub const SCHEMA_VERSION: i32 = 1;
@@ -41,6 +42,8 @@ pub enum Event {
     Settlement(SettlementEvent),
     Reconciliation(ReconciliationEvent),
     Periods(PeriodsEvent),
+    /// A recorded outcome (`outcomes`): no state but its own stream's, no money.
+    Outcome(OutcomeEvent),
     /// A deadline of this stream closed after its firing was refused (`deadlines::DeadlineEvent`): the one
     /// event type any stream with clocks may hold. It changes no state.
     Deadline(DeadlineEvent),
@@ -163,6 +166,7 @@ impl Event {
                 Event::Reconciliation(serde_json::from_value(payload).map_err(err)?)
             }
             StreamId::Periods => Event::Periods(serde_json::from_value(payload).map_err(err)?),
+            StreamId::Outcome(_) => Event::Outcome(serde_json::from_value(payload).map_err(err)?),
         })
     }
 
@@ -208,6 +212,7 @@ impl Event {
                 Event::Reconciliation(serde_json::from_str(payload).map_err(err)?)
             }
             StreamId::Periods => Event::Periods(serde_json::from_str(payload).map_err(err)?),
+            StreamId::Outcome(_) => Event::Outcome(serde_json::from_str(payload).map_err(err)?),
         })
     }
 }
@@ -244,6 +249,7 @@ pub enum AggState {
     Settlement(SettlementState),
     Reconciliation(ReconciliationState),
     Periods(PeriodsState),
+    Outcome(OutcomeState),
 }
 
 impl AggState {
@@ -283,6 +289,7 @@ impl AggState {
             StreamId::Settlement(_) => AggState::Settlement(SettlementState::default()),
             StreamId::Reconciliation(_) => AggState::Reconciliation(ReconciliationState::default()),
             StreamId::Periods => AggState::Periods(PeriodsState::default()),
+            StreamId::Outcome(_) => AggState::Outcome(OutcomeState::default()),
         }
     }
 }
@@ -310,6 +317,7 @@ pub fn evolve(state: AggState, event: &Event) -> AggState {
             AggState::Reconciliation(Reconciliation::evolve(s, e))
         }
         (AggState::Periods(s), Event::Periods(e)) => AggState::Periods(Periods::evolve(s, e)),
+        (AggState::Outcome(s), Event::Outcome(e)) => AggState::Outcome(OutcomeState::evolve(s, e)),
         (s, Event::Deadline(_)) => s,
         (s, e) => panic!("event {e:?} does not belong to state {s:?}"),
     }

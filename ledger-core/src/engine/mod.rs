@@ -71,6 +71,10 @@ pub fn decide(env: &CommandEnvelope, view: &dyn StateView) -> Result<Vec<Change>
     Ok(changes)
 }
 
+/// The version of the rules (this crate) that decided a command: recorded with the command, so that
+/// `verify --deep` can tell a rule change between versions from a forged event.
+pub const RULES_VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// A command's full effect: its own events, then the follow-ups the process logic derived from them (run
 /// to completion within fixed bounds), all to be appended atomically.
 #[derive(Debug, Clone, PartialEq)]

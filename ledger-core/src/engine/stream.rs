@@ -34,6 +34,8 @@ pub enum StreamId {
     Reconciliation(Uuid),
     /// The ledger's closed periods: one per ledger.
     Periods,
+    /// One recorded outcome (`outcomes`): of a keyed command without other events, or of a delivery.
+    Outcome(Uuid),
 }
 
 impl fmt::Display for StreamId {
@@ -51,6 +53,7 @@ impl fmt::Display for StreamId {
             StreamId::Settlement(id) => write!(f, "settlement-{id}"),
             StreamId::Reconciliation(id) => write!(f, "reconciliation-{id}"),
             StreamId::Periods => f.write_str(PERIODS_STREAM),
+            StreamId::Outcome(id) => write!(f, "outcome-{id}"),
         }
     }
 }
@@ -102,6 +105,7 @@ impl FromStr for StreamId {
             "suspense" => StreamId::Suspense(id),
             "settlement" => StreamId::Settlement(id),
             "reconciliation" => StreamId::Reconciliation(id),
+            "outcome" => StreamId::Outcome(id),
             _ => return Err(bad()),
         })
     }

@@ -265,7 +265,7 @@ fn stream_ids(appends: &[StreamAppend]) -> Vec<String> {
 /// One request inside an open transaction. The idempotency key is inserted first so that racing
 /// duplicates of one command fail on the key, not on the stream version. Streams are written in their
 /// canonical (sorted) order, so two requests touching the same streams cannot wait on each other in a
-/// cycle. The inbox row goes last: it commits with the events or not at all.
+/// cycle. The inbox row commits with the events or not at all.
 pub(super) async fn append_in_tx(
     conn: &mut PgConnection,
     ledger_id: &str,
@@ -280,13 +280,14 @@ pub(super) async fn append_in_tx(
     canonical_order(&mut appends);
     lock_streams(conn, ledger_id, &appends).await?;
     insert_idempotency(conn, ledger_id, idempotency.into_iter().collect()).await?;
-    let mut versions = stream_versions(conn, ledger_id, stream_ids(&appends)).await?;
-    let rows = assign_versions(appends, &mut versions)?;
-    let pending = insert_events(conn, ledger_id, rows).await?;
+    // Before the events, so that a delivery recorded twice fails as such, not on its outcome stream (the
+    // check that the row is backed by the log waits for COMMIT).
     if let Some(row) = inbox {
         insert_inbox(conn, ledger_id, row).await?;
     }
-    Ok(pending)
+    let mut versions = stream_versions(conn, ledger_id, stream_ids(&appends)).await?;
+    let rows = assign_versions(appends, &mut versions)?;
+    insert_events(conn, ledger_id, rows).await
 }
 
 /// Attaches context to a failed request. A stream-version race is re-diagnosed with a fresh
@@ -315,6 +316,7 @@ pub(super) async fn resolve_failure(
         DbFailure::Deadlock => StoreError::Deadlock,
         DbFailure::PlacementChanged(message) => StoreError::PlacementChanged { message },
         DbFailure::AppendOnly(message) => StoreError::AppendOnlyViolation { message },
+        DbFailure::OutcomeNotLogged(message) => StoreError::OutcomeNotLogged { message },
         DbFailure::LedgerTaken => StoreError::LedgerExists {
             ledger_id: ledger_id.to_owned(),
         },
@@ -460,12 +462,17 @@ impl PgEventStore {
 
 /// COMMIT itself failing leaves the outcome unknown (the server may have committed before the
 /// connection broke): the caller must look before it re-runs anything.
+/// A row the deferred outcome check refuses (SQLSTATE EL003) is a definite answer: nothing committed.
 async fn commit(tx: sqlx::Transaction<'_, sqlx::Postgres>) -> Result<()> {
-    tx.commit()
-        .await
-        .map_err(|error| StoreError::CommitOutcomeUnknown {
-            reason: error.to_string(),
-        })
+    tx.commit().await.map_err(|error| match classify(error) {
+        DbFailure::OutcomeNotLogged(message) => StoreError::OutcomeNotLogged { message },
+        other => StoreError::CommitOutcomeUnknown {
+            reason: match other {
+                DbFailure::Other(error) => error.to_string(),
+                known => format!("{known:?}"),
+            },
+        },
+    })
 }
 
 fn outcome(pending: &[Pending], positions: &HashMap<i64, i64>) -> AppendOutcome {
@@ -703,6 +710,7 @@ fn db_failure_error(failure: DbFailure) -> StoreError {
         DbFailure::Serialization => StoreError::Serialization,
         DbFailure::Deadlock => StoreError::Deadlock,
         DbFailure::AppendOnly(message) => StoreError::AppendOnlyViolation { message },
+        DbFailure::OutcomeNotLogged(message) => StoreError::OutcomeNotLogged { message },
         other => StoreError::Database(sqlx::Error::Protocol(format!("{other:?}"))),
     }
 }

@@ -152,17 +152,6 @@ impl EventStore for PgEventStore {
             .await
     }
 
-    async fn record_inbox(&self, ledger_id: &str, row: InboxRow) -> Result<()> {
-        crate::store::validate_inbox(&row)?;
-        let mut conn = self.pool.acquire().await?;
-        match append::insert_inbox(&mut conn, ledger_id, row).await {
-            Ok(()) => Ok(()),
-            Err(failure) => {
-                Err(append::resolve_failure(&mut conn, ledger_id, &[], None, failure).await)
-            }
-        }
-    }
-
     async fn read_inbox(&self, ledger_id: &str, dedupe_key: &str) -> Result<Vec<InboxRow>> {
         read::read_inbox(&self.pool, ledger_id, dedupe_key).await
     }

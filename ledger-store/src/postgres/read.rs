@@ -523,3 +523,34 @@ fn verify_row(verifier: &mut ChainVerifier, ledger_id: &str, row: &PgRow) -> Res
     chain_row(row)?.push_to(verifier, ledger_id);
     Ok(())
 }
+
+/// Most unbacked outcome rows one `verify` names (each is a finding; the first ones locate the problem).
+const UNLOGGED_OUTCOMES_MAX: i64 = 1_000;
+
+/// Idempotency and inbox rows that no log entry backs (migration 20261205000102: written beside the engine),
+/// each described for `verify`, in key order. Checked row by row with the functions the commit-time trigger
+/// uses, so that a database where that trigger is absent (Citus) or was disabled by an owner is still checked.
+pub async fn unlogged_outcomes(pool: &PgPool, ledger_id: &str) -> Result<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "(select format('idempotency row %s (outcome %s of command %s) is not backed by a log entry recording it',
+                        i.idempotency_key, i.outcome->>'status', i.outcome->>'command_id')
+            from ledger.idempotency i
+           where i.ledger_id = $1 and not ledger.idempotency_is_logged(i.ledger_id, i.idempotency_key, i.outcome)
+           order by i.idempotency_key
+           limit $2)
+         union all
+         (select format('inbox row %s (%s, %s, reference %s) is not backed by a log entry recording it',
+                        b.delivery_id, b.gateway, b.disposition, coalesce(b.payment_reference, '-'))
+            from ledger.inbox b
+           where b.ledger_id = $1
+             and not ledger.inbox_is_logged(b.ledger_id, b.delivery_id, b.disposition, b.dedupe_key,
+                                            b.command_id, b.raw_body)
+           order by b.delivery_id
+           limit $2)",
+    )
+    .bind(ledger_id)
+    .bind(UNLOGGED_OUTCOMES_MAX)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(text,)| text).collect())
+}

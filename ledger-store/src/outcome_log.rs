@@ -1,0 +1,166 @@
+//! Every recorded outcome is in the chain (issue 19): an idempotency row or an inbox row is accepted only
+//! together with a log entry that records the same outcome (migration 20261205000102 checks it in
+//! PostgreSQL at commit; [`idempotency_backed`] and [`inbox_backed`] are the same rule for the in-memory
+//! store). The executor builds those log entries here:
+//!   * an accepted outcome with events is backed by its first event (same command id and key in metadata);
+//!   * any other keyed outcome by `CommandOutcomeRecorded` in `outcome-<command id>`;
+//!   * an inbox row by `DeliveryRecorded` in `outcome-<delivery id>` (with its body's SHA-256).
+
+use ledger_core::engine::{self, CommandEnvelope, StreamId};
+use ledger_core::outcomes::{OutcomeEvent, outcome_event_id};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::executor::CommandOutcome;
+use crate::types::{
+    EventMetadata, ExpectedVersion, IdempotencyRecord, InboxRow, NewEvent, StreamAppend,
+};
+
+/// The log entry of a recorded outcome that wrote no other event (a rejection, an accepted no-op): an
+/// idempotency row is only ever backed by the log (migration 20261205000102 checks it at commit).
+pub fn outcome_append(
+    env: &CommandEnvelope,
+    key: Option<&str>,
+    outcome: &CommandOutcome,
+    recorded: bool,
+) -> Option<StreamAppend> {
+    let rejection = match outcome {
+        CommandOutcome::Accepted { events, .. } if events.is_empty() => None,
+        CommandOutcome::Rejected { rejection, .. } => Some(rejection.clone()),
+        CommandOutcome::Accepted { .. } => return None,
+    };
+    let key = key.filter(|_| recorded)?;
+    let event = ledger_core::Event::Outcome(OutcomeEvent::CommandOutcomeRecorded {
+        command: env.clone(),
+        idempotency_key: key.to_string(),
+        rejection,
+    });
+    Some(outcome_stream_append(env.command_id, event, env, Some(key)))
+}
+
+/// The log entry of an inbox row: what it says of the delivery, and its body's SHA-256.
+pub fn delivery_append(row: &InboxRow) -> StreamAppend {
+    use sha2::Digest as _;
+    let stored = row.clone().escaped();
+    let event = ledger_core::Event::Outcome(OutcomeEvent::DeliveryRecorded {
+        delivery_id: stored.delivery_id,
+        gateway: stored.gateway,
+        dedupe_key: stored.dedupe_key,
+        disposition: stored.disposition,
+        command_id: stored.command_id,
+        body_sha256: hex::encode(sha2::Sha256::digest(&row.raw_body)),
+    });
+    let (event_type, payload) = event.to_stored();
+    StreamAppend {
+        stream_id: StreamId::Outcome(row.delivery_id).to_string(),
+        expected: ExpectedVersion::NoStream,
+        events: vec![NewEvent {
+            event_id: outcome_event_id(row.delivery_id),
+            stream_id: StreamId::Outcome(row.delivery_id).to_string(),
+            event_type,
+            schema_version: engine::SCHEMA_VERSION,
+            payload,
+            metadata: EventMetadata {
+                causation_id: row.command_id,
+                correlation_id: row.correlation_id,
+                actor: Some(format!("gateway:{}", row.gateway)),
+                idempotency_key: None,
+                command: None,
+            },
+        }],
+    }
+}
+
+fn outcome_stream_append(
+    id: Uuid,
+    event: ledger_core::Event,
+    env: &CommandEnvelope,
+    key: Option<&str>,
+) -> StreamAppend {
+    let (event_type, payload) = event.to_stored();
+    StreamAppend {
+        stream_id: StreamId::Outcome(id).to_string(),
+        expected: ExpectedVersion::NoStream,
+        events: vec![NewEvent {
+            event_id: outcome_event_id(id),
+            stream_id: StreamId::Outcome(id).to_string(),
+            event_type,
+            schema_version: engine::SCHEMA_VERSION,
+            payload,
+            metadata: EventMetadata {
+                causation_id: Some(env.command_id),
+                correlation_id: Some(env.command_id),
+                actor: Some(env.actor.to_string()),
+                idempotency_key: key.map(str::to_string),
+                command: None,
+            },
+        }],
+    }
+}
+
+/// One event as the backing rule sees it (a logged one, or one of the request being checked).
+pub struct EventView<'a> {
+    pub stream_id: &'a str,
+    pub stream_version: i64,
+    pub event_id: Uuid,
+    pub event_type: &'a str,
+    pub payload: &'a Value,
+    pub metadata: &'a EventMetadata,
+}
+
+fn text<'a>(value: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter()
+        .try_fold(value, |v, key| v.get(*key))
+        .and_then(Value::as_str)
+}
+
+/// Whether `record` is backed by one of `events` (`ledger.idempotency_is_logged`).
+pub fn idempotency_backed<'a>(
+    record: &IdempotencyRecord,
+    mut events: impl Iterator<Item = EventView<'a>>,
+) -> bool {
+    let outcome = &record.outcome;
+    let command = text(outcome, &["command_id"]);
+    let first_event = outcome
+        .get("events")
+        .and_then(|e| e.get(0))
+        .and_then(|e| text(e, &["event_id"]))
+        .and_then(|id| id.parse::<Uuid>().ok());
+    match (text(outcome, &["status"]), first_event) {
+        (Some("accepted"), Some(first)) => events.any(|e| {
+            e.event_id == first
+                && e.metadata.correlation_id.map(|c| c.to_string()).as_deref() == command
+                && e.metadata.idempotency_key.as_deref() == Some(record.key.as_str())
+        }),
+        _ => {
+            let Some(command) = command else { return false };
+            let stream = format!("outcome-{command}");
+            events.any(|e| {
+                e.stream_id == stream
+                    && e.stream_version == 1
+                    && e.event_type == "CommandOutcomeRecorded"
+                    && text(e.payload, &["idempotency_key"]) == Some(record.key.as_str())
+                    && text(e.payload, &["command", "command_id"]) == Some(command)
+                    && text(e.payload, &["rejection", "code"])
+                        == text(outcome, &["rejection", "code"])
+            })
+        }
+    }
+}
+
+/// Whether the stored (escaped) inbox `row` is backed by one of `events` (`ledger.inbox_is_logged`).
+pub fn inbox_backed<'a>(row: &InboxRow, mut events: impl Iterator<Item = EventView<'a>>) -> bool {
+    use sha2::Digest as _;
+    let stream = StreamId::Outcome(row.delivery_id).to_string();
+    let body = hex::encode(sha2::Sha256::digest(&row.raw_body));
+    let command = row.command_id.map(|c| c.to_string());
+    events.any(|e| {
+        e.stream_id == stream
+            && e.stream_version == 1
+            && e.event_type == "DeliveryRecorded"
+            && text(e.payload, &["disposition"]) == Some(row.disposition.as_str())
+            && text(e.payload, &["dedupe_key"]) == Some(row.dedupe_key.as_str())
+            && text(e.payload, &["command_id"]) == command.as_deref()
+            && text(e.payload, &["body_sha256"]) == Some(body.as_str())
+    })
+}
