@@ -19,6 +19,7 @@ mod reports;
 mod scenario;
 mod sequencer;
 mod serve;
+mod shutdown;
 mod suspense;
 mod timers;
 mod verify;

@@ -7,7 +7,6 @@ use clap::{Args, Subcommand};
 use ledger_projections::{Projection, RunnerConfig};
 use ledger_store::{EventStore, PgEventStore};
 use sqlx::PgPool;
-use tokio::sync::watch;
 
 use crate::db::Global;
 use crate::exit::{CliError, Context};
@@ -142,12 +141,7 @@ async fn run_workers(global: &Global, args: RunArgs) -> Result<ExitCode, CliErro
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let (stop_tx, stop) = watch::channel(false);
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            let _ = stop_tx.send(true);
-        }
-    });
+    let stop = crate::shutdown::watch_requested();
     eprintln!(
         "escrow-ledger: running {} on {} (Ctrl-C stops)",
         projections

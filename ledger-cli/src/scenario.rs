@@ -50,6 +50,9 @@ impl Ids {
 /// Drives the engine through one project's life after another.
 pub struct Generator {
     pub ledger: MemoryLedger,
+    /// Each accepted command with the index in `ledger.log()` of its first event (taken with the log), so
+    /// that a writer of the history can keep each command with its events as the executor does.
+    pub executed: Vec<(usize, CommandEnvelope)>,
     ids: Ids,
     rng: StdRng,
     commands: u64,
@@ -68,6 +71,7 @@ impl Generator {
     pub fn new(seed: u64, buyers: u64, sellers: u64) -> Generator {
         Generator {
             ledger: MemoryLedger::new(),
+            executed: Vec::new(),
             ids: Ids::new(seed),
             rng: StdRng::seed_from_u64(seed),
             commands: 0,
@@ -92,7 +96,12 @@ impl Generator {
             at: self.now(),
             command,
         };
-        self.ledger.execute(&env).is_ok()
+        let first = self.ledger.log().len();
+        let accepted = self.ledger.execute(&env).is_ok();
+        if self.ledger.log().len() > first {
+            self.executed.push((first, env));
+        }
+        accepted
     }
 
     fn next_payment(&mut self) -> Uuid {

@@ -36,23 +36,7 @@ pub async fn run(global: &Global, command: SequencerCommand) -> Result<ExitCode,
         "escrow-ledger: sequencing every ledger every {} ms (Ctrl-C stops)",
         args.poll_ms
     );
-    stop_signal().await;
+    crate::shutdown::requested().await;
     background.stop().await;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Ctrl-C or SIGTERM.
-async fn stop_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = terminate => {},
-    }
 }

@@ -146,11 +146,7 @@ async fn run_timers(global: &Global, args: RunArgs) -> Result<ExitCode, CliError
             ExitCode::from(crate::exit::EXIT_FINDINGS)
         });
     }
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        crate::serve::shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
+    let stop = crate::shutdown::watch_requested();
     eprintln!(
         "escrow-ledger: firing deadlines of ledger {:?} every {} ms (Ctrl-C stops)",
         global.ledger, args.interval_ms

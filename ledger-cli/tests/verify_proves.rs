@@ -155,3 +155,287 @@ async fn finding_4_a_close_and_late_postings_from_four_processes_never_both_comm
         "no round ran the close while confirmations were in flight: the race was not exercised"
     );
 }
+
+/// Runs `sql` as the run-time role `role` in one transaction (the role's own rights, as an insider with its
+/// credentials has them). `Err` carries the SQLSTATE of the refusal.
+async fn as_role(pool: &sqlx::PgPool, role: &str, sql: &str) -> Result<(), String> {
+    let mut tx = pool.begin().await.unwrap();
+    let statement = format!("set local role {role}; {sql}");
+    let run = sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+        .execute(&mut *tx)
+        .await;
+    let code = |e: sqlx::Error| {
+        e.as_database_error()
+            .and_then(|d| d.code().map(|c| c.into_owned()))
+            .unwrap_or_else(|| e.to_string())
+    };
+    run.map_err(code)?;
+    tx.commit().await.map_err(code)
+}
+
+fn verify_out(db: &TestDb, ledger: &str, args: &[&str]) -> (i32, String) {
+    let mut all = vec!["verify"];
+    all.extend_from_slice(args);
+    let out = cli(db, ledger, &all);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Finding 2 (recorded outcomes outside the chain): `escrow_writer` inserts a "rejected" idempotency row under
+/// the key a genuine command will use, and a copy of a genuine inbox row marked "rejected". Both are refused
+/// at commit (no log entry records them); planted behind the trigger (as an owner could, or on Citus where
+/// the trigger does not run), `verify` names each row; and the genuine command under that key is booked.
+#[tokio::test]
+async fn finding_2_an_outcome_row_without_its_log_entry_is_refused_and_named() {
+    let db = TestDb::new().await;
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    let (u, d) = (Uuid::new_v4(), Uuid::new_v4());
+    let key = format!("callback:stripe:{d}:deposit_succeeded");
+    let forged = json!({"status": "rejected", "command_id": Uuid::new_v4(),
+                        "rejection": {"code": "invalid_transition", "message": "deposit is not pending"}});
+    let insert_key = format!(
+        "insert into ledger.idempotency (ledger_id, idempotency_key, request, outcome) values ('default', {}, '{{}}', {}::jsonb)",
+        lit(&key),
+        lit(&forged.to_string())
+    );
+    let refused = as_role(&pool, "escrow_writer", &insert_key).await;
+    assert_eq!(
+        refused,
+        Err("EL003".to_string()),
+        "the writer's forged idempotency row"
+    );
+    let planted = Uuid::new_v4();
+    let insert_inbox = format!(
+        "insert into ledger.inbox (ledger_id, delivery_id, gateway, gateway_event_id, event_type, dedupe_key,
+                                   disposition, detail, raw_body, received_at)
+         values ('default', '{planted}', 'stripe', 'evt_1', 'charge.succeeded', 'stripe:evt_1', 'rejected',
+                 'deposit is not pending', '\\x7b7d', now())"
+    );
+    let refused = as_role(&pool, "escrow_writer", &insert_inbox).await;
+    assert_eq!(
+        refused,
+        Err("EL003".to_string()),
+        "the writer's forged inbox row"
+    );
+    // The genuine command under that key is booked.
+    let initiate = json!({"type": "initiate_deposit", "payment_id": d, "amount": usd("10.00"),
+                          "gateway": "stripe", "fund": null});
+    let confirm = json!({"type": "confirm_deposit", "payment_id": d, "amount": usd("10.00"),
+                         "gateway_fee": null, "occurred_at": null});
+    let mut confirm_line = line(gateway("stripe"), confirm, None);
+    confirm_line["idempotency_key"] = json!(key);
+    setup(
+        &db,
+        "default",
+        &[line(user(u), initiate, None), confirm_line],
+    );
+    let wallet = bal(
+        &balances(&db, "default"),
+        &format!("Liabilities:Users:{u}:Available"),
+    );
+    assert_eq!(wallet, 1_000);
+    assert_eq!(verify_out(&db, "default", &[]).0, 0);
+    // Planted behind the trigger: verify names both rows.
+    let mut tamper = db.tampering().await.unwrap();
+    let other_key = format!("callback:stripe:{}:deposit_succeeded", Uuid::new_v4());
+    for sql in [insert_key.replace(&key, &other_key), insert_inbox.clone()] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(tamper.conn())
+            .await
+            .unwrap();
+    }
+    tamper.finish().await.unwrap();
+    let (code, out) = verify_out(&db, "default", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&other_key), "{out}");
+    assert!(out.contains(&planted.to_string()), "{out}");
+}
+
+/// Copies genuine events of `ledger` into new rows as `escrow_writer` would write them (every uuid in the
+/// stream, payload and metadata replaced by `ids`), with fresh event ids; returns the new event ids.
+async fn forge_copies(
+    pool: &sqlx::PgPool,
+    ledger: &str,
+    events: &[Uuid],
+    ids: &[(String, String)],
+) -> Result<Vec<Uuid>, String> {
+    let mut statements = Vec::new();
+    let mut forged = Vec::new();
+    for event in events {
+        let (stream, version, event_type, payload, metadata): (
+            String,
+            i64,
+            String,
+            String,
+            String,
+        ) = sqlx::query_as(
+            "select stream_id, stream_version, event_type, payload::text, metadata::text
+                   from ledger.events where ledger_id = $1 and event_id = $2",
+        )
+        .bind(ledger)
+        .bind(event)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        let swap = |text: &str| {
+            ids.iter()
+                .fold(text.to_string(), |t, (from, to)| t.replace(from, to))
+        };
+        let id = Uuid::new_v4();
+        forged.push(id);
+        statements.push(format!(
+            "insert into ledger.events (ledger_id, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
+             values ({}, {}, {version}, '{id}', {}, 1, {}::jsonb, {}::jsonb);",
+            lit(ledger),
+            lit(&swap(&stream)),
+            lit(&event_type),
+            lit(&swap(&payload)),
+            lit(&swap(&metadata))
+        ));
+    }
+    as_role(pool, "escrow_writer", &statements.join("\n")).await?;
+    as_role(
+        pool,
+        "escrow_writer",
+        &format!("select ledger.sequence({}, 5000)", lit(ledger)),
+    )
+    .await?;
+    Ok(forged)
+}
+
+/// Finding 3 (self-consistent forgeries): `escrow_writer` copies a genuine deposit (DepositInitiated,
+/// DepositSucceeded with its balanced entry, the wallet's Credited) under new ids, and a genuine command's
+/// recorded rejection is turned into a forged one for a command the rules accept. Plain `verify` cannot tell
+/// (every entry balances, every state fits); `verify --deep` decides every recorded command again and names
+/// each forged event.
+#[tokio::test]
+async fn finding_3_verify_deep_names_a_self_consistent_forged_deposit() {
+    let db = TestDb::new().await;
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    let (u, d) = (Uuid::new_v4(), Uuid::new_v4());
+    let initiate = json!({"type": "initiate_deposit", "payment_id": d, "amount": usd("50.00"),
+                          "gateway": "stripe", "fund": null});
+    let confirm = json!({"type": "confirm_deposit", "payment_id": d, "amount": usd("50.00"),
+                         "gateway_fee": null, "occurred_at": null});
+    // A keyed refusal (a payout beyond the wallet): recorded in the log as CommandOutcomeRecorded.
+    let payout = json!({"type": "request_payout", "payout_id": Uuid::new_v4(), "amount": usd("80.00"),
+                        "fee": null, "gateway": "stripe"});
+    let results = apply(
+        &db,
+        "default",
+        &[
+            line(user(u), initiate, None),
+            line(gateway("stripe"), confirm, None),
+            line(user(u), payout, None),
+        ],
+    );
+    assert!(
+        accepted(&results[0]) && accepted(&results[1]),
+        "{results:?}"
+    );
+    assert_eq!(results[2]["status"], "rejected", "{results:?}");
+    for args in [&[][..], &["--deep"][..]] {
+        let (code, out) = verify_out(&db, "default", args);
+        assert_eq!(code, 0, "verify {args:?} on an untouched ledger: {out}");
+    }
+    let genuine: Vec<(Uuid,)> = sqlx::query_as(
+        "select event_id from ledger.events
+          where ledger_id = 'default' and stream_id in ($1, $2) order by stream_id, stream_version",
+    )
+    .bind(format!("payment-{d}"))
+    .bind(format!("wallet-{u}-USD"))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let genuine: Vec<Uuid> = genuine.into_iter().map(|(e,)| e).collect();
+    assert_eq!(
+        genuine.len(),
+        3,
+        "DepositInitiated, DepositSucceeded, Credited"
+    );
+    let (u2, d2, c2, c3) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
+    let commands: Vec<(String,)> = sqlx::query_as(
+        "select distinct metadata->>'correlation_id' from ledger.events where event_id = any($1)",
+    )
+    .bind(&genuine)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut ids = vec![
+        (u.to_string(), u2.to_string()),
+        (d.to_string(), d2.to_string()),
+    ];
+    for ((c,), to) in commands.iter().zip([c2, c3]) {
+        ids.push((c.clone(), to.to_string()));
+    }
+    let forged = forge_copies(&pool, "default", &genuine, &ids)
+        .await
+        .expect("the writer may still insert events: verify --deep is what names them");
+    let wallet = bal(
+        &balances(&db, "default"),
+        &format!("Liabilities:Users:{u2}:Available"),
+    );
+    assert_eq!(wallet, 5_000, "the forgery is in the books");
+    let (code, out) = verify_out(&db, "default", &["--deep"]);
+    assert_eq!(code, 1, "{out}");
+    for id in &forged {
+        assert!(
+            out.contains(&id.to_string()),
+            "forged event {id} not named: {out}"
+        );
+    }
+}
+
+/// Finding 3, the outcome side: a forged `CommandOutcomeRecorded` (a rejection of a command the rules
+/// accept) with its idempotency row passes the commit-time check (it is backed) but not `verify --deep`.
+#[tokio::test]
+async fn finding_3_verify_deep_names_a_forged_rejection() {
+    let db = TestDb::new().await;
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    let (u, d) = (Uuid::new_v4(), Uuid::new_v4());
+    let initiate = json!({"type": "initiate_deposit", "payment_id": d, "amount": usd("10.00"),
+                          "gateway": "stripe", "fund": null});
+    setup(&db, "default", &[line(user(u), initiate, None)]);
+    let command_id = Uuid::new_v4();
+    let key = format!("callback:stripe:{d}:deposit_succeeded");
+    let envelope = json!({"command_id": command_id, "actor": {"kind": "gateway", "id": "stripe"},
+        "at": "2026-12-05T10:00:00Z", "command": {"type": "confirm_deposit", "payment_id": d,
+        "amount": usd("10.00"), "gateway_fee": null, "occurred_at": null}});
+    let rejection = json!({"code": "invalid_transition", "message": "deposit is not pending"});
+    let payload = json!({"type": "CommandOutcomeRecorded", "command": envelope,
+                         "idempotency_key": key, "rejection": rejection});
+    let outcome = json!({"status": "rejected", "command_id": command_id, "rejection": rejection});
+    let event_id = Uuid::new_v4();
+    let sql = format!(
+        "insert into ledger.events (ledger_id, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
+         values ('default', 'outcome-{command_id}', 1, '{event_id}', 'CommandOutcomeRecorded', 1, {}::jsonb, '{{}}');
+         insert into ledger.idempotency (ledger_id, idempotency_key, request, outcome)
+         values ('default', {}, '{{}}', {}::jsonb);
+         select ledger.sequence('default', 5000);",
+        lit(&payload.to_string()),
+        lit(&key),
+        lit(&outcome.to_string())
+    );
+    as_role(&pool, "escrow_writer", &sql)
+        .await
+        .expect("a forged outcome with its forged log entry is backed");
+    let (code, out) = verify_out(&db, "default", &["--deep"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&event_id.to_string()) && out.contains("forged outcome"),
+        "{out}"
+    );
+}

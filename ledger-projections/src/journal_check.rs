@@ -13,8 +13,8 @@ use ledger_core::journal::{Account, JournalEntry, Side};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use crate::mismatch::Mismatch;
 use crate::table::{Cell, Projection, Row, TableSpec};
-use crate::verify::Mismatch;
 
 /// Per project, from its own stream's entries.
 #[derive(Clone, Copy, Debug, Default)]

@@ -8,6 +8,7 @@
 //! - [`verify`]: recompute every table from the log in memory and report rows that differ.
 //! - [`journal_check`]: the money columns against the journal's postings (sums per deposit, payout,
 //!   project, milestone and account), independent of the fold.
+//! - [`mismatch`]: the one difference type both report (below both: neither imports the other for it).
 //!
 //! Invariants kept by absence: nothing here writes `ledger.*`; no read-table row is written outside a
 //! transaction that also moves its projection's checkpoint (except a rebuild's shadow tables, which no
@@ -15,6 +16,7 @@
 
 pub mod fold;
 pub mod journal_check;
+pub mod mismatch;
 pub mod rebuild;
 pub mod runner;
 pub mod sql;

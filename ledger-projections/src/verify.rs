@@ -10,35 +10,12 @@ use sqlx::PgPool;
 use crate::Result;
 use crate::fold::{Folder, MapSink, decode};
 use crate::journal_check::JournalMoney;
+pub use crate::mismatch::Mismatch;
 use crate::sql::read_rows;
 use crate::table::{Cell, Projection, Row, TABLES, TableSpec};
 
 /// Differences reported per table before the rest are summarized in one line.
 pub const MISMATCHES_PER_TABLE_MAX: usize = 50;
-
-/// One difference: a row missing, unexpected or different (`expected` is the replay, `found` the
-/// table), or a checkpoint problem (`table` = `projection_checkpoints`, `key` = the projection).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Mismatch {
-    pub table: String,
-    pub key: String,
-    pub expected: Option<String>,
-    pub found: Option<String>,
-}
-
-impl std::fmt::Display for Mismatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".into());
-        write!(
-            f,
-            "{} [{}]: expected {}; found {}",
-            self.table,
-            self.key,
-            show(&self.expected),
-            show(&self.found)
-        )
-    }
-}
 
 fn render_key(spec: &TableSpec, key: &[Cell]) -> String {
     spec.columns[..spec.key_len]

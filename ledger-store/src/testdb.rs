@@ -277,10 +277,12 @@ impl TestDb {
         sqlx::raw_sql("set local citus.enable_unsafe_triggers = on")
             .execute(&mut *tx)
             .await?;
-        // The append-only triggers, and the one that stamps `recorded_at` (a tampering test may backdate).
+        // The append-only triggers, the one that stamps `recorded_at` (a tampering test may backdate) and
+        // the commit-time check that outcome rows are backed by the log (a test may plant an unbacked row).
         let triggers: Vec<(String, String)> = sqlx::query_as(
             "select tgrelid::regclass::text, quote_ident(tgname) from pg_trigger
-              where tgfoid::regproc::text in ('ledger.forbid_mutation', 'ledger.stamp_recorded_at')
+              where tgfoid::regproc::text in ('ledger.forbid_mutation', 'ledger.stamp_recorded_at',
+                                              'ledger.outcome_is_logged')
               order by 1, 2",
         )
         .fetch_all(&mut *tx)

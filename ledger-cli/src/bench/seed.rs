@@ -61,13 +61,18 @@ pub async fn run(global: &Global, args: SeedArgs) -> Result<ExitCode, CliError> 
     while written < args.events {
         generator.project();
         let changes = generator.ledger.take_log();
+        let commands: HashMap<usize, ledger_core::CommandEnvelope> =
+            std::mem::take(&mut generator.executed)
+                .into_iter()
+                .collect();
         written += changes.len() as u64;
         let recorded_at = generator.now().to_rfc3339();
-        for change in &changes {
+        for (index, change) in changes.iter().enumerate() {
             csv_row(
                 &mut buffer,
                 &global.ledger,
                 change,
+                commands.get(&index),
                 &recorded_at,
                 &mut versions,
             );
@@ -118,11 +123,13 @@ pub async fn run(global: &Global, args: SeedArgs) -> Result<ExitCode, CliError> 
     Ok(ExitCode::SUCCESS)
 }
 
-/// One CSV row of `ledger.events` (RFC 4180 quoting; JSON is quoted with doubled quotes).
+/// One CSV row of `ledger.events` (RFC 4180 quoting; JSON is quoted with doubled quotes). The first event of
+/// each command carries its envelope, as the executor writes it (`verify --deep` decides it again).
 fn csv_row(
     out: &mut String,
     ledger: &str,
     change: &Change,
+    command: Option<&ledger_core::CommandEnvelope>,
     at: &str,
     versions: &mut HashMap<StreamId, i64>,
 ) {
@@ -130,7 +137,14 @@ fn csv_row(
     let version = versions.entry(change.stream).or_insert(0);
     *version += 1;
     let (event_type, payload) = change.event.to_stored();
-    let metadata = serde_json::json!({ "causation_id": null, "correlation_id": null, "actor": "bench-seed", "idempotency_key": null });
+    let mut metadata = serde_json::json!({ "causation_id": null, "correlation_id": null, "actor": "bench-seed", "idempotency_key": null });
+    if let Some(env) = command {
+        metadata["correlation_id"] = serde_json::json!(env.command_id);
+        metadata["command"] = serde_json::json!({
+            "rules": ledger_core::engine::RULES_VERSION,
+            "envelope": env,
+        });
+    }
     let quote = |s: &str| s.replace('"', "\"\"");
     let _ = writeln!(
         out,

@@ -162,7 +162,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<ExitCode, CliError>
             });
         }
     }
-    let served = serve(listener, state, limits, shutdown_signal()).await;
+    let served = serve(listener, state, limits, crate::shutdown::requested()).await;
     let _ = stop_timers.send(true);
     while let Some(joined) = timers.join_next().await {
         if let Ok(Err(e)) = joined {
@@ -190,20 +190,4 @@ pub async fn serve(
     };
     listener::accept_loop(listener, app, connections, shutdown).await;
     Ok(())
-}
-
-pub(crate) async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = terminate => {},
-    }
-    tracing::info!("shutdown requested: finishing in-flight requests");
 }
