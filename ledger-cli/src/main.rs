@@ -10,6 +10,8 @@ mod demo;
 mod exit;
 mod export;
 mod ingest;
+#[cfg(test)]
+mod journal_columns_test;
 mod ledgers;
 mod month_end;
 mod outbox;

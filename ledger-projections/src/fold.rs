@@ -275,7 +275,7 @@ pub fn account_owner(account: &Account) -> Option<Uuid> {
 }
 
 /// Money on this account is not yet spendable: a user's Pending bucket, payouts and refunds in transit.
-fn is_pending_account(account: &Account) -> bool {
+pub(crate) fn is_pending_account(account: &Account) -> bool {
     matches!(
         account,
         Account::UserPending { .. } | Account::PayoutsInTransit(_) | Account::RefundsInTransit(_)
