@@ -424,7 +424,9 @@ async fn api_idempotency_keys_never_collide_with_callback_dedupe_keys() {
     let id = deposit(&ex, user, usd("10.00"), Gateway::Paystack).await;
     let server = Server::start(db.url(), &full_config()).await;
     let client = reqwest::Client::new();
-    let key = format!("callback:paystack:{id}:deposit_succeeded");
+    // Exactly the dedupe key the genuine callback below gets (ledger_gateway::plan::dedupe_key): without the
+    // `api:` namespace of HTTP keys, the command's outcome would answer the callback as a duplicate.
+    let key = format!("callback:paystack:{id}:deposit_succeeded:7002:10.00 USD");
     let (status, text) = command(
         &client,
         &server,
@@ -440,6 +442,109 @@ async fn api_idempotency_keys_never_collide_with_callback_dedupe_keys() {
     assert_eq!(receipt["disposition"], "applied", "{receipt}");
     assert_eq!(payment(&ex, id).await.status, PaymentStatus::Completed);
     assert_eq!(wallet(&balances(&db).await, user, Currency::USD), 1000);
+}
+
+/// The port of `server` (its base URL's).
+fn port_of(server: &Server) -> u16 {
+    server.base.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Reads from `stream` until the peer closes it (`Ok(true)`), or `within` passes (`Ok(false)`).
+fn closed_within(stream: &mut std::net::TcpStream, within: Duration) -> bool {
+    use std::io::Read as _;
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        stream
+            .set_read_timeout(Some(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(10)),
+            ))
+            .unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true, // reset
+        }
+    }
+    false
+}
+
+/// Issue 19, finding 6: the connection cap, the header-read timeout and the idle timeout each hold (each
+/// assertion fails when its limit is taken out of `listener::accept_loop`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connection_cap_header_timeout_and_idle_timeout_hold() {
+    let db = TestDb::new().await;
+    // Header-read timeout (the idle timeout far away): a request head that never ends is cut off.
+    let config = |header: u64, idle: u64| {
+        format!(
+            "header_read_timeout_ms = {header}\nidle_timeout_ms = {idle}\n{}",
+            full_config()
+        )
+    };
+    let server = Server::start(db.url(), &config(400, 60_000)).await;
+    let port = port_of(&server);
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(3)),
+        "a connection that never finished its request head was kept open"
+    );
+    drop(server);
+    // Idle timeout (the next request head may take long): a keep-alive connection with no traffic after
+    // its answer is closed.
+    let server = Server::start(db.url(), &config(30_000, 600)).await;
+    let port = port_of(&server);
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(4)),
+        "an idle keep-alive connection was kept open"
+    );
+    // Connection cap (its own server: the request head timeout is the default 5 s): with two connections
+    // open and silent, a third is not served until one of them closes.
+    let capped = Server::start(db.url(), &format!("connections_max = 2\n{}", full_config())).await;
+    let port = port_of(&capped);
+    let connect = || std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut held: Vec<std::net::TcpStream> = (0..2).map(|_| connect()).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut third = connect();
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(1_000)))
+        .unwrap();
+    let mut answer = Vec::new();
+    use std::io::Read as _;
+    let early = third.read_to_end(&mut answer);
+    assert!(
+        answer.is_empty(),
+        "a third connection was served past connections_max = 2 ({early:?}: {})",
+        String::from_utf8_lossy(&answer)
+    );
+    held.clear(); // frees both slots
+    third
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let _ = third.read_to_end(&mut answer);
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
+        "the waiting connection was not served once a slot was free: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    drop(capped);
 }
 
 /// Item 4: keys have scopes; no HTTP key asserts a gateway actor; every command carries an idempotency key
