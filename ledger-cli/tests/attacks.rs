@@ -444,6 +444,64 @@ async fn api_idempotency_keys_never_collide_with_callback_dedupe_keys() {
     assert_eq!(wallet(&balances(&db).await, user, Currency::USD), 1000);
 }
 
+/// Issue 19, finding 6: a callback planned on a stale cache is labelled by what committed. `serve` has the
+/// deposit cached as pending (it initiated it); another process confirms it; a Stripe `charge.failed` then
+/// arrives: planned as a failure of a pending deposit ("applied"), decided again on the fresh state it is a
+/// late failure after success, an anomaly. The answer and the inbox row must both say `anomaly`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_callback_planned_on_a_stale_cache_is_labelled_by_its_committed_outcome() {
+    let db = TestDb::new().await;
+    let ex = executor(&db);
+    let server = Server::start(db.url(), &full_config()).await;
+    let client = reqwest::Client::new();
+    let (user, id) = (Uuid::new_v4(), Uuid::new_v4());
+    let (status, text) = command(
+        &client,
+        &server,
+        Some(BACKEND_KEY),
+        Some("stale-1"),
+        &initiate(user, id, "10.00", "stripe"),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let confirm = CommandEnvelope {
+        command_id: Uuid::new_v4(),
+        actor: Actor::Gateway(Gateway::Stripe),
+        at: Utc::now(),
+        command: Command::ConfirmDeposit {
+            payment_id: id,
+            amount: usd("10.00"),
+            gateway_fee: None,
+            occurred_at: None,
+        },
+    };
+    assert!(ex.execute(&confirm, None).await.unwrap().is_accepted());
+    let body = format!(
+        r#"{{"id":"evt_stale","type":"charge.failed","created":{},"data":{{"object":{{"id":"ch_stale","amount":1000,"currency":"usd","status":"failed","metadata":{{"payment_reference":"{id}"}}}}}}}}"#,
+        Utc::now().timestamp()
+    );
+    let response = client
+        .post(server.url("callbacks/stripe"))
+        .header(
+            "stripe-signature",
+            sign_timestamped(STRIPE_SECRET, Utc::now().timestamp(), body.as_bytes()),
+        )
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let receipt: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(receipt["disposition"], "anomaly", "{receipt}");
+    let rows = inbox_rows(&db).await;
+    let row = rows
+        .iter()
+        .find(|(_, _, raw)| raw == body.as_bytes())
+        .expect("the delivery's inbox row");
+    assert_eq!(row.0, "anomaly", "{row:?}");
+    assert_eq!(payment(&ex, id).await.status, PaymentStatus::Completed);
+}
+
 /// The port of `server` (its base URL's).
 fn port_of(server: &Server) -> u16 {
     server.base.rsplit(':').next().unwrap().parse().unwrap()

@@ -103,7 +103,11 @@ impl CommandOutcome {
 }
 
 /// Builds a delivery's inbox row from the outcome (`true` when the outcome is a replayed duplicate).
-type InboxBuilder<'a> = &'a (dyn Fn(&CommandOutcome, bool) -> InboxRow + Send + Sync);
+/// Builds a delivery's inbox row from the outcome being recorded: (outcome, replayed, the events the outcome
+/// commits). Called once per attempt: the row of the attempt that commits is the one recorded, so its label
+/// comes from the committed outcome, never from a plan made on a cache.
+pub type InboxBuilder<'a> =
+    &'a (dyn Fn(&CommandOutcome, bool, &[ledger_core::Event]) -> InboxRow + Send + Sync);
 
 /// Rejection codes that mean "not yet": such a refusal is returned but never recorded under an idempotency
 /// key, so the same key may succeed later. `too_early`: a due time has not passed. `not_found`: the command
@@ -266,7 +270,7 @@ impl Executor {
         self.run(env, Some(key), None).await
     }
 
-    /// Like `execute`; `inbox(&outcome, replayed)` builds the delivery's row, written in the same transaction
+    /// Like `execute`; `inbox(&outcome, replayed, events)` builds the delivery's row, written in the same transaction
     /// as the outcome (a replayed duplicate, which appends nothing, gets its own one-row transaction). The
     /// outcome handed to `inbox` has no positions yet (they are assigned after the commit). On an error
     /// nothing is recorded.
@@ -274,7 +278,7 @@ impl Executor {
         &self,
         env: &CommandEnvelope,
         key: Option<&str>,
-        inbox: &(dyn Fn(&CommandOutcome, bool) -> InboxRow + Send + Sync),
+        inbox: InboxBuilder<'_>,
     ) -> Result<CommandOutcome, ExecError> {
         Ok(self.run(env, key, Some(inbox)).await?.0)
     }
@@ -328,9 +332,13 @@ impl Executor {
             };
             // A transient refusal ("not yet") records nothing, not even the delivery: the gateway delivers it
             // again, and a `rejected` row would be listed by `anomalies` for ever.
-            let row = inbox
-                .filter(|_| !transient)
-                .map(|build| build(&outcome, false));
+            let row = inbox.filter(|_| !transient).map(|build| {
+                let events: Vec<ledger_core::Event> = decided
+                    .as_ref()
+                    .map(|d| d.all_changes().map(|c| c.event.clone()).collect())
+                    .unwrap_or_default();
+                build(&outcome, false, &events)
+            });
             if appends.is_empty() && record.is_none() && row.is_none() {
                 // Nothing to record (an unkeyed or transient refusal, a no-op): the answer is returned only
                 // once it rests on fresh state, never on the cache alone.
@@ -449,7 +457,7 @@ impl Executor {
     ) -> Result<CommandOutcome, ExecError> {
         let outcome = self.replay(record, request).await?;
         if let Some(build) = inbox {
-            self.record_inbox(build(&outcome, true)).await?;
+            self.record_inbox(build(&outcome, true, &[])).await?;
         }
         Ok(outcome)
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use ledger_core::aggregates::project::FeePolicy;
-use ledger_core::{Actor, Command, CommandEnvelope, Currency, Gateway, Money};
+use ledger_core::{Actor, Command, CommandEnvelope, Currency, Event, Gateway, Money};
 use ledger_store::testdb::TestDb;
 use ledger_store::{
     CommandOutcome, DEFAULT_LEDGER, EventMetadata, EventStore, Executor, ExecutorConfig,
@@ -526,9 +526,12 @@ async fn appends_in_opposite_stream_order_never_deadlock() {
 // ---------------------------------------------------------------------------------------------------------
 // 5. The inbox row commits with the events: one transaction, or nothing.
 
-fn delivery(delivery_id: Uuid, dedupe_key: &str) -> impl Fn(&CommandOutcome, bool) -> InboxRow {
+fn delivery(
+    delivery_id: Uuid,
+    dedupe_key: &str,
+) -> impl Fn(&CommandOutcome, bool, &[Event]) -> InboxRow {
     let dedupe_key = dedupe_key.to_string();
-    move |outcome: &CommandOutcome, replayed: bool| InboxRow {
+    move |outcome: &CommandOutcome, replayed: bool, _: &[Event]| InboxRow {
         delivery_id: if replayed {
             Uuid::new_v4()
         } else {
@@ -566,6 +569,7 @@ async fn inbox_rows_commit_with_their_command(store: Arc<dyn EventStore>) {
     ex.record_inbox(delivery(taken, "other")(
         &run(&ex, STRIPE, confirm(Uuid::nil(), 1)).await,
         false,
+        &[],
     ))
     .await
     .unwrap();

@@ -6,10 +6,10 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use ledger_core::aggregates::payment::{PaymentKind, PaymentState, PaymentStatus};
-use ledger_core::{AggState, Command, CommandEnvelope, Gateway, StreamId};
+use ledger_core::aggregates::payment::PaymentEvent;
+use ledger_core::{AggState, Command, CommandEnvelope, Event, Gateway, StreamId};
 use ledger_gateway::plan;
-use ledger_gateway::{CallbackError, CallbackKind, NormalizedCallback, Secrets};
+use ledger_gateway::{CallbackError, NormalizedCallback, Secrets};
 use ledger_store::{CommandOutcome, ExecError, Executor, InboxRow};
 use serde::Serialize;
 use uuid::Uuid;
@@ -72,7 +72,6 @@ pub async fn deliver(
     let delivery = Delivery {
         callback: &callback,
         plan: &plan,
-        payment: payment.as_ref(),
         received_at,
         correlation_id,
     };
@@ -90,7 +89,6 @@ pub async fn deliver(
 struct Delivery<'a> {
     callback: &'a NormalizedCallback,
     plan: &'a plan::Plan,
-    payment: Option<&'a PaymentState>,
     received_at: DateTime<Utc>,
     correlation_id: Uuid,
 }
@@ -136,8 +134,9 @@ impl Delivery<'_> {
             && matches!(self.plan.command, Some(Command::ConfirmDeposit { .. }))
     }
 
-    /// The receipt for an outcome (`replayed`: the outcome recorded by an earlier delivery).
-    fn describe(&self, outcome: &CommandOutcome, replayed: bool) -> Receipt {
+    /// The receipt for an outcome (`replayed`: the outcome recorded by an earlier delivery; `events`: what it
+    /// commits: `committed`). An anomaly is read from the committed events, never from the plan's (cached) payment state.
+    fn describe(&self, outcome: &CommandOutcome, replayed: bool, committed: &[Event]) -> Receipt {
         let plan = self.plan;
         match outcome {
             _ if replayed => self.receipt(
@@ -156,7 +155,7 @@ impl Delivery<'_> {
             CommandOutcome::Accepted {
                 command_id, events, ..
             } => {
-                let disposition = if is_anomaly(self.callback.kind, self.payment) {
+                let disposition = if committed.iter().any(is_anomaly) {
                     "anomaly"
                 } else {
                     plan.disposition.as_str()
@@ -199,8 +198,14 @@ async fn execute(
         command,
     };
     let key = &delivery.plan.dedupe_key;
-    let row = |outcome: &CommandOutcome, replayed: bool| {
-        delivery.row(&delivery.describe(outcome, replayed))
+    // The receipt of the attempt that committed is the one recorded (each retry builds its own): the answer
+    // says what the inbox row says.
+    let recorded: std::sync::Mutex<Option<Receipt>> = std::sync::Mutex::new(None);
+    let row = |outcome: &CommandOutcome, replayed: bool, events: &[Event]| {
+        let receipt = delivery.describe(outcome, replayed, events);
+        let row = delivery.row(&receipt);
+        *recorded.lock().expect("receipt lock") = Some(receipt);
+        row
     };
     match ctx.executor.execute_with_inbox(&env, Some(key), &row).await {
         Ok(outcome) => {
@@ -220,7 +225,8 @@ async fn execute(
                 // Also on a replay: a crash may have come between the two commits.
                 hold_after_race(ctx, delivery).await?;
             }
-            Ok(delivery.describe(&outcome, replayed))
+            let committed = recorded.lock().expect("receipt lock").take();
+            Ok(committed.unwrap_or_else(|| delivery.describe(&outcome, replayed, &[])))
         }
         // The same key with another plan: the same movement seen after the payment moved on (its first
         // report's effect stands).
@@ -268,17 +274,12 @@ async fn hold_after_race(
     }
 }
 
-/// A late failure after success, or a transfer success after failure: the core records an anomaly event.
-fn is_anomaly(kind: Option<CallbackKind>, payment: Option<&PaymentState>) -> bool {
-    let Some(p) = payment else { return false };
-    let done = matches!(p.status, PaymentStatus::Completed | PaymentStatus::Reversed);
-    let failed = matches!(p.status, PaymentStatus::Failed | PaymentStatus::Cancelled);
-    let outbound = matches!(p.kind, Some(PaymentKind::Payout | PaymentKind::CardRefund));
-    match kind {
-        Some(
-            CallbackKind::DepositFailed | CallbackKind::PayoutFailed | CallbackKind::RefundFailed,
-        ) => done,
-        Some(CallbackKind::PayoutSucceeded | CallbackKind::RefundProcessed) => outbound && failed,
-        _ => false,
-    }
+/// The core's anomaly events: a late failure after success, or money out after a failure.
+fn is_anomaly(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::Payment(
+            PaymentEvent::LateFailureIgnored { .. } | PaymentEvent::SuccessAfterFailure { .. }
+        )
+    )
 }
