@@ -439,3 +439,165 @@ async fn finding_3_verify_deep_names_a_forged_rejection() {
         "{out}"
     );
 }
+
+/// One fact of a ledger, read as the owner (setup only).
+async fn fact(pool: &sqlx::PgPool, sql: &str) -> String {
+    sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.to_string()))
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// A demo ledger (history, read tables caught up) that `verify` and `verify --deep` find clean.
+async fn demo_ledger() -> (TestDb, sqlx::PgPool) {
+    let db = TestDb::new().await;
+    let out = cli(&db, "default", &["demo"]);
+    assert!(
+        out.status.success(),
+        "demo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for args in [&[][..], &["--deep"][..]] {
+        let (code, out) = verify_out(&db, "default", args);
+        assert_eq!(code, 0, "verify {args:?} on the demo: {out}");
+    }
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    (db, pool)
+}
+
+/// The tamper suite (issue 19): as each run-time role, with its own rights, every write it may try is
+/// refused by the database, or, where the role must keep that right, named by `verify` or `verify --deep`.
+/// What stays possible is listed in ARCHITECTURE.md's trust model.
+#[tokio::test]
+async fn tamper_suite_every_write_of_every_run_time_role_is_refused_or_named() {
+    let (db, pool) = demo_ledger().await;
+    let project = fact(
+        &pool,
+        "select project_id::text from escrow.milestones limit 1",
+    )
+    .await;
+    let unbacked_key = "insert into ledger.idempotency (ledger_id, idempotency_key, request, outcome)
+        values ('default', 'callback:stripe:future', '{}', '{\"status\": \"rejected\", \"command_id\": \"00000000-0000-4000-8000-000000000001\", \"rejection\": {\"code\": \"invalid_transition\", \"message\": \"x\"}}')";
+    let unbacked_inbox = "insert into ledger.inbox (ledger_id, delivery_id, gateway, gateway_event_id, event_type,
+        dedupe_key, disposition, detail, raw_body, received_at)
+        values ('default', gen_random_uuid(), 'stripe', 'evt', 'charge.succeeded', 'k', 'rejected', '', '\\x7b7d', now())";
+    let refused: Vec<(&str, String)> = vec![
+        ("escrow_writer", "update ledger.events set payload = payload where ledger_id = 'default'".into()),
+        ("escrow_writer", "delete from ledger.events where ledger_id = 'default'".into()),
+        ("escrow_writer", "truncate ledger.events".into()),
+        ("escrow_writer", "insert into ledger.sequence (ledger_id, position, local_id, hash, sequenced_at)
+            select ledger_id, 999999, local_id, sha256(''::bytea), now() from ledger.events limit 1".into()),
+        ("escrow_writer", unbacked_key.into()),
+        ("escrow_writer", unbacked_inbox.into()),
+        ("escrow_writer", "delete from ledger.idempotency".into()),
+        ("escrow_writer", "update ledger.inbox set disposition = 'rejected'".into()),
+        ("escrow_writer", "select ledger.save_balance_snapshot('default', 0, '[]')".into()),
+        ("escrow_writer", format!("update escrow.milestones set released = released + 1 where project_id = '{project}'")),
+        ("escrow_auditor", "insert into ledger.events (ledger_id, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
+            values ('default', 'wallet-x', 1, gen_random_uuid(), 'Credited', 1, '{}', '{}')".into()),
+        ("escrow_auditor", "select ledger.take_balance_snapshot('default', 1)".into()),
+        ("escrow_auditor", "select ledger.save_snapshot('default', 'periods', 1, 4, '{}', now())".into()),
+        ("escrow_auditor", unbacked_key.into()),
+        ("escrow_auditor", format!("update escrow.milestones set released = released + 1 where project_id = '{project}'")),
+        ("escrow_projector", "insert into ledger.events (ledger_id, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
+            values ('default', 'wallet-x', 1, gen_random_uuid(), 'Credited', 1, '{}', '{}')".into()),
+        ("escrow_projector", "select ledger.save_snapshot('default', 'periods', 1, 4, '{}', now())".into()),
+        ("escrow_projector", unbacked_key.into()),
+        ("escrow_reader", format!("update escrow.projects set funded = 0 where project_id = '{project}'")),
+        ("escrow_reader", "select count(*) from ledger.events".into()),
+        ("escrow_reader", unbacked_key.into()),
+    ];
+    for (role, sql) in &refused {
+        let result = as_role(&pool, role, sql).await;
+        assert!(result.is_err(), "{role} may: {sql}");
+    }
+    for args in [&[][..], &["--deep"][..]] {
+        let (code, out) = verify_out(&db, "default", args);
+        assert_eq!(code, 0, "after only refused writes, verify {args:?}: {out}");
+    }
+
+    // Writes a role must keep the right to make: each named.
+    // 1. escrow_writer appends a second copy of a wallet credit (the wallet now says more than its account).
+    let (db, pool) = demo_ledger().await;
+    let (stream, version, event) = sqlx::query_as::<_, (String, i64, Uuid)>(
+        "select stream_id, stream_version, event_id from ledger.events
+          where stream_id like 'wallet-%' and event_type = 'Credited' order by stream_id, stream_version desc limit 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let head: i64 =
+        sqlx::query_scalar("select max(stream_version) from ledger.events where stream_id = $1")
+            .bind(&stream)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let forged = Uuid::new_v4();
+    let sql = format!(
+        "insert into ledger.events (ledger_id, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
+         select ledger_id, stream_id, {}, '{forged}', event_type, schema_version, payload, '{{}}'::jsonb
+           from ledger.events where event_id = '{event}';
+         select ledger.sequence('default', 5000);",
+        head + 1
+    );
+    let _ = version;
+    as_role(&pool, "escrow_writer", &sql)
+        .await
+        .expect("the writer may append");
+    let (code, out) = verify_out(&db, "default", &[]);
+    assert_eq!(code, 1, "a forged wallet credit: {out}");
+    let (code, out) = verify_out(&db, "default", &["--deep"]);
+    assert!(
+        code == 1 && out.contains(&forged.to_string()),
+        "verify --deep does not name {forged}: {out}"
+    );
+
+    // 2. escrow_writer saves a stream snapshot with a state of its choosing (at a version that exists).
+    let (db, pool) = demo_ledger().await;
+    let (stream, version) = sqlx::query_as::<_, (String, i64)>(
+        "select stream_id, max(stream_version) from ledger.events where stream_id like 'wallet-%' group by 1 limit 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let sql = format!(
+        "select ledger.save_snapshot('default', '{stream}', {version}, {}, '{{\"Wallet\": {{}}}}', now())",
+        ledger_store::executor::FOLD_VERSION
+    );
+    as_role(&pool, "escrow_writer", &sql)
+        .await
+        .expect("the writer saves stream snapshots");
+    let (code, out) = verify_out(&db, "default", &[]);
+    assert!(
+        code == 1 && out.contains(&stream),
+        "a made-up snapshot of {stream}: {out}"
+    );
+
+    // 3. escrow_projector writes a wrong money figure, and moves a checkpoint.
+    let (db, pool) = demo_ledger().await;
+    let project = fact(
+        &pool,
+        "select project_id::text from escrow.milestones where funded > 0 limit 1",
+    )
+    .await;
+    let sql = format!(
+        "update escrow.milestones set released = released + 1 where project_id = '{project}'"
+    );
+    as_role(&pool, "escrow_projector", &sql)
+        .await
+        .expect("the projector writes read tables");
+    let (code, out) = verify_out(&db, "default", &[]);
+    assert!(
+        code == 1 && out.contains("milestones") && out.contains(&project),
+        "{out}"
+    );
+    as_role(
+        &pool,
+        "escrow_projector",
+        "update escrow.projection_checkpoints set position = position + 1000",
+    )
+    .await
+    .expect("the projector moves its checkpoints");
+    let (code, out) = verify_out(&db, "default", &[]);
+    assert!(code == 1 && out.contains("projection_checkpoints"), "{out}");
+}

@@ -61,27 +61,32 @@ pub async fn load_at_or_before(
     ledger_id: &str,
     position: i64,
 ) -> Result<Option<BalanceSnapshot>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "select {ROW_COLUMNS}
-          where b.ledger_id = $1 and b.position <= $2 order by b.position desc limit $3"
-    )))
-    .bind(ledger_id)
-    .bind(position)
-    .bind(CANDIDATES_MAX)
-    .fetch_all(pool)
-    .await?;
-    for row in &rows {
-        if digest_matches(ledger_id, row)? {
+    // One row at a time, newest first: a snapshot of a long ledger is large (every account), and the newest
+    // one almost always checks (fetching CANDIDATES_MAX at once made an as-of report read them all).
+    let mut below = position;
+    for _ in 0..CANDIDATES_MAX {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "select {ROW_COLUMNS}
+              where b.ledger_id = $1 and b.position <= $2 order by b.position desc limit 1"
+        )))
+        .bind(ledger_id)
+        .bind(below)
+        .fetch_optional(pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let at: i64 = row.try_get("position")?;
+        if digest_matches(ledger_id, &row)? {
             return Ok(Some(BalanceSnapshot {
-                position: row.try_get("position")?,
+                position: at,
                 balances: row.try_get("balances")?,
             }));
         }
         tracing::warn!(
             ledger_id,
-            position = row.try_get::<i64, _>("position")?,
+            position = at,
             "ignoring a balance snapshot whose digest does not match its content"
         );
+        below = at - 1;
     }
     Ok(None)
 }
