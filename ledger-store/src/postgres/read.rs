@@ -528,14 +528,35 @@ fn verify_row(verifier: &mut ChainVerifier, ledger_id: &str, row: &PgRow) -> Res
 const UNLOGGED_OUTCOMES_MAX: i64 = 1_000;
 
 /// Idempotency and inbox rows that no log entry backs (migration 20261205000102: written beside the engine),
-/// each described for `verify`, in key order. Checked row by row with the functions the commit-time trigger
-/// uses, so that a database where that trigger is absent (Citus) or was disabled by an owner is still checked.
+/// each described for `verify`, in key order. Checked row by row with the predicates of the commit-time
+/// trigger's functions (`ledger.idempotency_is_logged`, `ledger.inbox_is_logged`), written out here as
+/// subqueries on the same ledger: Citus cannot run a SQL function with parameters inside a shard query, and
+/// the trigger does not exist there (nor where an owner disabled it), so this is the check that always runs.
 pub async fn unlogged_outcomes(pool: &PgPool, ledger_id: &str) -> Result<Vec<String>> {
     let rows: Vec<(String,)> = sqlx::query_as(
         "(select format('idempotency row %s (outcome %s of command %s) is not backed by a log entry recording it',
                         i.idempotency_key, i.outcome->>'status', i.outcome->>'command_id')
             from ledger.idempotency i
-           where i.ledger_id = $1 and not ledger.idempotency_is_logged(i.ledger_id, i.idempotency_key, i.outcome)
+           where i.ledger_id = $1
+             and not exists (
+                 select 1 from ledger.events e
+                  where e.ledger_id = $1
+                    and i.outcome->>'status' = 'accepted'
+                    and jsonb_array_length(coalesce(i.outcome->'events', '[]')) > 0
+                    and e.event_id = (i.outcome->'events'->0->>'event_id')::uuid
+                    and e.metadata->>'correlation_id' = i.outcome->>'command_id'
+                    and e.metadata->>'idempotency_key' = i.idempotency_key)
+             and not exists (
+                 select 1 from ledger.events e
+                  where e.ledger_id = $1
+                    and not (i.outcome->>'status' = 'accepted'
+                             and jsonb_array_length(coalesce(i.outcome->'events', '[]')) > 0)
+                    and e.stream_id = 'outcome-' || (i.outcome->>'command_id')
+                    and e.stream_version = 1
+                    and e.event_type = 'CommandOutcomeRecorded'
+                    and e.payload->>'idempotency_key' = i.idempotency_key
+                    and e.payload->'command'->>'command_id' = i.outcome->>'command_id'
+                    and (e.payload->'rejection'->>'code') is not distinct from (i.outcome->'rejection'->>'code'))
            order by i.idempotency_key
            limit $2)
          union all
@@ -543,8 +564,16 @@ pub async fn unlogged_outcomes(pool: &PgPool, ledger_id: &str) -> Result<Vec<Str
                         b.delivery_id, b.gateway, b.disposition, coalesce(b.payment_reference, '-'))
             from ledger.inbox b
            where b.ledger_id = $1
-             and not ledger.inbox_is_logged(b.ledger_id, b.delivery_id, b.disposition, b.dedupe_key,
-                                            b.command_id, b.raw_body)
+             and not exists (
+                 select 1 from ledger.events e
+                  where e.ledger_id = $1
+                    and e.stream_id = 'outcome-' || b.delivery_id
+                    and e.stream_version = 1
+                    and e.event_type = 'DeliveryRecorded'
+                    and e.payload->>'disposition' = b.disposition
+                    and e.payload->>'dedupe_key' = b.dedupe_key
+                    and (e.payload->>'command_id')::uuid is not distinct from b.command_id
+                    and e.payload->>'body_sha256' = encode(sha256(b.raw_body), 'hex'))
            order by b.delivery_id
            limit $2)",
     )
