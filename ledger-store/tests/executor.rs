@@ -848,6 +848,60 @@ async fn a_late_posting_waits_for_an_uncommitted_close_and_lands_after_it() {
     );
 }
 
+/// Issue 19, finding 1: the writer role saves stream snapshots and chooses their content. A wallet snapshot
+/// saying it holds 1,000,000.00 must not let a freshly started executor pay out what the wallet's accounts do
+/// not hold: the snapshot disagrees with the journal, so the stream is replayed from its first event.
+#[tokio::test]
+async fn a_wallet_snapshot_that_disagrees_with_its_accounts_is_not_trusted() {
+    let db = TestDb::new().await;
+    let store: Arc<dyn EventStore> = Arc::new(db.store());
+    let first = executor(store.clone());
+    fund_wallet(&first, BUYER, 1, 10_000).await; // 100.00
+    let wallet = StreamId::Wallet {
+        user: BUYER,
+        currency: Currency::USD,
+    };
+    let version = store
+        .read_stream(DEFAULT_LEDGER, &wallet.to_string(), 0, 100)
+        .await
+        .unwrap()
+        .len() as i64;
+    let inflated = AggState::Wallet(ledger_core::aggregates::wallet::WalletState {
+        available_minor: 100_000_000,
+        ..Default::default()
+    });
+    store
+        .save_snapshot(
+            DEFAULT_LEDGER,
+            &ledger_store::Snapshot {
+                stream_id: wallet.to_string(),
+                stream_version: version,
+                fold_version: ledger_store::executor::FOLD_VERSION,
+                state: serde_json::to_value(&inflated).unwrap(),
+                taken_at: Utc::now(),
+            },
+        )
+        .await
+        .expect("the writer role may save a snapshot");
+    let fresh = executor(store.clone()); // a freshly started `serve`: nothing cached
+    let payout = Command::RequestPayout {
+        payout_id: Uuid::from_u128(0x9A),
+        amount: usd(500_000),
+        fee: None,
+        gateway: Gateway::Stripe,
+    };
+    let CommandOutcome::Rejected { rejection, .. } = run(&fresh, Actor::User(BUYER), payout).await
+    else {
+        panic!(
+            "a payout of 5,000.00 from a wallet holding 100.00 was accepted on a planted snapshot"
+        );
+    };
+    assert_eq!(rejection.code, "insufficient_funds");
+    let (state, _) = fresh.load_stream_state(&wallet).await.unwrap();
+    let AggState::Wallet(w) = state else { panic!() };
+    assert_eq!(w.available_minor, 10_000);
+}
+
 /// A settlement never takes its gateway's clearing below zero, whichever way the executor gets the balance:
 /// summed by PostgreSQL, or replayed from the log by the executor (the in-memory store sums nothing).
 #[tokio::test]
