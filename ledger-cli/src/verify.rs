@@ -44,6 +44,10 @@ pub struct VerifyArgs {
     /// (forged events, forged outcomes, commands the rules refuse); lists manual confirmations as `--manual`.
     #[arg(long)]
     pub deep: bool,
+    /// With `--deep`: the serve configuration (TOML, as `serve --config`) holding the ledger's gateway
+    /// secrets; every delivery in the inbox is authenticated again against its kept signature and raw body.
+    #[arg(long, requires = "deep")]
+    pub gateway_config: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -143,6 +147,24 @@ pub async fn verify(global: &Global, args: VerifyArgs) -> Result<ExitCode, CliEr
         );
     }
     store_checks(&pool, &global.ledger, &mut findings).await?;
+    if let Some(path) = &args.gateway_config {
+        let config = crate::serve::config::load(Some(path), &global.ledger)?;
+        let secrets = config
+            .ledgers
+            .get(&global.ledger)
+            .map(|s| s.gateway_secrets())
+            .unwrap_or_default();
+        let evidence =
+            crate::verify_deep::gateway_evidence(&pool, &global.ledger, &secrets, &mut findings)
+                .await?;
+        tracing::info!(
+            verified = evidence.verified,
+            "deliveries authenticated again"
+        );
+        for line in evidence.listed {
+            println!("{line}");
+        }
+    }
     projection_checks(&pool, &global.ledger, &mut findings).await?;
     if args.manual || args.deep {
         for line in manual_confirmations(&pool, &global.ledger).await? {

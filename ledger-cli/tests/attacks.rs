@@ -502,6 +502,117 @@ async fn a_callback_planned_on_a_stale_cache_is_labelled_by_its_committed_outcom
     assert_eq!(payment(&ex, id).await.status, PaymentStatus::Completed);
 }
 
+/// Issue 19, finding 3 (gateway evidence): `verify --deep --gateway-config` authenticates every delivery again
+/// from its kept signature and raw body; a delivery written beside `serve` (backed by a forged log entry, so
+/// the commit-time check passes) does not verify and is named; a gateway command that came through no
+/// delivery (an operator's) is listed as manual; with a wrong secret the genuine delivery is named too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn verify_deep_authenticates_every_delivery_again_with_the_gateway_secrets() {
+    use sha2::Digest as _;
+    let db = TestDb::new().await;
+    let ex = executor(&db);
+    let server = Server::start(db.url(), &full_config()).await;
+    let client = reqwest::Client::new();
+    let user = Uuid::new_v4();
+    let id = deposit(&ex, user, usd("10.00"), Gateway::Paystack).await;
+    let (status, receipt) =
+        post_paystack(&client, &server, &paystack_charge(9001, id, 1000, "USD")).await;
+    assert_eq!(
+        (status, receipt["disposition"].as_str()),
+        (200, Some("applied")),
+        "{receipt}"
+    );
+    drop(server);
+    // An operator confirms another deposit as the gateway, without a delivery.
+    let other = deposit(&ex, user, usd("5.00"), Gateway::Stripe).await;
+    let manual = CommandEnvelope {
+        command_id: Uuid::new_v4(),
+        actor: Actor::Gateway(Gateway::Stripe),
+        at: Utc::now(),
+        command: Command::ConfirmDeposit {
+            payment_id: other,
+            amount: usd("5.00"),
+            gateway_fee: None,
+            occurred_at: None,
+        },
+    };
+    assert!(ex.execute(&manual, None).await.unwrap().is_accepted());
+    let config = write_temp(&full_config(), "toml");
+    let deep = |config: &std::path::Path| {
+        let out = Process::new(env!("CARGO_BIN_EXE_escrow-ledger"))
+            .args([
+                "--database-url",
+                db.url(),
+                "verify",
+                "--deep",
+                "--gateway-config",
+            ])
+            .arg(config)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, out) = deep(&config);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("MANUAL: command {}", manual.command_id)),
+        "{out}"
+    );
+    // A wrong secret: the genuine delivery does not verify any more.
+    let wrong = write_temp(
+        &full_config().replace(PAYSTACK_SECRET, "sk_test_other"),
+        "toml",
+    );
+    let (code, out) = deep(&wrong);
+    assert!(code == Some(1) && out.contains("does not verify"), "{out}");
+    // A delivery forged beside serve, backed by a forged DeliveryRecorded: signed with another secret.
+    let body = paystack_charge(9002, Uuid::new_v4(), 1000, "USD");
+    let forged = Uuid::new_v4();
+    let signature = format!(
+        "x-paystack-signature: {}",
+        sign_sha512_hex("sk_guess", body.as_bytes())
+    );
+    let sha: String = sha2::Sha256::digest(body.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let payload = serde_json::json!({"type": "DeliveryRecorded", "delivery_id": forged, "gateway": "paystack",
+        "dedupe_key": "forged", "disposition": "ignored", "body_sha256": sha});
+    let sql = format!(
+        "set local role escrow_writer;
+         insert into ledger.events (ledger_id, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata)
+         values ('default', 'outcome-{forged}', 1, gen_random_uuid(), 'DeliveryRecorded', 1, '{payload}', '{{}}');
+         insert into ledger.inbox (ledger_id, delivery_id, gateway, gateway_event_id, event_type, dedupe_key,
+                                   disposition, detail, raw_body, received_at, signature)
+         values ('default', '{forged}', 'paystack', '9002', 'charge.success', 'forged', 'ignored', '',
+                 convert_to('{}', 'UTF8'), now(), '{signature}');
+         select ledger.sequence('default', 5000);",
+        body.replace('\'', "''")
+    );
+    let pool = ledger_store::connect(db.url()).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit()
+        .await
+        .expect("a backed forgery passes the commit-time check");
+    let (code, out) = deep(&config);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!("delivery {forged}")) && out.contains("does not verify"),
+        "{out}"
+    );
+}
+
 /// The port of `server` (its base URL's).
 fn port_of(server: &Server) -> u16 {
     server.base.rsplit(':').next().unwrap().parse().unwrap()

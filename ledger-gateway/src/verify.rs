@@ -62,6 +62,38 @@ pub enum AuthError {
     Stale { age_seconds: i64 },
 }
 
+/// The signature headers `authenticate` reads for `gateway`, as `name: value` lines: what a delivery keeps so
+/// that its signature can be checked again later (`verify --deep --gateway-config`). Flutterwave's static
+/// `verif-hash` is never kept: it is the secret itself, not a signature.
+pub fn signature_lines(
+    gateway: Gateway,
+    header: &dyn Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let names: &[&str] = match gateway {
+        Gateway::Stripe => &["stripe-signature"],
+        Gateway::Normalized => &["x-escrow-signature"],
+        Gateway::Paystack => &["x-paystack-signature"],
+        Gateway::Fincra => &["signature"],
+        Gateway::Flutterwave => &["flutterwave-signature"],
+    };
+    let lines: Vec<String> = names
+        .iter()
+        .filter_map(|name| header(name).map(|value| format!("{name}: {value}")))
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("\n"))
+}
+
+/// A header lookup over lines written by [`signature_lines`].
+pub fn header_from_lines(lines: &str) -> impl Fn(&str) -> Option<String> + '_ {
+    move |name| {
+        lines.lines().find_map(|line| {
+            line.split_once(": ")
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.to_string())
+        })
+    }
+}
+
 /// Checks one delivery's authenticity for `gateway`.
 pub fn authenticate(
     gateway: Gateway,

@@ -157,6 +157,10 @@ pub struct InboxRow {
     pub correlation_id: Option<Uuid>,
     pub raw_body: Vec<u8>,
     pub received_at: DateTime<Utc>,
+    /// The signature header(s) the delivery was authenticated with (`name: value` lines), kept so that
+    /// `verify --deep --gateway-config` can check the signature again; absent for rows recorded before.
+    #[serde(default)]
+    pub signature: Option<String>,
 }
 
 impl InboxRow {
@@ -173,6 +177,7 @@ impl InboxRow {
             *text = escape_nul(text);
         }
         self.payment_reference = self.payment_reference.as_deref().map(escape_nul);
+        self.signature = self.signature.as_deref().map(escape_nul);
         self
     }
 }

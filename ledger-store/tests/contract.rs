@@ -445,6 +445,7 @@ fn inbox_row(dedupe_key: &str, event_id: &str, body: &[u8]) -> InboxRow {
         correlation_id: None,
         raw_body: body.to_vec(),
         received_at: chrono::DateTime::from_timestamp_micros(1_780_000_000_000_000).unwrap(),
+        signature: Some("stripe-signature: t=1,v1=00".into()),
     }
 }
 

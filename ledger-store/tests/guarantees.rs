@@ -553,6 +553,7 @@ fn delivery(
         correlation_id: None,
         raw_body: b"{\"id\":\"evt_\\u0000nul\"}\0".to_vec(),
         received_at: at(0),
+        signature: None,
     }
 }
 

@@ -94,6 +94,7 @@ pub async fn run(global: &Global, args: ReplayArgs) -> Result<ExitCode, CliError
             seal: None,
             manual: false,
             deep: false,
+            gateway_config: None,
         },
     )
     .await?;
@@ -105,6 +106,7 @@ pub async fn run(global: &Global, args: ReplayArgs) -> Result<ExitCode, CliError
             seal: None,
             manual: false,
             deep: true,
+            gateway_config: None,
         },
     )
     .await?;

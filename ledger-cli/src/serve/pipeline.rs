@@ -74,6 +74,7 @@ pub async fn deliver(
         plan: &plan,
         received_at,
         correlation_id,
+        signature: ledger_gateway::verify::signature_lines(gateway, header),
     };
     match &plan.command {
         None => {
@@ -91,6 +92,8 @@ struct Delivery<'a> {
     plan: &'a plan::Plan,
     received_at: DateTime<Utc>,
     correlation_id: Uuid,
+    /// The signature header(s) it was authenticated with (`ledger_gateway::verify::signature_lines`).
+    signature: Option<String>,
 }
 
 impl Delivery<'_> {
@@ -124,6 +127,7 @@ impl Delivery<'_> {
             correlation_id: Some(self.correlation_id),
             raw_body: self.callback.raw_body.clone(),
             received_at: self.received_at,
+            signature: self.signature.clone(),
         }
     }
 

@@ -143,8 +143,8 @@ async fn insert_idempotency(
 const INSERT_INBOX: &str = "
     insert into ledger.inbox (ledger_id, delivery_id, gateway, gateway_event_id, event_type, dedupe_key,
                               payment_reference, disposition, detail, command_id, correlation_id,
-                              raw_body, received_at)
-    values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+                              raw_body, received_at, signature)
+    values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
 /// The delivery's row, text NUL-escaped (PostgreSQL text cannot hold NUL), the body byte-exact.
 pub(super) async fn insert_inbox(
@@ -167,6 +167,7 @@ pub(super) async fn insert_inbox(
         .bind(row.correlation_id)
         .bind(row.raw_body)
         .bind(row.received_at)
+        .bind(row.signature)
         .execute(&mut *conn)
         .await?;
     Ok(())

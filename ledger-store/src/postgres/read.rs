@@ -77,7 +77,7 @@ pub(super) async fn read_inbox(
 ) -> Result<Vec<InboxRow>> {
     let rows = sqlx::query(
         "select delivery_id, gateway, gateway_event_id, event_type, dedupe_key, payment_reference,
-                disposition, detail, command_id, correlation_id, raw_body, received_at
+                disposition, detail, command_id, correlation_id, raw_body, received_at, signature
            from ledger.inbox
           where ledger_id = $1 and dedupe_key = $2
           order by recorded_at, delivery_id
@@ -103,6 +103,7 @@ pub(super) async fn read_inbox(
                 correlation_id: row.try_get("correlation_id")?,
                 raw_body: row.try_get("raw_body")?,
                 received_at: row.try_get("received_at")?,
+                signature: row.try_get("signature")?,
             })
         })
         .collect()
