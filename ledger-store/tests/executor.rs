@@ -604,8 +604,29 @@ async fn a_long_stream_loads_from_its_snapshot_plus_the_tail_to_the_same_state()
         wallet_available(&ledger, BUYER),
         (deposits as i64 + 7) * 100
     );
-    // The snapshot really is the starting point: a doctored one shows through (plus the 7-event tail).
+    // The snapshot really is the starting point: a doctored field the journal does not pin (the chargeback
+    // index) shows through, the tail folded after it.
+    let marker = Uuid::from_u128(0xD0C);
+    let AggState::Wallet(mut real) = serde_json::from_value(snapshot.state.clone()).unwrap() else {
+        panic!("not a wallet")
+    };
+    real.escrow_projects = vec![marker];
     let mut doctored = snapshot.clone();
+    doctored.state = serde_json::to_value(AggState::Wallet(real)).unwrap();
+    store
+        .save_snapshot(DEFAULT_LEDGER, &doctored)
+        .await
+        .unwrap();
+    let (loaded, _) = executor(store.clone())
+        .load_stream_state(&wallet)
+        .await
+        .unwrap();
+    let AggState::Wallet(w) = loaded else {
+        panic!("not a wallet")
+    };
+    assert_eq!(w.escrow_projects, vec![marker]);
+    assert_eq!(w.available_minor, (deposits as i64 + 7) * 100);
+    // A doctored amount disagrees with the wallet's account: ignored, the stream replayed from zero.
     doctored.state = serde_json::to_value(AggState::Wallet(
         ledger_core::aggregates::wallet::WalletState {
             available_minor: 1,
@@ -621,10 +642,7 @@ async fn a_long_stream_loads_from_its_snapshot_plus_the_tail_to_the_same_state()
         .load_stream_state(&wallet)
         .await
         .unwrap();
-    let AggState::Wallet(w) = loaded else {
-        panic!("not a wallet")
-    };
-    assert_eq!(w.available_minor, 1 + 7 * 100);
+    assert_eq!(Some(&loaded), ledger.state(&wallet));
 }
 
 #[tokio::test]
@@ -848,58 +866,122 @@ async fn a_late_posting_waits_for_an_uncommitted_close_and_lands_after_it() {
     );
 }
 
-/// Issue 19, finding 1: the writer role saves stream snapshots and chooses their content. A wallet snapshot
-/// saying it holds 1,000,000.00 must not let a freshly started executor pay out what the wallet's accounts do
-/// not hold: the snapshot disagrees with the journal, so the stream is replayed from its first event.
-#[tokio::test]
-async fn a_wallet_snapshot_that_disagrees_with_its_accounts_is_not_trusted() {
-    let db = TestDb::new().await;
-    let store: Arc<dyn EventStore> = Arc::new(db.store());
-    let first = executor(store.clone());
-    fund_wallet(&first, BUYER, 1, 10_000).await; // 100.00
-    let wallet = StreamId::Wallet {
-        user: BUYER,
-        currency: Currency::USD,
-    };
-    let version = store
-        .read_stream(DEFAULT_LEDGER, &wallet.to_string(), 0, 100)
-        .await
-        .unwrap()
-        .len() as i64;
-    let inflated = AggState::Wallet(ledger_core::aggregates::wallet::WalletState {
-        available_minor: 100_000_000,
-        ..Default::default()
-    });
+/// Saves a stream snapshot as the writer role may (`ledger.save_snapshot`), with a state of its choosing.
+async fn plant_snapshot(
+    store: &Arc<dyn EventStore>,
+    stream: &StreamId,
+    version: i64,
+    state: AggState,
+) {
     store
         .save_snapshot(
             DEFAULT_LEDGER,
             &ledger_store::Snapshot {
-                stream_id: wallet.to_string(),
+                stream_id: stream.to_string(),
                 stream_version: version,
                 fold_version: ledger_store::executor::FOLD_VERSION,
-                state: serde_json::to_value(&inflated).unwrap(),
+                state: serde_json::to_value(&state).unwrap(),
                 taken_at: Utc::now(),
             },
         )
         .await
         .expect("the writer role may save a snapshot");
+}
+
+/// Issue 19, finding 1: the writer role saves stream snapshots and chooses their content. A wallet snapshot
+/// saying it holds 1,000,000.00 must not let a freshly started executor pay out what the wallet's accounts do
+/// not hold: the snapshot disagrees with the journal, so the stream is replayed from its first event. (The
+/// wallet has more events than `SNAPSHOT_EVERY_EVENTS`: the executor would take a snapshot of it itself.)
+#[tokio::test]
+async fn a_wallet_snapshot_that_disagrees_with_its_accounts_is_not_trusted() {
+    let db = TestDb::new().await;
+    let store: Arc<dyn EventStore> = Arc::new(db.store());
+    let first = executor(store.clone());
+    let credits = ledger_store::executor::SNAPSHOT_EVERY_EVENTS;
+    for n in 0..credits {
+        fund_wallet(&first, BUYER, 1_000 + n as u128, 100).await; // 1.00 each
+    }
+    let wallet = StreamId::Wallet {
+        user: BUYER,
+        currency: Currency::USD,
+    };
+    let inflated = AggState::Wallet(ledger_core::aggregates::wallet::WalletState {
+        available_minor: 100_000_000,
+        ..Default::default()
+    });
+    plant_snapshot(&store, &wallet, credits, inflated).await;
     let fresh = executor(store.clone()); // a freshly started `serve`: nothing cached
     let payout = Command::RequestPayout {
         payout_id: Uuid::from_u128(0x9A),
-        amount: usd(500_000),
+        amount: usd(50_000),
         fee: None,
         gateway: Gateway::Stripe,
     };
     let CommandOutcome::Rejected { rejection, .. } = run(&fresh, Actor::User(BUYER), payout).await
     else {
         panic!(
-            "a payout of 5,000.00 from a wallet holding 100.00 was accepted on a planted snapshot"
+            "a payout of 500.00 from a wallet holding {credits}.00 cents was accepted on a planted snapshot"
         );
     };
     assert_eq!(rejection.code, "insufficient_funds");
     let (state, _) = fresh.load_stream_state(&wallet).await.unwrap();
     let AggState::Wallet(w) = state else { panic!() };
-    assert_eq!(w.available_minor, 10_000);
+    assert_eq!(w.available_minor, 100 * credits);
+}
+
+/// A snapshot of a short stream (the executor never snapshots one) is ignored: a planted snapshot saying the
+/// closed periods are open does not let a late posting into a closed month.
+#[tokio::test]
+async fn a_snapshot_of_a_short_stream_is_ignored() {
+    let db = TestDb::new().await;
+    let store: Arc<dyn EventStore> = Arc::new(db.store());
+    let first = executor(store.clone());
+    fund_wallet(&first, BUYER, 1, 10_000).await;
+    let through = "2026-04".parse().unwrap();
+    assert!(
+        run(
+            &first,
+            Actor::Admin(SELLER),
+            Command::ClosePeriods { through }
+        )
+        .await
+        .is_accepted()
+    );
+    let open = AggState::initial(&StreamId::Periods);
+    plant_snapshot(&store, &StreamId::Periods, 1, open).await;
+    let fresh = executor(store.clone());
+    let payment_id = Uuid::from_u128(2);
+    let init = Command::InitiateDeposit {
+        payment_id,
+        amount: usd(500),
+        gateway: Gateway::Stripe,
+        fund: None,
+    };
+    assert!(run(&fresh, Actor::User(BUYER), init).await.is_accepted());
+    let april = Utc.with_ymd_and_hms(2026, 4, 20, 9, 0, 0).unwrap();
+    let confirm = Command::ConfirmDeposit {
+        payment_id,
+        amount: usd(500),
+        gateway_fee: None,
+        occurred_at: Some(april),
+    };
+    assert!(
+        run(&fresh, Actor::Gateway(Gateway::Stripe), confirm)
+            .await
+            .is_accepted()
+    );
+    let ledger = replay(store.as_ref()).await;
+    let entry = ledger
+        .log()
+        .iter()
+        .filter(|c| c.stream == StreamId::Payment(payment_id))
+        .find_map(|c| c.event.entry())
+        .expect("the deposit's entry");
+    assert_eq!(
+        entry.effective_at(),
+        Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap(),
+        "a planted snapshot reopened a closed month"
+    );
 }
 
 /// A settlement never takes its gateway's clearing below zero, whichever way the executor gets the balance:
