@@ -455,9 +455,18 @@ impl Executor {
         request: &serde_json::Value,
         inbox: Option<InboxBuilder<'_>>,
     ) -> Result<CommandOutcome, ExecError> {
+        let key = record.key.clone();
         let outcome = self.replay(record, request).await?;
         if let Some(build) = inbox {
-            self.record_inbox(build(&outcome, true, &[])).await?;
+            let row = build(&outcome, true, &[]);
+            if crate::outcome_log::is_replayed_duplicate(&row, &key, outcome.command_id()) {
+                // Backed by the outcome it repeats (already in the chain): a duplicate appends no event.
+                self.store
+                    .append_with_inbox(&self.ledger_id, Vec::new(), None, Some(row))
+                    .await?;
+            } else {
+                self.record_inbox(row).await?;
+            }
         }
         Ok(outcome)
     }

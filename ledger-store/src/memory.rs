@@ -6,7 +6,7 @@ use crate::chain::{
     CHAIN_VERSION_CURRENT, ChainInput, ChainVerifier, GENESIS_HASH, jsonb_text, next_hash,
 };
 use crate::error::{Result, StoreError};
-use crate::outcome_log::{EventView, idempotency_backed, inbox_backed};
+use crate::outcome_log::{EventView, idempotency_backed, inbox_backed_or_duplicate};
 use crate::store::{
     BatchRequest, EventStore, READ_LIMIT_MAX, Subscription, canonical_order, check_expected,
     clamp_limit, validate_appends, validate_inbox,
@@ -158,7 +158,11 @@ fn check_outcomes_logged(
         });
     }
     if let Some(row) = inbox
-        && !inbox_backed(&row.clone().escaped(), events())
+        && !inbox_backed_or_duplicate(
+            &row.clone().escaped(),
+            state.idempotency.get(&row.clone().escaped().dedupe_key),
+            events(),
+        )
     {
         return Err(StoreError::OutcomeNotLogged {
             message: format!(

@@ -148,7 +148,31 @@ pub fn idempotency_backed<'a>(
     }
 }
 
-/// Whether the stored (escaped) inbox `row` is backed by one of `events` (`ledger.inbox_is_logged`).
+/// A delivery answered with the outcome recorded under its own dedupe key: its row is backed by that outcome
+/// (in the chain already), so it appends nothing (`ledger.inbox_is_logged`, second case).
+pub fn is_replayed_duplicate(row: &InboxRow, key: &str, command_id: Uuid) -> bool {
+    row.disposition == "duplicate"
+        && row.command_id == Some(command_id)
+        && crate::types::escape_nul(&row.dedupe_key) == key
+}
+
+/// Whether the stored (escaped) inbox `row` is backed by one of `events` (`ledger.inbox_is_logged`), or, for
+/// a replayed duplicate, by the idempotency record it repeats (`recorded`: the record under its dedupe key).
+pub fn inbox_backed_or_duplicate<'a>(
+    row: &InboxRow,
+    recorded: Option<&IdempotencyRecord>,
+    events: impl Iterator<Item = EventView<'a>>,
+) -> bool {
+    let repeats = recorded.is_some_and(|r| {
+        row.command_id.is_some_and(|c| {
+            is_replayed_duplicate(row, &r.key, c)
+                && text(&r.outcome, &["command_id"]) == Some(c.to_string().as_str())
+        })
+    });
+    repeats || inbox_backed(row, events)
+}
+
+/// Whether the stored (escaped) inbox `row` is backed by one of `events`.
 pub fn inbox_backed<'a>(row: &InboxRow, mut events: impl Iterator<Item = EventView<'a>>) -> bool {
     use sha2::Digest as _;
     let stream = StreamId::Outcome(row.delivery_id).to_string();

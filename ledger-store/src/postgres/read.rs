@@ -565,6 +565,11 @@ pub async fn unlogged_outcomes(pool: &PgPool, ledger_id: &str) -> Result<Vec<Str
                         b.delivery_id, b.gateway, b.disposition, coalesce(b.payment_reference, '-'))
             from ledger.inbox b
            where b.ledger_id = $1
+             and not (b.disposition = 'duplicate' and b.command_id is not null
+                      and exists (select 1 from ledger.idempotency i
+                                   where i.ledger_id = $1
+                                     and i.idempotency_key = b.dedupe_key
+                                     and i.outcome->>'command_id' = b.command_id::text))
              and not exists (
                  select 1 from ledger.events e
                   where e.ledger_id = $1
