@@ -36,11 +36,19 @@ language sql stable as $$
     end
 $$;
 
--- Whether an inbox row is backed by the log (same uses).
+-- Whether an inbox row is backed by the log (same uses): by its DeliveryRecorded, or, for a delivery answered
+-- with the outcome already recorded under its own dedupe key (disposition `duplicate`, the same command), by
+-- that outcome, which is in the chain: a duplicate appends no event
+-- (`ledger_store::outcome_log::is_replayed_duplicate`).
 create function ledger.inbox_is_logged(p_ledger text, p_delivery uuid, p_disposition text, p_dedupe_key text,
                                        p_command uuid, p_raw_body bytea) returns boolean
 language sql stable as $$
-    select exists (select 1 from ledger.events e
+    select (p_disposition = 'duplicate' and p_command is not null
+            and exists (select 1 from ledger.idempotency i
+                         where i.ledger_id = p_ledger
+                           and i.idempotency_key = p_dedupe_key
+                           and i.outcome->>'command_id' = p_command::text))
+        or exists (select 1 from ledger.events e
                     where e.ledger_id = p_ledger
                       and e.stream_id = 'outcome-' || p_delivery
                       and e.stream_version = 1

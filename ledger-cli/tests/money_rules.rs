@@ -929,27 +929,19 @@ async fn finding_8_concurrent_settlements_from_two_processes_never_overdraw_a_cl
     let occurred = iso(Utc::now());
     let mut children = Vec::new();
     for side in ["a", "b"] {
-        let body: String = CURRENCIES
+        let settlements: Vec<Value> = CURRENCIES
             .iter()
             .map(|c| {
-                let l = line(
+                line(
                     admin(operator),
                     json!({"type": "record_settlement", "gateway": "stripe", "settlement_id": format!("po_{side}_{c}"),
                            "bank_account": "main", "amount": money("60.00", c), "fee": null, "occurred_at": occurred}),
                     None,
-                );
-                format!("{l}\n")
+                )
             })
             .collect();
-        let mut child = bin()
-            .arg("--database-url")
-            .arg(db.url())
-            .args(["--ledger", ledger, "apply", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let body = jsonl(&settlements);
+        let mut child = spawn_apply(&db, ledger);
         children.push((child.stdin.take().unwrap(), body, child));
     }
     // Both processes are running (connected) before either gets its input.

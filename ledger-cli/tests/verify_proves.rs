@@ -6,7 +6,6 @@ mod support;
 use support::*;
 
 use std::io::Write as _;
-use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{Datelike, TimeZone, Utc};
@@ -59,32 +58,23 @@ async fn finding_4_a_close_and_late_postings_from_four_processes_never_both_comm
         setup(&db, &ledger, &initiate);
         let mut children = Vec::new();
         for chunk in deposits.chunks(per_process) {
-            let text: String = chunk
+            let confirmations: Vec<_> = chunk
                 .iter()
                 .map(|d| {
-                    let l = line(
+                    line(
                         gateway("stripe"),
                         json!({"type": "confirm_deposit", "payment_id": d,
                         "amount": usd("1.00"), "gateway_fee": null, "occurred_at": iso(late)}),
                         None,
-                    );
-                    format!("{l}\n")
+                    )
                 })
                 .collect();
-            let mut child = bin()
-                .arg("--database-url")
-                .arg(db.url())
-                .args(["--ledger", &ledger, "apply", "-"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("apply starts");
+            let mut child = spawn_apply(&db, &ledger);
             child
                 .stdin
                 .take()
                 .unwrap()
-                .write_all(text.as_bytes())
+                .write_all(jsonl(&confirmations).as_bytes())
                 .unwrap();
             children.push(child);
         }

@@ -846,20 +846,8 @@ impl Executor {
         account: &Account,
         currency: Currency,
     ) -> Result<i128, ExecError> {
-        let summed = self
-            .store
-            .account_debits_minus_credits(
-                &self.ledger_id,
-                &account.to_string(),
-                currency.code(),
-                currency.exponent(),
-            )
-            .await?;
-        if let Some(debits_minus_credits) = summed {
-            return Ok(match account.normal_side() {
-                ledger_core::Side::Debit => debits_minus_credits,
-                ledger_core::Side::Credit => -debits_minus_credits,
-            });
+        if let Some(balance) = self.summed_balance(account, currency).await? {
+            return Ok(balance);
         }
         let mut balance = 0_i128;
         let mut after = 0_i64;
@@ -1017,22 +1005,35 @@ impl Executor {
             _ => Vec::new(),
         };
         for (account, currency, held) in expected {
-            let summed = self
-                .store
-                .account_debits_minus_credits(
-                    &self.ledger_id,
-                    &account.to_string(),
-                    currency.code(),
-                    currency.exponent(),
-                )
-                .await?;
-            // Credit-normal accounts: the balance is credits - debits.
-            if summed.is_some_and(|debits_minus_credits| -debits_minus_credits != i128::from(held))
-            {
+            let summed = self.summed_balance(&account, currency).await?;
+            if summed.is_some_and(|balance| balance != i128::from(held)) {
                 return Ok(false);
             }
         }
         Ok(true)
+    }
+
+    /// An account's balance on its normal side as the store sums it (`None`: the store cannot sum).
+    async fn summed_balance(
+        &self,
+        account: &Account,
+        currency: Currency,
+    ) -> Result<Option<i128>, ExecError> {
+        let summed = self
+            .store
+            .account_debits_minus_credits(
+                &self.ledger_id,
+                &account.to_string(),
+                currency.code(),
+                currency.exponent(),
+            )
+            .await?;
+        Ok(
+            summed.map(|debits_minus_credits| match account.normal_side() {
+                ledger_core::Side::Debit => debits_minus_credits,
+                ledger_core::Side::Credit => -debits_minus_credits,
+            }),
+        )
     }
 
     fn remember(&self, loaded: &Loaded, decision: &engine::Decision) {

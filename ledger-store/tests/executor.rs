@@ -755,6 +755,47 @@ async fn current_state_never_caches_a_stream_that_does_not_exist_yet() {
     assert!(p.exists());
 }
 
+/// A deposit of 5.00 initiated by the buyer, then confirmed by Stripe as having happened `occurred_at`.
+async fn late_deposit(ex: &Executor, payment_id: Uuid, occurred_at: DateTime<Utc>) {
+    initiate_deposit(ex, payment_id).await;
+    confirm_deposit_at(ex, payment_id, occurred_at).await;
+}
+
+async fn initiate_deposit(ex: &Executor, payment_id: Uuid) {
+    let init = Command::InitiateDeposit {
+        payment_id,
+        amount: usd(500),
+        gateway: Gateway::Stripe,
+        fund: None,
+    };
+    assert!(run(ex, Actor::User(BUYER), init).await.is_accepted());
+}
+
+async fn confirm_deposit_at(ex: &Executor, payment_id: Uuid, occurred_at: DateTime<Utc>) {
+    let confirm = Command::ConfirmDeposit {
+        payment_id,
+        amount: usd(500),
+        gateway_fee: None,
+        occurred_at: Some(occurred_at),
+    };
+    assert!(
+        run(ex, Actor::Gateway(Gateway::Stripe), confirm)
+            .await
+            .is_accepted()
+    );
+}
+
+/// The journal entry of a deposit, from the whole log.
+async fn deposit_entry(store: &dyn EventStore, payment_id: Uuid) -> ledger_core::JournalEntry {
+    replay(store)
+        .await
+        .log()
+        .iter()
+        .filter(|c| c.stream == StreamId::Payment(payment_id))
+        .find_map(|c| c.event.entry().cloned())
+        .expect("the deposit's entry")
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Closed periods: every money-moving decision reads the ledger's `periods` stream. The executor keeps it in
 // its cache (one store read per process, not per command), and a close by another writer is still seen: the
@@ -776,32 +817,9 @@ async fn the_periods_stream_is_cached_and_a_close_by_another_writer_is_seen() {
     };
     assert!(run(&b, Actor::Admin(SELLER), close).await.is_accepted());
     let payment_id = Uuid::from_u128(2);
-    let init = Command::InitiateDeposit {
-        payment_id,
-        amount: usd(500),
-        gateway: Gateway::Stripe,
-        fund: None,
-    };
-    assert!(run(&a, Actor::User(BUYER), init).await.is_accepted());
     let april = Utc.with_ymd_and_hms(2026, 4, 20, 9, 0, 0).unwrap();
-    let confirm = Command::ConfirmDeposit {
-        payment_id,
-        amount: usd(500),
-        gateway_fee: None,
-        occurred_at: Some(april),
-    };
-    assert!(
-        run(&a, Actor::Gateway(Gateway::Stripe), confirm)
-            .await
-            .is_accepted()
-    );
-    let ledger = replay(store.as_ref()).await;
-    let entry = ledger
-        .log()
-        .iter()
-        .filter(|c| c.stream == StreamId::Payment(payment_id))
-        .find_map(|c| c.event.entry())
-        .expect("the deposit's entry");
+    late_deposit(&a, payment_id, april).await;
+    let entry = deposit_entry(store.as_ref(), payment_id).await;
     assert_eq!(
         entry.effective_at(),
         Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap()
@@ -820,13 +838,7 @@ async fn a_late_posting_waits_for_an_uncommitted_close_and_lands_after_it() {
     let closer = executor(Arc::new(db.store().with_pre_commit_hold_ms(1_500)));
     fund_wallet(&a, BUYER, 1, 10_000).await; // `a` has read the periods stream: April is open
     let payment_id = Uuid::from_u128(2);
-    let init = Command::InitiateDeposit {
-        payment_id,
-        amount: usd(500),
-        gateway: Gateway::Stripe,
-        fund: None,
-    };
-    assert!(run(&a, Actor::User(BUYER), init).await.is_accepted());
+    initiate_deposit(&a, payment_id).await;
     let close = tokio::spawn(async move {
         let through = "2026-04".parse().unwrap();
         run(
@@ -839,26 +851,9 @@ async fn a_late_posting_waits_for_an_uncommitted_close_and_lands_after_it() {
     // The close has inserted its event by now and holds its transaction open for 1.5 s.
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     let april = Utc.with_ymd_and_hms(2026, 4, 30, 23, 0, 0).unwrap();
-    let confirm = Command::ConfirmDeposit {
-        payment_id,
-        amount: usd(500),
-        gateway_fee: None,
-        occurred_at: Some(april),
-    };
-    assert!(
-        run(&a, Actor::Gateway(Gateway::Stripe), confirm)
-            .await
-            .is_accepted()
-    );
+    confirm_deposit_at(&a, payment_id, april).await;
     assert!(close.await.unwrap().is_accepted());
-    let store = db.store();
-    let ledger = replay(&store).await;
-    let entry = ledger
-        .log()
-        .iter()
-        .filter(|c| c.stream == StreamId::Payment(payment_id))
-        .find_map(|c| c.event.entry())
-        .expect("the deposit's entry");
+    let entry = deposit_entry(&db.store(), payment_id).await;
     assert_eq!(
         entry.effective_at(),
         Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap(),
@@ -951,32 +946,9 @@ async fn a_snapshot_of_a_short_stream_is_ignored() {
     plant_snapshot(&store, &StreamId::Periods, 1, open).await;
     let fresh = executor(store.clone());
     let payment_id = Uuid::from_u128(2);
-    let init = Command::InitiateDeposit {
-        payment_id,
-        amount: usd(500),
-        gateway: Gateway::Stripe,
-        fund: None,
-    };
-    assert!(run(&fresh, Actor::User(BUYER), init).await.is_accepted());
     let april = Utc.with_ymd_and_hms(2026, 4, 20, 9, 0, 0).unwrap();
-    let confirm = Command::ConfirmDeposit {
-        payment_id,
-        amount: usd(500),
-        gateway_fee: None,
-        occurred_at: Some(april),
-    };
-    assert!(
-        run(&fresh, Actor::Gateway(Gateway::Stripe), confirm)
-            .await
-            .is_accepted()
-    );
-    let ledger = replay(store.as_ref()).await;
-    let entry = ledger
-        .log()
-        .iter()
-        .filter(|c| c.stream == StreamId::Payment(payment_id))
-        .find_map(|c| c.event.entry())
-        .expect("the deposit's entry");
+    late_deposit(&fresh, payment_id, april).await;
+    let entry = deposit_entry(store.as_ref(), payment_id).await;
     assert_eq!(
         entry.effective_at(),
         Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap(),

@@ -42,6 +42,19 @@ async fn replay_from_zero(
     Ok((started.elapsed().as_secs_f64(), balances))
 }
 
+/// `verify` (or `verify --deep`) of the whole ledger: its exit code and seconds.
+async fn timed_verify(global: &Global, deep: bool) -> Result<(ExitCode, f64), CliError> {
+    let started = Instant::now();
+    let args = crate::verify::VerifyArgs {
+        seal: None,
+        manual: false,
+        deep,
+        gateway_config: None,
+    };
+    let code = crate::verify::verify(global, args).await?;
+    Ok((code, started.elapsed().as_secs_f64()))
+}
+
 pub async fn run(global: &Global, args: ReplayArgs) -> Result<ExitCode, CliError> {
     let pool = global.pool().await?;
     let store = PgEventStore::new(pool.clone());
@@ -87,30 +100,8 @@ pub async fn run(global: &Global, args: ReplayArgs) -> Result<ExitCode, CliError
         replay::balances_at(&pool, &store, &global.ledger, position.min(t), &view).await?;
         worst_ms = worst_ms.max(started.elapsed().as_secs_f64() * 1000.0);
     }
-    let started = Instant::now();
-    let verify = crate::verify::verify(
-        global,
-        crate::verify::VerifyArgs {
-            seal: None,
-            manual: false,
-            deep: false,
-            gateway_config: None,
-        },
-    )
-    .await?;
-    let verify_s = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    let deep = crate::verify::verify(
-        global,
-        crate::verify::VerifyArgs {
-            seal: None,
-            manual: false,
-            deep: true,
-            gateway_config: None,
-        },
-    )
-    .await?;
-    let deep_s = started.elapsed().as_secs_f64();
+    let (verify, verify_s) = timed_verify(global, false).await?;
+    let (deep, deep_s) = timed_verify(global, true).await?;
     let report = serde_json::json!({
         "events": head,
         "replay_events_per_s": head as f64 / full_s,

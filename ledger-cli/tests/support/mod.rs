@@ -58,9 +58,9 @@ pub fn line(actor: Value, command: Value, at: Option<DateTime<Utc>>) -> Value {
     l
 }
 
-/// Runs `apply -` on `lines`; one result object per line, in line order.
-pub fn apply(db: &TestDb, ledger: &str, lines: &[Value]) -> Vec<Value> {
-    let mut child = bin()
+/// An `apply -` process on `ledger`, its stdin, stdout and stderr piped (feed it `jsonl(lines)`).
+pub fn spawn_apply(db: &TestDb, ledger: &str) -> std::process::Child {
+    bin()
         .arg("--database-url")
         .arg(db.url())
         .args(["--ledger", ledger, "apply", "-"])
@@ -68,13 +68,22 @@ pub fn apply(db: &TestDb, ledger: &str, lines: &[Value]) -> Vec<Value> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("apply starts");
-    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        .expect("apply starts")
+}
+
+/// `lines` as JSON Lines.
+pub fn jsonl(lines: &[Value]) -> String {
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// Runs `apply -` on `lines`; one result object per line, in line order.
+pub fn apply(db: &TestDb, ledger: &str, lines: &[Value]) -> Vec<Value> {
+    let mut child = spawn_apply(db, ledger);
     child
         .stdin
         .take()
         .unwrap()
-        .write_all(text.as_bytes())
+        .write_all(jsonl(lines).as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
     let mut results: Vec<Value> = String::from_utf8_lossy(&out.stdout)
