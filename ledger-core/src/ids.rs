@@ -37,6 +37,10 @@ pub enum Gateway {
     Paystack,
     Flutterwave,
     Fincra,
+    /// CMI (Centre Monétique Interbancaire): card payments in Morocco.
+    Cmi,
+    /// Tap Payments: cards and local schemes in the Gulf (KWD, SAR, AED...).
+    Tap,
     /// In-house payment workers posting the normalized callback format.
     Normalized,
 }
@@ -48,6 +52,8 @@ impl Gateway {
             Gateway::Paystack => "Paystack",
             Gateway::Flutterwave => "Flutterwave",
             Gateway::Fincra => "Fincra",
+            Gateway::Cmi => "CMI",
+            Gateway::Tap => "Tap",
             Gateway::Normalized => "Normalized",
         }
     }
@@ -58,6 +64,8 @@ impl Gateway {
             Gateway::Paystack,
             Gateway::Flutterwave,
             Gateway::Fincra,
+            Gateway::Cmi,
+            Gateway::Tap,
             Gateway::Normalized,
         ]
         .into_iter()

@@ -40,6 +40,8 @@ pub fn parse(gateway: Gateway, body: &[u8]) -> Result<NormalizedCallback, String
         Gateway::Paystack => paystack(body),
         Gateway::Flutterwave => flutterwave(body),
         Gateway::Fincra => fincra(body),
+        Gateway::Cmi => crate::cmi::parse(body),
+        Gateway::Tap => crate::tap::parse(body),
         Gateway::Normalized => normalized(body),
     }?;
     mark_unstorable(&mut callback);
@@ -105,7 +107,7 @@ fn json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|e| e.to_string())
 }
 
-fn amount(
+pub(crate) fn amount(
     value: Option<ExactDecimal>,
     unit: AmountUnit,
     currency: &Option<String>,
@@ -120,7 +122,7 @@ fn amount(
     }
 }
 
-fn empty(gateway: Gateway, event_id: String, event_type: String) -> NormalizedCallback {
+pub(crate) fn empty(gateway: Gateway, event_id: String, event_type: String) -> NormalizedCallback {
     NormalizedCallback {
         gateway,
         event_id,

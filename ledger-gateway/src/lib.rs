@@ -9,11 +9,13 @@
 //!   dedupe key (per payment and outcome, not per gateway event id), or a suspense entry.
 
 pub mod adapters;
+pub mod cmi;
 pub mod exact;
 pub mod model;
 pub mod plan;
 pub mod reconcile;
 pub mod statement;
+pub mod tap;
 pub mod verify;
 
 pub use adapters::parse;
@@ -63,6 +65,8 @@ pub fn gateway_from_segment(segment: &str) -> Option<ledger_core::Gateway> {
         "paystack" => Some(G::Paystack),
         "flutterwave" => Some(G::Flutterwave),
         "fincra" => Some(G::Fincra),
+        "cmi" => Some(G::Cmi),
+        "tap" => Some(G::Tap),
         "normalized" => Some(G::Normalized),
         _ => None,
     }

@@ -25,6 +25,10 @@ pub struct Secrets {
     /// Accept Flutterwave's static `verif-hash` header (weaker: see the module docs).
     pub flutterwave_accept_static_hash: bool,
     pub fincra: Option<String>,
+    /// CMI's store key (`hashAlgorithm=ver3`, see [`crate::cmi`]).
+    pub cmi_store_key: Option<String>,
+    /// Tap's secret key (`hashstring`, see [`crate::tap`]).
+    pub tap_secret: Option<String>,
     /// The in-house normalized format (`X-Escrow-Signature`).
     pub callback: Option<String>,
 }
@@ -41,6 +45,8 @@ impl std::fmt::Debug for Secrets {
                 &self.flutterwave_accept_static_hash,
             )
             .field("fincra", &set(&self.fincra))
+            .field("cmi_store_key", &set(&self.cmi_store_key))
+            .field("tap_secret", &set(&self.tap_secret))
             .field("callback", &set(&self.callback))
             .finish()
     }
@@ -75,6 +81,9 @@ pub fn signature_lines(
         Gateway::Paystack => &["x-paystack-signature"],
         Gateway::Fincra => &["signature"],
         Gateway::Flutterwave => &["flutterwave-signature"],
+        // CMI's HASH travels in the signed form itself (kept with the raw body).
+        Gateway::Cmi => &[],
+        Gateway::Tap => &["hashstring"],
     };
     let lines: Vec<String> = names
         .iter()
@@ -144,6 +153,11 @@ pub fn authenticate(
         Gateway::Fincra => {
             let value = header("signature").ok_or(AuthError::MissingHeader("signature"))?;
             verify_sha512_hex(&value, "signature", body, &need(&secrets.fincra)?)
+        }
+        Gateway::Cmi => crate::cmi::verify(body, &need(&secrets.cmi_store_key)?),
+        Gateway::Tap => {
+            let value = header("hashstring").ok_or(AuthError::MissingHeader("hashstring"))?;
+            crate::tap::verify(&value, body, &need(&secrets.tap_secret)?)
         }
         Gateway::Flutterwave => {
             let hash = need(&secrets.flutterwave_hash)?;

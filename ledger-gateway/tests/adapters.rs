@@ -37,6 +37,8 @@ fn secrets() -> Secrets {
         flutterwave_hash: Some("flw-hash-123".into()),
         flutterwave_accept_static_hash: false,
         fincra: Some("fincra_test_key".into()),
+        cmi_store_key: Some("CmiStoreKey123".into()),
+        tap_secret: Some("sk_test_tap".into()),
         callback: Some("in-house-secret".into()),
     }
 }

@@ -16,6 +16,8 @@
 //! flutterwave_hash = "..."         # the secret hash: key of `flutterwave-signature`
 //! flutterwave_accept_static_hash = false   # true also accepts the static `verif-hash` header (weaker)
 //! fincra_secret = "..."
+//! cmi_store_key = "..."            # CMI's store key (hashAlgorithm ver3)
+//! tap_secret = "sk_live_..."       # Tap's secret key (the `hashstring` header)
 //! callback_secret = "..."          # X-Escrow-Signature of the normalized format
 //! ```
 //!
@@ -63,6 +65,8 @@ pub struct LedgerSecrets {
     pub flutterwave_hash: Option<String>,
     pub flutterwave_accept_static_hash: Option<bool>,
     pub fincra_secret: Option<String>,
+    pub cmi_store_key: Option<String>,
+    pub tap_secret: Option<String>,
     pub callback_secret: Option<String>,
 }
 
@@ -87,12 +91,14 @@ impl LedgerSecrets {
             flutterwave_hash: self.flutterwave_hash.clone(),
             flutterwave_accept_static_hash: self.flutterwave_accept_static_hash.unwrap_or(false),
             fincra: self.fincra_secret.clone(),
+            cmi_store_key: self.cmi_store_key.clone(),
+            tap_secret: self.tap_secret.clone(),
             callback: self.callback_secret.clone(),
         }
     }
 
     /// Every secret and key that is set, with its name in the file.
-    fn named(&self) -> [(&'static str, &Option<String>); 7] {
+    fn named(&self) -> [(&'static str, &Option<String>); 9] {
         [
             ("api_key", &self.api_key),
             ("payout_worker_key", &self.payout_worker_key),
@@ -100,6 +106,8 @@ impl LedgerSecrets {
             ("paystack_secret", &self.paystack_secret),
             ("flutterwave_hash", &self.flutterwave_hash),
             ("fincra_secret", &self.fincra_secret),
+            ("cmi_store_key", &self.cmi_store_key),
+            ("tap_secret", &self.tap_secret),
             ("callback_secret", &self.callback_secret),
         ]
     }
@@ -130,11 +138,13 @@ impl LedgerSecrets {
 
     /// Environment variables override the file; one that is set but blank is an error naming it.
     fn overlay_env(&mut self) -> Result<(), CliError> {
-        let pairs: [(&mut Option<String>, &str); 7] = [
+        let pairs: [(&mut Option<String>, &str); 9] = [
             (&mut self.stripe_secret, "ESCROW_LEDGER_STRIPE_SECRET"),
             (&mut self.paystack_secret, "ESCROW_LEDGER_PAYSTACK_SECRET"),
             (&mut self.flutterwave_hash, "ESCROW_LEDGER_FLUTTERWAVE_HASH"),
             (&mut self.fincra_secret, "ESCROW_LEDGER_FINCRA_SECRET"),
+            (&mut self.cmi_store_key, "ESCROW_LEDGER_CMI_STORE_KEY"),
+            (&mut self.tap_secret, "ESCROW_LEDGER_TAP_SECRET"),
             (&mut self.callback_secret, "ESCROW_LEDGER_CALLBACK_SECRET"),
             (&mut self.api_key, "ESCROW_LEDGER_API_KEY"),
             (
