@@ -196,6 +196,7 @@ async fn booking_story(story: &mut Story<'_>, cast: &Cast) -> Result<(), CliErro
                 amount: usd("150.00"),
                 gateway_fee: Some(usd("4.65")),
                 occurred_at: None,
+                fee_in_suspense: None,
             },
         )
         .await?;
@@ -277,6 +278,7 @@ async fn escrow_story(story: &mut Story<'_>, cast: &Cast) -> Result<Uuid, CliErr
         amount: usd("1025.00"),
         gateway_fee: Some(usd("15.38")),
         occurred_at: None,
+        fee_in_suspense: None,
     };
     story
         .step(
@@ -418,6 +420,7 @@ async fn payout_story(story: &mut Story<'_>, cast: &Cast) -> Result<(), CliError
         payment_id: paid,
         gateway_fee: Some(usd("0.25")),
         occurred_at: None,
+        fee_in_suspense: None,
     };
     story
         .step("Stripe: payout.paid", stripe, confirm.clone())

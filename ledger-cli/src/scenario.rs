@@ -137,6 +137,7 @@ impl Generator {
             amount: usd(minor),
             gateway_fee: Some(fee),
             occurred_at: None,
+            fee_in_suspense: None,
         };
         self.run(stripe, confirm.clone());
         if self.rng.random_ratio(1, 10) {
@@ -296,6 +297,7 @@ impl Generator {
                 payment_id: payout_id,
                 gateway_fee: Some(usd(25)),
                 occurred_at: None,
+                fee_in_suspense: None,
             }
         };
         self.run(Actor::Gateway(Gateway::Stripe), outcome);

@@ -473,6 +473,7 @@ async fn a_callback_planned_on_a_stale_cache_is_labelled_by_its_committed_outcom
             amount: usd("10.00"),
             gateway_fee: None,
             occurred_at: None,
+            fee_in_suspense: None,
         },
     };
     assert!(ex.execute(&confirm, None).await.unwrap().is_accepted());
@@ -534,6 +535,7 @@ async fn verify_deep_authenticates_every_delivery_again_with_the_gateway_secrets
             amount: usd("5.00"),
             gateway_fee: None,
             occurred_at: None,
+            fee_in_suspense: None,
         },
     };
     assert!(ex.execute(&manual, None).await.unwrap().is_accepted());

@@ -123,6 +123,7 @@ async fn funded_payout(ex: &Executor, user: Uuid, payout: Uuid) {
         amount: usd("100.00"),
         gateway_fee: None,
         occurred_at: None,
+        fee_in_suspense: None,
     };
     run(ex, Actor::Gateway(Gateway::Normalized), confirm).await;
     let request = Command::RequestPayout {
@@ -950,6 +951,7 @@ async fn stripe_payout_to_the_platforms_bank_is_booked_once_as_a_settlement() {
         amount: usd("200.00"),
         gateway_fee: None,
         occurred_at: None,
+        fee_in_suspense: None,
     };
     run(&ex, Actor::Gateway(Gateway::Stripe), confirm).await;
     let body = r#"{"id":"evt_po_1","object":"event","type":"payout.paid","created":1769860800,"data":{"object":{"id":"po_1Abc","object":"payout","amount":14000,"currency":"usd","status":"paid","destination":"ba_1Xyz","metadata":{}}}}"#;

@@ -94,6 +94,7 @@ fn realistic_ledger() -> MemoryLedger {
                 amount: usd(44_000),
                 gateway_fee: Some(usd(130)),
                 occurred_at: None,
+                fee_in_suspense: None,
             },
         );
         for milestone in 1..=3 {
@@ -135,6 +136,7 @@ fn realistic_ledger() -> MemoryLedger {
                 payment_id: payout_id,
                 gateway_fee: Some(usd(25)),
                 occurred_at: None,
+                fee_in_suspense: None,
             },
         );
     }
@@ -199,6 +201,7 @@ fn commands_to_decide() -> Vec<CommandEnvelope> {
                 amount: usd(20_000),
                 gateway_fee: Some(usd(60)),
                 occurred_at: None,
+                fee_in_suspense: None,
             },
         ));
     }
@@ -252,6 +255,7 @@ fn staged_states() -> HashMap<StreamId, AggState> {
                 amount: usd(40_000),
                 gateway_fee: Some(usd(100)),
                 occurred_at: None,
+                fee_in_suspense: None,
             },
         );
         s.run(

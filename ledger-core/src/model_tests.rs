@@ -909,6 +909,7 @@ impl Harness {
                             amount: money(*amount, currency),
                             gateway_fee: Some(money(*fee, currency)),
                             occurred_at: None,
+                            fee_in_suspense: None,
                         }
                     } else {
                         Command::FailDeposit {
@@ -1109,6 +1110,7 @@ impl Harness {
                             payment_id: payment_id(*pay),
                             gateway_fee: None,
                             occurred_at: None,
+                            fee_in_suspense: None,
                         }
                     } else {
                         Command::FailTransfer {

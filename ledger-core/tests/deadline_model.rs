@@ -407,6 +407,7 @@ fn new_project(run: &mut Run, model: &mut Model, pending: bool) {
         amount: usd("100.00"),
         gateway_fee: None,
         occurred_at: None,
+        fee_in_suspense: None,
     };
     run.must(Actor::Gateway(Gateway::Stripe), confirm);
     let m = 1;
@@ -600,6 +601,7 @@ fn new_booking(run: &mut Run, model: &mut Model) {
         amount: usd("20.00"),
         gateway_fee: None,
         occurred_at: None,
+        fee_in_suspense: None,
     };
     run.must(Actor::Gateway(Gateway::Stripe), confirm);
     let fund = Command::FundMilestone {
@@ -751,6 +753,7 @@ fn deposit_op(run: &mut Run, model: &mut Model, op: &Op) {
                 amount: usd("7.00"),
                 gateway_fee: None,
                 occurred_at: None,
+                fee_in_suspense: None,
             },
             (DepositStatus::Done, DepositClock::Stopped),
         ),

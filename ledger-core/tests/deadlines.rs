@@ -221,6 +221,7 @@ fn confirm(payment_id: Uuid, amount: &str) -> Command {
         amount: usd(amount),
         gateway_fee: None,
         occurred_at: None,
+        fee_in_suspense: None,
     }
 }
 

@@ -411,6 +411,7 @@ impl World {
                 amount,
                 gateway_fee: None,
                 occurred_at: None,
+                fee_in_suspense: None,
             },
         );
     }
@@ -538,6 +539,7 @@ impl World {
                 amount: usd(deposit),
                 gateway_fee: None,
                 occurred_at: None,
+                fee_in_suspense: None,
             },
         )
     }
@@ -575,6 +577,7 @@ impl World {
                 payment_id: payment,
                 gateway_fee: Some(usd(gateway_fee)),
                 occurred_at: None,
+                fee_in_suspense: None,
             },
         )
     }
@@ -2150,6 +2153,7 @@ fn confirm(payment: Uuid, amount: Money, gateway_fee: Option<Money>) -> Command 
         amount,
         gateway_fee,
         occurred_at: None,
+        fee_in_suspense: None,
     }
 }
 
@@ -2176,6 +2180,7 @@ fn deposit_success_nets_the_gateway_fee() {
             amount: usd("100.00"),
             gateway_fee: Some(usd("2.90")),
             occurred_at: Some(paid_at),
+            fee_in_suspense: None,
         },
     );
     assert_eq!(types(&outcome), ["DepositSucceeded"]);
@@ -2445,6 +2450,7 @@ fn deposit_forbidden_commands() {
                 payment_id: PAY,
                 gateway_fee: None,
                 occurred_at: None,
+                fee_in_suspense: None,
             },
             "invalid_transition",
         ),
@@ -2659,6 +2665,7 @@ fn payout_forbidden_commands() {
                 payment_id: PAYOUT,
                 gateway_fee: None,
                 occurred_at: None,
+                fee_in_suspense: None,
             },
             "not_a_party",
         ),
@@ -2666,14 +2673,6 @@ fn payout_forbidden_commands() {
             user(STRANGER),
             Command::CancelPayout { payment_id: PAYOUT },
             "not_a_party",
-        ),
-        (
-            FINCRA,
-            Command::ReversePayout {
-                payment_id: PAYOUT,
-                occurred_at: None,
-            },
-            "invalid_transition",
         ),
         (
             FINCRA,
@@ -2686,6 +2685,7 @@ fn payout_forbidden_commands() {
                 payment_id: PAYOUT,
                 gateway_fee: Some(money("0.10", Currency::EUR)),
                 occurred_at: None,
+                fee_in_suspense: None,
             },
             "currency_mismatch",
         ),
@@ -3954,6 +3954,7 @@ fn commands_carrying_more_digits_than_the_currency_allows_are_refused() {
             amount: money("1000", Currency::JPY),
             gateway_fee: None,
             occurred_at: None,
+            fee_in_suspense: None,
         }
     );
     // The same rule at the typed edge, with its stable code.
@@ -4095,5 +4096,112 @@ fn booking_process_steps_cannot_run_ahead_of_the_milestone() {
         10_000,
         "the client got everything back"
     );
+    w.assert_sound();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Gateways as they really deliver (issue 20): outcomes the gateways report in an order the happy path skips.
+// ---------------------------------------------------------------------------------------------------------
+
+#[test]
+fn a_payout_reversed_before_completion_fails_and_its_money_goes_back_to_the_wallet() {
+    let mut w = World::new();
+    w.deposit(SELLER, PAY, usd("100.00"));
+    w.request_payout(PAYOUT, "40.00", "1.00");
+    assert_eq!(w.bal(available(SELLER)), 5_900);
+    let reversed = w.ok(
+        FINCRA,
+        Command::ReversePayout {
+            payment_id: PAYOUT,
+            occurred_at: None,
+        },
+    );
+    assert_eq!(types(&reversed), ["PayoutFailed"]);
+    assert_eq!(
+        w.bal(available(SELLER)),
+        10_000,
+        "amount and payout fee back"
+    );
+    assert_eq!(w.bal(Account::PayoutsInTransit(PAYOUT)), 0);
+    assert_eq!(w.payment(PAYOUT).status, PaymentStatus::Failed);
+    // A second reversal returns nothing more.
+    let late = w.ok(
+        FINCRA,
+        Command::ReversePayout {
+            payment_id: PAYOUT,
+            occurred_at: None,
+        },
+    );
+    assert!(late.changes.is_empty());
+    w.assert_sound();
+}
+
+#[test]
+fn a_chargeback_outcome_after_the_opposite_one_is_an_anomaly_and_moves_nothing() {
+    for (first, second) in [("lost", "won"), ("won", "lost")] {
+        let mut w = World::new();
+        stripe_deposit(&mut w, BUYER, "100.00");
+        w.ok(STRIPE, open_chargeback(CHARGEBACK, "100.00", "0.00"));
+        let outcome = |which: &str| match which {
+            "won" => Command::WinChargeback {
+                payment_id: PAY,
+                chargeback_id: CHARGEBACK,
+            },
+            _ => Command::LoseChargeback {
+                payment_id: PAY,
+                chargeback_id: CHARGEBACK,
+                recover_from_user: true,
+            },
+        };
+        w.ok(STRIPE, outcome(first));
+        let before = (
+            w.bal(available(BUYER)),
+            w.bal(clearing(Gateway::Stripe)),
+            w.bal(Account::Chargeback(CHARGEBACK)),
+        );
+        let conflicting = w.ok(STRIPE, outcome(second));
+        assert_eq!(
+            types(&conflicting),
+            ["ChargebackOutcomeConflict"],
+            "{second} after {first}"
+        );
+        assert_eq!(
+            (
+                w.bal(available(BUYER)),
+                w.bal(clearing(Gateway::Stripe)),
+                w.bal(Account::Chargeback(CHARGEBACK)),
+            ),
+            before,
+            "the first outcome's money stands"
+        );
+        // The same outcome again is still a plain no-op.
+        assert!(w.ok(STRIPE, outcome(first)).changes.is_empty());
+        w.assert_sound();
+    }
+}
+
+#[test]
+fn a_fee_held_in_suspense_is_debited_there_not_to_fees() {
+    let mut w = World::new();
+    w.deposit(SELLER, PAY, usd("100.00"));
+    w.request_payout(PAYOUT, "40.00", "0.00");
+    let done = w.ok(
+        FINCRA,
+        Command::ConfirmTransfer {
+            payment_id: PAYOUT,
+            gateway_fee: None,
+            occurred_at: None,
+            fee_in_suspense: Some(usd("0.88")),
+        },
+    );
+    assert_eq!(
+        postings(&entry_of(&done, "PayoutCompleted")),
+        sorted(vec![
+            (Account::PayoutsInTransit(PAYOUT), Side::Debit, 4_000),
+            (Account::Suspense, Side::Debit, 88),
+            (clearing(Gateway::Fincra), Side::Credit, 4_088),
+        ])
+    );
+    assert_eq!(w.bal(Account::GatewayFees), 0);
     w.assert_sound();
 }

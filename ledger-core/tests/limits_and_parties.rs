@@ -117,6 +117,7 @@ impl World {
                 amount,
                 gateway_fee: None,
                 occurred_at: None,
+                fee_in_suspense: None,
             },
         );
     }
@@ -232,6 +233,7 @@ fn a_wallet_balance_never_grows_above_the_ceiling() {
             amount: usd("0.01"),
             gateway_fee: None,
             occurred_at: None,
+            fee_in_suspense: None,
         },
     );
     assert_eq!(r.code(), "amount_too_large", "{r}");
@@ -293,6 +295,7 @@ fn a_gateway_time_of_money_movement_out_of_bounds_is_refused() {
             amount: usd("10.00"),
             gateway_fee: None,
             occurred_at: Some(Utc.with_ymd_and_hms(9999, 1, 1, 0, 0, 0).unwrap()),
+            fee_in_suspense: None,
         },
     );
     assert_eq!(r.code(), "invalid_command", "{r}");
@@ -318,6 +321,7 @@ fn another_gateway_cannot_confirm_a_payment() {
         amount: usd("1000000.00"),
         gateway_fee: None,
         occurred_at: None,
+        fee_in_suspense: None,
     };
     for other in [Gateway::Paystack, Gateway::Flutterwave, Gateway::Fincra] {
         let r = w.rejects(Actor::Gateway(other), forged.clone());
@@ -332,6 +336,7 @@ fn another_gateway_cannot_confirm_a_payment() {
             amount: usd("10.00"),
             gateway_fee: None,
             occurred_at: None,
+            fee_in_suspense: None,
         },
     );
     assert_eq!(w.bal(Account::UserAvailable { user: BUYER }), 1_000);
@@ -365,6 +370,7 @@ fn another_gateway_cannot_report_on_a_payout() {
             payment_id: PAYOUT,
             gateway_fee: None,
             occurred_at: None,
+            fee_in_suspense: None,
         },
         Command::FailTransfer {
             payment_id: PAYOUT,
@@ -380,6 +386,7 @@ fn another_gateway_cannot_report_on_a_payout() {
             payment_id: PAYOUT,
             gateway_fee: None,
             occurred_at: None,
+            fee_in_suspense: None,
         },
     );
 }

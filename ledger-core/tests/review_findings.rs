@@ -88,6 +88,7 @@ impl World {
                 amount,
                 gateway_fee: None,
                 occurred_at: None,
+                fee_in_suspense: None,
             },
         );
     }

@@ -26,7 +26,6 @@ use ledger_core::Gateway;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::IDENTIFIER_BYTES_MAX;
 use crate::exact::{ExactDecimal, IdText};
 use crate::model::{
     AmountUnit, CallbackKind, NormalizedCallback, NormalizedWire, ReportedAmount, from_rfc3339,
@@ -53,11 +52,10 @@ pub fn parse(gateway: Gateway, body: &[u8]) -> Result<NormalizedCallback, String
     .into_iter()
     .flatten()
     {
-        if text.is_empty() || text.len() > IDENTIFIER_BYTES_MAX {
-            return Err(format!(
-                "identifier of {} bytes (1..={IDENTIFIER_BYTES_MAX} allowed)",
-                text.len()
-            ));
+        // A long identifier is kept (raw, in the inbox) and hashed wherever it enters a key
+        // (`crate::bounded`); only an empty one, which names nothing, is refused.
+        if text.is_empty() {
+            return Err("empty identifier".into());
         }
     }
     callback.raw_body = body.to_vec();
@@ -137,6 +135,7 @@ pub(crate) fn empty(gateway: Gateway, event_id: String, event_type: String) -> N
         reason: None,
         raw_body: Vec::new(),
         defect: None,
+        hold: None,
     }
 }
 
@@ -330,7 +329,16 @@ fn paystack(body: &[u8]) -> Result<NormalizedCallback, String> {
     };
     c.kind = kind;
     c.reference = reference;
-    c.transaction_id = d.id.as_ref().map(|i| i.0.clone());
+    // A refund notice names the charge it refunds (`transaction_reference`, our deposit id); the refund
+    // itself is `data.id`, else Paystack's `refund_reference`.
+    c.transaction_id = match kind {
+        Some(K::RefundProcessed | K::RefundFailed) => {
+            d.id.as_ref()
+                .map(|i| i.0.clone())
+                .or(d.refund_reference.clone())
+        }
+        _ => d.id.as_ref().map(|i| i.0.clone()),
+    };
     c.amount = amount(value, AmountUnit::Minor, &d.currency);
     c.fee = amount(fee, AmountUnit::Minor, &d.currency);
     c.reason = d.reason.or(d.gateway_response);
@@ -356,8 +364,9 @@ struct FlutterwaveData {
     app_fee: Option<ExactDecimal>,
     fee: Option<ExactDecimal>,
     created_at: Option<String>,
-    /// v4: an RFC 3339 text or a number (Unix seconds, or milliseconds when it is that large).
-    created_datetime: Option<Value>,
+    /// v4: an RFC 3339 text or a number (Unix seconds, maybe with a fraction, or milliseconds when it is
+    /// that large), read as its exact text.
+    created_datetime: Option<Box<serde_json::value::RawValue>>,
     complete_message: Option<String>,
     processor_response: Option<Value>,
 }
@@ -383,7 +392,7 @@ fn flutterwave(body: &[u8]) -> Result<NormalizedCallback, String> {
         .created_at
         .as_deref()
         .and_then(from_rfc3339)
-        .or_else(|| d.created_datetime.as_ref().and_then(time_value));
+        .or_else(|| d.created_datetime.as_deref().and_then(time_value));
     c.reference = d.tx_ref.clone().or(d.reference.clone());
     c.transaction_id = Some(id.clone());
     use CallbackKind as K;
@@ -408,22 +417,41 @@ fn flutterwave(body: &[u8]) -> Result<NormalizedCallback, String> {
     Ok(c)
 }
 
-/// A time as text (RFC 3339) or as a number of Unix seconds or milliseconds.
-fn time_value(value: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+/// A time as text (RFC 3339) or as a number of Unix seconds (with a fraction: `1735116842.116`) or
+/// milliseconds, read from the number's exact text (never through `f64`).
+fn time_value(value: &serde_json::value::RawValue) -> Option<chrono::DateTime<chrono::Utc>> {
+    let text = value.get();
+    if text.starts_with('"') {
+        return from_rfc3339(&serde_json::from_str::<String>(text).ok()?);
+    }
+    epoch_text(text)
+}
+
+/// Unix seconds (optionally with up to 9 fraction digits), or milliseconds when larger than any second count
+/// up to the year 5138, exactly.
+pub(crate) fn epoch_text(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     /// Above this many seconds (year 5138) a number is taken as milliseconds.
     const SECONDS_MAX: i64 = 100_000_000_000;
-    match value {
-        Value::String(text) => from_rfc3339(text),
-        Value::Number(n) => {
-            let n = n.as_i64()?;
-            if n.abs() > SECONDS_MAX {
-                chrono::DateTime::from_timestamp_millis(n)
-            } else {
-                from_unix(n)
-            }
-        }
-        _ => None,
+    let (whole, fraction) = match text.split_once('.') {
+        Some((w, f)) => (w, f),
+        None => (text, ""),
+    };
+    if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
     }
+    let n: i64 = whole.parse().ok()?;
+    if n.abs() > SECONDS_MAX {
+        return if fraction.trim_end_matches('0').is_empty() {
+            chrono::DateTime::from_timestamp_millis(n)
+        } else {
+            None
+        };
+    }
+    let nanos: u32 = format!("{fraction:0<9}").parse().ok()?;
+    if n < 0 && nanos > 0 {
+        return None;
+    }
+    chrono::DateTime::from_timestamp(n, nanos)
 }
 
 #[derive(Deserialize)]
@@ -436,13 +464,16 @@ struct FincraEvent {
 #[serde(rename_all = "camelCase")]
 struct FincraData {
     id: Option<IdText>,
+    session_id: Option<String>,
     customer_reference: Option<String>,
     merchant_reference: Option<String>,
     reference: Option<String>,
     amount_charged: Option<ExactDecimal>,
     amount_received: Option<ExactDecimal>,
+    amount_to_settle: Option<ExactDecimal>,
     amount: Option<ExactDecimal>,
     source_amount: Option<ExactDecimal>,
+    destination_amount: Option<ExactDecimal>,
     fee: Option<ExactDecimal>,
     source_currency: Option<String>,
     destination_currency: Option<String>,
@@ -453,49 +484,48 @@ struct FincraData {
     created_at: Option<String>,
 }
 
+/// Fincra: what the customer paid (gross), what Fincra settles to us (net), and the fee between them.
+///
+/// Collections (`collection.successful`: `sourceAmount`/`destinationAmount` paid, `amountReceived` net of
+/// `fee`) and checkout charges (`charge.successful`: `amount` paid, `amountToSettle` net, `amountReceived`
+/// the amount paid): gross = `amountCharged`, else `destinationAmount`, else `amount`, else `sourceAmount`;
+/// net = `amountToSettle`, else `amountReceived`; fee = gross - net. A stated `fee` that disagrees holds the
+/// net in suspense ([`NormalizedCallback::hold`]). Dedupe on Fincra's own ids: `data.id`, else `sessionId`
+/// (bank collections), else the digest of the exact body (so a different collection is never a duplicate).
+/// Payouts: `amountReceived` is what the recipient got (it must equal our payout), `amountCharged -
+/// amountReceived` Fincra's fee (same currency); a stated `fee` that disagrees makes it an anomaly.
 fn fincra(body: &[u8]) -> Result<NormalizedCallback, String> {
     let event: FincraEvent = json(body)?;
     let d = event.data;
     let status = d.status.clone().unwrap_or_default();
-    let object =
+    let movement =
         d.id.as_ref()
             .map(|i| i.0.clone())
-            .or_else(|| d.reference.clone())
-            .ok_or("Fincra event without data.id")?;
+            .or_else(|| d.session_id.clone().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| format!("body-sha256:{}", crate::bounded::digest_hex(body)));
     let mut c = empty(
         Gateway::Fincra,
-        format!("{}:{object}:{status}", event.event),
+        format!("{}:{movement}:{status}", event.event),
         event.event.clone(),
     );
     c.occurred_at = [&d.updated_at, &d.created_at]
         .into_iter()
         .flatten()
         .find_map(|t| from_rfc3339(t));
-    c.transaction_id = d.id.as_ref().map(|i| i.0.clone());
-    use CallbackKind as K;
+    c.transaction_id = Some(movement);
     let inbound = matches!(
         event.event.as_str(),
         "charge.successful" | "collection.successful" | "charge.failed" | "collection.failed"
     );
     if inbound {
         fincra_collection(&mut c, event.event.as_str(), d);
-        return Ok(c);
+    } else {
+        fincra_payout(&mut c, event.event.as_str(), d);
     }
-    c.reference = d.customer_reference.clone();
-    let currency = d.source_currency.clone().or(d.currency.clone());
-    let (kind, value) = match event.event.as_str() {
-        "payout.successful" => (Some(K::PayoutSucceeded), d.amount_charged),
-        "payout.failed" => (Some(K::PayoutFailed), d.amount_charged),
-        _ => (None, None),
-    };
-    c.kind = kind;
-    c.amount = amount(value, AmountUnit::Major, &currency);
-    c.fee = amount(d.fee, AmountUnit::Major, &currency);
-    c.reason = d.reason;
     Ok(c)
 }
 
-/// A collection or checkout charge: what was received, against the reference we gave.
+/// A collection or checkout charge: gross, net and fee (see [`fincra`]), against the reference we gave.
 fn fincra_collection(c: &mut NormalizedCallback, event: &str, d: FincraData) {
     c.reference = d.merchant_reference.clone().or(d.reference.clone());
     c.kind = Some(if event.ends_with(".successful") {
@@ -503,19 +533,125 @@ fn fincra_collection(c: &mut NormalizedCallback, event: &str, d: FincraData) {
     } else {
         CallbackKind::DepositFailed
     });
+    c.reason = d.reason.clone();
     let currency = d
         .currency
         .clone()
         .or(d.destination_currency.clone())
         .or(d.source_currency.clone());
-    let fee = match (&d.amount_charged, &d.amount_received) {
-        (Some(charged), Some(received)) => difference(charged, received),
-        _ => d.fee.clone(),
+    let gross = d
+        .amount_charged
+        .clone()
+        .or(d.destination_amount.clone())
+        .or(d.amount.clone())
+        .or(d.source_amount.clone());
+    let net = d.amount_to_settle.clone().or(d.amount_received.clone());
+    let Some(gross) = gross.or(net.clone()) else {
+        return;
     };
-    let received = d.amount_received.or(d.amount).or(d.source_amount);
-    c.amount = amount(received, AmountUnit::Major, &currency);
-    c.fee = amount(fee, AmountUnit::Major, &currency);
-    c.reason = d.reason;
+    let computed = net.as_ref().map(|n| difference(&gross, n));
+    match (computed, &d.fee) {
+        // Received more than was paid, or a stated fee other than paid less received: hold what Fincra
+        // settles, and say why.
+        (Some(None), _) => {
+            c.hold = Some(format!(
+                "Fincra reports {} received of {} paid",
+                text(&net),
+                gross.as_str()
+            ));
+            c.amount = amount(net, AmountUnit::Major, &currency);
+        }
+        (Some(Some(fee)), Some(stated)) if !same_decimal(&fee, stated) => {
+            c.hold = Some(format!(
+                "Fincra's stated fee {} disagrees with {} paid less {} received ({})",
+                stated.as_str(),
+                gross.as_str(),
+                text(&net),
+                fee.as_str()
+            ));
+            c.amount = amount(net, AmountUnit::Major, &currency);
+        }
+        (Some(Some(fee)), _) => {
+            c.amount = amount(Some(gross), AmountUnit::Major, &currency);
+            c.fee = amount(Some(fee), AmountUnit::Major, &currency);
+        }
+        (None, stated) => {
+            c.amount = amount(Some(gross), AmountUnit::Major, &currency);
+            c.fee = amount(stated.clone(), AmountUnit::Major, &currency);
+        }
+    }
+}
+
+/// A payout: what the recipient received, and Fincra's fee (see [`fincra`]).
+fn fincra_payout(c: &mut NormalizedCallback, event: &str, d: FincraData) {
+    use CallbackKind as K;
+    // `reference` on a payout is Fincra's own; ours is `customerReference`.
+    c.reference = d.customer_reference.clone();
+    c.kind = match event {
+        "payout.successful" => Some(K::PayoutSucceeded),
+        "payout.failed" => Some(K::PayoutFailed),
+        _ => None,
+    };
+    c.reason = d.reason.clone();
+    let received_in = d
+        .destination_currency
+        .clone()
+        .or(d.currency.clone())
+        .or(d.source_currency.clone());
+    let charged_in = d
+        .source_currency
+        .clone()
+        .or(d.currency.clone())
+        .or(d.destination_currency.clone());
+    let received = d.amount_received.clone().or(d.amount.clone());
+    c.amount = amount(received.clone(), AmountUnit::Major, &received_in);
+    if c.kind != Some(K::PayoutSucceeded) {
+        return;
+    }
+    let same_currency =
+        matches!((&received_in, &charged_in), (Some(a), Some(b)) if a.eq_ignore_ascii_case(b));
+    let computed = match (&d.amount_charged, &received) {
+        (Some(charged), Some(received)) if same_currency => Some(difference(charged, received)),
+        _ => None,
+    };
+    match (computed, &d.fee) {
+        (Some(None), _) => {
+            c.defect = Some(format!(
+                "Fincra reports {} charged for {} received",
+                text(&d.amount_charged),
+                text(&received)
+            ))
+        }
+        (Some(Some(fee)), Some(stated)) if !same_decimal(&fee, stated) => {
+            c.defect = Some(format!(
+                "Fincra's stated fee {} disagrees with {} charged less {} received ({})",
+                stated.as_str(),
+                text(&d.amount_charged),
+                text(&received),
+                fee.as_str()
+            ))
+        }
+        (Some(Some(fee)), _) => c.fee = amount(Some(fee), AmountUnit::Major, &charged_in),
+        (None, Some(stated)) if !same_currency => {
+            c.defect = Some(format!(
+                "Fincra's fee {} {} is in another currency than the {} {} received: not bookable on the payout",
+                stated.as_str(),
+                charged_in.as_deref().unwrap_or("-"),
+                text(&received),
+                received_in.as_deref().unwrap_or("-")
+            ))
+        }
+        (None, stated) => c.fee = amount(stated.clone(), AmountUnit::Major, &charged_in),
+    }
+}
+
+fn text(value: &Option<ExactDecimal>) -> &str {
+    value.as_ref().map_or("-", |v| v.as_str())
+}
+
+fn same_decimal(a: &ExactDecimal, b: &ExactDecimal) -> bool {
+    let parse = |x: &ExactDecimal| rust_decimal::Decimal::from_str_exact(x.as_str()).ok();
+    matches!((parse(a), parse(b)), (Some(x), Some(y)) if x == y)
 }
 
 /// `a - b` exactly, when not negative.

@@ -59,8 +59,8 @@ impl<'de> Deserialize<'de> for IdText {
         } else {
             return Err(D::Error::custom(format!("{text} is not an identifier")));
         };
-        if inner.is_empty() || inner.len() > crate::IDENTIFIER_BYTES_MAX {
-            return Err(D::Error::custom("identifier is empty or too long"));
+        if inner.is_empty() {
+            return Err(D::Error::custom("identifier is empty"));
         }
         Ok(IdText(inner))
     }

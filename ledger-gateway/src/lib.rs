@@ -9,6 +9,7 @@
 //!   dedupe key (per payment and outcome, not per gateway event id), or a suspense entry.
 
 pub mod adapters;
+pub mod bounded;
 pub mod cmi;
 pub mod exact;
 pub mod model;
@@ -27,8 +28,6 @@ pub use verify::{AuthError, Secrets, authenticate};
 pub const BODY_BYTES_MAX: usize = 1 << 20;
 /// Stripe's and our own signature tolerance.
 pub const TOLERANCE_SECONDS: i64 = 300;
-/// Bound on the length of any identifier or reference taken from a payload.
-pub const IDENTIFIER_BYTES_MAX: usize = 256;
 
 /// Why a callback cannot be used. `Unauthorized` answers 401; `Unparseable` answers 422.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

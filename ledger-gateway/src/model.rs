@@ -150,6 +150,10 @@ pub struct NormalizedCallback {
     /// Why this authentic delivery cannot be acted on although it parsed (a NUL in an identifier, which no
     /// text column can store): it becomes an anomaly, its raw bytes kept. Its texts are already escaped.
     pub defect: Option<String>,
+    /// Why this authentic report's money must be held in suspense although it names a payment: its own
+    /// figures disagree (Fincra: a stated `fee` other than what was charged less what was received). Its
+    /// `amount` is then what the gateway settles to us.
+    pub hold: Option<String>,
 }
 
 /// The in-house normalized format (route segment `normalized`), amounts in major units.

@@ -63,36 +63,114 @@ pub fn payment_id(callback: &NormalizedCallback) -> Option<Uuid> {
         .and_then(|r| Uuid::parse_str(r.trim()).ok())
 }
 
-/// The dedupe key of a callback (see the module docs).
+/// The dedupe key of a callback (see the module docs). Every identifier in it is bounded
+/// ([`crate::bounded::key_part`]): a long one is hashed, so the key always fits the index.
 pub fn dedupe_key(callback: &NormalizedCallback) -> String {
+    use crate::bounded::key_part;
     let reference = match (payment_id(callback), &callback.reference) {
+        // Tap's `hashstring` signs the charge, not the reference we gave it: a captured webhook re-posted
+        // with another payment's reference still verifies. Keyed by the charge alone, one charge has one
+        // money effect whichever payment a copy names.
+        _ if !reference_is_signed(callback.gateway) => format!(
+            "charge:{}",
+            key_part(
+                callback
+                    .transaction_id
+                    .as_deref()
+                    .unwrap_or(&callback.event_id)
+            )
+        ),
         (Some(id), _) => id.to_string(),
-        (None, Some(r)) => r.clone(),
+        (None, Some(r)) => key_part(r).into_owned(),
         (None, None) => "-".to_string(),
     };
+    let movement = || key_part(callback.transaction_id.as_deref().unwrap_or("-")).into_owned();
     let outcome = match callback.kind {
         Some(CallbackKind::DepositSucceeded) => format!(
             "deposit_succeeded:{}:{}",
-            callback.transaction_id.as_deref().unwrap_or("-"),
+            movement(),
             callback.amount.as_ref().map_or_else(
                 || "-".to_string(),
                 |a| a
                     .to_money()
-                    .map_or_else(|_| a.describe(), |m| m.to_string())
+                    .map_or_else(|_| key_part(&a.describe()).into_owned(), |m| m.to_string())
             )
         ),
+        // A refund notice may name the deposit it refunds (Paystack): the gateway's refund id tells two
+        // refunds of one deposit apart.
+        Some(kind @ (CallbackKind::RefundProcessed | CallbackKind::RefundFailed))
+            if callback.transaction_id.is_some() =>
+        {
+            format!("{}:{}", kind.as_str(), movement())
+        }
         Some(kind) => kind.as_str().to_string(),
-        None => format!("ignored:{}", callback.event_id),
+        None => format!("ignored:{}", key_part(&callback.event_id)),
     };
     match (&callback.dispute_id, callback.kind) {
         (Some(dispute), Some(k)) if k.as_str().starts_with("chargeback") => {
             format!(
-                "callback:{}:{reference}:{outcome}:{dispute}",
-                callback.gateway
+                "callback:{}:{reference}:{outcome}:{}",
+                callback.gateway,
+                key_part(dispute)
             )
         }
         _ => format!("callback:{}:{reference}:{outcome}", callback.gateway),
     }
+}
+
+/// A refund notice whose reference names a deposit (Paystack's `refund.*` carry the refunded charge's
+/// reference, our deposit id): the card refunds of that deposit, to load and pass to [`choose_refund`].
+pub fn refunds_to_resolve(
+    callback: &NormalizedCallback,
+    named: Option<&PaymentState>,
+) -> Option<Vec<Uuid>> {
+    match (callback.kind, named) {
+        (Some(CallbackKind::RefundProcessed | CallbackKind::RefundFailed), Some(p))
+            if p.kind == Some(PaymentKind::Deposit) =>
+        {
+            Some(p.refunds.clone())
+        }
+        _ => None,
+    }
+}
+
+/// The card refund a refund notice naming its deposit answers, among that deposit's refunds (oldest first):
+/// the oldest still in transit for the amount reported, else one of that amount already closed (a late or
+/// repeated notice, which the core treats as such); without an amount, the only one in transit.
+pub fn choose_refund<'a>(
+    callback: &NormalizedCallback,
+    refunds: &'a [PaymentState],
+) -> Option<&'a PaymentState> {
+    let in_transit =
+        |p: &&PaymentState| matches!(p.status, PaymentStatus::Pending | PaymentStatus::Processing);
+    let ours = || {
+        refunds.iter().filter(|p| {
+            p.kind == Some(PaymentKind::CardRefund) && p.gateway == Some(callback.gateway)
+        })
+    };
+    match callback.amount.as_ref().map(|a| a.to_money()) {
+        Some(Ok(m)) => {
+            let same =
+                |p: &&PaymentState| p.currency == Some(m.currency()) && p.amount_minor == m.minor();
+            ours()
+                .filter(same)
+                .find(in_transit)
+                .or_else(|| ours().filter(same).next_back())
+        }
+        _ => {
+            let mut open = ours().filter(in_transit);
+            match (open.next(), open.next()) {
+                (Some(only), None) => Some(only),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// Whether the gateway's signature covers the payment reference a callback names (all but Tap's
+/// `hashstring`, which covers the charge id, amount, currency, its own references, status and time).
+pub fn reference_is_signed(gateway: Gateway) -> bool {
+    gateway != Gateway::Tap
 }
 
 fn derived(purpose: &str, key: &str) -> Uuid {
@@ -110,6 +188,12 @@ pub fn plan(
     let payment = payment.filter(|p| p.exists());
     if let Some(defect) = &callback.defect {
         return outcome(key, Disposition::Anomaly, None, defect.clone());
+    }
+    if let Some(why) = &callback.hold {
+        return match callback.kind {
+            Some(kind) if kind.is_inbound() => suspense(callback, key, why),
+            _ => outcome(key, Disposition::Anomaly, None, why.clone()),
+        };
     }
     let Some(kind) = callback.kind else {
         return outcome(
@@ -165,11 +249,29 @@ pub fn plan(
             suspense(callback, key, &detail)
         }
         Some(p) if p.kind != Some(expected_kind) => {
-            let detail = format!(
-                "{} names a {:?} payment",
-                kind.as_str(),
-                p.kind.expect("exists")
-            );
+            let detail = if p.kind == Some(PaymentKind::Deposit)
+                && expected_kind == PaymentKind::CardRefund
+            {
+                format!(
+                    "{} of deposit {} matches no card refund the ledger requested of it (gateway refund {}, {})",
+                    kind.as_str(),
+                    p.id,
+                    callback
+                        .transaction_id
+                        .as_deref()
+                        .map_or("-".into(), |t| crate::bounded::key_part(t).into_owned()),
+                    callback
+                        .amount
+                        .as_ref()
+                        .map_or_else(|| "no amount".to_string(), |a| a.describe())
+                )
+            } else {
+                format!(
+                    "{} names a {:?} payment",
+                    kind.as_str(),
+                    p.kind.expect("exists")
+                )
+            };
             if kind.is_inbound() {
                 suspense(callback, key, &detail)
             } else {
@@ -183,7 +285,8 @@ pub fn plan(
 /// The gateway paid the platform's bank: `RecordSettlement` on the bank account named after the gateway
 /// (`Assets:Bank:<gateway>`), booked once per settlement id.
 fn settlement(callback: &NormalizedCallback, key: String) -> Plan {
-    let id = callback.reference.clone().unwrap_or_default();
+    let id =
+        crate::bounded::key_part(callback.reference.as_deref().unwrap_or_default()).into_owned();
     let money = callback.amount.as_ref().map(|a| a.to_money());
     let (Some(Ok(amount)), Some(occurred_at)) = (money, callback.occurred_at) else {
         let detail = format!("settlement {id} without a usable amount or time");
@@ -228,7 +331,21 @@ fn suspense(callback: &NormalizedCallback, key: String, why: &str) -> Plan {
         );
     };
     let (amount, detail) = match reported.to_money() {
-        Ok(m) => (m, format!("{why}: {m}")),
+        // What reached the clearing account is what is held: the gross less a bookable fee (Fincra's net).
+        Ok(m) => match callback.fee.as_ref().map(|f| f.to_money()) {
+            Some(Ok(fee))
+                if fee.currency() == m.currency()
+                    && fee.is_positive()
+                    && fee.minor() < m.minor() =>
+            {
+                let net = Money::from_minor(m.minor() - fee.minor(), m.currency());
+                (
+                    net,
+                    format!("{why}: {m} less the gateway's fee {fee}: {net} held"),
+                )
+            }
+            _ => (m, format!("{why}: {m}")),
+        },
         Err(AmountProblem::NotRepresentable { held, reported }) => (
             held,
             format!(
@@ -259,22 +376,86 @@ fn suspense(callback: &NormalizedCallback, key: String, why: &str) -> Plan {
         suspense_id: derived("suspense", &key),
         gateway: callback.gateway,
         amount,
-        reference: callback.reference.clone().unwrap_or_default(),
+        reference: callback
+            .reference
+            .as_deref()
+            .map(|r| crate::bounded::key_part(r).into_owned())
+            .unwrap_or_default(),
         reason: detail.clone(),
     };
     outcome(key, Disposition::Suspense, Some(command), detail)
 }
 
-fn fee_of(
-    callback: &NormalizedCallback,
-    payment: &PaymentState,
-    cap: Option<Money>,
-) -> Option<Money> {
-    let fee = callback.fee.as_ref()?.to_money().ok()?;
-    let fits = Some(fee.currency()) == payment.currency
-        && fee.minor() >= 0
-        && cap.is_none_or(|c| fee.currency() == c.currency() && fee.minor() <= c.minor());
-    fits.then_some(fee)
+/// What a reported fee becomes: booked to fees, or (more digits than the currency has) held in suspense at
+/// the nearest representable amount with the rest named, never dropped.
+#[derive(Debug, Default)]
+struct FeeBooking {
+    booked: Option<Money>,
+    in_suspense: Option<Money>,
+    /// Why part of the fee is not booked as reported (the delivery is then an anomaly).
+    note: Option<String>,
+}
+
+fn fee_of(callback: &NormalizedCallback, payment: &PaymentState, cap: Option<Money>) -> FeeBooking {
+    let Some(reported) = callback.fee.as_ref() else {
+        return FeeBooking::default();
+    };
+    let fits = |fee: Money| {
+        Some(fee.currency()) == payment.currency
+            && fee.minor() >= 0
+            && cap.is_none_or(|c| fee.currency() == c.currency() && fee.minor() <= c.minor())
+    };
+    let unbookable = |why: String| FeeBooking {
+        note: Some(format!("fee {} not booked: {why}", reported.describe())),
+        ..FeeBooking::default()
+    };
+    match reported.to_money() {
+        Ok(fee) if fits(fee) => FeeBooking {
+            booked: Some(fee),
+            ..FeeBooking::default()
+        },
+        Ok(fee) => unbookable(format!(
+            "not in the payment's currency, negative, or over the amount ({fee})"
+        )),
+        Err(AmountProblem::NotRepresentable { .. }) => match nearest(reported) {
+            Some((near, exact)) if fits(near) => {
+                let rest = exact - near.to_decimal();
+                FeeBooking {
+                    in_suspense: Some(near),
+                    note: Some(format!(
+                        "fee {} has more digits than {} allows: {near} held in Liabilities:Suspense for a person to book, the remainder {rest} {} not posted",
+                        reported.describe(),
+                        near.currency(),
+                        near.currency()
+                    )),
+                    ..FeeBooking::default()
+                }
+            }
+            _ => unbookable("more digits than its currency and no bookable nearest amount".into()),
+        },
+        Err(AmountProblem::UnknownCurrency(code)) => {
+            unbookable(format!("unknown currency {code:?}"))
+        }
+        Err(AmountProblem::Invalid(e)) => unbookable(e),
+    }
+}
+
+/// A reported amount rounded to its currency's exponent (half to even), as ledger money, with the exact
+/// amount in major units.
+fn nearest(reported: &crate::model::ReportedAmount) -> Option<(Money, rust_decimal::Decimal)> {
+    let currency = reported.currency().ok()?;
+    let exact = rust_decimal::Decimal::from_str_exact(reported.value.as_str()).ok()?;
+    let major = match reported.unit {
+        crate::model::AmountUnit::Major => exact,
+        crate::model::AmountUnit::Minor => exact.checked_div(rust_decimal::Decimal::from(
+            10_i64.pow(u32::from(currency.exponent())),
+        ))?,
+    };
+    let rounded = major.round_dp_with_strategy(
+        u32::from(currency.exponent()),
+        rust_decimal::RoundingStrategy::MidpointNearestEven,
+    );
+    Some((Money::from_decimal(rounded, currency).ok()?, major))
 }
 
 fn apply(
@@ -302,6 +483,7 @@ fn apply(
         ),
     );
     use CallbackKind as K;
+    let mut note = None;
     let command = match kind {
         K::DepositSucceeded => {
             let amount = match callback.amount.as_ref().map(|a| a.to_money()) {
@@ -328,29 +510,28 @@ fn apply(
                     );
                 }
             };
+            let fees = fee_of(callback, p, Some(amount));
+            note = fees.note;
             Command::ConfirmDeposit {
                 payment_id,
                 amount,
-                gateway_fee: fee_of(callback, p, Some(amount)),
+                gateway_fee: fees.booked,
+                fee_in_suspense: fees.in_suspense,
                 occurred_at,
             }
         }
         K::DepositFailed => Command::FailDeposit { payment_id, reason },
         K::PayoutSucceeded | K::RefundProcessed => {
-            if let Some(Ok(m)) = callback.amount.as_ref().map(|a| a.to_money())
-                && Some(m.currency()) != p.currency
-            {
-                return outcome(
-                    key,
-                    Disposition::Anomaly,
-                    None,
-                    format!("currency mismatch: reported {m}"),
-                );
+            if let Some(why) = transfer_mismatch(callback, p) {
+                return outcome(key, Disposition::Anomaly, None, why);
             }
+            let fees = fee_of(callback, p, None);
+            note = fees.note;
             Command::ConfirmTransfer {
                 payment_id,
-                gateway_fee: fee_of(callback, p, None),
+                gateway_fee: fees.booked,
                 occurred_at,
+                fee_in_suspense: fees.in_suspense,
             }
         }
         K::PayoutFailed | K::RefundFailed => Command::FailTransfer { payment_id, reason },
@@ -388,12 +569,37 @@ fn apply(
         },
         K::SettlementPaid => return settlement(callback, key),
     };
-    outcome(
-        key,
-        Disposition::Apply,
-        Some(command),
-        format!("{} for payment {payment_id}", kind.as_str()),
-    )
+    let done = format!("{} for payment {payment_id}", kind.as_str());
+    match note {
+        // The movement is booked; the fee that could not be is for a person.
+        Some(note) => outcome(
+            key,
+            Disposition::Anomaly,
+            Some(command),
+            format!("{done}; {note}"),
+        ),
+        None => outcome(key, Disposition::Apply, Some(command), done),
+    }
+}
+
+/// Why a payout's or card refund's success cannot be booked as reported: another currency, or another amount
+/// than the one sent (what reached the recipient must be what left the wallet).
+fn transfer_mismatch(callback: &NormalizedCallback, p: &PaymentState) -> Option<String> {
+    match callback.amount.as_ref().map(|a| a.to_money()) {
+        Some(Ok(m)) if Some(m.currency()) != p.currency => {
+            Some(format!("currency mismatch: reported {m}"))
+        }
+        Some(Ok(m)) if m.minor() != p.amount_minor => Some(format!(
+            "amount mismatch: reported {m}, the {} is {}",
+            if p.kind == Some(PaymentKind::CardRefund) {
+                "card refund"
+            } else {
+                "payout"
+            },
+            Money::from_minor(p.amount_minor, m.currency())
+        )),
+        _ => None,
+    }
 }
 
 /// The actor a verified callback acts as.

@@ -62,6 +62,12 @@ pub enum AuthError {
     MalformedHeader(&'static str),
     #[error("signature does not match")]
     Mismatch,
+    /// Flutterwave's static `verif-hash` (the secret itself, in every webhook) when the ledger has not opted
+    /// in to it: the delivery carried no `flutterwave-signature`.
+    #[error(
+        "Flutterwave's static verif-hash header is not accepted (no flutterwave-signature; set flutterwave_accept_static_hash to accept it)"
+    )]
+    StaticHashRefused,
     #[error(
         "signature timestamp is {age_seconds} s away from now (tolerance {TOLERANCE_SECONDS} s)"
     )]
@@ -172,7 +178,8 @@ pub fn authenticate(
                         Err(AuthError::Mismatch)
                     }
                 }
-                _ => Err(AuthError::MissingHeader("flutterwave-signature")),
+                Some(_) => Err(AuthError::StaticHashRefused),
+                None => Err(AuthError::MissingHeader("flutterwave-signature")),
             }
         }
     }

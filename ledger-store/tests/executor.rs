@@ -69,6 +69,7 @@ async fn fund_wallet(ex: &Executor, user: Uuid, payment: u128, minor: i64) {
         amount: usd(minor),
         gateway_fee: None,
         occurred_at: None,
+        fee_in_suspense: None,
     };
     assert!(
         run(ex, Actor::Gateway(Gateway::Stripe), confirm)
@@ -487,6 +488,7 @@ async fn crash_child_writer() {
             amount: usd(100),
             gateway_fee: None,
             occurred_at: None,
+            fee_in_suspense: None,
         };
         let e2 = env(Actor::Gateway(Gateway::Stripe), confirm);
         ex.execute(&e2, None).await.unwrap();
@@ -777,6 +779,7 @@ async fn confirm_deposit_at(ex: &Executor, payment_id: Uuid, occurred_at: DateTi
         amount: usd(500),
         gateway_fee: None,
         occurred_at: Some(occurred_at),
+        fee_in_suspense: None,
     };
     assert!(
         run(ex, Actor::Gateway(Gateway::Stripe), confirm)

@@ -80,6 +80,7 @@ fn confirm(payment: Uuid, minor: i64) -> Command {
         amount: usd(minor),
         gateway_fee: None,
         occurred_at: None,
+        fee_in_suspense: None,
     }
 }
 

@@ -59,6 +59,7 @@ async fn a_chargeback_won_delivered_before_it_opened_is_booked_when_redelivered(
                 amount: usd(10_000),
                 gateway_fee: None,
                 occurred_at: None,
+                fee_in_suspense: None,
             },
         ),
     ] {

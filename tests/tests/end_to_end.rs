@@ -55,6 +55,7 @@ fn commands() -> Vec<CommandEnvelope> {
                 amount: usd(50_000),
                 gateway_fee: Some(usd(175)),
                 occurred_at: None,
+                fee_in_suspense: None,
             },
         ),
         (
@@ -64,6 +65,7 @@ fn commands() -> Vec<CommandEnvelope> {
                 amount: usd(50_000),
                 gateway_fee: Some(usd(175)),
                 occurred_at: None,
+                fee_in_suspense: None,
             },
         ),
     ];
@@ -156,6 +158,7 @@ fn commands() -> Vec<CommandEnvelope> {
                 payment_id: Uuid::from_u128(0x300),
                 gateway_fee: None,
                 occurred_at: None,
+                fee_in_suspense: None,
             },
         ),
         (

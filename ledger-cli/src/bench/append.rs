@@ -137,6 +137,7 @@ async fn set_up(committer: &GroupCommitter, lane: &Lane) -> Result<(), CliError>
         amount: usd(total),
         gateway_fee: None,
         occurred_at: None,
+        fee_in_suspense: None,
     };
     submit(committer, Actor::Gateway(Gateway::Stripe), confirm).await?;
     Ok(())

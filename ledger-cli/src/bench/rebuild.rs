@@ -166,6 +166,7 @@ async fn live_lag(
                             amount: usd(10_000),
                             gateway_fee: Some(usd(320)),
                             occurred_at: None,
+                            fee_in_suspense: None,
                         },
                     ),
                 ] {

@@ -59,15 +59,20 @@ pub async fn deliver(
         &ctx.secrets,
         received_at.timestamp(),
     )?;
-    let payment = match plan::payment_id(&callback) {
-        // Planning only reads the payment (the executor checks versions when it appends): the cache will do.
-        Some(id) => match ctx.executor.current_state(&StreamId::Payment(id)).await {
-            Ok((AggState::Payment(state), _)) => Some(state),
-            Ok(_) => None,
-            Err(e) => return Err(DeliveryError::Unavailable(e.to_string())),
-        },
+    // Planning only reads payments (the executor checks versions when it appends): the cache will do.
+    let mut payment = match plan::payment_id(&callback) {
+        Some(id) => payment_state(ctx, id).await?,
         None => None,
     };
+    if let Some(ids) = plan::refunds_to_resolve(&callback, payment.as_ref()) {
+        let mut refunds = Vec::with_capacity(ids.len());
+        for id in ids {
+            refunds.extend(payment_state(ctx, id).await?);
+        }
+        if let Some(refund) = plan::choose_refund(&callback, &refunds) {
+            payment = Some(refund.clone());
+        }
+    }
     let plan = plan::plan(&callback, payment.as_ref(), ctx.recover_from_user);
     let delivery = Delivery {
         callback: &callback,
@@ -83,6 +88,18 @@ pub async fn deliver(
             Ok(receipt)
         }
         Some(command) => execute(ctx, &delivery, command.clone()).await,
+    }
+}
+
+/// The state of payment `id`, if it exists.
+async fn payment_state(
+    ctx: &LedgerContext,
+    id: Uuid,
+) -> Result<Option<ledger_core::aggregates::payment::PaymentState>, DeliveryError> {
+    match ctx.executor.current_state(&StreamId::Payment(id)).await {
+        Ok((AggState::Payment(state), _)) => Ok(Some(state)),
+        Ok(_) => Ok(None),
+        Err(e) => Err(DeliveryError::Unavailable(e.to_string())),
     }
 }
 
@@ -278,12 +295,15 @@ async fn hold_after_race(
     }
 }
 
-/// The core's anomaly events: a late failure after success, or money out after a failure.
+/// The core's anomaly events: a late failure after success, money out after a failure, or a chargeback's
+/// outcome after the opposite one.
 fn is_anomaly(event: &Event) -> bool {
     matches!(
         event,
         Event::Payment(
-            PaymentEvent::LateFailureIgnored { .. } | PaymentEvent::SuccessAfterFailure { .. }
+            PaymentEvent::LateFailureIgnored { .. }
+                | PaymentEvent::SuccessAfterFailure { .. }
+                | PaymentEvent::ChargebackOutcomeConflict { .. }
         )
     )
 }

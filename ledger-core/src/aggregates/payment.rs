@@ -22,6 +22,8 @@ use crate::money::{Currency, Money};
 
 /// Bound on chargebacks tracked per deposit.
 pub const CHARGEBACKS_PER_PAYMENT_MAX: usize = 8;
+/// Bound on card refunds requested of one deposit.
+pub const REFUNDS_PER_DEPOSIT_MAX: usize = 32;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -114,6 +116,10 @@ pub struct PaymentState {
     /// A card refund: the deposit it gives money back to (refunds requested before it was required: `None`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refund_of: Option<Uuid>,
+    /// A deposit: the card refunds requested of it, oldest first (at most `REFUNDS_PER_DEPOSIT_MAX`), so that
+    /// a gateway's refund notice naming the deposit finds the refund it answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refunds: Vec<Uuid>,
 }
 
 impl PaymentState {
@@ -168,6 +174,8 @@ pub enum PaymentCommand {
     DepositSucceeded {
         amount: Money,
         gateway_fee: Money,
+        /// A fee reported with more digits than the currency: debited to suspense, not to fees.
+        fee_in_suspense: Money,
         occurred_at: DateTime<Utc>,
     },
     DepositFailed {
@@ -201,6 +209,8 @@ pub enum PaymentCommand {
     /// Payout or card refund confirmed by the gateway.
     Succeeded {
         gateway_fee: Money,
+        /// As in `DepositSucceeded`.
+        fee_in_suspense: Money,
         occurred_at: DateTime<Utc>,
     },
     /// Payout or card refund failed at the gateway.
@@ -327,6 +337,13 @@ pub enum PaymentEvent {
         chargeback_id: Uuid,
         entry: JournalEntry,
     },
+    /// Anomaly: a chargeback's outcome reported after the opposite one was recorded (won after lost, or lost
+    /// after won). The first outcome's money stands; nothing moves; a person must look.
+    ChargebackOutcomeConflict {
+        chargeback_id: Uuid,
+        recorded: ChargebackStatus,
+        reported: ChargebackStatus,
+    },
     ChargebackLost {
         chargeback_id: Uuid,
         from_wallet: Money,
@@ -339,6 +356,27 @@ pub enum PaymentEvent {
 }
 
 pub struct Payment;
+
+/// What a gateway took for one movement: the fee booked to `Expenses:GatewayFees`, and a fee it reported
+/// with more digits than the currency has, held in `Liabilities:Suspense` for a person (never dropped).
+#[derive(Clone, Copy, Debug)]
+struct Fees {
+    booked: Money,
+    in_suspense: Money,
+}
+
+impl Fees {
+    /// Both, in the payment's currency and not negative.
+    fn total(&self, currency: Currency) -> Result<Money, Rejection> {
+        for fee in [self.booked, self.in_suspense] {
+            require_currency(currency, fee)?;
+            if fee.minor() < 0 {
+                return Err(Rejection::NonPositiveAmount(fee.to_string()));
+            }
+        }
+        Ok(self.booked.checked_add(self.in_suspense)?)
+    }
+}
 
 const AGG: &str = "payment";
 
@@ -436,7 +474,7 @@ impl Payment {
         cmd: &Ctx<PaymentCommand>,
         s: &PaymentState,
         amount: Money,
-        gateway_fee: Money,
+        fees: Fees,
         occurred_at: DateTime<Utc>,
     ) -> Result<Vec<PaymentEvent>, Rejection> {
         require_confirmer(&cmd.actor, s)?;
@@ -444,18 +482,20 @@ impl Payment {
             return Ok(vec![]); // the same outcome again: already applied
         }
         require_currency(s.currency(), amount)?;
-        require_currency(s.currency(), gateway_fee)?;
         require_positive(amount)?;
-        if gateway_fee.minor() < 0 || gateway_fee.minor() > amount.minor() {
+        let taken = fees.total(s.currency())?;
+        let gateway_fee = fees.booked;
+        if taken.minor() > amount.minor() {
             return Err(Rejection::AmountTooLarge {
                 what: "gateway fee",
-                amount: gateway_fee.to_string(),
+                amount: taken.to_string(),
                 limit: amount.to_string(),
             });
         }
         let entry = EntryBuilder::new(s.currency())
-            .debit(s.clearing(), amount.checked_sub(gateway_fee)?)
+            .debit(s.clearing(), amount.checked_sub(taken)?)
             .debit(Account::GatewayFees, gateway_fee)
+            .debit(Account::Suspense, fees.in_suspense)
             .credit(Account::UserAvailable { user: s.user }, amount)
             .build(cmd.at, occurred_at)?;
         Ok(vec![PaymentEvent::DepositSucceeded {
@@ -546,14 +586,12 @@ impl Payment {
     fn out_succeeded(
         cmd: &Ctx<PaymentCommand>,
         s: &PaymentState,
-        gateway_fee: Money,
+        fees: Fees,
         occurred_at: DateTime<Utc>,
     ) -> Result<Vec<PaymentEvent>, Rejection> {
         require_reporter(&cmd.actor, s, "confirm a payout or refund")?;
-        require_currency(s.currency(), gateway_fee)?;
-        if gateway_fee.minor() < 0 {
-            return Err(Rejection::NonPositiveAmount(gateway_fee.to_string()));
-        }
+        let taken = fees.total(s.currency())?;
+        let gateway_fee = fees.booked;
         let amount = s.money(s.amount_minor);
         match s.status {
             PaymentStatus::Completed | PaymentStatus::Reversed => Ok(vec![]),
@@ -564,7 +602,8 @@ impl Payment {
                 let entry = EntryBuilder::new(s.currency())
                     .debit(Account::Receivable { user: s.user }, amount)
                     .debit(Account::GatewayFees, gateway_fee)
-                    .credit(s.clearing(), amount.checked_add(gateway_fee)?)
+                    .debit(Account::Suspense, fees.in_suspense)
+                    .credit(s.clearing(), amount.checked_add(taken)?)
                     .build(cmd.at, occurred_at)?;
                 Ok(vec![PaymentEvent::SuccessAfterFailure { amount, entry }])
             }
@@ -572,7 +611,8 @@ impl Payment {
                 let mut b = EntryBuilder::new(s.currency())
                     .debit(s.in_transit_account(), s.in_transit())
                     .debit(Account::GatewayFees, gateway_fee)
-                    .credit(s.clearing(), amount.checked_add(gateway_fee)?);
+                    .debit(Account::Suspense, fees.in_suspense)
+                    .credit(s.clearing(), amount.checked_add(taken)?);
                 if s.kind == Some(PaymentKind::Payout) {
                     b = b.credit(Account::PayoutFees, s.money(s.fee_minor));
                 }
@@ -614,6 +654,11 @@ impl Payment {
         }
         require_currency(s.currency(), amount)?;
         require_positive(amount)?;
+        if s.refunds.len() >= REFUNDS_PER_DEPOSIT_MAX {
+            return Err(Rejection::InvalidCommand(format!(
+                "a deposit takes at most {REFUNDS_PER_DEPOSIT_MAX} card refunds"
+            )));
+        }
         if amount.minor() > s.refundable_minor() {
             return Err(Rejection::AmountTooLarge {
                 what: "a card refund of this deposit (what it brought in, less earlier refunds and chargebacks)",
@@ -695,10 +740,11 @@ impl Payment {
                     aggregate: "chargeback",
                     id: chargeback_id.to_string(),
                 })?;
-                if cb.status != ChargebackStatus::Open {
-                    return Ok(vec![]);
+                match cb.status {
+                    ChargebackStatus::Open => Payment::win_chargeback(cmd, s, *cb),
+                    ChargebackStatus::Won => Ok(vec![]),
+                    ChargebackStatus::Lost => Ok(conflict(cb, ChargebackStatus::Won)),
                 }
-                Payment::win_chargeback(cmd, s, *cb)
             }
             PaymentCommand::LoseChargeback {
                 chargeback_id,
@@ -710,8 +756,10 @@ impl Payment {
                     aggregate: "chargeback",
                     id: chargeback_id.to_string(),
                 })?;
-                if cb.status != ChargebackStatus::Open {
-                    return Ok(vec![]);
+                match cb.status {
+                    ChargebackStatus::Open => {}
+                    ChargebackStatus::Lost => return Ok(vec![]),
+                    ChargebackStatus::Won => return Ok(conflict(cb, ChargebackStatus::Lost)),
                 }
                 let coverage = Coverage {
                     recover: *recover_from_user,
@@ -877,10 +925,15 @@ impl Payment {
             C::DepositSucceeded {
                 amount,
                 gateway_fee,
+                fee_in_suspense,
                 occurred_at,
             } => {
                 require_deposit(s, "confirm as a deposit")?;
-                Payment::deposit_succeeded(cmd, s, *amount, *gateway_fee, *occurred_at)
+                let fees = Fees {
+                    booked: *gateway_fee,
+                    in_suspense: *fee_in_suspense,
+                };
+                Payment::deposit_succeeded(cmd, s, *amount, fees, *occurred_at)
             }
             C::DepositFailed { reason } => {
                 require_deposit(s, "fail as a deposit")?;
@@ -1040,10 +1093,15 @@ impl Payment {
             C::RequestPayout { .. } | C::RequestCardRefund { .. } => Payment::request_out(cmd, s),
             C::Succeeded {
                 gateway_fee,
+                fee_in_suspense,
                 occurred_at,
             } => {
                 require_outbound(s, "confirm as a payout or refund")?;
-                Payment::out_succeeded(cmd, s, *gateway_fee, *occurred_at)
+                let fees = Fees {
+                    booked: *gateway_fee,
+                    in_suspense: *fee_in_suspense,
+                };
+                Payment::out_succeeded(cmd, s, fees, *occurred_at)
             }
             C::Failed { reason } => {
                 require_outbound(s, "fail as a payout or refund")?;
@@ -1091,7 +1149,17 @@ impl Payment {
             return Err(Rejection::transition(AGG, s.kind, "reverse as a payout"));
         }
         match s.status {
-            PaymentStatus::Reversed => Ok(vec![]),
+            PaymentStatus::Reversed | PaymentStatus::Failed | PaymentStatus::Cancelled => {
+                Ok(vec![])
+            }
+            // Returned by the bank before the gateway reported it complete: the payout failed, and its money
+            // (with the payout fee) goes back to the wallet as a failure's would.
+            PaymentStatus::Pending | PaymentStatus::Processing => {
+                Ok(vec![PaymentEvent::PayoutFailed {
+                    reason: "returned before completion (transfer reversed)".into(),
+                    entry: Payment::return_to_wallet(cmd.at, s)?,
+                }])
+            }
             PaymentStatus::Completed => {
                 let amount = s.money(s.amount_minor);
                 let entry = EntryBuilder::new(s.currency())
@@ -1168,6 +1236,7 @@ impl Decider for Payment {
             E::ChargebackOpened { .. } | E::ChargebackWon { .. } | E::ChargebackLost { .. } => {
                 evolve_chargeback(&mut s, event)
             }
+            E::ChargebackOutcomeConflict { .. } => {}
             E::PaymentProcessing => s.status = PaymentStatus::Processing,
             E::SuccessAfterFailure { .. } => s.late_success_recorded = true,
             E::LateFailureIgnored { .. } => s.late_failure_recorded = true,
@@ -1203,6 +1272,15 @@ fn outbound(
         gateway: Some(gateway),
         ..PaymentState::default()
     }
+}
+
+/// The anomaly of an outcome reported after its opposite (once per outcome: its dedupe key is its own).
+fn conflict(cb: &ChargebackState, reported: ChargebackStatus) -> Vec<PaymentEvent> {
+    vec![PaymentEvent::ChargebackOutcomeConflict {
+        chargeback_id: cb.id,
+        recorded: cb.status,
+        reported,
+    }]
 }
 
 fn set_chargeback(s: &mut PaymentState, id: Uuid, status: ChargebackStatus) {
@@ -1243,7 +1321,10 @@ fn evolve_deposit(s: &mut PaymentState, event: &PaymentEvent) {
         }
         E::DepositAttemptFailed { .. } => s.status = PaymentStatus::Failed,
         E::DepositCancelled => s.status = PaymentStatus::Cancelled,
-        E::DepositRefundReserved { amount, .. } => s.refunded_minor += amount.minor(),
+        E::DepositRefundReserved { amount, refund_id } => {
+            s.refunded_minor += amount.minor();
+            s.refunds.push(*refund_id);
+        }
         E::DepositRefundReleased { amount, .. } => s.refunded_minor -= amount.minor(),
         _ => {}
     }

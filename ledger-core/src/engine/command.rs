@@ -172,6 +172,10 @@ pub enum Command {
         amount: Money,
         gateway_fee: Option<Money>,
         occurred_at: Option<DateTime<Utc>>,
+        /// A fee the gateway reported with more digits than its currency has, at the nearest representable
+        /// amount: debited to `Liabilities:Suspense` (not to fees) for a person to book.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fee_in_suspense: Option<Money>,
     },
     FailDeposit {
         payment_id: Uuid,
@@ -199,6 +203,9 @@ pub enum Command {
         payment_id: Uuid,
         gateway_fee: Option<Money>,
         occurred_at: Option<DateTime<Utc>>,
+        /// As in `ConfirmDeposit`: a fee with more digits than the currency, held in suspense.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fee_in_suspense: Option<Money>,
     },
     /// A payout or card refund failed at its gateway.
     FailTransfer {
@@ -543,8 +550,9 @@ impl Command {
             C::ConfirmDeposit {
                 amount,
                 gateway_fee,
+                fee_in_suspense,
                 ..
-            } => [Some(*amount), *gateway_fee]
+            } => [Some(*amount), *gateway_fee, *fee_in_suspense]
                 .into_iter()
                 .flatten()
                 .collect(),
@@ -553,7 +561,14 @@ impl Command {
             | C::RecordSettlement { amount, fee, .. } => {
                 [Some(*amount), *fee].into_iter().flatten().collect()
             }
-            C::ConfirmTransfer { gateway_fee, .. } => gateway_fee.iter().copied().collect(),
+            C::ConfirmTransfer {
+                gateway_fee,
+                fee_in_suspense,
+                ..
+            } => [*gateway_fee, *fee_in_suspense]
+                .into_iter()
+                .flatten()
+                .collect(),
             C::OpenDispute {
                 proposed_release, ..
             } => vec![*proposed_release],

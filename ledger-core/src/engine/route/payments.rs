@@ -46,10 +46,12 @@ pub(super) fn route_deposit(
             amount,
             gateway_fee,
             occurred_at,
+            fee_in_suspense,
         } => {
             let body = P::DepositSucceeded {
                 amount: *amount,
                 gateway_fee: gateway_fee.unwrap_or(Money::zero(amount.currency())),
+                fee_in_suspense: fee_in_suspense.unwrap_or(Money::zero(amount.currency())),
                 occurred_at: occurred_at.unwrap_or(env.at),
             };
             (payment_id, body)
@@ -99,10 +101,12 @@ pub(super) fn route_transfer(
             payment_id,
             gateway_fee,
             occurred_at,
+            fee_in_suspense,
         } => {
             let currency = payment_currency(view, *payment_id)?;
             let body = P::Succeeded {
                 gateway_fee: gateway_fee.unwrap_or(Money::zero(currency)),
+                fee_in_suspense: fee_in_suspense.unwrap_or(Money::zero(currency)),
                 occurred_at: occurred_at.unwrap_or(env.at),
             };
             (payment_id, body)
