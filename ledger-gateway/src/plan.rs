@@ -155,7 +155,7 @@ pub fn choose_refund<'a>(
             ours()
                 .filter(same)
                 .find(in_transit)
-                .or_else(|| ours().filter(same).next_back())
+                .or_else(|| ours().rfind(same))
         }
         _ => {
             let mut open = ours().filter(in_transit);

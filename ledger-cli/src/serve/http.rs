@@ -19,7 +19,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::keys::{self, Scope};
-use super::pipeline::{DeliveryError, LedgerContext, deliver};
+use super::pipeline::{DeliveryError, LedgerContext, Receipt, deliver};
 use super::{AppState, Limits};
 use crate::outbox;
 
@@ -198,7 +198,11 @@ async fn callback(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    match deliver(ctx, gateway, &header, &body, Utc::now(), correlation).await {
+    let result = deliver(ctx, gateway, &header, &body, Utc::now(), correlation).await;
+    if gateway == ledger_core::Gateway::Cmi {
+        return cmi_answer(&state, result);
+    }
+    match result {
         Ok(receipt) => {
             state.metrics.disposition(receipt.disposition);
             // Payload texts are logged with `?`: control characters come out escaped, never raw.
@@ -213,6 +217,44 @@ async fn callback(
         Err(e @ DeliveryError::Unavailable(_)) => {
             tracing::error!(error = %e, "callback not recorded");
             unavailable(e)
+        }
+    }
+}
+
+/// CMI reads the answer's body, not a JSON receipt: `ACTION=POSTAUTH` when the payment is on the books (now
+/// or by an earlier delivery: CMI then captures it), `APPROVED` when the report was recorded and nothing is
+/// to be captured (a failed attempt, an ignored or refused report), `FAILURE` when it could not be recorded
+/// (CMI calls again). Logged and counted like the other gateways' deliveries.
+fn cmi_answer(state: &AppState, result: Result<Receipt, DeliveryError>) -> Response {
+    let text = |status: StatusCode, body: &'static str| {
+        (
+            status,
+            [("content-type", "text/plain; charset=utf-8")],
+            body,
+        )
+            .into_response()
+    };
+    match result {
+        Ok(receipt) => {
+            state.metrics.disposition(receipt.disposition);
+            tracing::info!(gateway = "cmi", event = ?receipt.gateway_event_id, disposition = receipt.disposition, "callback");
+            if receipt.money_in_booked() {
+                text(StatusCode::OK, "ACTION=POSTAUTH")
+            } else {
+                text(StatusCode::OK, "APPROVED")
+            }
+        }
+        Err(DeliveryError::Callback(ledger_gateway::CallbackError::Unauthorized(e))) => {
+            tracing::warn!(gateway = "cmi", reason = %e, "callback refused");
+            text(StatusCode::UNAUTHORIZED, "FAILURE")
+        }
+        Err(DeliveryError::Callback(e)) => {
+            tracing::warn!(gateway = "cmi", reason = %e, "callback unparseable");
+            text(StatusCode::UNPROCESSABLE_ENTITY, "FAILURE")
+        }
+        Err(e @ DeliveryError::Unavailable(_)) => {
+            tracing::error!(error = %e, "callback not recorded");
+            text(StatusCode::SERVICE_UNAVAILABLE, "FAILURE")
         }
     }
 }

@@ -31,6 +31,22 @@ pub struct Receipt {
     pub dedupe_key: String,
     pub detail: String,
     pub command_id: Option<Uuid>,
+    /// What the callback reported (not in the JSON body: CMI's answer depends on it).
+    #[serde(skip)]
+    pub kind: Option<ledger_gateway::CallbackKind>,
+}
+
+impl Receipt {
+    /// Whether money came in and is on the books, now or by an earlier delivery of the same movement (booked
+    /// to the payment or held in suspense). A refusal, an anomaly with nothing run, or an ignored event is not.
+    pub fn money_in_booked(&self) -> bool {
+        self.kind == Some(ledger_gateway::CallbackKind::DepositSucceeded)
+            && match self.disposition {
+                "applied" | "suspense" | "duplicate" => true,
+                "anomaly" => self.command_id.is_some(),
+                _ => false,
+            }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +142,7 @@ impl Delivery<'_> {
             dedupe_key: self.plan.dedupe_key.clone(),
             detail,
             command_id,
+            kind: self.callback.kind,
         }
     }
 
