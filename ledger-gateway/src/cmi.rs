@@ -129,7 +129,13 @@ pub fn parse(body: &[u8]) -> Result<NormalizedCallback, String> {
     };
     let present = |value: Option<String>| value.filter(|v| !v.is_empty());
     let oid = present(text("oid")?).ok_or("CMI callback without oid")?;
-    let code = text("ProcReturnCode")?.ok_or("CMI callback without ProcReturnCode")?;
+    // Without ProcReturnCode the post reports no payment outcome (a 3-D authentication return): authentic,
+    // recorded, ignored.
+    let Some(code) = text("ProcReturnCode")? else {
+        let mut c = empty(Gateway::Cmi, format!("{oid}:3d-return"), "3d-return".into());
+        c.reference = Some(oid);
+        return Ok(c);
+    };
     let trans_id = present(text("TransId")?);
     let event_type = present(text("TranType")?).unwrap_or_else(|| "callback".into());
     let mut c = empty(

@@ -375,12 +375,9 @@ fn cmi_pipe_and_backslash_hash_as_the_independent_implementation_says() {
 #[test]
 fn cmi_hash_computed_by_a_nestpay_bank_verifies() {
     // A real NestPay (CMI's platform) return and its bank-computed HASH (SOURCES.md): authentic, but a 3-D
-    // return without ProcReturnCode, so it is refused as unparseable only after authentication passed.
+    // return without ProcReturnCode: authentic, and no payment outcome (ignored).
     assert_eq!(cmi::verify(CMI_NESTPAY_BANK_RETURN, "TEST1234"), Ok(()));
-    match cmi(CMI_NESTPAY_BANK_RETURN) {
-        Err(CallbackError::Unparseable(reason)) => assert!(reason.contains("ProcReturnCode")),
-        other => panic!("expected unparseable, got {other:?}"),
-    }
+    assert_eq!(cmi(CMI_NESTPAY_BANK_RETURN).unwrap().kind, None);
     let tampered = replace(CMI_NESTPAY_BANK_RETURN, "amount=100&", "amount=999&");
     assert_eq!(cmi::verify(&tampered, "TEST1234"), Err(AuthError::Mismatch));
 }
@@ -464,12 +461,12 @@ fn cmi_numeric_currencies() {
 }
 
 #[test]
-fn cmi_without_proc_return_code_is_unparseable() {
+fn cmi_without_proc_return_code_reports_no_outcome() {
+    // A 3-D authentication return: authentic, recorded as ignored, never a deposit's outcome.
     let params = [("oid", "pay-4"), ("amount", "10.00"), ("currency", "504")];
-    assert!(matches!(
-        cmi(&cmi::form_body(&params, CMI_KEY)),
-        Err(CallbackError::Unparseable(reason)) if reason.contains("ProcReturnCode")
-    ));
+    let c = cmi(&cmi::form_body(&params, CMI_KEY)).unwrap();
+    assert_eq!(c.kind, None);
+    assert_eq!(c.reference.as_deref(), Some("pay-4"));
 }
 
 #[test]

@@ -281,12 +281,22 @@ impl Books {
             .collect()
     }
 
+    /// The account's name with the ids the test named replaced by their names, and any other id (one the
+    /// ledger derived, such as a chargeback's) by `{derived}`.
     fn named(&self, account: &Account) -> String {
-        let mut text = account.to_string();
-        for (id, name) in &self.names {
-            text = text.replace(&id.to_string(), name);
-        }
-        text
+        account
+            .to_string()
+            .split(':')
+            .map(|part| match Uuid::parse_str(part) {
+                Ok(id) => self
+                    .names
+                    .iter()
+                    .find(|(named, _)| *named == id)
+                    .map_or_else(|| "{derived}".to_string(), |(_, name)| name.clone()),
+                Err(_) => part.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(":")
     }
 
     /// An account's balance (debit positive) in `currency`, as a decimal.
