@@ -279,6 +279,11 @@ fn movement_of(
                 let zero = Money::zero(amount.currency());
                 (id.to_string(), *kinds.get(id)?, *amount, zero)
             }
+            // A refund the gateway made unasked: money out of clearing all the same.
+            PaymentEvent::UnrequestedRefundHeld { .. } => {
+                let zero = Money::zero(entry.currency());
+                (id.to_string(), MovementKind::Refund, out_of_clearing, zero)
+            }
             PaymentEvent::ChargebackOpened { amount, fee, .. } => {
                 (id.to_string(), MovementKind::Chargeback, *amount, *fee)
             }

@@ -134,7 +134,8 @@ pub async fn anomalies(global: &Global, json: bool, limit: i64) -> Result<ExitCo
     let (pool, _) = global.executor_as(RunRole::Writer).await?;
     let events: Vec<(String, String, serde_json::Value, DateTime<Utc>)> = sqlx::query_as(
         "select stream_id, event_type, payload, recorded_at from ledger.events
-          where ledger_id = $1 and event_type in ('LateFailureIgnored', 'SuccessAfterFailure', 'ChargebackOutcomeConflict')
+          where ledger_id = $1 and event_type in ('LateFailureIgnored', 'SuccessAfterFailure', 'ChargebackOutcomeConflict',
+                                               'UnrequestedRefundHeld')
           order by recorded_at limit $2",
     )
     .bind(&global.ledger)

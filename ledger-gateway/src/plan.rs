@@ -135,7 +135,8 @@ pub fn refunds_to_resolve(
 }
 
 /// The card refund a refund notice naming its deposit answers, among that deposit's refunds (oldest first):
-/// the oldest still in transit for the amount reported, else one of that amount already closed (a late or
+/// the one whose gateway reference (recorded by the payout worker) is the notice's refund id; else the
+/// oldest still in transit for the amount reported, else one of that amount already closed (a late or
 /// repeated notice, which the core treats as such); without an amount, the only one in transit.
 pub fn choose_refund<'a>(
     callback: &NormalizedCallback,
@@ -148,6 +149,16 @@ pub fn choose_refund<'a>(
             p.kind == Some(PaymentKind::CardRefund) && p.gateway == Some(callback.gateway)
         })
     };
+    if let Some(by_id) = callback
+        .transaction_id
+        .as_deref()
+        .and_then(|id| ours().find(|p| p.gateway_reference.as_deref() == Some(id)))
+    {
+        return Some(by_id);
+    }
+    // A refund known by another gateway id is another refund: never matched by its amount.
+    let ours =
+        || ours().filter(|p| p.gateway_reference.is_none() || callback.transaction_id.is_none());
     match callback.amount.as_ref().map(|a| a.to_money()) {
         Some(Ok(m)) => {
             let same =
@@ -274,11 +285,62 @@ pub fn plan(
             };
             if kind.is_inbound() {
                 suspense(callback, key, &detail)
+            } else if kind == CallbackKind::RefundProcessed && p.kind == Some(PaymentKind::Deposit)
+            {
+                unrequested_refund(callback, key, p, detail)
             } else {
                 outcome(key, Disposition::Anomaly, None, detail)
             }
         }
         Some(p) => apply(callback, key, p, kind, recover_from_user),
+    }
+}
+
+/// A refund the gateway made of deposit `p` that the ledger never requested (issued from its dashboard): a
+/// recorded card refund of that deposit, from the payer's wallet when it still holds the money, else held in
+/// suspense by the core (an anomaly either way is for the core to say: the wallet is its to read).
+fn unrequested_refund(
+    callback: &NormalizedCallback,
+    key: String,
+    p: &PaymentState,
+    detail: String,
+) -> Plan {
+    let amount = match callback.amount.as_ref().map(|a| a.to_money()) {
+        Some(Ok(m)) if Some(m.currency()) == p.currency && m.is_positive() => m,
+        _ => {
+            let why = format!("{detail}; no usable amount in the deposit's currency");
+            return outcome(key, Disposition::Anomaly, None, why);
+        }
+    };
+    let fees = fee_of(callback, p, Some(amount));
+    // The refund records no fee held in suspense: a fee it cannot book is named, not posted.
+    let note = match (fees.in_suspense, fees.note) {
+        (Some(held), _) => Some(format!(
+            "fee {} has more digits than {} allows: not booked",
+            callback
+                .fee
+                .as_ref()
+                .map_or_else(String::new, |f| f.describe()),
+            held.currency()
+        )),
+        (None, note) => note,
+    };
+    let command = Command::RecordGatewayRefund {
+        refund_id: derived("unrequested-refund", &key),
+        deposit_id: p.id,
+        amount,
+        gateway_fee: fees.booked,
+        occurred_at: callback.occurred_at,
+    };
+    let detail = format!("{detail}: recorded as a refund the gateway made");
+    match note {
+        Some(note) => outcome(
+            key,
+            Disposition::Anomaly,
+            Some(command),
+            format!("{detail}; {note}"),
+        ),
+        None => outcome(key, Disposition::Apply, Some(command), detail),
     }
 }
 

@@ -367,7 +367,19 @@ fn finding_4_a_4000_character_id_is_hashed_into_the_key_and_booked_once() {
         b.deliver(Gateway::Stripe, body.as_bytes()).disposition,
         "duplicate"
     );
-    let _ = Actor::System;
+    // A currency a few KB long: no money it can name, an anomaly under a bounded key.
+    let (u2, p2) = (b.id("u2"), b.id("deposit_2"));
+    b.pending_deposit(Gateway::Stripe, p2, u2, money("25.00", "USD"));
+    let odd = format!(
+        r#"{{"id":"evt_cur","object":"event","type":"payment_intent.succeeded","created":1764936000,"data":{{"object":{{"id":"pi_cur","object":"payment_intent","amount":2500,"amount_received":2500,"currency":"{}","status":"succeeded","metadata":{{"payment_reference":"{p2}"}}}}}}}}"#,
+        "usd".repeat(1000)
+    );
+    let c = parse(Gateway::Stripe, odd.as_bytes()).unwrap();
+    assert!(dedupe_key(&c).len() < 256, "{}", dedupe_key(&c).len());
+    assert_eq!(
+        b.deliver(Gateway::Stripe, odd.as_bytes()).disposition,
+        "anomaly"
+    );
 }
 
 #[test]
@@ -411,4 +423,99 @@ fn a_tap_charge_replayed_with_another_payments_reference_credits_nothing_more() 
     let a = ledger_gateway::parse(Gateway::Tap, &declined("chg_A")).unwrap();
     let c = ledger_gateway::parse(Gateway::Tap, &declined("chg_B")).unwrap();
     assert_ne!(dedupe_key(&a), dedupe_key(&c));
+}
+
+#[test]
+fn a_refund_paystack_made_unasked_is_recorded_from_the_wallet_or_held_in_suspense() {
+    let mut b = Books::new();
+    let (user, pay, payout) = (b.id("user"), b.id("deposit"), b.id("payout"));
+    b.completed_deposit(Gateway::Paystack, pay, user, money("50.00", "NGN"));
+    // Refunded from Paystack's dashboard: the ledger requested nothing; the wallet still holds the money.
+    let d = b.deliver(
+        Gateway::Paystack,
+        &refund_processed(&pay.to_string(), "DASH-1", "2000"),
+    );
+    assert_eq!(d.disposition, "applied", "{d:?}");
+    assert!(
+        d.detail.contains("never requested") || d.detail.contains("matches no card refund"),
+        "{}",
+        d.detail
+    );
+    assert_eq!(
+        d.posts(),
+        [
+            ("Assets:Gateway:Paystack:Clearing", "-20.00"),
+            ("Liabilities:Users:{user}:Available", "20.00"),
+        ],
+        "from the wallet to the card: the refund's own account nets to zero"
+    );
+    assert_eq!(
+        b.payment(pay).map(|p| p.refunded_minor),
+        Some(2000),
+        "reserved on the deposit like any card refund"
+    );
+    // The rest leaves the wallet as a payout; a second unasked refund then finds no money in it.
+    b.payout(Gateway::Paystack, payout, user, money("30.00", "NGN"));
+    let held = b.deliver(
+        Gateway::Paystack,
+        &refund_processed(&pay.to_string(), "DASH-2", "1000"),
+    );
+    assert_eq!(held.disposition, "anomaly", "{held:?}");
+    assert_eq!(
+        held.posts(),
+        [
+            ("Assets:Gateway:Paystack:Clearing", "-10.00"),
+            ("Liabilities:Suspense", "10.00"),
+        ]
+    );
+    assert_eq!(
+        b.deliver(
+            Gateway::Paystack,
+            &refund_processed(&pay.to_string(), "DASH-2", "1000")
+        )
+        .disposition,
+        "duplicate"
+    );
+}
+
+#[test]
+fn a_refund_notice_finds_its_refund_by_the_gateway_id_the_worker_recorded() {
+    let mut b = Books::new();
+    let (user, pay) = (b.id("user"), b.id("deposit"));
+    let (first, second) = (b.id("refund_1"), b.id("refund_2"));
+    b.completed_deposit(Gateway::Paystack, pay, user, money("50.00", "NGN"));
+    b.card_refund(Gateway::Paystack, first, pay, user, money("10.00", "NGN"));
+    b.card_refund(Gateway::Paystack, second, pay, user, money("10.00", "NGN"));
+    // The worker sent the second one first and recorded Paystack's id for it.
+    b.run(
+        Actor::System,
+        ledger_core::Command::RecordGatewayReference {
+            payment_id: second,
+            gateway_reference: "RF-2".into(),
+        },
+    );
+    let d = b.deliver(
+        Gateway::Paystack,
+        &refund_processed(&pay.to_string(), "RF-2", "1000"),
+    );
+    assert_eq!(d.disposition, "applied", "{d:?}");
+    assert_eq!(
+        d.posts(),
+        [
+            ("Assets:Gateway:Paystack:Clearing", "-10.00"),
+            ("Liabilities:RefundsInTransit:{refund_2}", "10.00"),
+        ]
+    );
+    // A notice under another id is not taken for the refund known as RF-2.
+    let other = b.deliver(
+        Gateway::Paystack,
+        &refund_processed(&pay.to_string(), "RF-1", "1000"),
+    );
+    assert_eq!(
+        other.posts(),
+        [
+            ("Assets:Gateway:Paystack:Clearing", "-10.00"),
+            ("Liabilities:RefundsInTransit:{refund_1}", "10.00"),
+        ]
+    );
 }

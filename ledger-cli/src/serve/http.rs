@@ -37,6 +37,10 @@ pub fn router(state: Arc<AppState>, limits: &Limits) -> Router {
         .route("/v1/ledgers/{ledger}/commands", post(command))
         .route("/v1/ledgers/{ledger}/outbox", get(outbox_list))
         .route("/v1/ledgers/{ledger}/outbox/claim", post(outbox_claim))
+        .route(
+            "/v1/ledgers/{ledger}/outbox/{payment}/gateway-reference",
+            post(outbox_gateway_reference),
+        )
         .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
         .layer(middleware::from_fn_with_state(
             (state.clone(), limits.body_limit_bytes),
@@ -447,6 +451,73 @@ async fn outbox_list(
     };
     match outbox::list(&state.pool, &ctx.ledger_id, query.limit.unwrap_or(100)).await {
         Ok(items) => axum::Json(json!({ "items": items })).into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GatewayReferenceRequest {
+    gateway_reference: String,
+}
+
+/// The payout worker records the gateway's own id of a payout or card refund it sent (Paystack's refund id),
+/// so that the gateway's notice finds it by that id. Both scopes; it acts as the system, once per id.
+async fn outbox_gateway_reference(
+    State(state): State<Arc<AppState>>,
+    Path((ledger_name, payment)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let ctx = match authenticate(&state, &ledger_name, &headers) {
+        Ok((ctx, _)) => ctx,
+        Err(r) => return *r,
+    };
+    let Ok(payment_id) = Uuid::parse_str(&payment) else {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the payment id is not a UUID",
+        );
+    };
+    let request: GatewayReferenceRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("expected {{\"gateway_reference\": \"...\"}}: {e}"),
+            );
+        }
+    };
+    if request.gateway_reference.contains('\0') {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "gateway_reference holds a NUL",
+        );
+    }
+    let key = format!(
+        "api:gateway-reference:{payment_id}:{}",
+        ledger_gateway::bounded::key_part(&request.gateway_reference)
+    );
+    let env = CommandEnvelope {
+        command_id: Uuid::new_v5(&API_COMMAND_NAMESPACE, key.as_bytes()),
+        actor: Actor::System,
+        at: Utc::now(),
+        command: Command::RecordGatewayReference {
+            payment_id,
+            gateway_reference: request.gateway_reference,
+        },
+    };
+    match ctx.executor.execute(&env, Some(&key)).await {
+        Ok(outcome @ CommandOutcome::Accepted { .. }) => {
+            (StatusCode::OK, axum::Json(outcome)).into_response()
+        }
+        Ok(outcome @ CommandOutcome::Rejected { .. }) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(outcome)).into_response()
+        }
+        Err(ExecError::IdempotencyConflict { .. }) => error(
+            StatusCode::CONFLICT,
+            "this gateway reference was recorded for this payment with another request",
+        ),
         Err(e) => unavailable(e),
     }
 }

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use ledger_core::aggregates::payment::PaymentEvent;
 use ledger_core::{AggState, Command, CommandEnvelope, Event, Gateway, StreamId};
 use ledger_gateway::plan;
 use ledger_gateway::{CallbackError, NormalizedCallback, Secrets};
@@ -312,15 +311,7 @@ async fn hold_after_race(
     }
 }
 
-/// The core's anomaly events: a late failure after success, money out after a failure, or a chargeback's
-/// outcome after the opposite one.
+/// The core's anomaly events (`PaymentEvent::is_anomaly`).
 fn is_anomaly(event: &Event) -> bool {
-    matches!(
-        event,
-        Event::Payment(
-            PaymentEvent::LateFailureIgnored { .. }
-                | PaymentEvent::SuccessAfterFailure { .. }
-                | PaymentEvent::ChargebackOutcomeConflict { .. }
-        )
-    )
+    matches!(event, Event::Payment(p) if p.is_anomaly())
 }

@@ -24,6 +24,8 @@ use crate::money::{Currency, Money};
 pub const CHARGEBACKS_PER_PAYMENT_MAX: usize = 8;
 /// Bound on card refunds requested of one deposit.
 pub const REFUNDS_PER_DEPOSIT_MAX: usize = 32;
+/// Bound on a gateway's reference of a payout or card refund.
+pub const GATEWAY_REFERENCE_BYTES_MAX: usize = 128;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -120,6 +122,9 @@ pub struct PaymentState {
     /// a gateway's refund notice naming the deposit finds the refund it answers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refunds: Vec<Uuid>,
+    /// A payout or card refund: the gateway's own id of it, when its worker recorded one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_reference: Option<String>,
 }
 
 impl PaymentState {
@@ -205,6 +210,22 @@ pub enum PaymentCommand {
     ReleaseRefund {
         refund_id: Uuid,
         amount: Money,
+    },
+    /// A card refund the gateway made unasked (see `Command::RecordGatewayRefund`): requested and processed
+    /// at once, from the payer's wallet, when `from_wallet`; else held in suspense.
+    RecordRefund {
+        refund_id: Uuid,
+        deposit_id: Uuid,
+        user: Uuid,
+        amount: Money,
+        gateway: Gateway,
+        gateway_fee: Money,
+        occurred_at: DateTime<Utc>,
+        from_wallet: bool,
+    },
+    /// The gateway's own id of a payout or card refund (recorded by the payout worker).
+    RecordReference {
+        reference: String,
     },
     /// Payout or card refund confirmed by the gateway.
     Succeeded {
@@ -337,6 +358,20 @@ pub enum PaymentEvent {
         chargeback_id: Uuid,
         entry: JournalEntry,
     },
+    /// Anomaly: a card refund the gateway made unasked while the payer's wallet no longer held the money: it
+    /// left the gateway's clearing account and is held in suspense (Dr Suspense, Cr Clearing) for a person.
+    UnrequestedRefundHeld {
+        refund_id: Uuid,
+        deposit_id: Uuid,
+        user: Uuid,
+        amount: Money,
+        gateway: Gateway,
+        entry: JournalEntry,
+    },
+    /// The gateway's own id of this payout or card refund.
+    GatewayReferenceRecorded {
+        reference: String,
+    },
     /// Anomaly: a chargeback's outcome reported after the opposite one was recorded (won after lost, or lost
     /// after won). The first outcome's money stands; nothing moves; a person must look.
     ChargebackOutcomeConflict {
@@ -356,6 +391,20 @@ pub enum PaymentEvent {
 }
 
 pub struct Payment;
+
+impl PaymentEvent {
+    /// An anomaly for a person: a late failure after success, money out after a failure, a chargeback's
+    /// outcome after the opposite one, a refund made unasked that no wallet covered.
+    pub fn is_anomaly(&self) -> bool {
+        matches!(
+            self,
+            PaymentEvent::LateFailureIgnored { .. }
+                | PaymentEvent::SuccessAfterFailure { .. }
+                | PaymentEvent::ChargebackOutcomeConflict { .. }
+                | PaymentEvent::UnrequestedRefundHeld { .. }
+        )
+    }
+}
 
 /// What a gateway took for one movement: the fee booked to `Expenses:GatewayFees`, and a fee it reported
 /// with more digits than the currency has, held in `Liabilities:Suspense` for a person (never dropped).
@@ -636,11 +685,13 @@ impl Payment {
         amount: Money,
         gateway: Gateway,
     ) -> Result<Vec<PaymentEvent>, Rejection> {
-        if !cmd.actor.is(s.user) {
+        // Its payer asks; or its gateway reports a refund it made unasked (`RecordGatewayRefund`).
+        let by_gateway = matches!(cmd.actor, Actor::Gateway(g) if s.gateway == Some(g));
+        if !cmd.actor.is(s.user) && !by_gateway {
             return Err(Rejection::not_party(
                 &cmd.actor,
                 "refund a deposit to its card",
-                "only the deposit's payer",
+                "only the deposit's payer, or its gateway reporting a refund it made",
             ));
         }
         if s.status != PaymentStatus::Completed {
@@ -1112,9 +1163,125 @@ impl Payment {
                 Payment::cancel_payout(cmd, s)
             }
             C::PayoutReversed { occurred_at } => Payment::reverse_payout(cmd, s, *occurred_at),
+            C::RecordRefund { .. } => Payment::record_refund(cmd, s),
+            C::RecordReference { reference } => {
+                require_outbound(s, "record a gateway reference as a payout or refund")?;
+                Payment::record_reference(cmd, s, reference)
+            }
             _ => {
                 unreachable!("transfer_command is only called for payout and card refund commands")
             }
+        }
+    }
+
+    /// A refund the gateway made unasked, reported by that gateway: a card refund requested and processed at
+    /// once (Dr wallet, Cr RefundsInTransit; Dr RefundsInTransit, Dr fees, Cr Clearing), or, when the wallet no
+    /// longer holds it, the money that left held in suspense (Dr Suspense, Cr Clearing) as an anomaly.
+    fn record_refund(
+        cmd: &Ctx<PaymentCommand>,
+        s: &PaymentState,
+    ) -> Result<Vec<PaymentEvent>, Rejection> {
+        let PaymentCommand::RecordRefund {
+            refund_id,
+            deposit_id,
+            user,
+            amount,
+            gateway,
+            gateway_fee,
+            occurred_at,
+            from_wallet,
+        } = &cmd.body
+        else {
+            unreachable!("record_refund is only called for RecordRefund")
+        };
+        if s.exists() {
+            return Err(Rejection::AlreadyExists {
+                aggregate: AGG,
+                id: refund_id.to_string(),
+            });
+        }
+        if cmd.actor != Actor::Gateway(*gateway) {
+            return Err(Rejection::not_party(
+                &cmd.actor,
+                "record a refund the gateway made",
+                "only that gateway's verified callback",
+            ));
+        }
+        require_positive(*amount)?;
+        require_currency(amount.currency(), *gateway_fee)?;
+        if gateway_fee.minor() < 0 {
+            return Err(Rejection::NonPositiveAmount(gateway_fee.to_string()));
+        }
+        let clearing = Account::GatewayClearing(*gateway);
+        let currency = amount.currency();
+        if !from_wallet {
+            let entry = EntryBuilder::new(currency)
+                .debit(Account::Suspense, amount.checked_add(*gateway_fee)?)
+                .credit(clearing, amount.checked_add(*gateway_fee)?)
+                .build(cmd.at, *occurred_at)?;
+            return Ok(vec![PaymentEvent::UnrequestedRefundHeld {
+                refund_id: *refund_id,
+                deposit_id: *deposit_id,
+                user: *user,
+                amount: *amount,
+                gateway: *gateway,
+                entry,
+            }]);
+        }
+        let transit = Account::RefundsInTransit(*refund_id);
+        let requested = EntryBuilder::new(currency)
+            .debit(Account::UserAvailable { user: *user }, *amount)
+            .credit(transit, *amount)
+            .build(cmd.at, *occurred_at)?;
+        let processed = EntryBuilder::new(currency)
+            .debit(transit, *amount)
+            .debit(Account::GatewayFees, *gateway_fee)
+            .credit(clearing, amount.checked_add(*gateway_fee)?)
+            .build(cmd.at, *occurred_at)?;
+        Ok(vec![
+            PaymentEvent::CardRefundRequested {
+                refund_id: *refund_id,
+                user: *user,
+                amount: *amount,
+                gateway: *gateway,
+                entry: requested,
+                deposit_id: Some(*deposit_id),
+            },
+            PaymentEvent::CardRefundProcessed {
+                gateway_fee: *gateway_fee,
+                entry: processed,
+            },
+        ])
+    }
+
+    /// The payout worker (the system, or an operator) records the gateway's id of a payout or refund it
+    /// sent; the same id again changes nothing, another one is refused (a gateway id names one movement).
+    fn record_reference(
+        cmd: &Ctx<PaymentCommand>,
+        s: &PaymentState,
+        reference: &str,
+    ) -> Result<Vec<PaymentEvent>, Rejection> {
+        if !matches!(cmd.actor, Actor::System | Actor::Admin(_)) {
+            return Err(Rejection::not_party(
+                &cmd.actor,
+                "record a gateway reference",
+                "only the payout worker (system) or an operator",
+            ));
+        }
+        let reference = reference.trim();
+        if reference.is_empty() || reference.len() > GATEWAY_REFERENCE_BYTES_MAX {
+            return Err(Rejection::InvalidCommand(format!(
+                "a gateway reference has 1 to {GATEWAY_REFERENCE_BYTES_MAX} bytes"
+            )));
+        }
+        match &s.gateway_reference {
+            Some(known) if known == reference => Ok(vec![]),
+            Some(known) => Err(Rejection::InvalidCommand(format!(
+                "this payment's gateway reference is already {known:?}"
+            ))),
+            None => Ok(vec![PaymentEvent::GatewayReferenceRecorded {
+                reference: reference.to_string(),
+            }]),
         }
     }
 
@@ -1187,7 +1354,10 @@ impl Decider for Payment {
         use PaymentCommand as C;
         let creating = matches!(
             cmd.body,
-            C::InitiateDeposit { .. } | C::RequestPayout { .. } | C::RequestCardRefund { .. }
+            C::InitiateDeposit { .. }
+                | C::RequestPayout { .. }
+                | C::RequestCardRefund { .. }
+                | C::RecordRefund { .. }
         );
         if !creating && !s.exists() {
             return Err(Rejection::NotFound {
@@ -1209,7 +1379,9 @@ impl Decider for Payment {
             | C::Succeeded { .. }
             | C::Failed { .. }
             | C::CancelPayout
-            | C::PayoutReversed { .. } => Payment::transfer_command(cmd, s),
+            | C::PayoutReversed { .. }
+            | C::RecordRefund { .. }
+            | C::RecordReference { .. } => Payment::transfer_command(cmd, s),
             C::OpenChargeback { .. } | C::WinChargeback { .. } | C::LoseChargeback { .. } => {
                 Payment::chargeback(cmd, s)
             }
@@ -1237,6 +1409,29 @@ impl Decider for Payment {
                 evolve_chargeback(&mut s, event)
             }
             E::ChargebackOutcomeConflict { .. } => {}
+            E::GatewayReferenceRecorded { reference } => {
+                s.gateway_reference = Some(reference.clone())
+            }
+            E::UnrequestedRefundHeld {
+                refund_id,
+                user,
+                amount,
+                gateway,
+                deposit_id,
+                ..
+            } => {
+                // Closed at once: the money left; what it was for is for a person.
+                s = outbound(
+                    *refund_id,
+                    PaymentKind::CardRefund,
+                    *user,
+                    *amount,
+                    0,
+                    *gateway,
+                );
+                s.refund_of = Some(*deposit_id);
+                s.status = PaymentStatus::Completed;
+            }
             E::PaymentProcessing => s.status = PaymentStatus::Processing,
             E::SuccessAfterFailure { .. } => s.late_success_recorded = true,
             E::LateFailureIgnored { .. } => s.late_failure_recorded = true,

@@ -198,6 +198,22 @@ pub enum Command {
         amount: Money,
         gateway: Gateway,
     },
+    /// A card refund the gateway made that the ledger never requested (issued from its dashboard), reported
+    /// by its verified callback: recorded as a card refund of that deposit, taken from the payer's wallet when
+    /// it still holds the money, else held in suspense (Dr Suspense, Cr Clearing) for a person.
+    RecordGatewayRefund {
+        refund_id: Uuid,
+        deposit_id: Uuid,
+        amount: Money,
+        gateway_fee: Option<Money>,
+        occurred_at: Option<DateTime<Utc>>,
+    },
+    /// The payout worker records the gateway's own id of a payout or card refund it sent (Paystack's refund
+    /// id), so that the gateway's notice finds it by that id.
+    RecordGatewayReference {
+        payment_id: Uuid,
+        gateway_reference: String,
+    },
     /// A payout or card refund confirmed by its gateway.
     ConfirmTransfer {
         payment_id: Uuid,
@@ -433,6 +449,8 @@ fn own_stream(command: &Command) -> StreamId {
         | C::ExpireDeposit { .. }
         | C::RequestPayout { .. }
         | C::RequestCardRefund { .. }
+        | C::RecordGatewayRefund { .. }
+        | C::RecordGatewayReference { .. }
         | C::ConfirmTransfer { .. }
         | C::FailTransfer { .. }
         | C::CancelPayout { .. }
@@ -484,7 +502,12 @@ fn payment_stream(command: &Command) -> StreamId {
         | C::RequestCardRefund {
             refund_id: payment_id,
             ..
-        } => StreamId::Payment(*payment_id),
+        }
+        | C::RecordGatewayRefund {
+            refund_id: payment_id,
+            ..
+        }
+        | C::RecordGatewayReference { payment_id, .. } => StreamId::Payment(*payment_id),
         other => unreachable!("{other:?} is not a payment command"),
     }
 }
@@ -553,6 +576,14 @@ impl Command {
                 fee_in_suspense,
                 ..
             } => [Some(*amount), *gateway_fee, *fee_in_suspense]
+                .into_iter()
+                .flatten()
+                .collect(),
+            C::RecordGatewayRefund {
+                amount,
+                gateway_fee,
+                ..
+            } => [Some(*amount), *gateway_fee]
                 .into_iter()
                 .flatten()
                 .collect(),

@@ -89,6 +89,7 @@ macro_rules! entry_of {
                 | P::CardRefundProcessed { entry, .. }
                 | P::CardRefundFailed { entry, .. }
                 | P::SuccessAfterFailure { entry, .. }
+                | P::UnrequestedRefundHeld { entry, .. }
                 | P::ChargebackOpened { entry, .. }
                 | P::ChargebackWon { entry, .. }
                 | P::ChargebackLost { entry, .. },

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, TimeZone, Utc};
-use ledger_core::aggregates::payment::{PaymentEvent, PaymentState};
+use ledger_core::aggregates::payment::PaymentState;
 use ledger_core::{
     Account, Actor, AggState, Command, CommandEnvelope, Currency, Event, Gateway, MemoryLedger,
     Money, StreamId,
@@ -240,16 +240,9 @@ impl Books {
                     )
                     .map(|c| &c.event)
                     .collect();
-                let anomaly = events.iter().any(|e| {
-                    matches!(
-                        e,
-                        Event::Payment(
-                            PaymentEvent::LateFailureIgnored { .. }
-                                | PaymentEvent::SuccessAfterFailure { .. }
-                                | PaymentEvent::ChargebackOutcomeConflict { .. }
-                        )
-                    )
-                });
+                let anomaly = events
+                    .iter()
+                    .any(|e| matches!(e, Event::Payment(p) if p.is_anomaly()));
                 Delivered {
                     disposition: if anomaly {
                         "anomaly"

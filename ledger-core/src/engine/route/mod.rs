@@ -69,6 +69,8 @@ pub(super) fn route(
         | C::ExpireDeposit { .. } => payments::route_deposit(env, view),
         C::RequestPayout { .. }
         | C::RequestCardRefund { .. }
+        | C::RecordGatewayRefund { .. }
+        | C::RecordGatewayReference { .. }
         | C::ConfirmTransfer { .. }
         | C::FailTransfer { .. }
         | C::CancelPayout { .. }

@@ -5,7 +5,7 @@ use chrono::Duration;
 use uuid::Uuid;
 
 use super::super::deciders::payment_cmd;
-use super::super::view::{payment_state, policy_state, project_state};
+use super::super::view::{payment_state, policy_state, project_state, wallet_state};
 use super::super::{Change, Command, CommandEnvelope, DecideError, Event, StateView, StreamId};
 use super::misrouted;
 use crate::aggregates::payment::{FundTarget, PaymentCommand, PaymentEvent};
@@ -97,6 +97,29 @@ pub(super) fn route_transfer(
             amount,
             gateway,
         } => return request_card_refund(env, view, *refund_id, *deposit_id, *amount, *gateway),
+        C::RecordGatewayRefund {
+            refund_id,
+            deposit_id,
+            amount,
+            gateway_fee,
+            occurred_at,
+        } => {
+            let reported = Reported {
+                amount: *amount,
+                gateway_fee: *gateway_fee,
+                occurred_at: occurred_at.unwrap_or(env.at),
+            };
+            return record_gateway_refund(env, view, *refund_id, *deposit_id, reported);
+        }
+        C::RecordGatewayReference {
+            payment_id,
+            gateway_reference,
+        } => (
+            payment_id,
+            P::RecordReference {
+                reference: gateway_reference.clone(),
+            },
+        ),
         C::ConfirmTransfer {
             payment_id,
             gateway_fee,
@@ -174,6 +197,63 @@ fn request_card_refund(
     }
     let mut changes = payment_cmd(env, view, deposit_id, reserve)?;
     changes.extend(payment_cmd(env, view, refund_id, body)?);
+    Ok(changes)
+}
+
+/// What a gateway reported of a refund it made unasked.
+struct Reported {
+    amount: Money,
+    gateway_fee: Option<Money>,
+    occurred_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A refund the deposit's gateway made unasked: reserved on the deposit like any card refund of it, then
+/// recorded from the payer's wallet when it still holds the money, else held in suspense (an anomaly).
+fn record_gateway_refund(
+    env: &CommandEnvelope,
+    view: &dyn StateView,
+    refund_id: Uuid,
+    deposit_id: Uuid,
+    reported: Reported,
+) -> Result<Vec<Change>, DecideError> {
+    if deposit_id == refund_id {
+        return Err(Rejection::InvalidCommand(
+            "a card refund's id must differ from its deposit's".into(),
+        )
+        .into());
+    }
+    let deposit = payment_state(view, StreamId::Payment(deposit_id))?;
+    let (Some(gateway), Some(currency)) = (deposit.gateway, deposit.currency) else {
+        return Err(Rejection::NotFound {
+            aggregate: "deposit",
+            id: deposit_id.to_string(),
+        }
+        .into());
+    };
+    let wallet = wallet_state(
+        view,
+        StreamId::Wallet {
+            user: deposit.user,
+            currency,
+        },
+    )?;
+    let reserve = PaymentCommand::ReserveRefund {
+        refund_id,
+        amount: reported.amount,
+        gateway,
+    };
+    let record = PaymentCommand::RecordRefund {
+        refund_id,
+        deposit_id,
+        user: deposit.user,
+        amount: reported.amount,
+        gateway,
+        gateway_fee: reported.gateway_fee.unwrap_or(Money::zero(currency)),
+        occurred_at: reported.occurred_at,
+        from_wallet: wallet.available_minor >= reported.amount.minor(),
+    };
+    let mut changes = payment_cmd(env, view, deposit_id, reserve)?;
+    changes.extend(payment_cmd(env, view, refund_id, record)?);
     Ok(changes)
 }
 
