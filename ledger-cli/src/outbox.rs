@@ -38,7 +38,7 @@ const OPEN_ITEMS: &str = "
        and not exists (select 1 from ledger.events t
                         where t.ledger_id = e.ledger_id and t.stream_id = e.stream_id
                           and t.event_type in ('PayoutCompleted', 'PayoutFailed', 'PayoutCancelled',
-                                               'CardRefundProcessed', 'CardRefundFailed'))";
+                                               'PayoutReturned', 'CardRefundProcessed', 'CardRefundFailed'))";
 
 type Row = (
     String,

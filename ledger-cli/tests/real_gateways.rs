@@ -339,6 +339,25 @@ async fn a_cmi_callback_answered_postauth_posts_once_and_a_redelivery_gets_the_s
         tb,
         "the redelivery credits nothing more"
     );
+    // An amount other than the deposit's (CMI's HASH does not bind values to names): nothing booked.
+    let (other_payer, other) = server.deposit("cmi", "10.00", "MAD").await;
+    let inflated = vec![
+        ("oid", other.to_string()),
+        ("amount", "600001234".to_string()),
+        ("currency", "504".to_string()),
+        ("ProcReturnCode", "00".to_string()),
+        ("Response", "Approved".to_string()),
+    ];
+    for _ in 0..2 {
+        let (status, answer) = server
+            .callback("cmi", form(&inflated, CMI), &[], ctype)
+            .await;
+        assert_eq!((status, answer.as_str()), (200, "APPROVED"));
+    }
+    assert_eq!(
+        get(&trial_balance(&db), &wallet(other_payer), "MAD"),
+        Decimal::ZERO
+    );
 }
 
 #[tokio::test]

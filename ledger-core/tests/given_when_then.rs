@@ -4104,7 +4104,7 @@ fn booking_process_steps_cannot_run_ahead_of_the_milestone() {
 // ---------------------------------------------------------------------------------------------------------
 
 #[test]
-fn a_payout_reversed_before_completion_fails_and_its_money_goes_back_to_the_wallet() {
+fn a_payout_reversed_before_completion_ends_reversed_and_its_money_goes_back_to_the_wallet() {
     let mut w = World::new();
     w.deposit(SELLER, PAY, usd("100.00"));
     w.request_payout(PAYOUT, "40.00", "1.00");
@@ -4116,14 +4116,22 @@ fn a_payout_reversed_before_completion_fails_and_its_money_goes_back_to_the_wall
             occurred_at: None,
         },
     );
-    assert_eq!(types(&reversed), ["PayoutFailed"]);
+    assert_eq!(types(&reversed), ["PayoutReturned"]);
     assert_eq!(
         w.bal(available(SELLER)),
         10_000,
         "amount and payout fee back"
     );
     assert_eq!(w.bal(Account::PayoutsInTransit(PAYOUT)), 0);
-    assert_eq!(w.payment(PAYOUT).status, PaymentStatus::Failed);
+    assert_eq!(w.payment(PAYOUT).status, PaymentStatus::Reversed);
+    // The success whose notice crossed the reversal's changes nothing: out and back, nothing owed.
+    assert!(
+        w.confirm_transfer(FINCRA, PAYOUT, "0.00")
+            .changes
+            .is_empty(),
+        "no receivable from a payout that came back"
+    );
+    assert_eq!(w.bal(Account::Receivable { user: SELLER }), 0);
     // A second reversal returns nothing more.
     let late = w.ok(
         FINCRA,

@@ -493,7 +493,9 @@ struct FincraData {
 /// net in suspense ([`NormalizedCallback::hold`]). Dedupe on Fincra's own ids: `data.id`, else `sessionId`
 /// (bank collections), else the digest of the exact body (so a different collection is never a duplicate).
 /// Payouts: `amountReceived` is what the recipient got (it must equal our payout), `amountCharged -
-/// amountReceived` Fincra's fee (same currency); a stated `fee` that disagrees makes it an anomaly.
+/// amountReceived` Fincra's fee (same currency); a stated `fee` that disagrees makes it an anomaly. Across
+/// currencies (`sourceCurrency` other than `destinationCurrency`): `amountCharged - fee`, in the source
+/// currency, is what left (it must equal our payout), `fee` the fee.
 fn fincra(body: &[u8]) -> Result<NormalizedCallback, String> {
     let event: FincraEvent = json(body)?;
     let d = event.data;
@@ -632,14 +634,17 @@ fn fincra_payout(c: &mut NormalizedCallback, event: &str, d: FincraData) {
             ))
         }
         (Some(Some(fee)), _) => c.fee = amount(Some(fee), AmountUnit::Major, &charged_in),
-        (None, Some(stated)) if !same_currency => {
-            c.defect = Some(format!(
-                "Fincra's fee {} {} is in another currency than the {} {} received: not bookable on the payout",
-                stated.as_str(),
-                charged_in.as_deref().unwrap_or("-"),
-                text(&received),
-                received_in.as_deref().unwrap_or("-")
-            ))
+        // Another currency reached the recipient (NGN sent, GBP received): what left in the payout's
+        // currency is what was charged less the fee, both in the source currency.
+        (None, stated) if !same_currency => {
+            let fee = stated.clone();
+            let sent = match (&d.amount_charged, &fee) {
+                (Some(charged), Some(fee)) => difference(charged, fee),
+                (Some(charged), None) => Some(charged.clone()),
+                _ => None,
+            };
+            c.amount = amount(sent, AmountUnit::Major, &charged_in);
+            c.fee = amount(fee, AmountUnit::Major, &charged_in);
         }
         (None, stated) => c.fee = amount(stated.clone(), AmountUnit::Major, &charged_in),
     }

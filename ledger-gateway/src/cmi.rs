@@ -32,14 +32,24 @@
 //! - `amount` in major units (`120.50`), kept as exact text; `currency` is the ISO 4217 *numeric* code
 //!   (`504` MAD, `978` EUR, `840` USD, `826` GBP); any other code is kept as sent, so that the ledger reports
 //!   an unknown currency rather than guessing;
-//! - `ProcReturnCode` `00` is a success (`DepositSucceeded`), any other value a failure (`DepositFailed`, the
-//!   reason from `ErrMsg`, else `Response`, with the code); a callback without it is refused (422);
-//! - `transaction_id`: `TransId`, else `HostRefNum`, else `oid`; `event_id`: `{oid}:{TransId or -}:{code}`;
+//! - `ProcReturnCode` `00` with `Response` `Approved` is a success (`DepositSucceeded`); `00` with any other
+//!   `Response` is inconsistent (an anomaly, nothing booked); any other code a failure (`DepositFailed`, the
+//!   reason from `ErrMsg`, else `Response`, with the code); without `ProcReturnCode` the post reports no
+//!   outcome (a 3-D return: ignored);
+//! - `transaction_id`: the `oid` (one CMI payment per order: every success for it is one movement);
+//!   `event_id`: `{oid}:{TransId or -}:{code}`;
 //!   `event_type`: the posted `TranType`/`trantype` (`PreAuth`, `Auth`), else `callback`;
 //! - `occurred_at` stays empty: `EXTRA.TRXDATE` (`20261205 21:10:00`) carries no time zone;
 //! - no fee: CMI reports none in the callback.
 //!
 //! Several callbacks for one `oid` (failed attempts, then a success) are normal: each is its own event.
+//!
+//! **The HASH signs values, not names.** Renaming parameters so that their sorted order is kept leaves it
+//! valid (the buyer sees the signed form: CMI posts it to `okUrl` through the browser), so a value may be
+//! read under another field's name. Hence: a success needs both `ProcReturnCode` `00` and `Response`
+//! `Approved` (a declined form holds no `Approved` to rename); the movement is the `oid` alone (a renamed
+//! `TransId` is not another payment); and the plan books a CMI success only for the exact amount and currency
+//! of the deposit its `oid` names (`plan::values_bound_to_names`), never into suspense.
 
 use base64::Engine as _;
 use ledger_core::Gateway;
@@ -143,19 +153,23 @@ pub fn parse(body: &[u8]) -> Result<NormalizedCallback, String> {
         format!("{oid}:{}:{code}", trans_id.as_deref().unwrap_or("-")),
         event_type,
     );
-    c.transaction_id = Some(
-        trans_id
-            .or(present(text("HostRefNum")?))
-            .unwrap_or_else(|| oid.clone()),
-    );
+    // Not TransId: its name is not signed (see the module docs); one order is one movement.
+    let _ = trans_id;
+    c.transaction_id = Some(oid.clone());
     c.reference = Some(oid);
     let value = present(text("amount")?)
         .map(|a| ExactDecimal::parse_text(&a))
         .transpose()?;
     let currency = present(text("currency")?).map(|code| currency_code(&code));
     c.amount = amount(value, AmountUnit::Major, &currency);
-    if code == "00" {
+    let approved = present(text("Response")?).is_some_and(|r| r.eq_ignore_ascii_case("approved"));
+    if code == "00" && approved {
         c.kind = Some(CallbackKind::DepositSucceeded);
+    } else if code == "00" {
+        c.kind = Some(CallbackKind::DepositSucceeded);
+        c.defect = Some(
+            "CMI ProcReturnCode 00 without Response Approved: inconsistent, nothing booked".into(),
+        );
     } else {
         c.kind = Some(CallbackKind::DepositFailed);
         // Free text: kept even when not UTF-8 (replacement characters), never a reason to refuse.

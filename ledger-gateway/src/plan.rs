@@ -156,26 +156,36 @@ pub fn choose_refund<'a>(
     {
         return Some(by_id);
     }
-    // A refund known by another gateway id is another refund: never matched by its amount.
-    let ours =
-        || ours().filter(|p| p.gateway_reference.is_none() || callback.transaction_id.is_none());
-    match callback.amount.as_ref().map(|a| a.to_money()) {
-        Some(Ok(m)) => {
-            let same =
-                |p: &&PaymentState| p.currency == Some(m.currency()) && p.amount_minor == m.minor();
-            ours()
-                .filter(same)
-                .find(in_transit)
-                .or_else(|| ours().rfind(same))
-        }
-        _ => {
-            let mut open = ours().filter(in_transit);
-            match (open.next(), open.next()) {
-                (Some(only), None) => Some(only),
-                _ => None,
-            }
-        }
-    }
+    let Some(Ok(m)) = callback.amount.as_ref().map(|a| a.to_money()) else {
+        // Without an amount: the only one in transit.
+        let mut open = ours().filter(in_transit);
+        return match (open.next(), open.next()) {
+            (Some(only), None) => Some(only),
+            _ => None,
+        };
+    };
+    let same = |p: &&PaymentState| p.currency == Some(m.currency()) && p.amount_minor == m.minor();
+    // In transit for that amount, one with no gateway id kept first (a kept id that differs may be the same
+    // refund under another of the gateway's ids: its API's and its notices' need not agree).
+    ours()
+        .filter(same)
+        .filter(in_transit)
+        .min_by_key(|p| p.gateway_reference.is_some())
+        // A notice without a refund id of its own: a late or repeated one for a closed refund.
+        .or_else(|| {
+            callback
+                .transaction_id
+                .is_none()
+                .then(|| ours().rfind(same))
+                .flatten()
+        })
+}
+
+/// Whether the gateway's signature binds each value to its field's name (all but CMI's ver3 HASH, which signs
+/// the values in name order: a renamed form stays valid, see `crate::cmi`). Where it does not, money comes in
+/// only as the exact amount and currency of the deposit named, never into suspense.
+pub fn values_bound_to_names(gateway: Gateway) -> bool {
+    gateway != Gateway::Cmi
 }
 
 /// Whether the gateway's signature covers the payment reference a callback names (all but Tap's
@@ -216,6 +226,9 @@ pub fn plan(
     };
     if kind == CallbackKind::SettlementPaid {
         return settlement(callback, key);
+    }
+    if kind.is_inbound() && !values_bound_to_names(callback.gateway) {
+        return unbound_deposit(callback, key, payment);
     }
     let expected_kind = match kind {
         CallbackKind::DepositSucceeded
@@ -296,6 +309,52 @@ pub fn plan(
     }
 }
 
+/// A success from a gateway whose signature does not bind values to names (CMI): booked only as the exact
+/// amount and currency of the deposit of that gateway its reference names (again when already completed: the
+/// core makes that a no-op and the dedupe key answers it as the first delivery was answered). Anything else
+/// is an anomaly with nothing booked: its figures may have been read under another field's name.
+fn unbound_deposit(
+    callback: &NormalizedCallback,
+    key: String,
+    payment: Option<&PaymentState>,
+) -> Plan {
+    let reported = callback.amount.as_ref().map(|a| a.to_money());
+    let matches = |p: &&PaymentState| {
+        p.gateway == Some(callback.gateway)
+            && p.kind == Some(PaymentKind::Deposit)
+            && matches!(&reported, Some(Ok(m)) if Some(m.currency()) == p.currency && m.minor() == p.amount_minor)
+    };
+    match (payment.filter(matches), &reported) {
+        (Some(p), Some(Ok(amount))) => {
+            let command = Command::ConfirmDeposit {
+                payment_id: p.id,
+                amount: *amount,
+                gateway_fee: None,
+                occurred_at: callback.occurred_at,
+                fee_in_suspense: None,
+            };
+            let detail = format!("deposit_succeeded for payment {}", p.id);
+            outcome(key, Disposition::Apply, Some(command), detail)
+        }
+        _ => {
+            let detail = format!(
+                "{} success for {} of {} does not match a {} deposit of exactly that amount: nothing booked (its signature does not bind values to field names)",
+                callback.gateway,
+                callback
+                    .reference
+                    .as_deref()
+                    .map_or("-".into(), |r| crate::bounded::key_part(r).into_owned()),
+                callback.amount.as_ref().map_or_else(
+                    || "no amount".into(),
+                    |a| crate::bounded::key_part(&a.describe()).into_owned()
+                ),
+                callback.gateway
+            );
+            outcome(key, Disposition::Anomaly, None, detail)
+        }
+    }
+}
+
 /// A refund the gateway made of deposit `p` that the ledger never requested (issued from its dashboard): a
 /// recorded card refund of that deposit, from the payer's wallet when it still holds the money, else held in
 /// suspense by the core (an anomaly either way is for the core to say: the wallet is its to read).
@@ -331,6 +390,10 @@ fn unrequested_refund(
         amount,
         gateway_fee: fees.booked,
         occurred_at: callback.occurred_at,
+        gateway_reference: callback
+            .transaction_id
+            .as_deref()
+            .map(|t| crate::bounded::key_part(t).into_owned()),
     };
     let detail = format!("{detail}: recorded as a refund the gateway made");
     match note {
@@ -406,12 +469,13 @@ fn suspense(callback: &NormalizedCallback, key: String, why: &str) -> Plan {
                     format!("{why}: {m} less the gateway's fee {fee}: {net} held"),
                 )
             }
-            _ => (m, format!("{why}: {m}")),
+            _ => (m, format!("{why}: {m}{}", undeducted(callback))),
         },
         Err(AmountProblem::NotRepresentable { held, reported }) => (
             held,
             format!(
-                "{why}; reported {reported} is not representable: {held} held, the rest unposted"
+                "{why}; reported {reported} is not representable: {held} held, the rest unposted{}",
+                undeducted(callback)
             ),
         ),
         Err(AmountProblem::UnknownCurrency(code)) => {
@@ -456,6 +520,22 @@ struct FeeBooking {
     in_suspense: Option<Money>,
     /// Why part of the fee is not booked as reported (the delivery is then an anomaly).
     note: Option<String>,
+}
+
+/// The words for a reported fee that the amount held in suspense does not deduct (not in the amount's
+/// currency, not representable, or not below the amount): named, so a person sees it.
+fn undeducted(callback: &NormalizedCallback) -> String {
+    let zero = |fee: &&crate::model::ReportedAmount| fee.to_money().is_ok_and(|f| f.is_zero());
+    callback
+        .fee
+        .as_ref()
+        .filter(|f| !zero(f))
+        .map_or_else(String::new, |fee| {
+            format!(
+                " (the gateway's fee {} was not deducted: it cannot be booked as reported)",
+                crate::bounded::key_part(&fee.describe())
+            )
+        })
 }
 
 fn fee_of(callback: &NormalizedCallback, payment: &PaymentState, cap: Option<Money>) -> FeeBooking {

@@ -235,7 +235,11 @@ fn cmi_success_fixture_is_a_deposit_of_exactly_120_50_mad() {
     assert_eq!(amount.value.as_str(), "120.50");
     assert_eq!(amount.currency_code, "MAD");
     assert_eq!(amount.to_money().unwrap(), money("120.50", "MAD"));
-    assert_eq!(c.transaction_id.as_deref(), Some("26339VXYH13517"));
+    // One order is one movement: the oid, not TransId (whose name the HASH does not sign).
+    assert_eq!(
+        c.transaction_id.as_deref(),
+        Some("7d0c4e2a-5b1f-4c3e-9a8d-2f6b1e0c9d41")
+    );
     assert_eq!(c.event_id, format!("{OID}:26339VXYH13517:00"));
     assert_eq!(c.event_type, "PreAuth");
     assert_eq!(c.occurred_at, None, "EXTRA.TRXDATE has no time zone");
@@ -263,7 +267,10 @@ fn cmi_failure_fixture_is_a_failed_deposit_with_its_reason() {
         Some("Refusée : ne pas honorer (ProcReturnCode 05)")
     );
     assert_eq!(c.event_id, format!("{OID}:26339VXYH13409:05"));
-    assert_eq!(c.transaction_id.as_deref(), Some("26339VXYH13409"));
+    assert_eq!(
+        c.transaction_id.as_deref(),
+        Some("7d0c4e2a-5b1f-4c3e-9a8d-2f6b1e0c9d41")
+    );
 }
 
 #[test]
@@ -272,7 +279,7 @@ fn cmi_failures_then_a_success_for_one_oid_are_distinct_events() {
     let succeeded = cmi(CMI_SUCCESS).unwrap();
     assert_eq!(failed.reference, succeeded.reference);
     assert_ne!(failed.event_id, succeeded.event_id);
-    assert_ne!(failed.transaction_id, succeeded.transaction_id);
+    assert_ne!(failed.kind, succeeded.kind);
 }
 
 #[test]
@@ -470,7 +477,7 @@ fn cmi_without_proc_return_code_reports_no_outcome() {
 }
 
 #[test]
-fn cmi_transaction_id_falls_back_to_host_ref_num_then_oid() {
+fn cmi_transaction_id_is_the_oid() {
     let params = [
         ("oid", "pay-5"),
         ("ProcReturnCode", "51"),
@@ -478,7 +485,7 @@ fn cmi_transaction_id_falls_back_to_host_ref_num_then_oid() {
         ("Response", "Declined"),
     ];
     let c = cmi(&cmi::form_body(&params, CMI_KEY)).unwrap();
-    assert_eq!(c.transaction_id.as_deref(), Some("633921000999"));
+    assert_eq!(c.transaction_id.as_deref(), Some("pay-5"));
     assert_eq!(c.event_id, "pay-5:-:51");
     assert_eq!(c.event_type, "callback");
     assert_eq!(c.reason.as_deref(), Some("Declined (ProcReturnCode 51)"));

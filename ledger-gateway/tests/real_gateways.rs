@@ -326,7 +326,7 @@ fn finding_4_a_chargeback_won_after_lost_is_an_anomaly() {
 }
 
 #[test]
-fn finding_4_a_transfer_reversed_before_completion_fails_the_payout() {
+fn finding_4_a_transfer_reversed_before_completion_returns_the_payouts_money() {
     let mut b = Books::new();
     let (user, pay, payout) = (b.id("user"), b.id("deposit"), b.id("payout"));
     b.completed_deposit(Gateway::Paystack, pay, user, money("100.00", "NGN"));
@@ -518,4 +518,251 @@ fn a_refund_notice_finds_its_refund_by_the_gateway_id_the_worker_recorded() {
             ("Liabilities:RefundsInTransit:{refund_1}", "10.00"),
         ]
     );
+}
+
+// ---- review findings (issue 20): each a test seen failing before its fix --------------------------------
+
+#[test]
+fn review_a_cmi_form_with_renamed_parameters_verifies_but_books_nothing_it_did_not_sign() {
+    // CMI's ver3 HASH covers the values in name order, not the names: renaming parameters so that their
+    // sorted order is kept leaves the hash valid. `clientid`'s value then reads as the amount.
+    let mut b = Books::new();
+    b.secrets = Secrets {
+        cmi_store_key: Some("TEST1234".into()),
+        ..Secrets::default()
+    };
+    let (user, pay) = (b.id("user"), b.id("deposit"));
+    b.pending_deposit(Gateway::Cmi, pay, user, money("120.50", "MAD"));
+    let oid = pay.to_string();
+    let signed = [
+        ("amount", "120.50"),
+        ("clientid", "600001234"),
+        ("currency", "504"),
+        ("oid", oid.as_str()),
+        ("ProcReturnCode", "00"),
+        ("Response", "Approved"),
+        ("TransId", "T-1"),
+    ];
+    let hash = ledger_gateway::cmi::sign(&signed, "TEST1234");
+    let renamed = [
+        ("a", "120.50"),
+        ("amount", "600001234"),
+        ("currency", "504"),
+        ("oid", oid.as_str()),
+        ("ProcReturnCode", "00"),
+        ("Response", "Approved"),
+        ("TransId", "T-1"),
+    ];
+    assert_eq!(
+        ledger_gateway::cmi::sign(&renamed, "TEST1234"),
+        hash,
+        "names are not signed"
+    );
+    let forged = ledger_gateway::cmi::form_body(&renamed, "TEST1234");
+    let d = b.deliver_signed(Gateway::Cmi, &headers(&[]), &forged);
+    assert_eq!(d.disposition, "anomaly", "{d:?}");
+    assert!(d.postings.is_empty(), "{d:?}");
+    // The genuine form books the deposit's amount once.
+    let genuine = ledger_gateway::cmi::form_body(&signed, "TEST1234");
+    let d = b.deliver_signed(Gateway::Cmi, &headers(&[]), &genuine);
+    assert_eq!(
+        d.posts(),
+        [
+            ("Assets:Gateway:CMI:Clearing", "120.50"),
+            ("Liabilities:Users:{user}:Available", "-120.50"),
+        ]
+    );
+    // A copy with TransId renamed (another movement id, same values) is the same movement: one per oid.
+    let renamed_id = [
+        ("amount", "120.50"),
+        ("clientid", "600001234"),
+        ("currency", "504"),
+        ("oid", oid.as_str()),
+        ("ProcReturnCode", "00"),
+        ("Response", "Approved"),
+        ("TransIdx", "T-1"),
+    ];
+    let copy = ledger_gateway::cmi::form_body(&renamed_id, "TEST1234");
+    let d = b.deliver_signed(Gateway::Cmi, &headers(&[]), &copy);
+    assert!(d.postings.is_empty(), "{d:?}");
+}
+
+#[test]
+fn review_a_declined_cmi_form_cannot_be_renamed_into_a_success() {
+    // A declined form holding a "00" elsewhere: renamed so that "00" reads as ProcReturnCode. Without the
+    // value "Approved" in the form it is not a success.
+    let mut b = Books::new();
+    b.secrets = Secrets {
+        cmi_store_key: Some("TEST1234".into()),
+        ..Secrets::default()
+    };
+    let (user, pay) = (b.id("user"), b.id("deposit"));
+    b.pending_deposit(Gateway::Cmi, pay, user, money("120.50", "MAD"));
+    let oid = pay.to_string();
+    let forged = [
+        ("amount", "120.50"),
+        ("currency", "504"),
+        ("oid", oid.as_str()),
+        ("ProcReturnCode", "00"),
+        ("Response", "Declined"),
+        ("TransId", "T-2"),
+    ];
+    let body = ledger_gateway::cmi::form_body(&forged, "TEST1234");
+    let d = b.deliver_signed(Gateway::Cmi, &headers(&[]), &body);
+    assert!(d.postings.is_empty(), "{d:?}");
+    assert_ne!(d.disposition, "applied", "{d:?}");
+}
+
+#[test]
+fn review_a_refund_notice_under_another_id_than_the_one_kept_still_clears_its_refund_once() {
+    let mut b = Books::new();
+    let (user, pay, refund) = (b.id("user"), b.id("deposit"), b.id("refund"));
+    b.completed_deposit(Gateway::Paystack, pay, user, money("100.00", "NGN"));
+    b.card_refund(Gateway::Paystack, refund, pay, user, money("20.00", "NGN"));
+    b.run(
+        Actor::System,
+        ledger_core::Command::RecordGatewayReference {
+            payment_id: refund,
+            gateway_reference: "3018284".into(),
+        },
+    );
+    let d = b.deliver(
+        Gateway::Paystack,
+        &refund_processed(&pay.to_string(), "132013318360", "2000"),
+    );
+    assert_eq!(
+        d.posts(),
+        [
+            ("Assets:Gateway:Paystack:Clearing", "-20.00"),
+            ("Liabilities:RefundsInTransit:{refund}", "20.00"),
+        ],
+        "{d:?}"
+    );
+    let wallet = ledger_core::Account::UserAvailable { user };
+    assert_eq!(
+        b.balance(&wallet, "NGN"),
+        rust_decimal::Decimal::from_str_exact("-80.00").unwrap()
+    );
+}
+
+#[test]
+fn review_two_unasked_refunds_of_the_same_amount_are_two_refunds() {
+    let mut b = Books::new();
+    let (user, pay, asked) = (b.id("user"), b.id("deposit"), b.id("asked"));
+    b.completed_deposit(Gateway::Paystack, pay, user, money("100.00", "NGN"));
+    for id in ["DASH-1", "DASH-2"] {
+        let d = b.deliver(
+            Gateway::Paystack,
+            &refund_processed(&pay.to_string(), id, "2000"),
+        );
+        assert_eq!(d.disposition, "applied", "{id}: {d:?}");
+        assert_eq!(
+            d.posts(),
+            [
+                ("Assets:Gateway:Paystack:Clearing", "-20.00"),
+                ("Liabilities:Users:{user}:Available", "20.00"),
+            ],
+            "{id}"
+        );
+    }
+    // A requested refund closed by its notice, then an unasked one of the same amount: both booked.
+    b.card_refund(Gateway::Paystack, asked, pay, user, money("20.00", "NGN"));
+    let closed = b.deliver(
+        Gateway::Paystack,
+        &refund_processed(&pay.to_string(), "RF-A", "2000"),
+    );
+    assert_eq!(closed.disposition, "applied", "{closed:?}");
+    let unasked = b.deliver(
+        Gateway::Paystack,
+        &refund_processed(&pay.to_string(), "RF-B", "2000"),
+    );
+    assert_eq!(
+        unasked.posts(),
+        [
+            ("Assets:Gateway:Paystack:Clearing", "-20.00"),
+            ("Liabilities:Users:{user}:Available", "20.00"),
+        ],
+        "{unasked:?}"
+    );
+}
+
+#[test]
+fn review_an_unasked_refund_the_deposit_cannot_take_is_held_not_refused() {
+    let mut b = Books::new();
+    let (user, pay) = (b.id("user"), b.id("deposit"));
+    b.completed_deposit(Gateway::Paystack, pay, user, money("10.00", "NGN"));
+    // More than the deposit brought in: the money left all the same.
+    let d = b.deliver(
+        Gateway::Paystack,
+        &refund_processed(&pay.to_string(), "DASH-9", "1500"),
+    );
+    assert_eq!(d.disposition, "anomaly", "{d:?}");
+    assert_eq!(
+        d.posts(),
+        [
+            ("Assets:Gateway:Paystack:Clearing", "-15.00"),
+            ("Liabilities:Suspense", "15.00"),
+        ]
+    );
+}
+
+#[test]
+fn review_a_reversal_before_the_success_leaves_nothing_receivable() {
+    let mut b = Books::new();
+    let (user, pay, payout) = (b.id("user"), b.id("deposit"), b.id("payout"));
+    b.completed_deposit(Gateway::Paystack, pay, user, money("100.00", "NGN"));
+    b.payout(Gateway::Paystack, payout, user, money("40.00", "NGN"));
+    let reversed = format!(
+        r#"{{"event":"transfer.reversed","data":{{"id":778899,"amount":4000,"currency":"NGN","status":"reversed","reference":"{payout}"}}}}"#
+    );
+    let success = format!(
+        r#"{{"event":"transfer.success","data":{{"id":778899,"amount":4000,"currency":"NGN","status":"success","reference":"{payout}","fee_charged":0}}}}"#
+    );
+    b.deliver(Gateway::Paystack, reversed.as_bytes());
+    let late = b.deliver(Gateway::Paystack, success.as_bytes());
+    assert!(
+        late.postings.is_empty(),
+        "the money went out and came back: {late:?}"
+    );
+    assert_eq!(
+        b.balance(&ledger_core::Account::Receivable { user }, "NGN"),
+        rust_decimal::Decimal::ZERO
+    );
+    assert_eq!(
+        b.balance(
+            &ledger_core::Account::GatewayClearing(Gateway::Paystack),
+            "NGN"
+        ),
+        rust_decimal::Decimal::from_str_exact("100.00").unwrap()
+    );
+}
+
+#[test]
+fn review_a_fincra_cross_currency_payout_books_what_left_in_the_payouts_currency() {
+    let mut b = Books::new();
+    let (user, pay, payout) = (b.id("user"), b.id("deposit"), b.id("payout"));
+    b.completed_deposit(Gateway::Fincra, pay, user, money("300000.00", "NGN"));
+    b.payout(Gateway::Fincra, payout, user, money("211850.00", "NGN"));
+    let body = format!(
+        r#"{{"event":"payout.successful","data":{{"id":14390,"amountCharged":212000,"amountReceived":500,"fee":150,"rate":0.0019,"sourceCurrency":"NGN","destinationCurrency":"GBP","status":"successful","customerReference":"{payout}"}}}}"#
+    );
+    let d = b.deliver(Gateway::Fincra, body.as_bytes());
+    assert_eq!(d.disposition, "applied", "{d:?}");
+    assert_eq!(
+        d.posts(),
+        [
+            ("Assets:Gateway:Fincra:Clearing", "-212000.00"),
+            ("Expenses:GatewayFees", "150.00"),
+            ("Liabilities:PayoutsInTransit:{payout}", "211850.00"),
+        ]
+    );
+}
+
+#[test]
+fn review_suspense_says_when_a_reported_fee_was_not_deducted() {
+    let mut b = Books::new();
+    let body = br#"{"event":"charge.completed","data":{"id":99001,"tx_ref":"not-ours","amount":1000,"currency":"NGN","app_fee":26.875,"status":"successful"}}"#;
+    let d = b.deliver(Gateway::Flutterwave, body);
+    assert_eq!(d.disposition, "suspense", "{d:?}");
+    assert!(d.detail.contains("26.875"), "{}", d.detail);
 }

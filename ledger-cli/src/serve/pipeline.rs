@@ -33,18 +33,16 @@ pub struct Receipt {
     /// What the callback reported (not in the JSON body: CMI's answer depends on it).
     #[serde(skip)]
     pub kind: Option<ledger_gateway::CallbackKind>,
+    /// Whether the ledger accepted the command this delivery (or the earlier one it repeats) ran.
+    #[serde(skip)]
+    pub accepted: bool,
 }
 
 impl Receipt {
     /// Whether money came in and is on the books, now or by an earlier delivery of the same movement (booked
     /// to the payment or held in suspense). A refusal, an anomaly with nothing run, or an ignored event is not.
     pub fn money_in_booked(&self) -> bool {
-        self.kind == Some(ledger_gateway::CallbackKind::DepositSucceeded)
-            && match self.disposition {
-                "applied" | "suspense" | "duplicate" => true,
-                "anomaly" => self.command_id.is_some(),
-                _ => false,
-            }
+        self.kind == Some(ledger_gateway::CallbackKind::DepositSucceeded) && self.accepted
     }
 }
 
@@ -142,6 +140,7 @@ impl Delivery<'_> {
             detail,
             command_id,
             kind: self.callback.kind,
+            accepted: false,
         }
     }
 
@@ -174,6 +173,19 @@ impl Delivery<'_> {
     /// The receipt for an outcome (`replayed`: the outcome recorded by an earlier delivery; `events`: what it
     /// commits: `committed`). An anomaly is read from the committed events, never from the plan's (cached) payment state.
     fn describe(&self, outcome: &CommandOutcome, replayed: bool, committed: &[Event]) -> Receipt {
+        let accepted = matches!(outcome, CommandOutcome::Accepted { .. });
+        Receipt {
+            accepted,
+            ..self.describe_outcome(outcome, replayed, committed)
+        }
+    }
+
+    fn describe_outcome(
+        &self,
+        outcome: &CommandOutcome,
+        replayed: bool,
+        committed: &[Event],
+    ) -> Receipt {
         let plan = self.plan;
         match outcome {
             _ if replayed => self.receipt(
@@ -268,11 +280,15 @@ async fn execute(
         // The same key with another plan: the same movement seen after the payment moved on (its first
         // report's effect stands).
         Err(ExecError::IdempotencyConflict { .. }) => {
-            let receipt = delivery.receipt(
-                "duplicate",
-                "same payment outcome already recorded with other details".to_string(),
-                None,
-            );
+            // The same movement's first report stands (recorded, with its effect).
+            let receipt = Receipt {
+                accepted: true,
+                ..delivery.receipt(
+                    "duplicate",
+                    "same payment outcome already recorded with other details".to_string(),
+                    None,
+                )
+            };
             record_alone(ctx, delivery, &receipt).await?;
             Ok(receipt)
         }
@@ -314,4 +330,36 @@ async fn hold_after_race(
 /// The core's anomaly events (`PaymentEvent::is_anomaly`).
 fn is_anomaly(event: &Event) -> bool {
     matches!(event, Event::Payment(p) if p.is_anomaly())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receipt(disposition: &'static str, accepted: bool) -> Receipt {
+        Receipt {
+            disposition,
+            gateway_event_id: "e".into(),
+            dedupe_key: "k".into(),
+            detail: String::new(),
+            command_id: None,
+            kind: Some(ledger_gateway::CallbackKind::DepositSucceeded),
+            accepted,
+        }
+    }
+
+    #[test]
+    fn cmi_captures_only_money_the_ledger_accepted_also_on_a_redelivery() {
+        // A redelivery of a refused success is a duplicate of a refusal: never captured.
+        assert!(!receipt("duplicate", false).money_in_booked());
+        assert!(receipt("duplicate", true).money_in_booked());
+        assert!(receipt("applied", true).money_in_booked());
+        assert!(!receipt("rejected", false).money_in_booked());
+        assert!(!receipt("anomaly", false).money_in_booked());
+        let failed = Receipt {
+            kind: Some(ledger_gateway::CallbackKind::DepositFailed),
+            ..receipt("applied", true)
+        };
+        assert!(!failed.money_in_booked());
+    }
 }

@@ -222,6 +222,8 @@ pub enum PaymentCommand {
         gateway_fee: Money,
         occurred_at: DateTime<Utc>,
         from_wallet: bool,
+        /// The gateway's id of the refund, kept on it.
+        reference: Option<String>,
     },
     /// The gateway's own id of a payout or card refund (recorded by the payout worker).
     RecordReference {
@@ -310,6 +312,11 @@ pub enum PaymentEvent {
         entry: JournalEntry,
     },
     PayoutReversed {
+        entry: JournalEntry,
+    },
+    /// A payout reversed before its gateway reported it complete: its money (and payout fee) back in the
+    /// wallet; ends the payout as reversed (a success reported afterwards changes nothing).
+    PayoutReturned {
         entry: JournalEntry,
     },
     CardRefundRequested {
@@ -1190,9 +1197,18 @@ impl Payment {
             gateway_fee,
             occurred_at,
             from_wallet,
+            reference,
         } = &cmd.body
         else {
             unreachable!("record_refund is only called for RecordRefund")
+        };
+        let kept = match reference.as_deref().map(str::trim) {
+            Some(r) if !r.is_empty() && r.len() <= GATEWAY_REFERENCE_BYTES_MAX => {
+                Some(PaymentEvent::GatewayReferenceRecorded {
+                    reference: r.to_string(),
+                })
+            }
+            _ => None,
         };
         if s.exists() {
             return Err(Rejection::AlreadyExists {
@@ -1219,14 +1235,15 @@ impl Payment {
                 .debit(Account::Suspense, amount.checked_add(*gateway_fee)?)
                 .credit(clearing, amount.checked_add(*gateway_fee)?)
                 .build(cmd.at, *occurred_at)?;
-            return Ok(vec![PaymentEvent::UnrequestedRefundHeld {
+            let held = PaymentEvent::UnrequestedRefundHeld {
                 refund_id: *refund_id,
                 deposit_id: *deposit_id,
                 user: *user,
                 amount: *amount,
                 gateway: *gateway,
                 entry,
-            }]);
+            };
+            return Ok(std::iter::once(held).chain(kept).collect());
         }
         let transit = Account::RefundsInTransit(*refund_id);
         let requested = EntryBuilder::new(currency)
@@ -1251,7 +1268,10 @@ impl Payment {
                 gateway_fee: *gateway_fee,
                 entry: processed,
             },
-        ])
+        ]
+        .into_iter()
+        .chain(kept)
+        .collect())
     }
 
     /// The payout worker (the system, or an operator) records the gateway's id of a payout or refund it
@@ -1319,11 +1339,11 @@ impl Payment {
             PaymentStatus::Reversed | PaymentStatus::Failed | PaymentStatus::Cancelled => {
                 Ok(vec![])
             }
-            // Returned by the bank before the gateway reported it complete: the payout failed, and its money
-            // (with the payout fee) goes back to the wallet as a failure's would.
+            // Returned before the gateway reported it complete (its notices crossed): the money, with the
+            // payout fee, goes back to the wallet as a failure's would, and the payout ends reversed, so that
+            // the success still on its way changes nothing (it went out and came back: nothing is owed).
             PaymentStatus::Pending | PaymentStatus::Processing => {
-                Ok(vec![PaymentEvent::PayoutFailed {
-                    reason: "returned before completion (transfer reversed)".into(),
+                Ok(vec![PaymentEvent::PayoutReturned {
                     entry: Payment::return_to_wallet(cmd.at, s)?,
                 }])
             }
@@ -1404,7 +1424,8 @@ impl Decider for Payment {
             | E::PayoutFailed { .. }
             | E::CardRefundFailed { .. }
             | E::PayoutCancelled { .. }
-            | E::PayoutReversed { .. } => evolve_transfer(&mut s, event),
+            | E::PayoutReversed { .. }
+            | E::PayoutReturned { .. } => evolve_transfer(&mut s, event),
             E::ChargebackOpened { .. } | E::ChargebackWon { .. } | E::ChargebackLost { .. } => {
                 evolve_chargeback(&mut s, event)
             }
@@ -1570,7 +1591,7 @@ fn evolve_transfer(s: &mut PaymentState, event: &PaymentEvent) {
         }
         E::PayoutFailed { .. } | E::CardRefundFailed { .. } => s.status = PaymentStatus::Failed,
         E::PayoutCancelled { .. } => s.status = PaymentStatus::Cancelled,
-        E::PayoutReversed { .. } => s.status = PaymentStatus::Reversed,
+        E::PayoutReversed { .. } | E::PayoutReturned { .. } => s.status = PaymentStatus::Reversed,
         _ => {}
     }
 }

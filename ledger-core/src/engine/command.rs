@@ -207,6 +207,9 @@ pub enum Command {
         amount: Money,
         gateway_fee: Option<Money>,
         occurred_at: Option<DateTime<Utc>>,
+        /// The gateway's id of the refund (kept on it, so that its later notices find it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gateway_reference: Option<String>,
     },
     /// The payout worker records the gateway's own id of a payout or card refund it sent (Paystack's refund
     /// id), so that the gateway's notice finds it by that id.

@@ -85,6 +85,7 @@ macro_rules! entry_of {
                 | P::PayoutFailed { entry, .. }
                 | P::PayoutCancelled { entry }
                 | P::PayoutReversed { entry }
+                | P::PayoutReturned { entry }
                 | P::CardRefundRequested { entry, .. }
                 | P::CardRefundProcessed { entry, .. }
                 | P::CardRefundFailed { entry, .. }

@@ -103,11 +103,13 @@ pub(super) fn route_transfer(
             amount,
             gateway_fee,
             occurred_at,
+            gateway_reference,
         } => {
             let reported = Reported {
                 amount: *amount,
                 gateway_fee: *gateway_fee,
                 occurred_at: occurred_at.unwrap_or(env.at),
+                reference: gateway_reference.clone(),
             };
             return record_gateway_refund(env, view, *refund_id, *deposit_id, reported);
         }
@@ -205,10 +207,13 @@ struct Reported {
     amount: Money,
     gateway_fee: Option<Money>,
     occurred_at: chrono::DateTime<chrono::Utc>,
+    reference: Option<String>,
 }
 
 /// A refund the deposit's gateway made unasked: reserved on the deposit like any card refund of it, then
-/// recorded from the payer's wallet when it still holds the money, else held in suspense (an anomaly).
+/// recorded from the payer's wallet when it still holds the money; else (the wallet does not hold it, or the
+/// deposit cannot take it: not completed, more than it may still give back, too many refunds) the money that
+/// left is held in suspense, an anomaly, never refused (it left the clearing account all the same).
 fn record_gateway_refund(
     env: &CommandEnvelope,
     view: &dyn StateView,
@@ -237,11 +242,10 @@ fn record_gateway_refund(
             currency,
         },
     )?;
-    let reserve = PaymentCommand::ReserveRefund {
-        refund_id,
-        amount: reported.amount,
-        gateway,
-    };
+    let takes = deposit.status == crate::aggregates::payment::PaymentStatus::Completed
+        && reported.amount.currency() == currency
+        && reported.amount.minor() <= deposit.refundable_minor()
+        && deposit.refunds.len() < crate::aggregates::payment::REFUNDS_PER_DEPOSIT_MAX;
     let record = PaymentCommand::RecordRefund {
         refund_id,
         deposit_id,
@@ -250,9 +254,18 @@ fn record_gateway_refund(
         gateway,
         gateway_fee: reported.gateway_fee.unwrap_or(Money::zero(currency)),
         occurred_at: reported.occurred_at,
-        from_wallet: wallet.available_minor >= reported.amount.minor(),
+        from_wallet: takes && wallet.available_minor >= reported.amount.minor(),
+        reference: reported.reference,
     };
-    let mut changes = payment_cmd(env, view, deposit_id, reserve)?;
+    let mut changes = Vec::new();
+    if takes {
+        let reserve = PaymentCommand::ReserveRefund {
+            refund_id,
+            amount: reported.amount,
+            gateway,
+        };
+        changes.extend(payment_cmd(env, view, deposit_id, reserve)?);
+    }
     changes.extend(payment_cmd(env, view, refund_id, record)?);
     Ok(changes)
 }
