@@ -7,6 +7,7 @@ mod apply;
 mod bench;
 mod db;
 mod demo;
+mod events;
 mod exit;
 mod export;
 mod ingest;
@@ -115,6 +116,9 @@ pub enum Command {
     /// Payouts and card refunds the ledger decided, for workers to execute (lease-based claims).
     #[command(subcommand)]
     Outbox(outbox::OutboxCommand),
+    /// Events out: relay the log to NATS JetStream and signed webhooks; endpoints, deliveries, redelivery.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
     /// Unmatched incoming money held in Liabilities:Suspense: list, assign to a wallet, return.
     #[command(subcommand)]
     Suspense(suspense::SuspenseCommand),
@@ -190,6 +194,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Bench(cmd) => bench::run(&cli.global, cmd).await,
         Command::Serve(args) => serve::run(&cli.global, args).await,
         Command::Outbox(cmd) => outbox::run(&cli.global, cmd).await,
+        Command::Events(cmd) => events::run(&cli.global, cmd).await,
         Command::Suspense(cmd) => suspense::run(&cli.global, cmd).await,
         Command::Anomalies { json, limit } => suspense::anomalies(&cli.global, json, limit).await,
         Command::Ingest(args) => ingest::run(&cli.global, args).await,

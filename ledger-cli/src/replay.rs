@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
-use ledger_core::{Account, Balances, Currency, Event, StreamId};
+use ledger_core::{Balances, Event, StreamId};
 use ledger_store::{EventStore, PgEventStore, balances};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -160,26 +160,7 @@ pub async fn scan(
     Ok(())
 }
 
-pub fn balances_from_json(value: &serde_json::Value) -> Result<Balances, String> {
-    let mut b = Balances::default();
-    for row in value.as_array().ok_or("not an array")? {
-        let cell = |i: usize| {
-            row.get(i)
-                .and_then(|v| v.as_str())
-                .ok_or_else(|| format!("bad row {row}"))
-        };
-        let account = Account::from_str(cell(0)?).map_err(|e| e.to_string())?;
-        let currency = Currency::from_code(cell(1)?).map_err(|e| e.to_string())?;
-        let debits: i128 = cell(2)?
-            .parse()
-            .map_err(|_| format!("bad debits in {row}"))?;
-        let credits: i128 = cell(3)?
-            .parse()
-            .map_err(|_| format!("bad credits in {row}"))?;
-        b.add_raw(account, currency, debits, credits);
-    }
-    Ok(b)
-}
+pub use ledger_store::balances::balances_from_json;
 
 /// The trial balance at `position`: from the nearest balance snapshot plus the tail (or a full replay with
 /// an effective-date filter, which snapshots cannot serve). Reports only read snapshots: the ledger takes

@@ -135,3 +135,26 @@ pub async fn load_exact(
     };
     Ok(Some((snapshot, matches)))
 }
+
+/// A snapshot's rows (`[[account, currency, debits, credits], ...]`) as balances.
+pub fn balances_from_json(value: &Value) -> std::result::Result<ledger_core::Balances, String> {
+    use std::str::FromStr;
+    let mut b = ledger_core::Balances::default();
+    for row in value.as_array().ok_or("not an array")? {
+        let cell = |i: usize| {
+            row.get(i)
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| format!("bad row {row}"))
+        };
+        let account = ledger_core::Account::from_str(cell(0)?).map_err(|e| e.to_string())?;
+        let currency = ledger_core::Currency::from_code(cell(1)?).map_err(|e| e.to_string())?;
+        let debits: i128 = cell(2)?
+            .parse()
+            .map_err(|_| format!("bad debits in {row}"))?;
+        let credits: i128 = cell(3)?
+            .parse()
+            .map_err(|_| format!("bad credits in {row}"))?;
+        b.add_raw(account, currency, debits, credits);
+    }
+    Ok(b)
+}

@@ -36,6 +36,7 @@ pub fn router(state: Arc<AppState>, limits: &Limits) -> Router {
         .route("/v1/ledgers/{ledger}/callbacks/{gateway}", post(callback))
         .route("/v1/ledgers/{ledger}/commands", post(command))
         .route("/v1/ledgers/{ledger}/outbox", get(outbox_list))
+        .route("/v1/ledgers/{ledger}/events", get(events_feed))
         .route("/v1/ledgers/{ledger}/outbox/claim", post(outbox_claim))
         .route(
             "/v1/ledgers/{ledger}/outbox/{payment}/gateway-reference",
@@ -429,6 +430,54 @@ async fn command(
             StatusCode::CONFLICT,
             "Idempotency-Key (or command_id) already used for a different request",
         ),
+        Err(e) => unavailable(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedQuery {
+    after: Option<i64>,
+    limit: Option<i64>,
+    wait_ms: Option<u64>,
+}
+
+/// The pull feed: `{"events": [...], "next_after": P}` after a position, long-polling up to `wait_ms` while
+/// there is nothing new. The backend key only (a payout worker's key reads the outbox, not the ledger).
+async fn events_feed(
+    State(state): State<Arc<AppState>>,
+    Path(ledger_name): Path<String>,
+    query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let ctx = match authenticate(&state, &ledger_name, &headers) {
+        Ok((ctx, Scope::Backend)) => ctx,
+        Ok((_, Scope::PayoutWorker)) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "this key reads and claims the outbox only",
+            );
+        }
+        Err(r) => return *r,
+    };
+    let Ok(Query(query)) = query else {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "expected ?after=<position>&limit=<1..1000>&wait_ms=<0..8000>",
+        );
+    };
+    let store = ledger_store::PgEventStore::new(state.pool.clone());
+    let page = ledger_events::feed::page(
+        &state.pool,
+        &store,
+        &ctx.ledger_id,
+        query.after.unwrap_or(0),
+        query.limit.unwrap_or(100),
+        Duration::from_millis(query.wait_ms.unwrap_or(0)),
+    )
+    .await;
+    match page {
+        Ok(page) => axum::Json(page).into_response(),
         Err(e) => unavailable(e),
     }
 }

@@ -45,6 +45,12 @@ pub struct ServeArgs {
     /// Do not fire deadlines here (run `escrow-ledger timers run` elsewhere, or nowhere).
     #[arg(long)]
     pub no_timers: bool,
+    /// Do not relay events here (run `escrow-ledger events run` elsewhere, or nowhere).
+    #[arg(long)]
+    pub no_events: bool,
+    /// NATS server for the relay (JetStream); without it only the webhooks' endpoints get events.
+    #[arg(long, env = "ESCROW_LEDGER_NATS_URL")]
+    pub nats: Option<String>,
 }
 
 pub struct AppState {
@@ -160,6 +166,39 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<ExitCode, CliError>
                 };
                 crate::timers::run_loop(pool, executor, interval, stop, &mut report).await
             });
+        }
+    }
+    // Events out for every served ledger unless `--no-events` (see `events run`); the timers' stop ends it.
+    if !args.no_events {
+        for context in state.ledgers.values() {
+            let sinks = crate::events::sinks(
+                args.nats.as_deref(),
+                ledger_events::nats::STREAM_DEFAULT,
+                None,
+            )
+            .await?;
+            let store = Arc::new(ledger_store::PgEventStore::new(state.pool.clone()));
+            let config = ledger_events::relay::RelayConfig {
+                owner: crate::events::owner(),
+                batch: ledger_events::relay::BATCH_DEFAULT,
+                once: false,
+            };
+            for (name, sink) in sinks {
+                let run = ledger_events::relay::run_sink(
+                    state.pool.clone(),
+                    store.clone(),
+                    context.ledger_id.clone(),
+                    name,
+                    sink,
+                    config.clone(),
+                    stop.clone(),
+                );
+                timers.spawn(async move {
+                    run.await
+                        .map(|_| ())
+                        .map_err(|e| CliError::environment(format!("events relay: {e}")))
+                });
+            }
         }
     }
     let served = serve(listener, state, limits, crate::shutdown::requested()).await;

@@ -1,0 +1,275 @@
+//! The relay: reads one ledger's log in global order behind the sequencer (the store's subscription, the
+//! same never-skip guarantee as the projections) and delivers it to one sink from that sink's durable
+//! cursor. At least once: a batch is delivered, then the cursor advances; a relay killed in between sends
+//! the batch again (JetStream drops repeated message ids; a webhook delivery's id is its primary key). Two
+//! relays for one sink take turns through the cursor's lease.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ledger_core::Balances;
+use ledger_store::{EventStore, PgEventStore, RecordedEvent};
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use crate::model::{PublicEvent, public_event};
+use crate::nats::NatsSink;
+use crate::webhook::{self, RetrySchedule};
+use crate::{Error, cursor, running};
+
+/// Events read and delivered per batch.
+pub const BATCH_DEFAULT: i64 = 1_000;
+/// How long `--once` waits for a lease another relay holds.
+const ONCE_LEASE_WAIT: Duration = Duration::from_secs(2 * cursor::LEASE_SECONDS as u64);
+
+/// Where events go.
+pub enum Sink {
+    Nats(NatsSink),
+    Webhooks {
+        http: reqwest::Client,
+        schedule: RetrySchedule,
+    },
+}
+
+impl Sink {
+    /// The cursor's name (`nats:<stream>`, `webhooks`).
+    pub fn name(&self, nats_stream: &str) -> String {
+        match self {
+            Sink::Nats(_) => format!("nats:{nats_stream}"),
+            Sink::Webhooks { .. } => "webhooks".to_string(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    /// This relay's name in leases (host and process).
+    pub owner: String,
+    pub batch: i64,
+    /// Deliver the backlog, then return.
+    pub once: bool,
+}
+
+/// What one sink's run delivered.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SinkReport {
+    pub sink: String,
+    pub events: u64,
+    pub position: i64,
+    pub webhooks_delivered: u64,
+    pub webhooks_failed: u64,
+    pub webhooks_dead: u64,
+}
+
+/// A sink's relay loop for one ledger (see the module docs). Returns when `stop` turns true, or (`once`)
+/// when the log's head at the start is delivered and, for webhooks, every due delivery was tried once.
+pub async fn run_sink(
+    pool: PgPool,
+    store: Arc<PgEventStore>,
+    ledger: String,
+    sink_name: String,
+    sink: Sink,
+    config: RelayConfig,
+    mut stop: watch::Receiver<bool>,
+) -> Result<SinkReport, Error> {
+    let mut report = SinkReport {
+        sink: sink_name.clone(),
+        ..SinkReport::default()
+    };
+    let started = Instant::now();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let Some(position) = cursor::claim(&pool, &ledger, &sink_name, &config.owner).await? else {
+            // Another relay delivers this sink; wait for its lease to end (or for stop).
+            if config.once && started.elapsed() > ONCE_LEASE_WAIT {
+                return Err(Error::Sink(format!(
+                    "sink {sink_name} of ledger {ledger} is held by another relay"
+                )));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        };
+        report.position = position;
+        let mut balances = running::balances_at(&pool, &store, &ledger, position).await?;
+        let outcome = if config.once {
+            deliver_backlog(
+                &pool,
+                &store,
+                &ledger,
+                &sink_name,
+                &sink,
+                &config,
+                &mut balances,
+                &mut report,
+            )
+            .await
+        } else {
+            deliver_live(
+                &pool,
+                &store,
+                &ledger,
+                &sink_name,
+                &sink,
+                &config,
+                &mut balances,
+                &mut report,
+                &mut stop,
+            )
+            .await
+        };
+        match outcome {
+            Ok(()) => break,
+            Err(Error::LeaseLost) => {
+                tracing::warn!(
+                    ledger,
+                    sink = sink_name,
+                    "lease lost to another relay; waiting to take it again"
+                );
+                continue;
+            }
+            Err(e) if !config.once => {
+                tracing::warn!(ledger, sink = sink_name, error = %e, "delivery failed; retrying from the cursor");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if let Sink::Webhooks { http, schedule } = &sink {
+        // Every due delivery is tried once before `--once` returns (later retries wait for their time).
+        loop {
+            let round = webhook::dispatch(&pool, http, &ledger, schedule).await?;
+            report.webhooks_delivered += round.delivered;
+            report.webhooks_failed += round.failed;
+            report.webhooks_dead += round.dead;
+            if round == webhook::Round::default() || !config.once {
+                break;
+            }
+        }
+    }
+    cursor::release(&pool, &ledger, &sink_name, &config.owner).await?;
+    Ok(report)
+}
+
+/// Maps and delivers one batch, then advances the cursor past it.
+#[allow(clippy::too_many_arguments)]
+async fn deliver(
+    pool: &PgPool,
+    ledger: &str,
+    sink_name: &str,
+    sink: &Sink,
+    config: &RelayConfig,
+    balances: &mut Balances,
+    batch: &[RecordedEvent],
+    report: &mut SinkReport,
+) -> Result<(), Error> {
+    let Some(last) = batch.last().and_then(|e| e.position) else {
+        return Ok(());
+    };
+    let events: Vec<PublicEvent> = batch
+        .iter()
+        .map(|record| public_event(record, balances))
+        .collect::<Result<_, _>>()?;
+    let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+    let held = match sink {
+        Sink::Nats(nats) => {
+            nats.publish(&events).await?;
+            cursor::advance(pool, ledger, sink_name, &config.owner, last, count).await?
+        }
+        Sink::Webhooks { .. } => {
+            let mut tx = pool.begin().await?;
+            webhook::enqueue(&mut tx, ledger, &events).await?;
+            let held =
+                cursor::advance(&mut *tx, ledger, sink_name, &config.owner, last, count).await?;
+            if held {
+                tx.commit().await?;
+            }
+            held
+        }
+    };
+    if !held {
+        return Err(Error::LeaseLost);
+    }
+    report.events += events.len() as u64;
+    report.position = last;
+    Ok(())
+}
+
+/// `--once`: pages through the log from the cursor up to the head as it was at the start.
+#[allow(clippy::too_many_arguments)]
+async fn deliver_backlog(
+    pool: &PgPool,
+    store: &PgEventStore,
+    ledger: &str,
+    sink_name: &str,
+    sink: &Sink,
+    config: &RelayConfig,
+    balances: &mut Balances,
+    report: &mut SinkReport,
+) -> Result<(), Error> {
+    let head = store.head_position(ledger).await?;
+    let mut position = report.position;
+    while position < head {
+        let batch = store
+            .read_log(ledger, position, config.batch.min(head - position))
+            .await?;
+        if batch.is_empty() {
+            break;
+        }
+        deliver(
+            pool, ledger, sink_name, sink, config, balances, &batch, report,
+        )
+        .await?;
+        position = report.position;
+    }
+    Ok(())
+}
+
+/// Live: the store's subscription from the cursor until `stop`; webhooks are dispatched between batches
+/// and every second.
+#[allow(clippy::too_many_arguments)]
+async fn deliver_live(
+    pool: &PgPool,
+    store: &PgEventStore,
+    ledger: &str,
+    sink_name: &str,
+    sink: &Sink,
+    config: &RelayConfig,
+    balances: &mut Balances,
+    report: &mut SinkReport,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let mut subscription = store.subscribe(ledger, report.position).await?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            batch = subscription.next_batch() => {
+                let batch = batch?;
+                let limit = usize::try_from(config.batch).unwrap_or(1_000).max(1);
+                for chunk in batch.chunks(limit) {
+                    deliver(pool, ledger, sink_name, sink, config, balances, chunk, report).await?;
+                }
+            }
+            _ = tick.tick() => {
+                if !cursor::advance(pool, ledger, sink_name, &config.owner, report.position, 0).await? {
+                    return Err(Error::LeaseLost);
+                }
+                if let Sink::Webhooks { http, schedule } = sink {
+                    let round = webhook::dispatch(pool, http, ledger, schedule).await?;
+                    report.webhooks_delivered += round.delivered;
+                    report.webhooks_failed += round.failed;
+                    report.webhooks_dead += round.dead;
+                }
+            }
+            _ = stop.changed() => return Ok(()),
+        }
+    }
+}
