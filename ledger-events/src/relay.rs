@@ -143,17 +143,12 @@ pub async fn run_sink(
             Err(e) => return Err(e),
         }
     }
-    if let Sink::Webhooks { http, schedule } = &sink {
-        // Every due delivery is tried once before `--once` returns (later retries wait for their time).
-        loop {
-            let round = webhook::dispatch(&pool, http, &ledger, schedule).await?;
-            report.webhooks_delivered += round.delivered;
-            report.webhooks_failed += round.failed;
-            report.webhooks_dead += round.dead;
-            if round == webhook::Round::default() || !config.once {
-                break;
-            }
-        }
+    if let (Sink::Webhooks { http, schedule }, true) = (&sink, config.once) {
+        // Every delivery due now is tried once before `--once` returns (a retry waits for its time).
+        let round = webhook::dispatch(&pool, http, &ledger, schedule, chrono::Utc::now()).await?;
+        report.webhooks_delivered += round.delivered;
+        report.webhooks_failed += round.failed;
+        report.webhooks_dead += round.dead;
     }
     cursor::release(&pool, &ledger, &sink_name, &config.owner).await?;
     Ok(report)
@@ -249,6 +244,7 @@ async fn deliver_live(
 ) -> Result<(), Error> {
     let mut subscription = store.subscribe(ledger, report.position).await?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let busy: Arc<std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>> = Arc::default();
     loop {
         tokio::select! {
             batch = subscription.next_batch() => {
@@ -263,10 +259,25 @@ async fn deliver_live(
                     return Err(Error::LeaseLost);
                 }
                 if let Sink::Webhooks { http, schedule } = sink {
-                    let round = webhook::dispatch(pool, http, ledger, schedule).await?;
-                    report.webhooks_delivered += round.delivered;
-                    report.webhooks_failed += round.failed;
-                    report.webhooks_dead += round.dead;
+                    // Each endpoint with deliveries due in its own task, one at a time per endpoint: a slow
+                    // or dead endpoint holds up only itself.
+                    for endpoint in webhook::endpoints_due(pool, ledger, chrono::Utc::now()).await? {
+                        if !busy.lock().expect("busy set").insert(endpoint) {
+                            continue;
+                        }
+                        let (pool, http, ledger, schedule, busy) =
+                            (pool.clone(), http.clone(), ledger.to_string(), schedule.clone(), busy.clone());
+                        tokio::spawn(async move {
+                            let done = webhook::dispatch_endpoint(
+                                &pool, &http, &ledger, endpoint, &schedule, chrono::Utc::now(),
+                            )
+                            .await;
+                            if let Err(e) = done {
+                                tracing::warn!(%endpoint, error = %e, "webhook dispatch failed; retried next tick");
+                            }
+                            busy.lock().expect("busy set").remove(&endpoint);
+                        });
+                    }
                 }
             }
             _ = stop.changed() => return Ok(()),

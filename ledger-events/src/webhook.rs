@@ -24,8 +24,7 @@ use crate::model::PublicEvent;
 const DELIVERY_NAMESPACE: Uuid = Uuid::from_u128(0x7a1e_93c4_2b6d_4f08_9c35_e1d8_04b7_6a92);
 /// One request's deadline.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Deliveries sent per dispatch round, and per endpoint within it.
-pub const ROUND_MAX: i64 = 256;
+/// Deliveries of one endpoint in flight at once.
 pub const PER_ENDPOINT_MAX: i64 = 32;
 /// How long a picked delivery is held before another dispatcher may pick it (longer than a request).
 const PICK_HOLD_SECONDS: f64 = 60.0;
@@ -316,7 +315,7 @@ pub async fn enqueue(
     Ok(done.rows_affected())
 }
 
-/// What one dispatch round did.
+/// What a dispatch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Round {
     pub delivered: u64,
@@ -324,68 +323,132 @@ pub struct Round {
     pub dead: u64,
 }
 
-/// Sends the due deliveries of `ledger` (at most `ROUND_MAX`, `PER_ENDPOINT_MAX` per endpoint),
-/// concurrently, and records each outcome.
+impl Round {
+    fn add(&mut self, other: Round) {
+        self.delivered += other.delivered;
+        self.failed += other.failed;
+        self.dead += other.dead;
+    }
+}
+
+/// Endpoints of `ledger` with deliveries due at `before`.
+pub async fn endpoints_due(
+    pool: &PgPool,
+    ledger: &str,
+    before: DateTime<Utc>,
+) -> Result<Vec<Uuid>, Error> {
+    Ok(sqlx::query_scalar(
+        "select distinct endpoint_id from ledger.webhook_deliveries
+          where ledger_id = $1 and status = 'pending' and next_attempt_at <= $2",
+    )
+    .bind(ledger)
+    .bind(before)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Every endpoint's due deliveries, each endpoint on its own (a slow one holds up only itself); returns
+/// when each has no delivery due at `before` left (so every delivery is tried at most once per call when
+/// `before` is the call's start: a failed one is due again later).
 pub async fn dispatch(
     pool: &PgPool,
     http: &reqwest::Client,
     ledger: &str,
     schedule: &RetrySchedule,
+    before: DateTime<Utc>,
 ) -> Result<Round, Error> {
-    type Due = (Uuid, Uuid, String, i32, String, Vec<String>);
+    let endpoints = endpoints_due(pool, ledger, before).await?;
+    let runs = endpoints
+        .into_iter()
+        .map(|endpoint| dispatch_endpoint(pool, http, ledger, endpoint, schedule, before));
+    let mut total = Round::default();
+    for round in futures::future::try_join_all(runs).await? {
+        total.add(round);
+    }
+    Ok(total)
+}
+
+/// One endpoint's deliveries due at `before`, `PER_ENDPOINT_MAX` at a time in position order, until none.
+pub async fn dispatch_endpoint(
+    pool: &PgPool,
+    http: &reqwest::Client,
+    ledger: &str,
+    endpoint: Uuid,
+    schedule: &RetrySchedule,
+    before: DateTime<Utc>,
+) -> Result<Round, Error> {
+    let mut total = Round::default();
+    for _ in 0..ROUNDS_MAX {
+        let round = dispatch_some(pool, http, ledger, endpoint, schedule, before).await?;
+        if round == Round::default() {
+            break;
+        }
+        total.add(round);
+    }
+    Ok(total)
+}
+
+/// Rounds one call of [`dispatch_endpoint`] makes at most (then the next call goes on).
+const ROUNDS_MAX: usize = 64;
+
+async fn dispatch_some(
+    pool: &PgPool,
+    http: &reqwest::Client,
+    ledger: &str,
+    endpoint: Uuid,
+    schedule: &RetrySchedule,
+    before: DateTime<Utc>,
+) -> Result<Round, Error> {
+    type Due = (Uuid, String, i32, String, Vec<String>);
     // Picked rows are held for a minute so that another dispatcher does not send them too.
     let due: Vec<Due> = sqlx::query_as(
         "with due as (
-             select d.delivery_id from (
-                 select delivery_id, row_number() over (partition by endpoint_id order by position) as n
-                   from ledger.webhook_deliveries
-                  where ledger_id = $1 and status = 'pending' and next_attempt_at <= now()
-             ) d where d.n <= $3 limit $2
+             select delivery_id from ledger.webhook_deliveries
+              where ledger_id = $1 and endpoint_id = $2 and status = 'pending' and next_attempt_at <= $3
+              order by position limit $4
          ), picked as (
              update ledger.webhook_deliveries w
-                set next_attempt_at = now() + make_interval(secs => $4)
+                set next_attempt_at = now() + make_interval(secs => $5)
                from due where w.ledger_id = $1 and w.delivery_id = due.delivery_id and w.status = 'pending'
-             returning w.delivery_id, w.endpoint_id, w.body, w.attempts
+             returning w.delivery_id, w.body, w.attempts
          )
-         select p.delivery_id, p.endpoint_id, p.body, p.attempts, e.url, e.secrets
-           from picked p join ledger.webhook_endpoints e
-             on e.ledger_id = $1 and e.endpoint_id = p.endpoint_id",
+         select p.delivery_id, p.body, p.attempts, e.url, e.secrets
+           from picked p join ledger.webhook_endpoints e on e.ledger_id = $1 and e.endpoint_id = $2",
     )
     .bind(ledger)
-    .bind(ROUND_MAX)
+    .bind(endpoint)
+    .bind(before)
     .bind(PER_ENDPOINT_MAX)
     .bind(PICK_HOLD_SECONDS)
     .fetch_all(pool)
     .await?;
-    let sends = due
-        .into_iter()
-        .map(|(id, _endpoint, body, attempts, url, secrets)| {
-            let http = http.clone();
-            async move {
-                let webhook_id = id.to_string();
-                let timestamp = Utc::now().timestamp();
-                let signature = signature(&secrets, &webhook_id, timestamp, body.as_bytes());
-                let sent = http
-                    .post(&url)
-                    .timeout(REQUEST_TIMEOUT)
-                    .header("content-type", "application/json")
-                    .header("webhook-id", &webhook_id)
-                    .header("webhook-timestamp", timestamp.to_string())
-                    .header("webhook-signature", signature)
-                    .body(body)
-                    .send()
-                    .await;
-                let outcome = match sent {
-                    Ok(r) if r.status().is_success() => Ok(r.status().as_u16()),
-                    Ok(r) => Err((
-                        Some(r.status().as_u16()),
-                        format!("answered {}", r.status()),
-                    )),
-                    Err(e) => Err((None, e.to_string())),
-                };
-                (id, attempts, outcome)
-            }
-        });
+    let sends = due.into_iter().map(|(id, body, attempts, url, secrets)| {
+        let http = http.clone();
+        async move {
+            let webhook_id = id.to_string();
+            let timestamp = Utc::now().timestamp();
+            let signature = signature(&secrets, &webhook_id, timestamp, body.as_bytes());
+            let sent = http
+                .post(&url)
+                .timeout(REQUEST_TIMEOUT)
+                .header("content-type", "application/json")
+                .header("webhook-id", &webhook_id)
+                .header("webhook-timestamp", timestamp.to_string())
+                .header("webhook-signature", signature)
+                .body(body)
+                .send()
+                .await;
+            let outcome = match sent {
+                Ok(r) if r.status().is_success() => Ok(r.status().as_u16()),
+                Ok(r) => Err((
+                    Some(r.status().as_u16()),
+                    format!("answered {}", r.status()),
+                )),
+                Err(e) => Err((None, e.to_string())),
+            };
+            (id, attempts, outcome)
+        }
+    });
     let results = futures::future::join_all(sends).await;
     let mut round = Round::default();
     for (id, attempts, outcome) in results {
