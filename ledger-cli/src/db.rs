@@ -307,5 +307,29 @@ async fn status_lines(global: &Global, lines: &mut Vec<String>) -> Result<(), Cl
         };
         lines.push(format!("ledger {ledger}: {head} events; {waiting}"));
     }
+    // Events out: each sink's position, backlog and lease (none before the first `events run`).
+    let has_sinks: bool =
+        sqlx::query_scalar("select to_regclass('ledger.event_cursors') is not null")
+            .fetch_one(store.pool())
+            .await
+            .context("cannot read the catalog")?;
+    if has_sinks {
+        let sinks = ledger_events::cursor::status(store.pool())
+            .await
+            .context("cannot read the event sinks' cursors")?;
+        for s in sinks {
+            lines.push(format!(
+                "events to {} of ledger {}: position {} of {} (backlog {}), {} delivered, last advanced {}, lease {}",
+                s.sink,
+                s.ledger,
+                s.position,
+                s.head,
+                s.backlog,
+                s.delivered,
+                s.updated_at.to_rfc3339(),
+                s.leased_by.as_deref().unwrap_or("free")
+            ));
+        }
+    }
     Ok(())
 }
