@@ -57,3 +57,20 @@ grant select, insert, update on ledger.event_cursors, ledger.webhook_endpoints, 
     to escrow_writer;
 -- The auditor sees how far each sink is (`db status`), never an endpoint's secrets.
 grant select on ledger.event_cursors to escrow_auditor;
+
+-- Balance monitors: a condition on one account's balance (normal side) in one currency. The relay emits
+-- `monitor.triggered` when it becomes true and `monitor.cleared` when it stops being true, for positions
+-- after `since_position` (the head when the monitor was added: its state there is where edges start).
+create table ledger.event_monitors (
+    ledger_id      text        not null references ledger.ledgers (ledger_id),
+    monitor_id     uuid        not null,
+    name           text        not null check (length(name) between 1 and 200),
+    account        text        not null check (length(account) between 1 and 300),
+    currency       text        not null check (length(currency) = 3),
+    op             text        not null check (op in ('<', '<=', '>', '>=', '=', '!=')),
+    threshold      numeric     not null,
+    since_position bigint      not null check (since_position >= 0),
+    created_at     timestamptz not null default now(),
+    constraint event_monitors_pkey primary key (ledger_id, monitor_id)
+);
+grant select, insert on ledger.event_monitors to escrow_writer;

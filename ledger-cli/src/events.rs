@@ -41,8 +41,28 @@ pub enum EventsCommand {
         #[arg(long, requires = "from")]
         to: Option<i64>,
     },
+    /// Balance monitors: `monitor.triggered` / `monitor.cleared` events when a condition starts or stops
+    /// holding (edge-triggered).
+    #[command(subcommand)]
+    Monitors(MonitorsCommand),
     /// Each sink's cursor, the log's head and the backlog.
     Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MonitorsCommand {
+    /// Adds a monitor, e.g. --when "Assets:Gateway:Paystack:Clearing < 1000.00 NGN" (the balance on the
+    /// account's normal side; operators < <= > >= = !=). Edges start after the log's head now.
+    Add {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        when: String,
+    },
+    List {
         #[arg(long)]
         json: bool,
     },
@@ -192,6 +212,39 @@ pub async fn run(global: &Global, command: EventsCommand) -> Result<ExitCode, Cl
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        EventsCommand::Monitors(MonitorsCommand::Add { name, when }) => {
+            let store = PgEventStore::new(pool.clone());
+            let head = ledger_store::EventStore::head_position(&store, &ledger)
+                .await
+                .context("cannot read the head")?;
+            let id = ledger_events::monitor::add(&pool, &ledger, &name, &when, head)
+                .await
+                .map_err(invalid)?;
+            println!("{id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        EventsCommand::Monitors(MonitorsCommand::List { json }) => {
+            let monitors = ledger_events::monitor::list(&pool, &ledger)
+                .await
+                .context("cannot list monitors")?;
+            for m in &monitors {
+                if json {
+                    println!("{}", serde_json::to_string(m).expect("monitors serialize"));
+                } else {
+                    println!(
+                        "{} {}: {} {} {} {} (since position {})",
+                        m.monitor_id,
+                        m.name,
+                        m.account,
+                        m.op,
+                        m.threshold,
+                        m.currency,
+                        m.since_position
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         EventsCommand::Status { json } => {
             let sinks = ledger_events::cursor::status(&pool)

@@ -621,3 +621,100 @@ async fn the_pull_feed_gives_every_position_once_while_writers_run() {
     let _ = serve.kill();
     let _ = serve.wait();
 }
+
+#[tokio::test]
+async fn a_clearing_crossing_a_threshold_down_up_down_triggers_clears_triggers() {
+    use support::{gateway, line, setup, usd, user};
+    let db = TestDb::new().await;
+    let nats = Nats::start();
+    let payer = uuid::Uuid::new_v4();
+    let deposit = |id: uuid::Uuid, amount: &str| {
+        vec![
+            line(
+                user(payer),
+                json!({"type": "initiate_deposit", "payment_id": id, "amount": usd(amount),
+                       "gateway": "stripe", "fund": null}),
+                None,
+            ),
+            line(
+                gateway("stripe"),
+                json!({"type": "confirm_deposit", "payment_id": id, "amount": usd(amount),
+                       "gateway_fee": null, "occurred_at": null}),
+                None,
+            ),
+        ]
+    };
+    let payout = |id: uuid::Uuid, amount: &str| {
+        vec![
+            line(
+                user(payer),
+                json!({"type": "request_payout", "payout_id": id, "amount": usd(amount), "fee": usd("0.00"),
+                       "gateway": "stripe"}),
+                None,
+            ),
+            line(
+                gateway("stripe"),
+                json!({"type": "confirm_transfer", "payment_id": id, "gateway_fee": null, "occurred_at": null}),
+                None,
+            ),
+        ]
+    };
+    setup(&db, "default", &deposit(uuid::Uuid::new_v4(), "200.00"));
+    ok(cli(
+        &db,
+        "default",
+        &[
+            "events",
+            "monitors",
+            "add",
+            "--name",
+            "clearing low",
+            "--when",
+            "Assets:Gateway:Stripe:Clearing < 100.00 USD",
+        ],
+    ));
+    setup(&db, "default", &payout(uuid::Uuid::new_v4(), "150.00")); // 50: becomes true
+    setup(&db, "default", &deposit(uuid::Uuid::new_v4(), "100.00")); // 150: stops
+    setup(&db, "default", &payout(uuid::Uuid::new_v4(), "100.00")); // 50: again
+    // A posting that keeps it true (still below) changes nothing.
+    setup(&db, "default", &deposit(uuid::Uuid::new_v4(), "10.00")); // 60
+    ok(cli(
+        &db,
+        "default",
+        &["events", "run", "--nats", &nats.url(), "--once"],
+    ));
+    let kinds: Vec<String> = messages(&nats.url())
+        .await
+        .into_iter()
+        .filter(|(_, m)| m["type"].as_str().unwrap().starts_with("monitor."))
+        .map(|(_, m)| {
+            format!(
+                "{} {}",
+                m["type"].as_str().unwrap(),
+                m["data"]["balance"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "monitor.triggered 50.00",
+            "monitor.cleared 150.00",
+            "monitor.triggered 50.00"
+        ]
+    );
+    // Resent from the start by another sink run, the same edges carry the same ids (dedupe holds).
+    ok(cli(
+        &db,
+        "default",
+        &["events", "run", "--nats", &nats.url(), "--once"],
+    ));
+    assert_eq!(
+        messages(&nats.url())
+            .await
+            .iter()
+            .filter(|(_, m)| m["type"].as_str().unwrap().starts_with("monitor."))
+            .count(),
+        3
+    );
+}

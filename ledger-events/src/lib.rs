@@ -12,6 +12,7 @@
 pub mod cursor;
 pub mod feed;
 pub mod model;
+pub mod monitor;
 pub mod nats;
 pub mod relay;
 pub mod running;

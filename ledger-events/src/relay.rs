@@ -15,7 +15,13 @@ use tokio::sync::watch;
 use crate::model::{PublicEvent, public_event};
 use crate::nats::NatsSink;
 use crate::webhook::{self, RetrySchedule};
-use crate::{Error, cursor, running};
+use crate::{Error, cursor, monitor, running};
+
+/// What a relay keeps as it goes: the balances at its position and its monitors' states there.
+pub struct State {
+    pub balances: Balances,
+    pub watch: monitor::Watch,
+}
 
 /// Events read and delivered per batch.
 pub const BATCH_DEFAULT: i64 = 1_000;
@@ -95,7 +101,10 @@ pub async fn run_sink(
             continue;
         };
         report.position = position;
-        let mut balances = running::balances_at(&pool, &store, &ledger, position).await?;
+        let balances = running::balances_at(&pool, &store, &ledger, position).await?;
+        let mut watch = monitor::Watch::default();
+        watch.refresh(monitor::list(&pool, &ledger).await?, &balances);
+        let mut state = State { balances, watch };
         let outcome = if config.once {
             deliver_backlog(
                 &pool,
@@ -104,7 +113,7 @@ pub async fn run_sink(
                 &sink_name,
                 &sink,
                 &config,
-                &mut balances,
+                &mut state,
                 &mut report,
             )
             .await
@@ -116,7 +125,7 @@ pub async fn run_sink(
                 &sink_name,
                 &sink,
                 &config,
-                &mut balances,
+                &mut state,
                 &mut report,
                 &mut stop,
             )
@@ -162,17 +171,25 @@ async fn deliver(
     sink_name: &str,
     sink: &Sink,
     config: &RelayConfig,
-    balances: &mut Balances,
+    state: &mut State,
     batch: &[RecordedEvent],
     report: &mut SinkReport,
 ) -> Result<(), Error> {
     let Some(last) = batch.last().and_then(|e| e.position) else {
         return Ok(());
     };
-    let events: Vec<PublicEvent> = batch
-        .iter()
-        .map(|record| public_event(record, balances))
-        .collect::<Result<_, _>>()?;
+    // Monitors added meanwhile join with the state at this batch's start.
+    state
+        .watch
+        .refresh(monitor::list(pool, ledger).await?, &state.balances);
+    let now = chrono::Utc::now();
+    let mut events: Vec<PublicEvent> = Vec::with_capacity(batch.len());
+    for record in batch {
+        let event = public_event(record, &mut state.balances)?;
+        let edges = state.watch.observe(&event, &state.balances, now);
+        events.push(event);
+        events.extend(edges);
+    }
     let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
     let held = match sink {
         Sink::Nats(nats) => {
@@ -207,7 +224,7 @@ async fn deliver_backlog(
     sink_name: &str,
     sink: &Sink,
     config: &RelayConfig,
-    balances: &mut Balances,
+    state: &mut State,
     report: &mut SinkReport,
 ) -> Result<(), Error> {
     let head = store.head_position(ledger).await?;
@@ -219,10 +236,7 @@ async fn deliver_backlog(
         if batch.is_empty() {
             break;
         }
-        deliver(
-            pool, ledger, sink_name, sink, config, balances, &batch, report,
-        )
-        .await?;
+        deliver(pool, ledger, sink_name, sink, config, state, &batch, report).await?;
         position = report.position;
     }
     Ok(())
@@ -238,7 +252,7 @@ async fn deliver_live(
     sink_name: &str,
     sink: &Sink,
     config: &RelayConfig,
-    balances: &mut Balances,
+    state: &mut State,
     report: &mut SinkReport,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), Error> {
@@ -251,7 +265,7 @@ async fn deliver_live(
                 let batch = batch?;
                 let limit = usize::try_from(config.batch).unwrap_or(1_000).max(1);
                 for chunk in batch.chunks(limit) {
-                    deliver(pool, ledger, sink_name, sink, config, balances, chunk, report).await?;
+                    deliver(pool, ledger, sink_name, sink, config, state, chunk, report).await?;
                 }
             }
             _ = tick.tick() => {
