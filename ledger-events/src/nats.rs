@@ -24,6 +24,8 @@ pub struct StreamLimits {
     pub max_bytes: i64,
     /// Window in which a repeated `Nats-Msg-Id` is dropped.
     pub duplicate_window: Duration,
+    /// First subject token (`escrow`): the stream takes `<prefix>.>`.
+    pub subject_prefix: String,
 }
 
 impl Default for StreamLimits {
@@ -33,6 +35,7 @@ impl Default for StreamLimits {
             max_age: Duration::ZERO,
             max_bytes: -1,
             duplicate_window: Duration::from_secs(24 * 3600),
+            subject_prefix: SUBJECT_PREFIX.to_string(),
         }
     }
 }
@@ -40,6 +43,7 @@ impl Default for StreamLimits {
 /// A connected JetStream context with its stream ensured.
 pub struct NatsSink {
     js: Context,
+    prefix: String,
 }
 
 /// Publishes in flight before their acknowledgements are awaited.
@@ -56,7 +60,7 @@ impl NatsSink {
         let js = jetstream::new(client);
         js.get_or_create_stream(stream::Config {
             name: limits.name.clone(),
-            subjects: vec![format!("{SUBJECT_PREFIX}.>")],
+            subjects: vec![format!("{}.>", limits.subject_prefix)],
             max_age: limits.max_age,
             max_bytes: limits.max_bytes,
             duplicate_window: limits.duplicate_window,
@@ -65,7 +69,19 @@ impl NatsSink {
         })
         .await
         .map_err(|e| Error::Sink(format!("cannot create or find stream {}: {e}", limits.name)))?;
-        Ok(NatsSink { js })
+        Ok(NatsSink {
+            js,
+            prefix: limits.subject_prefix.clone(),
+        })
+    }
+
+    /// Deletes a stream (the benchmark's own, afterwards).
+    pub async fn delete_stream(&self, name: &str) -> Result<(), Error> {
+        self.js
+            .delete_stream(name)
+            .await
+            .map_err(|e| Error::Sink(format!("cannot delete stream {name}: {e}")))?;
+        Ok(())
     }
 
     /// Publishes `events` in order, pipelined, and waits for every acknowledgement.
@@ -78,7 +94,7 @@ impl NatsSink {
                 headers.insert("Nats-Msg-Id", event.event_id.to_string().as_str());
                 let ack = self
                     .js
-                    .publish_with_headers(subject(event), headers, body.into())
+                    .publish_with_headers(subject(&self.prefix, event), headers, body.into())
                     .await
                     .map_err(|e| Error::Sink(format!("publish of {}: {e}", event.event_id)))?;
                 acks.push((event.event_id, ack));
@@ -92,8 +108,8 @@ impl NatsSink {
     }
 }
 
-/// `escrow.<ledger>.<stream kind>.<event>`; characters a subject token cannot hold become `_`.
-pub fn subject(event: &PublicEvent) -> String {
+/// `<prefix>.<ledger>.<stream kind>.<event>`; characters a subject token cannot hold become `_`.
+pub fn subject(prefix: &str, event: &PublicEvent) -> String {
     let token = |s: &str| -> String {
         s.chars()
             .map(|c| {
@@ -110,7 +126,7 @@ pub fn subject(event: &PublicEvent) -> String {
         .split_once('.')
         .map_or(event.event_type.as_str(), |(_, n)| n);
     format!(
-        "{SUBJECT_PREFIX}.{}.{}.{}",
+        "{prefix}.{}.{}.{}",
         token(&event.ledger),
         token(&event.stream_kind),
         token(name)

@@ -4,6 +4,7 @@
 
 mod append;
 mod callbacks;
+mod events;
 mod rebuild;
 mod replay;
 mod seed;
@@ -27,6 +28,8 @@ pub enum BenchCommand {
     Rebuild(rebuild::RebuildArgs),
     /// Signed callbacks through the real HTTP server from concurrent senders; prints callbacks/s, p50/p99.
     Callbacks(callbacks::CallbacksArgs),
+    /// The events relay to NATS JetStream: events/s over the whole log, then commit-to-publish latency.
+    Events(events::EventsArgs),
 }
 
 pub async fn run(global: &Global, command: BenchCommand) -> Result<ExitCode, CliError> {
@@ -36,6 +39,7 @@ pub async fn run(global: &Global, command: BenchCommand) -> Result<ExitCode, Cli
         BenchCommand::Rebuild(args) => rebuild::run(global, args).await,
         BenchCommand::Replay(args) => replay::run(global, args).await,
         BenchCommand::Callbacks(args) => callbacks::run(global, args).await,
+        BenchCommand::Events(args) => events::run(global, args).await,
     }
 }
 
