@@ -718,3 +718,23 @@ async fn a_clearing_crossing_a_threshold_down_up_down_triggers_clears_triggers()
         3
     );
 }
+
+#[tokio::test]
+async fn a_live_relay_delivers_new_events_without_being_restarted() {
+    let db = TestDb::new().await;
+    let nats = Nats::start();
+    let mut r = relay(&db, &nats.url());
+    ok(cli(&db, "default", &["demo"]));
+    let log = log(&db).await;
+    let mut delivered = Vec::new();
+    for _ in 0..100 {
+        delivered = messages(&nats.url()).await;
+        if delivered.len() >= log.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    r.kill().unwrap();
+    r.wait().unwrap();
+    assert_exactly_the_log(&delivered, &log);
+}

@@ -121,6 +121,8 @@ pub async fn run(global: &Global, args: EventsArgs) -> Result<ExitCode, CliError
                 }
             })
         };
+        // Committed events get their positions from the sequencer, as under `serve`.
+        let sequencer = ledger_store::sequencer::Background::spawn(pool.clone());
         let (stop_tx, stop) = watch::channel(false);
         let live = tokio::spawn(run_sink(
             pool.clone(),
@@ -139,6 +141,37 @@ pub async fn run(global: &Global, args: EventsArgs) -> Result<ExitCode, CliError
             stop,
         ));
         let users: Vec<Uuid> = (0..100).map(|_| Uuid::new_v4()).collect();
+        // The relay first computes the balances at its position (a snapshot and the tail): wait until a
+        // probe event comes through, so that the measure is of delivery, not of that start.
+        let probe = CommandEnvelope {
+            command_id: Uuid::new_v4(),
+            actor: Actor::User(users[0]),
+            at: Utc::now(),
+            command: Command::InitiateDeposit {
+                payment_id: Uuid::new_v4(),
+                amount: Money::from_minor(100, Currency::USD),
+                gateway: Gateway::Stripe,
+                fund: None,
+            },
+        };
+        executor
+            .execute(&probe, None)
+            .await
+            .context("probe command")?;
+        let ready = Instant::now();
+        while samples.lock().expect("samples").is_empty() {
+            if ready.elapsed() > Duration::from_secs(300) {
+                return Err(CliError::environment(
+                    "the live relay delivered nothing within 300 s",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!(
+            "live relay ready after {:.1} s",
+            ready.elapsed().as_secs_f64()
+        );
+        samples.lock().expect("samples").clear();
         let interval = Duration::from_secs_f64(2.0 / args.rate.max(2) as f64);
         let until = Instant::now() + Duration::from_secs(args.load_seconds);
         let mut tick = tokio::time::interval(interval);
@@ -181,7 +214,12 @@ pub async fn run(global: &Global, args: EventsArgs) -> Result<ExitCode, CliError
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
         let _ = stop_tx.send(true);
-        let _ = live.await;
+        sequencer.stop().await;
+        match live.await {
+            Ok(Ok(r)) => eprintln!("live relay: {} events delivered", r.events),
+            Ok(Err(e)) => return Err(CliError::environment(format!("live relay: {e}"))),
+            Err(e) => return Err(CliError::environment(format!("live relay: {e}"))),
+        }
         collector.abort();
         let mut lat = samples.lock().expect("samples").clone();
         lat.sort_by(|a, b| a.total_cmp(b));

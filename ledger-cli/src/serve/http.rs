@@ -153,11 +153,31 @@ async fn track(State(state): State<Arc<AppState>>, mut request: Request, next: N
 struct Correlation(Uuid);
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    let mut text = state.metrics.render();
+    // Events out: each sink's backlog and lag behind the log (none before the first relay ran).
+    if let Ok(sinks) = ledger_events::cursor::status(&state.pool).await
+        && !sinks.is_empty()
+    {
+        text.push_str(
+            "# HELP escrow_events_backlog Events of the log not yet delivered to a sink.\n",
+        );
+        text.push_str("# TYPE escrow_events_backlog gauge\n");
+        for s in &sinks {
+            text.push_str(&format!(
+                "escrow_events_backlog{{ledger={:?},sink={:?}}} {}\n",
+                s.ledger, s.sink, s.backlog
+            ));
+        }
+        text.push_str("# HELP escrow_events_delivered_total Events delivered to a sink.\n");
+        text.push_str("# TYPE escrow_events_delivered_total counter\n");
+        for s in &sinks {
+            text.push_str(&format!(
+                "escrow_events_delivered_total{{ledger={:?},sink={:?}}} {}\n",
+                s.ledger, s.sink, s.delivered
+            ));
+        }
+    }
+    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// The ledger and the scope of the presented key. The key's digest is compared even when the ledger does not
