@@ -76,6 +76,12 @@ pub struct RunArgs {
     /// JetStream stream to publish to (created with subjects `escrow.>` when missing).
     #[arg(long, default_value = ledger_events::nats::STREAM_DEFAULT)]
     pub stream: String,
+    /// When the relay creates the stream: drop messages older than this many seconds (0: keep them).
+    #[arg(long, default_value_t = 0)]
+    pub stream_max_age_seconds: u64,
+    /// When the relay creates the stream: keep at most this many bytes (-1: no limit).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub stream_max_bytes: i64,
     /// Deliver the backlog to every sink, then exit 0.
     #[arg(long)]
     pub once: bool,
@@ -293,9 +299,10 @@ pub fn owner() -> String {
 /// The sinks of `events run` (and of `serve`): NATS when a URL is given, the webhooks always.
 pub async fn sinks(
     nats: Option<&str>,
-    stream: &str,
+    limits: StreamLimits,
     retry_schedule: Option<&str>,
 ) -> Result<Vec<(String, Sink)>, CliError> {
+    let stream = limits.name.clone();
     let schedule = match retry_schedule {
         Some(text) => RetrySchedule::parse(text).map_err(CliError::environment)?,
         None => RetrySchedule::default(),
@@ -306,18 +313,14 @@ pub async fn sinks(
         .context("cannot build the HTTP client")?;
     let mut sinks = Vec::new();
     if let Some(url) = nats {
-        let limits = StreamLimits {
-            name: stream.to_string(),
-            ..StreamLimits::default()
-        };
         let sink = NatsSink::connect(url, &limits).await.map_err(|e| {
             CliError::environment(format!("{e} (is nats-server running with -js?)"))
         })?;
         let s = Sink::Nats(sink);
-        sinks.push((s.name(stream), s));
+        sinks.push((s.name(&stream), s));
     }
     let s = Sink::Webhooks { http, schedule };
-    sinks.push((s.name(stream), s));
+    sinks.push((s.name(&stream), s));
     Ok(sinks)
 }
 
@@ -326,12 +329,13 @@ async fn run_relay(
     ledger: String,
     args: RunArgs,
 ) -> Result<ExitCode, CliError> {
-    let sinks = sinks(
-        args.nats.as_deref(),
-        &args.stream,
-        args.retry_schedule.as_deref(),
-    )
-    .await?;
+    let limits = StreamLimits {
+        name: args.stream.clone(),
+        max_age: std::time::Duration::from_secs(args.stream_max_age_seconds),
+        max_bytes: args.stream_max_bytes,
+        ..StreamLimits::default()
+    };
+    let sinks = sinks(args.nats.as_deref(), limits, args.retry_schedule.as_deref()).await?;
     let store = Arc::new(PgEventStore::new(pool.clone()));
     let config = RelayConfig {
         owner: owner(),

@@ -173,7 +173,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<ExitCode, CliError>
         for context in state.ledgers.values() {
             let sinks = crate::events::sinks(
                 args.nats.as_deref(),
-                ledger_events::nats::STREAM_DEFAULT,
+                ledger_events::nats::StreamLimits::default(),
                 None,
             )
             .await?;
