@@ -341,6 +341,7 @@ async fn run_relay(
         owner: owner(),
         batch: args.batch.clamp(1, 10_000),
         once: args.once,
+        poll: None,
     };
     // `--once` ends by itself; a signal stops either at the end of the batch in flight.
     let stop: watch::Receiver<bool> = crate::shutdown::watch_requested();

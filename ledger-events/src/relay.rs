@@ -54,6 +54,9 @@ pub struct RelayConfig {
     pub batch: i64,
     /// Deliver the backlog, then return.
     pub once: bool,
+    /// Live: read the log every this often instead of holding a LISTEN connection (for many relays in one
+    /// process, e.g. `serve` with many ledgers: a connection each would exhaust its pool).
+    pub poll: Option<Duration>,
 }
 
 /// What one sink's run delivered.
@@ -256,12 +259,15 @@ async fn deliver_live(
     report: &mut SinkReport,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), Error> {
-    let mut subscription = store.subscribe(ledger, report.position).await?;
+    let mut subscription = match config.poll {
+        Some(_) => None,
+        None => Some(store.subscribe(ledger, report.position).await?),
+    };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let busy: Arc<std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>> = Arc::default();
     loop {
         tokio::select! {
-            batch = subscription.next_batch() => {
+            batch = next_batch(store, ledger, report.position, config, subscription.as_mut()) => {
                 let batch = batch?;
                 let limit = usize::try_from(config.batch).unwrap_or(1_000).max(1);
                 for chunk in batch.chunks(limit) {
@@ -296,5 +302,27 @@ async fn deliver_live(
             }
             _ = stop.changed() => return Ok(()),
         }
+    }
+}
+
+/// The next events after `position`: from the subscription, or (polling) one read after a pause when the
+/// last read found nothing new.
+async fn next_batch(
+    store: &PgEventStore,
+    ledger: &str,
+    position: i64,
+    config: &RelayConfig,
+    subscription: Option<&mut Box<dyn ledger_store::Subscription>>,
+) -> Result<Vec<RecordedEvent>, Error> {
+    if let Some(subscription) = subscription {
+        return Ok(subscription.next_batch().await?);
+    }
+    let pause = config.poll.unwrap_or(Duration::from_millis(250));
+    loop {
+        let batch = store.read_log(ledger, position, config.batch).await?;
+        if !batch.is_empty() {
+            return Ok(batch);
+        }
+        tokio::time::sleep(pause).await;
     }
 }

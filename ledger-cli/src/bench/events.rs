@@ -69,6 +69,7 @@ pub async fn run(global: &Global, args: EventsArgs) -> Result<ExitCode, CliError
         owner: crate::events::owner(),
         batch: args.batch.clamp(1, 10_000),
         once: true,
+        poll: None,
     };
     // (1) Throughput: the whole log from 0.
     let (_stop_tx, stop) = watch::channel(false);

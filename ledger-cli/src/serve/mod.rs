@@ -168,9 +168,18 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<ExitCode, CliError>
             });
         }
     }
-    // Events out for every served ledger unless `--no-events` (see `events run`); the timers' stop ends it.
+    // Events out unless `--no-events`: to NATS when a URL is given, and to the webhooks of a ledger that has
+    // endpoints when serve starts (`events run` serves the others). The relays here poll the log instead of
+    // holding a LISTEN connection each: many ledgers must not exhaust the pool the callbacks need.
     if !args.no_events {
         for context in state.ledgers.values() {
+            let endpoints = ledger_events::webhook::list_endpoints(&state.pool, &context.ledger_id)
+                .await
+                .map(|e| e.len())
+                .unwrap_or(0);
+            if args.nats.is_none() && endpoints == 0 {
+                continue;
+            }
             let sinks = crate::events::sinks(
                 args.nats.as_deref(),
                 ledger_events::nats::StreamLimits::default(),
@@ -182,8 +191,12 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<ExitCode, CliError>
                 owner: crate::events::owner(),
                 batch: ledger_events::relay::BATCH_DEFAULT,
                 once: false,
+                poll: Some(Duration::from_millis(250)),
             };
             for (name, sink) in sinks {
+                if matches!(sink, ledger_events::relay::Sink::Webhooks { .. }) && endpoints == 0 {
+                    continue;
+                }
                 let run = ledger_events::relay::run_sink(
                     state.pool.clone(),
                     store.clone(),
