@@ -62,7 +62,21 @@ async fn migrate_distributes_every_table_by_ledger_only_on_citus() {
     .fetch_all(&db.pool)
     .await
     .unwrap();
-    assert_eq!(tables.len(), 23, "{tables:?}");
+    // 23, and since issue 21 the relay's cursors, webhook endpoints and deliveries, and monitors.
+    assert_eq!(tables.len(), 27, "{tables:?}");
+    for events_out in [
+        "ledger.event_cursors",
+        "ledger.event_monitors",
+        "ledger.webhook_deliveries",
+        "ledger.webhook_endpoints",
+    ] {
+        assert!(
+            tables
+                .iter()
+                .any(|t| t.0 == events_out && t.1 == "distributed" && t.2 == "ledger_id"),
+            "{events_out} is not distributed by ledger_id: {tables:?}"
+        );
+    }
     let reference: Vec<&str> = tables
         .iter()
         .filter(|t| t.1 == "reference")
@@ -70,7 +84,7 @@ async fn migrate_distributes_every_table_by_ledger_only_on_citus() {
         .collect();
     assert_eq!(reference, ["ledger.ledgers"]);
     let distributed: Vec<_> = tables.iter().filter(|t| t.1 == "distributed").collect();
-    assert_eq!(distributed.len(), 22);
+    assert_eq!(distributed.len(), 26);
     assert!(distributed.iter().all(|t| t.2 == "ledger_id"), "{tables:?}");
     assert!(
         distributed.iter().all(|t| t.3 == distributed[0].3),
