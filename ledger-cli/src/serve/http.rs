@@ -439,17 +439,27 @@ async fn command(
         Ok(parsed) => parsed,
         Err(r) => return *r,
     };
-    match ctx.executor.execute(&env, Some(&key)).await {
+    let executed = ctx.executor.execute(&env, Some(&key)).await;
+    executed_answer(
+        executed,
+        "Idempotency-Key (or command_id) already used for a different request",
+    )
+}
+
+/// A keyed command's answer: 200 accepted, 422 refused by the ledger, 409 the key taken by another request
+/// (`conflict` says which), 503 when the ledger could not answer.
+fn executed_answer(
+    executed: Result<CommandOutcome, ExecError>,
+    conflict: &'static str,
+) -> Response {
+    match executed {
         Ok(outcome @ CommandOutcome::Accepted { .. }) => {
             (StatusCode::OK, axum::Json(outcome)).into_response()
         }
         Ok(outcome @ CommandOutcome::Rejected { .. }) => {
             (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(outcome)).into_response()
         }
-        Err(ExecError::IdempotencyConflict { .. }) => error(
-            StatusCode::CONFLICT,
-            "Idempotency-Key (or command_id) already used for a different request",
-        ),
+        Err(ExecError::IdempotencyConflict { .. }) => error(StatusCode::CONFLICT, conflict),
         Err(e) => unavailable(e),
     }
 }
@@ -576,19 +586,11 @@ async fn outbox_gateway_reference(
             gateway_reference: request.gateway_reference,
         },
     };
-    match ctx.executor.execute(&env, Some(&key)).await {
-        Ok(outcome @ CommandOutcome::Accepted { .. }) => {
-            (StatusCode::OK, axum::Json(outcome)).into_response()
-        }
-        Ok(outcome @ CommandOutcome::Rejected { .. }) => {
-            (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(outcome)).into_response()
-        }
-        Err(ExecError::IdempotencyConflict { .. }) => error(
-            StatusCode::CONFLICT,
-            "this gateway reference was recorded for this payment with another request",
-        ),
-        Err(e) => unavailable(e),
-    }
+    let executed = ctx.executor.execute(&env, Some(&key)).await;
+    executed_answer(
+        executed,
+        "this gateway reference was recorded for this payment with another request",
+    )
 }
 
 #[derive(Deserialize)]
