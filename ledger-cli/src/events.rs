@@ -41,8 +41,8 @@ pub enum EventsCommand {
         #[arg(long, requires = "from")]
         to: Option<i64>,
     },
-    /// Balance monitors: `monitor.triggered` / `monitor.cleared` events when a condition starts or stops
-    /// holding (edge-triggered).
+    /// Monitors: `monitor.triggered` / `monitor.cleared` events when a condition on a balance or on the
+    /// escrows' age starts or stops holding (edge-triggered).
     #[command(subcommand)]
     Monitors(MonitorsCommand),
     /// Each sink's cursor, the log's head and the backlog.
@@ -55,7 +55,9 @@ pub enum EventsCommand {
 #[derive(Subcommand, Debug)]
 pub enum MonitorsCommand {
     /// Adds a monitor, e.g. --when "Assets:Gateway:Paystack:Clearing < 1000.00 NGN" (the balance on the
-    /// account's normal side; operators < <= > >= = !=). Edges start after the log's head now.
+    /// account's normal side; operators < <= > >= = !=; edges start after the log's head now) or --when
+    /// "escrow older than 30 days" (each escrow account holding money for that long; days, hours, minutes or
+    /// seconds; cleared when the escrow is emptied).
     Add {
         #[arg(long)]
         name: String,
@@ -239,13 +241,10 @@ pub async fn run(global: &Global, command: EventsCommand) -> Result<ExitCode, Cl
                     println!("{}", serde_json::to_string(m).expect("monitors serialize"));
                 } else {
                     println!(
-                        "{} {}: {} {} {} {} (since position {})",
+                        "{} {}: {} (since position {})",
                         m.monitor_id,
                         m.name,
-                        m.account,
-                        m.op,
-                        m.threshold,
-                        m.currency,
+                        m.condition(),
                         m.since_position
                     );
                 }

@@ -703,6 +703,25 @@ async fn a_clearing_crossing_a_threshold_down_up_down_triggers_clears_triggers()
             "monitor.triggered 50.00"
         ]
     );
+    // The pull feed carries the same edges, with the same ids as the relay's.
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    let store = ledger_store::PgEventStore::new(pool.clone());
+    let page = ledger_events::feed::page(&pool, &store, "default", 0, 1_000, Duration::ZERO)
+        .await
+        .unwrap();
+    let relayed: Vec<String> = messages(&nats.url())
+        .await
+        .into_iter()
+        .filter(|(_, m)| m["type"].as_str().unwrap().starts_with("monitor."))
+        .map(|(id, _)| id)
+        .collect();
+    let fed: Vec<String> = page
+        .events
+        .iter()
+        .filter(|e| e.event_type.starts_with("monitor."))
+        .map(|e| e.event_id.to_string())
+        .collect();
+    assert_eq!(fed, relayed, "the feed's monitor edges are the relay's");
     // Resent from the start by another sink run, the same edges carry the same ids (dedupe holds).
     ok(cli(
         &db,
@@ -737,4 +756,158 @@ async fn a_live_relay_delivers_new_events_without_being_restarted() {
     r.kill().unwrap();
     r.wait().unwrap();
     assert_exactly_the_log(&delivered, &log);
+}
+
+/// Monitor events of stream ESCROW as `type account`.
+async fn monitor_messages(url: &str) -> Vec<String> {
+    messages(url)
+        .await
+        .into_iter()
+        .filter(|(_, m)| m["type"].as_str().unwrap().starts_with("monitor."))
+        .map(|(_, m)| {
+            format!(
+                "{} {}",
+                m["type"].as_str().unwrap(),
+                m["data"]["account"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_escrow_older_than_its_age_triggers_once_and_clears_when_released() {
+    use support::{gateway, line, setup, usd, user};
+    let db = TestDb::new().await;
+    let nats = Nats::start();
+    let (b, s, p) = (
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+    );
+    let now = chrono::Utc::now();
+    let (old, recent) = (
+        now - chrono::Duration::days(40),
+        now - chrono::Duration::days(1),
+    );
+    let d = uuid::Uuid::new_v4();
+    let fund = |m: u32, at| {
+        line(
+            user(b),
+            json!({"type": "fund_milestone", "project_id": p, "milestone": m}),
+            Some(at),
+        )
+    };
+    setup(
+        &db,
+        "default",
+        &[
+            line(
+                user(b),
+                json!({"type": "initiate_deposit", "payment_id": d, "amount": usd("300.00"),
+                       "gateway": "stripe", "fund": null}),
+                Some(old),
+            ),
+            line(
+                gateway("stripe"),
+                json!({"type": "confirm_deposit", "payment_id": d, "amount": usd("300.00"),
+                       "gateway_fee": null, "occurred_at": null}),
+                Some(old),
+            ),
+            line(
+                user(b),
+                json!({"type": "create_project", "project_id": p, "buyer": b, "seller": s,
+                       "currency": "USD", "milestones": [usd("100.00"), usd("100.00")],
+                       "fees": {"commission_rate": "0", "buyer_fee_rate": "0"}}),
+                Some(old),
+            ),
+            line(
+                user(b),
+                json!({"type": "submit_project_for_agreement", "project_id": p}),
+                Some(old),
+            ),
+            line(
+                user(s),
+                json!({"type": "agree_to_project", "project_id": p}),
+                Some(old),
+            ),
+            fund(1, old),
+            fund(2, recent),
+        ],
+    );
+    ok(cli(
+        &db,
+        "default",
+        &[
+            "events",
+            "monitors",
+            "add",
+            "--name",
+            "stale escrow",
+            "--when",
+            "escrow older than 30 days",
+        ],
+    ));
+    let listed = ok(cli(&db, "default", &["events", "monitors", "list"]));
+    assert!(
+        listed.contains("escrow older than 2592000 seconds"),
+        "{listed}"
+    );
+    let run = || {
+        ok(cli(
+            &db,
+            "default",
+            &["events", "run", "--nats", &nats.url(), "--once"],
+        ))
+    };
+    run();
+    let m1 = format!("monitor.triggered Liabilities:Escrow:{p}:1");
+    assert_eq!(
+        monitor_messages(&nats.url()).await,
+        [m1.clone()],
+        "only the escrow funded 40 days ago is older than 30 days"
+    );
+    // Another run (a restarted relay) triggers nothing again: the holds were saved with the cursor.
+    run();
+    assert_eq!(monitor_messages(&nats.url()).await, [m1.clone()]);
+    // Released: milestone 1's escrow is emptied, its monitor clears.
+    setup(
+        &db,
+        "default",
+        &[
+            line(
+                user(s),
+                json!({"type": "submit_milestone", "project_id": p, "milestone": 1}),
+                None,
+            ),
+            line(
+                user(b),
+                json!({"type": "approve_milestone", "project_id": p, "milestone": 1}),
+                None,
+            ),
+        ],
+    );
+    run();
+    run();
+    let cleared = format!("monitor.cleared Liabilities:Escrow:{p}:1");
+    assert_eq!(monitor_messages(&nats.url()).await, [m1, cleared]);
+    // Refused conditions say what is expected.
+    let bad = cli(
+        &db,
+        "default",
+        &[
+            "events",
+            "monitors",
+            "add",
+            "--name",
+            "x",
+            "--when",
+            "escrow older than 3 weeks",
+        ],
+    );
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("days, hours, minutes or seconds"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 }

@@ -10,14 +10,22 @@ use crate::Error;
 /// How long a lease lasts without renewal (each batch renews it).
 pub const LEASE_SECONDS: i64 = 30;
 
-/// Takes (or renews) the lease of `sink` for `owner`; the cursor's position when taken, `None` when another
+/// Where a sink's cursor stands: its position and the escrows' holds saved with it (`None` for a cursor from
+/// before escrow-age monitors, or one that never advanced).
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    pub position: i64,
+    pub escrow_holds: Option<serde_json::Value>,
+}
+
+/// Takes (or renews) the lease of `sink` for `owner`; where the cursor stands when taken, `None` when another
 /// relay holds it.
 pub async fn claim(
     pool: &PgPool,
     ledger: &str,
     sink: &str,
     owner: &str,
-) -> Result<Option<i64>, Error> {
+) -> Result<Option<Claimed>, Error> {
     sqlx::query(
         "insert into ledger.event_cursors (ledger_id, sink) values ($1, $2)
          on conflict (ledger_id, sink) do nothing",
@@ -26,12 +34,12 @@ pub async fn claim(
     .bind(sink)
     .execute(pool)
     .await?;
-    let position: Option<i64> = sqlx::query_scalar(
+    let row: Option<(i64, Option<serde_json::Value>)> = sqlx::query_as(
         "update ledger.event_cursors
             set leased_by = $3, lease_until = now() + make_interval(secs => $4), updated_at = now()
           where ledger_id = $1 and sink = $2
             and (leased_by is null or leased_by = $3 or lease_until < now())
-          returning position",
+          returning position, escrow_holds",
     )
     .bind(ledger)
     .bind(sink)
@@ -39,11 +47,15 @@ pub async fn claim(
     .bind(LEASE_SECONDS as f64)
     .fetch_optional(pool)
     .await?;
-    Ok(position)
+    Ok(row.map(|(position, escrow_holds)| Claimed {
+        position,
+        escrow_holds,
+    }))
 }
 
-/// Advances the cursor to `position` (and renews the lease) if `owner` still holds it; `false` when the lease
-/// was lost (another relay took it: this one must stop delivering).
+/// Advances the cursor to `position` (and renews the lease) if `owner` still holds it, saving the escrows'
+/// holds there when they changed; `false` when the lease was lost (another relay took it: this one must stop
+/// delivering).
 pub async fn advance(
     executor: impl sqlx::PgExecutor<'_>,
     ledger: &str,
@@ -51,10 +63,12 @@ pub async fn advance(
     owner: &str,
     position: i64,
     delivered: i64,
+    escrow_holds: Option<&serde_json::Value>,
 ) -> Result<bool, Error> {
     let done = sqlx::query(
         "update ledger.event_cursors
             set position = greatest(position, $4), delivered = delivered + $5,
+                escrow_holds = coalesce($7, escrow_holds),
                 lease_until = now() + make_interval(secs => $6), updated_at = now()
           where ledger_id = $1 and sink = $2 and leased_by = $3",
     )
@@ -64,6 +78,7 @@ pub async fn advance(
     .bind(position)
     .bind(delivered)
     .bind(LEASE_SECONDS as f64)
+    .bind(escrow_holds)
     .execute(executor)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -1,6 +1,8 @@
 //! The pull feed: the public events after a position, at most `limit`, for a consumer catching up or
 //! rebuilding from any point (`GET /v1/ledgers/{ledger}/events?after=P&limit=N[&wait_ms=W]` on `serve`).
-//! Balances after each entry are computed from the nearest balance snapshot, as the relay does.
+//! Balances after each entry are computed from the nearest balance snapshot, as the relay does. Balance
+//! monitors' edges follow their cause (the same ids as the relay's); escrow-age monitors' edges need the
+//! relay's saved holds and a clock, so they go to NATS and webhooks only.
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +10,7 @@ use ledger_store::{EventStore, PgEventStore};
 use sqlx::PgPool;
 
 use crate::model::{PublicEvent, public_event};
-use crate::{Error, running};
+use crate::{Error, monitor, running};
 
 pub const LIMIT_MAX: i64 = 1_000;
 /// Below `serve`'s default request deadline (10 s), so a long poll ends with an answer, not a 503.
@@ -41,10 +43,16 @@ pub async fn page(
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let mut balances = running::balances_at(pool, store, ledger, after).await?;
-    let events: Vec<PublicEvent> = batch
-        .iter()
-        .map(|record| public_event(record, &mut balances))
-        .collect::<Result<_, _>>()?;
-    let next_after = events.last().map_or(after, |e| e.position);
+    let mut watch = monitor::Watch::default();
+    watch.refresh(monitor::list(pool, ledger).await?, &balances);
+    let mut events: Vec<PublicEvent> = Vec::with_capacity(batch.len());
+    for record in &batch {
+        let event = public_event(record, &mut balances)?;
+        // Stamped with the cause's time, so that reading a page again gives the same events.
+        let edges = watch.observe(&event, &balances, event.recorded_at);
+        events.push(event);
+        events.extend(edges);
+    }
+    let next_after = batch.last().and_then(|e| e.position).unwrap_or(after);
     Ok(Page { events, next_after })
 }

@@ -9,6 +9,7 @@
 //!
 //! Nothing below this crate knows it exists, and delivery never waits for the read tables.
 
+pub mod catalogue;
 pub mod cursor;
 pub mod feed;
 pub mod model;

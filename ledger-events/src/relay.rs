@@ -90,7 +90,7 @@ pub async fn run_sink(
         if *stop.borrow() {
             break;
         }
-        let Some(position) = cursor::claim(&pool, &ledger, &sink_name, &config.owner).await? else {
+        let Some(claimed) = cursor::claim(&pool, &ledger, &sink_name, &config.owner).await? else {
             // Another relay delivers this sink; wait for its lease to end (or for stop).
             if config.once && started.elapsed() > ONCE_LEASE_WAIT {
                 return Err(Error::Sink(format!(
@@ -103,13 +103,21 @@ pub async fn run_sink(
             }
             continue;
         };
+        let position = claimed.position;
         report.position = position;
         let balances = running::balances_at(&pool, &store, &ledger, position).await?;
-        let mut watch = monitor::Watch::default();
+        let holds = match claimed.escrow_holds {
+            Some(saved) => serde_json::from_value(saved)
+                .map_err(|e| Error::Decode(format!("the cursor's escrow holds: {e}")))?,
+            // A cursor from before escrow-age monitors: its holds from the log, once.
+            None if position > 0 => running::holds_at(&store, &ledger, position).await?,
+            None => monitor::Holds::default(),
+        };
+        let mut watch = monitor::Watch::with_holds(holds);
         watch.refresh(monitor::list(&pool, &ledger).await?, &balances);
         let mut state = State { balances, watch };
         let outcome = if config.once {
-            deliver_backlog(
+            match deliver_backlog(
                 &pool,
                 &store,
                 &ledger,
@@ -120,6 +128,21 @@ pub async fn run_sink(
                 &mut report,
             )
             .await
+            {
+                Ok(()) => {
+                    deliver_overdue(
+                        &pool,
+                        &ledger,
+                        &sink_name,
+                        &sink,
+                        &config,
+                        &mut state,
+                        &mut report,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            }
         } else {
             deliver_live(
                 &pool,
@@ -193,17 +216,82 @@ async fn deliver(
         events.push(event);
         events.extend(edges);
     }
+    events.extend(state.watch.overdue(ledger, last, &state.balances, now));
+    send(
+        pool, ledger, sink_name, sink, config, state, &events, last, report,
+    )
+    .await
+}
+
+/// Escrow-age monitors' edges due now (no new event in the log): delivered at the relay's position.
+async fn deliver_overdue(
+    pool: &PgPool,
+    ledger: &str,
+    sink_name: &str,
+    sink: &Sink,
+    config: &RelayConfig,
+    state: &mut State,
+    report: &mut SinkReport,
+) -> Result<(), Error> {
+    let position = report.position;
+    state
+        .watch
+        .refresh(monitor::list(pool, ledger).await?, &state.balances);
+    let edges = state
+        .watch
+        .overdue(ledger, position, &state.balances, chrono::Utc::now());
+    send(
+        pool, ledger, sink_name, sink, config, state, &edges, position, report,
+    )
+    .await
+}
+
+/// Delivers `events` to the sink, then advances the cursor to `last` with the escrows' holds if they changed
+/// (for webhooks: enqueued and advanced in one transaction).
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    pool: &PgPool,
+    ledger: &str,
+    sink_name: &str,
+    sink: &Sink,
+    config: &RelayConfig,
+    state: &mut State,
+    events: &[PublicEvent],
+    last: i64,
+    report: &mut SinkReport,
+) -> Result<(), Error> {
+    let holds = state.watch.take_changed_holds();
+    if events.is_empty() && holds.is_none() && last <= report.position {
+        return Ok(());
+    }
     let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
     let held = match sink {
         Sink::Nats(nats) => {
-            nats.publish(&events).await?;
-            cursor::advance(pool, ledger, sink_name, &config.owner, last, count).await?
+            nats.publish(events).await?;
+            cursor::advance(
+                pool,
+                ledger,
+                sink_name,
+                &config.owner,
+                last,
+                count,
+                holds.as_ref(),
+            )
+            .await?
         }
         Sink::Webhooks { .. } => {
             let mut tx = pool.begin().await?;
-            webhook::enqueue(&mut tx, ledger, &events).await?;
-            let held =
-                cursor::advance(&mut *tx, ledger, sink_name, &config.owner, last, count).await?;
+            webhook::enqueue(&mut tx, ledger, events).await?;
+            let held = cursor::advance(
+                &mut *tx,
+                ledger,
+                sink_name,
+                &config.owner,
+                last,
+                count,
+                holds.as_ref(),
+            )
+            .await?;
             if held {
                 tx.commit().await?;
             }
@@ -275,9 +363,10 @@ async fn deliver_live(
                 }
             }
             _ = tick.tick() => {
-                if !cursor::advance(pool, ledger, sink_name, &config.owner, report.position, 0).await? {
+                if !cursor::advance(pool, ledger, sink_name, &config.owner, report.position, 0, None).await? {
                     return Err(Error::LeaseLost);
                 }
+                deliver_overdue(pool, ledger, sink_name, sink, config, state, report).await?;
                 if let Sink::Webhooks { http, schedule } = sink {
                     // Each endpoint with deliveries due in its own task, one at a time per endpoint: a slow
                     // or dead endpoint holds up only itself.

@@ -56,3 +56,29 @@ pub async fn balances_at(
     }
     Ok(balances)
 }
+
+/// The escrows' holds just after `position`, from the log's start (balance snapshots do not say since when
+/// an escrow holds money): for a cursor saved before escrow-age monitors existed, once.
+pub async fn holds_at(
+    store: &PgEventStore,
+    ledger: &str,
+    position: i64,
+) -> Result<crate::monitor::Holds, Error> {
+    let mut balances = Balances::default();
+    let mut watch = crate::monitor::Watch::default();
+    let mut start = 0;
+    while start < position {
+        let page = store
+            .read_log(ledger, start, PAGE.min(position - start))
+            .await?;
+        let Some(last) = page.last().and_then(|e| e.position) else {
+            break;
+        };
+        for record in &page {
+            let event = crate::model::public_event(record, &mut balances)?;
+            watch.observe(&event, &balances, event.recorded_at);
+        }
+        start = last;
+    }
+    Ok(watch.holds().clone())
+}

@@ -11,23 +11,25 @@ async fn a_second_relay_waits_for_the_lease_and_cannot_advance_a_cursor_it_does_
     assert_eq!(
         cursor::claim(&pool, ledger, "nats:ESCROW", "relay-a")
             .await
-            .unwrap(),
+            .unwrap()
+            .map(|c| c.position),
         Some(0)
     );
     assert_eq!(
         cursor::claim(&pool, ledger, "nats:ESCROW", "relay-b")
             .await
-            .unwrap(),
+            .unwrap()
+            .map(|c| c.position),
         None,
         "held by a"
     );
     assert!(
-        cursor::advance(&pool, ledger, "nats:ESCROW", "relay-a", 10, 10)
+        cursor::advance(&pool, ledger, "nats:ESCROW", "relay-a", 10, 10, None)
             .await
             .unwrap()
     );
     assert!(
-        !cursor::advance(&pool, ledger, "nats:ESCROW", "relay-b", 20, 10)
+        !cursor::advance(&pool, ledger, "nats:ESCROW", "relay-b", 20, 10, None)
             .await
             .unwrap(),
         "b does not hold the lease: its advance changes nothing"
@@ -36,7 +38,8 @@ async fn a_second_relay_waits_for_the_lease_and_cannot_advance_a_cursor_it_does_
     assert_eq!(
         cursor::claim(&pool, ledger, "webhooks", "relay-b")
             .await
-            .unwrap(),
+            .unwrap()
+            .map(|c| c.position),
         Some(0)
     );
     cursor::release(&pool, ledger, "nats:ESCROW", "relay-a")
@@ -45,7 +48,8 @@ async fn a_second_relay_waits_for_the_lease_and_cannot_advance_a_cursor_it_does_
     assert_eq!(
         cursor::claim(&pool, ledger, "nats:ESCROW", "relay-b")
             .await
-            .unwrap(),
+            .unwrap()
+            .map(|c| c.position),
         Some(10),
         "b resumes where a advanced"
     );
@@ -57,11 +61,12 @@ async fn a_second_relay_waits_for_the_lease_and_cannot_advance_a_cursor_it_does_
     assert_eq!(
         cursor::claim(&pool, ledger, "nats:ESCROW", "relay-c")
             .await
-            .unwrap(),
+            .unwrap()
+            .map(|c| c.position),
         Some(10)
     );
     assert!(
-        !cursor::advance(&pool, ledger, "nats:ESCROW", "relay-b", 30, 1)
+        !cursor::advance(&pool, ledger, "nats:ESCROW", "relay-b", 30, 1, None)
             .await
             .unwrap()
     );

@@ -327,7 +327,10 @@ impl Tampering {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        // `ESCROW_TEST_KEEP_DATABASES=1` keeps every test's database (e.g. to collect the public event
+        // catalogue's examples from what the suites wrote: `ledger-events/examples/catalogue.rs`).
+        let keep = std::env::var("ESCROW_TEST_KEEP_DATABASES").is_ok_and(|v| v == "1");
+        if std::thread::panicking() || keep {
             eprintln!(
                 "keeping test database {} for inspection: {}",
                 self.name, self.url
