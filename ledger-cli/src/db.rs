@@ -319,12 +319,13 @@ async fn status_lines(global: &Global, lines: &mut Vec<String>) -> Result<(), Cl
             .context("cannot read the event sinks' cursors")?;
         for s in sinks {
             lines.push(format!(
-                "events to {} of ledger {}: position {} of {} (backlog {}), {} delivered, last advanced {}, lease {}",
+                "events to {} of ledger {}: position {} of {} (backlog {}, lag {:.1}s), {} delivered, last advanced {}, lease {}",
                 s.sink,
                 s.ledger,
                 s.position,
                 s.head,
                 s.backlog,
+                s.lag_seconds,
                 s.delivered,
                 s.updated_at.to_rfc3339(),
                 s.leased_by.as_deref().unwrap_or("free")

@@ -45,7 +45,7 @@ pub enum EventsCommand {
     /// escrows' age starts or stops holding (edge-triggered).
     #[command(subcommand)]
     Monitors(MonitorsCommand),
-    /// Each sink's cursor, the log's head and the backlog.
+    /// Each sink's cursor, the log's head, the backlog and the lag (age of the oldest undelivered event).
     Status {
         #[arg(long)]
         json: bool,
@@ -260,12 +260,13 @@ pub async fn run(global: &Global, command: EventsCommand) -> Result<ExitCode, Cl
                     println!("{}", serde_json::to_string(s).expect("status serializes"));
                 } else {
                     println!(
-                        "{} {} position {} of {} (backlog {}), {} delivered, lease {}",
+                        "{} {} position {} of {} (backlog {}, lag {:.1}s), {} delivered, lease {}",
                         s.ledger,
                         s.sink,
                         s.position,
                         s.head,
                         s.backlog,
+                        s.lag_seconds,
                         s.delivered,
                         s.leased_by.as_deref().unwrap_or("free")
                     );

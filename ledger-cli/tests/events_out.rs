@@ -756,6 +756,71 @@ async fn a_live_relay_delivers_new_events_without_being_restarted() {
     r.kill().unwrap();
     r.wait().unwrap();
     assert_exactly_the_log(&delivered, &log);
+    // Backlog and lag per sink, in `db status` and `/metrics`: none now; after another story the relay has
+    // not delivered, the story's events and the age of its first one.
+    let sink = "ledger=\"default\",sink=\"nats:ESCROW\"";
+    let status = ok(cli(&db, "default", &["db", "status"]));
+    assert!(
+        status.contains("events to nats:ESCROW of ledger default"),
+        "{status}"
+    );
+    assert!(status.contains("(backlog 0, lag 0.0s)"), "{status}");
+    let port = free_port();
+    let mut serve = bin()
+        .arg("--database-url")
+        .arg(db.url())
+        .args(["serve", "--no-timers", "--no-events", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let metrics = || async {
+        for _ in 0..200 {
+            if let Ok(r) = reqwest::get(format!("{base}/metrics")).await {
+                return r.text().await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("serve did not answer");
+    };
+    let text = metrics().await;
+    assert!(
+        text.contains(&format!("escrow_events_backlog{{{sink}}} 0\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("escrow_events_lag_seconds{{{sink}}} 0.000\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "escrow_events_delivered_total{{{sink}}} {}\n",
+            log.len()
+        )),
+        "{text}"
+    );
+    ok(cli(&db, "default", &["demo"]));
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let waiting = self::log(&db).await.len() - log.len();
+    let text = metrics().await;
+    assert!(
+        text.contains(&format!("escrow_events_backlog{{{sink}}} {waiting}\n")),
+        "{text}"
+    );
+    let lag: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("escrow_events_lag_seconds{{{sink}}} ")))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        lag >= 1.0,
+        "the oldest waiting event is over a second old: {lag}"
+    );
+    let _ = serve.kill();
+    let _ = serve.wait();
 }
 
 /// Monitor events of stream ESCROW as `type account`.
@@ -863,12 +928,15 @@ async fn an_escrow_older_than_its_age_triggers_once_and_clears_when_released() {
     let m1 = format!("monitor.triggered Liabilities:Escrow:{p}:1");
     assert_eq!(
         monitor_messages(&nats.url()).await,
-        [m1.clone()],
+        std::slice::from_ref(&m1),
         "only the escrow funded 40 days ago is older than 30 days"
     );
     // Another run (a restarted relay) triggers nothing again: the holds were saved with the cursor.
     run();
-    assert_eq!(monitor_messages(&nats.url()).await, [m1.clone()]);
+    assert_eq!(
+        monitor_messages(&nats.url()).await,
+        std::slice::from_ref(&m1)
+    );
     // Released: milestone 1's escrow is emptied, its monitor clears.
     setup(
         &db,

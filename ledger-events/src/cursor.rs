@@ -106,6 +106,8 @@ pub struct SinkStatus {
     pub position: i64,
     pub head: i64,
     pub backlog: i64,
+    /// Seconds since the oldest event not yet delivered was sequenced (0 when none waits).
+    pub lag_seconds: f64,
     pub delivered: i64,
     pub leased_by: Option<String>,
     pub updated_at: DateTime<Utc>,
@@ -113,10 +115,21 @@ pub struct SinkStatus {
 
 /// Every sink's cursor with the ledger's head and backlog.
 pub async fn status(pool: &PgPool) -> Result<Vec<SinkStatus>, Error> {
-    type Row = (String, String, i64, i64, i64, Option<String>, DateTime<Utc>);
+    type Row = (
+        String,
+        String,
+        i64,
+        i64,
+        f64,
+        i64,
+        Option<String>,
+        DateTime<Utc>,
+    );
     let rows: Vec<Row> = sqlx::query_as(
         "select c.ledger_id, c.sink, c.position,
                 coalesce((select max(s.position) from ledger.sequence s where s.ledger_id = c.ledger_id), 0),
+                coalesce((select extract(epoch from now() - s.sequenced_at)::float8 from ledger.sequence s
+                           where s.ledger_id = c.ledger_id and s.position = c.position + 1), 0),
                 c.delivered, c.leased_by, c.updated_at
            from ledger.event_cursors c order by c.ledger_id, c.sink",
     )
@@ -125,12 +138,13 @@ pub async fn status(pool: &PgPool) -> Result<Vec<SinkStatus>, Error> {
     Ok(rows
         .into_iter()
         .map(
-            |(ledger, sink, position, head, delivered, leased_by, updated_at)| SinkStatus {
+            |(ledger, sink, position, head, lag, delivered, leased_by, updated_at)| SinkStatus {
                 ledger,
                 sink,
                 position,
                 head,
                 backlog: (head - position).max(0),
+                lag_seconds: lag.max(0.0),
                 delivered,
                 leased_by,
                 updated_at,

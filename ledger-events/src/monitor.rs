@@ -353,15 +353,12 @@ impl Watch {
             let key = format!("{} {}", p.account, p.currency);
             let empty = Decimal::from_str_exact(&p.balance_after).is_ok_and(|b| b.is_zero());
             if !empty {
-                if !self.holds.contains_key(&key) {
-                    self.holds.insert(
-                        key,
-                        Hold {
-                            since_position: cause.position,
-                            since: cause.occurred_at,
-                            triggered: Vec::new(),
-                        },
-                    );
+                if let std::collections::btree_map::Entry::Vacant(vacant) = self.holds.entry(key) {
+                    vacant.insert(Hold {
+                        since_position: cause.position,
+                        since: cause.occurred_at,
+                        triggered: Vec::new(),
+                    });
                     self.holds_changed = true;
                 }
                 continue;

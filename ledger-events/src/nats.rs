@@ -84,28 +84,40 @@ impl NatsSink {
         Ok(())
     }
 
-    /// Publishes `events` in order, pipelined, and waits for every acknowledgement.
+    /// Publishes `events` in order, pipelined (at most `IN_FLIGHT_MAX` unacknowledged: a sliding window, so
+    /// the pipe never drains between chunks), and waits for every acknowledgement.
     pub async fn publish(&self, events: &[PublicEvent]) -> Result<(), Error> {
-        for chunk in events.chunks(IN_FLIGHT_MAX) {
-            let mut acks = Vec::with_capacity(chunk.len());
-            for event in chunk {
-                let body = serde_json::to_vec(event).map_err(|e| Error::Invalid(e.to_string()))?;
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert("Nats-Msg-Id", event.event_id.to_string().as_str());
-                let ack = self
-                    .js
-                    .publish_with_headers(subject(&self.prefix, event), headers, body.into())
-                    .await
-                    .map_err(|e| Error::Sink(format!("publish of {}: {e}", event.event_id)))?;
-                acks.push((event.event_id, ack));
+        let mut in_flight =
+            std::collections::VecDeque::with_capacity(IN_FLIGHT_MAX.min(events.len()));
+        for event in events {
+            if in_flight.len() >= IN_FLIGHT_MAX {
+                acknowledged(in_flight.pop_front()).await?;
             }
-            for (event_id, ack) in acks {
-                ack.await
-                    .map_err(|e| Error::Sink(format!("no acknowledgement for {event_id}: {e}")))?;
-            }
+            let body = serde_json::to_vec(event).map_err(|e| Error::Invalid(e.to_string()))?;
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", event.event_id.to_string().as_str());
+            let ack = self
+                .js
+                .publish_with_headers(subject(&self.prefix, event), headers, body.into())
+                .await
+                .map_err(|e| Error::Sink(format!("publish of {}: {e}", event.event_id)))?;
+            in_flight.push_back((event.event_id, ack));
+        }
+        while let Some(next) = in_flight.pop_front() {
+            acknowledged(Some(next)).await?;
         }
         Ok(())
     }
+}
+
+async fn acknowledged(
+    pending: Option<(uuid::Uuid, async_nats::jetstream::context::PublishAckFuture)>,
+) -> Result<(), Error> {
+    if let Some((event_id, ack)) = pending {
+        ack.await
+            .map_err(|e| Error::Sink(format!("no acknowledgement for {event_id}: {e}")))?;
+    }
+    Ok(())
 }
 
 /// `<prefix>.<ledger>.<stream kind>.<event>`; characters a subject token cannot hold become `_`.

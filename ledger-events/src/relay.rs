@@ -319,15 +319,30 @@ async fn deliver_backlog(
     report: &mut SinkReport,
 ) -> Result<(), Error> {
     let head = store.head_position(ledger).await?;
+    let page = |after: i64| config.batch.min(head - after);
     let mut position = report.position;
-    while position < head {
-        let batch = store
-            .read_log(ledger, position, config.batch.min(head - position))
-            .await?;
-        if batch.is_empty() {
-            break;
-        }
-        deliver(pool, ledger, sink_name, sink, config, state, &batch, report).await?;
+    let mut next = if position < head {
+        store.read_log(ledger, position, page(position)).await?
+    } else {
+        Vec::new()
+    };
+    // Each page is read while the one before it is delivered.
+    while position < head && !next.is_empty() {
+        let batch = std::mem::take(&mut next);
+        let last = batch.last().and_then(|e| e.position).unwrap_or(position);
+        let read_ahead = async {
+            if last < head {
+                store.read_log(ledger, last, page(last)).await
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let (delivered, ahead) = tokio::join!(
+            deliver(pool, ledger, sink_name, sink, config, state, &batch, report),
+            read_ahead
+        );
+        delivered?;
+        next = ahead?;
         position = report.position;
     }
     Ok(())

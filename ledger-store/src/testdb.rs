@@ -327,8 +327,7 @@ impl Tampering {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        // `ESCROW_TEST_KEEP_DATABASES=1` keeps every test's database (e.g. to collect the public event
-        // catalogue's examples from what the suites wrote: `ledger-events/examples/catalogue.rs`).
+        // `ESCROW_TEST_KEEP_DATABASES=1` keeps every test's database (to look at what a passing test wrote).
         let keep = std::env::var("ESCROW_TEST_KEEP_DATABASES").is_ok_and(|v| v == "1");
         if std::thread::panicking() || keep {
             eprintln!(

@@ -954,11 +954,17 @@ fn log_file(path: &Path) -> Stdio {
         .unwrap_or_else(|_| Stdio::null())
 }
 
+/// A free port below Linux's ephemeral range (32768-60999): a serve restarted after SIGKILL binds the same
+/// port again, and one from the ephemeral range may meanwhile be the local port of one of the many outgoing
+/// connections (to PostgreSQL, between processes), which made the restart fail with "address in use".
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    for _ in 0..1_000 {
+        let port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000");
 }
 
 impl Fleet {

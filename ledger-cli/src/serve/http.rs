@@ -168,6 +168,16 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
                 s.ledger, s.sink, s.backlog
             ));
         }
+        text.push_str(
+            "# HELP escrow_events_lag_seconds Age of the oldest event not yet delivered to a sink (0: none).\n",
+        );
+        text.push_str("# TYPE escrow_events_lag_seconds gauge\n");
+        for s in &sinks {
+            text.push_str(&format!(
+                "escrow_events_lag_seconds{{ledger={:?},sink={:?}}} {:.3}\n",
+                s.ledger, s.sink, s.lag_seconds
+            ));
+        }
         text.push_str("# HELP escrow_events_delivered_total Events delivered to a sink.\n");
         text.push_str("# TYPE escrow_events_delivered_total counter\n");
         for s in &sinks {
