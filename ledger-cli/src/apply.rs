@@ -34,6 +34,9 @@ use crate::exit::{CliError, Context};
 const LINE_BYTES_MAX: usize = 1 << 20;
 /// Most lines one `--atomic` run may carry (they are appended in one transaction).
 const ATOMIC_LINES_MAX: usize = 10_000;
+/// An import at least this large is followed by `ANALYZE` of the log (a bulk load must not leave the planner
+/// on default statistics until autovacuum comes by).
+const ANALYZE_AFTER_LINES: usize = 10_000;
 /// Namespace of command ids derived from idempotency keys.
 const KEY_NAMESPACE: Uuid = Uuid::from_u128(0x3f1e_07d2_95b4_4c61_a8e3_1d0c_6b2a_9f47);
 
@@ -62,8 +65,20 @@ struct Parsed {
     key: Option<String>,
 }
 
+/// What a line that is not one whole object probably is, and what to do.
+const ONE_OBJECT_PER_LINE: &str = "apply reads JSON Lines: one whole object per line; a pretty-printed \
+     object spans several lines: put each on one line (e.g. `jq -c . commands.json > commands.jsonl`, or \
+     `jq -c '.[]'` for an array)";
+
 fn parse(ledger: &str, number: usize, text: &str) -> Result<Parsed, String> {
-    let line: Line = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let line: Line = serde_json::from_str(text).map_err(|e| {
+        let cut_short = e.is_eof() || text.starts_with('[') || !text.starts_with('{');
+        if cut_short {
+            format!("{e}: {ONE_OBJECT_PER_LINE}")
+        } else {
+            e.to_string()
+        }
+    })?;
     let command_id = line
         .command_id
         .unwrap_or_else(|| match &line.idempotency_key {
@@ -147,6 +162,14 @@ pub async fn run(global: &Global, args: ApplyArgs) -> Result<ExitCode, CliError>
         );
         return Ok(ExitCode::from(crate::exit::EXIT_FINDINGS));
     }
+    if !invalid.is_empty() {
+        eprintln!(
+            "escrow-ledger: {} invalid line(s), reported with their `error`; the first, line {}: {}",
+            invalid.len(),
+            invalid[0].0,
+            invalid[0].1
+        );
+    }
     let (_, executor) = global.executor_as(RunRole::Writer).await?;
     let mut refused = invalid.len();
     for (number, error) in &invalid {
@@ -198,6 +221,22 @@ pub async fn run(global: &Global, args: ApplyArgs) -> Result<ExitCode, CliError>
                 .context(format!("line {}", p.number))?;
             refused += usize::from(!outcome.is_accepted());
             println!("{}", result_line(p.number, &outcome));
+        }
+    }
+    if parsed.len() >= ANALYZE_AFTER_LINES {
+        // As the tables' owner (the writer role may not analyze): best effort, the import is done.
+        match global.pool().await {
+            Ok(owner) => {
+                if let Err(e) = ledger_store::analyze_log(&owner).await {
+                    eprintln!(
+                        "escrow-ledger: the import is complete, but ANALYZE failed ({e}); run `analyze` as the owner"
+                    );
+                }
+            }
+            Err(e) => eprintln!(
+                "escrow-ledger: the import is complete, but ANALYZE could not connect ({})",
+                e.message
+            ),
         }
     }
     Ok(if refused == 0 {

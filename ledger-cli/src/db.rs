@@ -79,6 +79,7 @@ impl Global {
     /// A pool on a migrated database (migrations are idempotent and cheap when current).
     pub async fn pool(&self) -> Result<PgPool, CliError> {
         let url = self.url().await?;
+        probe(&url).await?;
         let pool = ledger_store::connect(&url)
             .await
             .context(format!("cannot connect to {}", redact(&url)))?;
@@ -150,6 +151,56 @@ pub async fn require_ledger(store: &PgEventStore, ledger: &str) -> Result<(), Cl
 }
 
 /// Hides a password in a URL shown to humans.
+/// How long the first connection may take before the command says why it cannot reach the database.
+const CONNECT_PROBE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One connection first, with a short deadline, so that an unreachable or missing database is reported
+/// with its real cause and what to do, not as a pool timeout 30 s later.
+async fn probe(url: &str) -> Result<(), CliError> {
+    use sqlx::{ConnectOptions as _, Connection as _};
+    let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(|e| {
+        CliError::environment(format!("{} is not a PostgreSQL URL: {e}", redact(url)))
+    })?;
+    let (host, port) = (options.get_host().to_string(), options.get_port());
+    let database = options
+        .get_database()
+        .unwrap_or("(the user's name)")
+        .to_string();
+    let user = options.get_username().to_string();
+    let embedded = "or leave --database-url (and DATABASE_URL) out to use the embedded cluster (`escrow-ledger db start`)";
+    match tokio::time::timeout(CONNECT_PROBE, options.connect()).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Err(_) => Err(CliError::environment(format!(
+            "no answer from PostgreSQL at {host}:{port} within {} s: is it running and reachable from here? \
+             ({embedded})",
+            CONNECT_PROBE.as_secs()
+        ))),
+        Ok(Err(e)) => Err(CliError::environment(match &e {
+            sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => format!(
+                "connection refused at {host}:{port}: no PostgreSQL listens there; start it (e.g. \
+                 `pg_ctlcluster <version> main start`) or fix the URL's host and port, {embedded}"
+            ),
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("3D000") => format!(
+                "database {database:?} does not exist at {host}:{port}: create it with \
+                 `createdb -h {host} -p {port} -U {user} {database}` (or `create database \"{database}\"` in psql), \
+                 {embedded}"
+            ),
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("28P01" | "28000")) =>
+            {
+                format!(
+                    "PostgreSQL at {host}:{port} refused user {user:?}: {} (check the URL's user and password)",
+                    db.message()
+                )
+            }
+            other => format!("cannot connect to {}: {other}", redact(url)),
+        })),
+    }
+}
+
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
@@ -244,6 +295,7 @@ async fn status_lines(global: &Global, lines: &mut Vec<String>) -> Result<(), Cl
         }
     }
     let url = global.url().await?;
+    probe(&url).await?;
     let pool = ledger_store::connect(&url)
         .await
         .context(format!("cannot connect to {}", redact(&url)))?;

@@ -35,6 +35,7 @@ pub enum EventsCommand {
     /// Makes a delivery due again now (a dead one included), or every delivery of positions FROM..=TO.
     Redeliver {
         /// A delivery id (the webhook-id header), as `events deliveries` lists it.
+        #[arg(value_parser = crate::exit::uuid_arg)]
         id: Option<Uuid>,
         #[arg(long, requires = "to")]
         from: Option<i64>,
@@ -64,6 +65,7 @@ pub enum MonitorsCommand {
         #[arg(long)]
         when: String,
     },
+    /// Lists the monitors with their conditions and where their edges start.
     List {
         #[arg(long)]
         json: bool,
@@ -115,12 +117,16 @@ pub enum EndpointsCommand {
     },
     /// Rotation: --secret signs alongside the current secret (both signatures are sent) until `retire`.
     Rotate {
+        #[arg(value_parser = crate::exit::uuid_arg)]
         endpoint: Uuid,
         #[arg(long)]
         secret: String,
     },
     /// Ends a rotation: only the newest secret signs.
-    Retire { endpoint: Uuid },
+    Retire {
+        #[arg(value_parser = crate::exit::uuid_arg)]
+        endpoint: Uuid,
+    },
 }
 
 pub async fn run(global: &Global, command: EventsCommand) -> Result<ExitCode, CliError> {

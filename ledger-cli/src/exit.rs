@@ -49,3 +49,45 @@ pub fn report(error: &CliError) -> ExitCode {
     eprintln!("escrow-ledger: {}", one_line(&error.message));
     ExitCode::from(error.code)
 }
+
+/// clap's parser of a UUID argument: the refusal says what is expected (clap adds the flag's name).
+pub fn uuid_arg(text: &str) -> Result<uuid::Uuid, String> {
+    uuid::Uuid::parse_str(text.trim()).map_err(|_| {
+        format!(
+            "expected a UUID such as 3f1e07d2-95b4-4c61-a8e3-1d0c6b2a9f47 (36 characters, hex digits and \
+             dashes), got {text:?}"
+        )
+    })
+}
+
+/// A panic from writing to a closed stdout (`escrow-ledger projections status | head -1`): the reader has
+/// what it wanted, so the process ends quietly, as a Unix filter does, instead of printing a panic. Any other
+/// panic reaches the previous hook.
+pub fn quiet_on_closed_stdout() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        previous(info);
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_bad_uuid_says_what_is_expected() {
+        let e = super::uuid_arg("alice").unwrap_err();
+        assert!(
+            e.contains("expected a UUID") && e.contains("\"alice\""),
+            "{e}"
+        );
+        assert!(super::uuid_arg("3f1e07d2-95b4-4c61-a8e3-1d0c6b2a9f47").is_ok());
+    }
+}

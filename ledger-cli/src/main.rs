@@ -17,6 +17,8 @@ mod ledgers;
 mod month_end;
 mod outbox;
 mod projections;
+#[cfg(test)]
+mod readme_cli_test;
 mod replay;
 mod reports;
 mod scenario;
@@ -150,12 +152,16 @@ pub enum Command {
 }
 
 fn main() -> ExitCode {
+    exit::quiet_on_closed_stdout();
     let cli = Cli::parse();
+    // Colour only for a person at a terminal: logs sent to a file or a collector carry no escape codes.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ESCROW_LEDGER_LOG")
                 .unwrap_or_else(|_| "warn".into()),
         )
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -70,6 +70,7 @@ pub enum PeriodCommand {
         through: Month,
         /// The operator closing them (recorded as given).
         #[arg(long)]
+        #[arg(value_parser = crate::exit::uuid_arg)]
         operator: Uuid,
     },
     /// Re-opens the months from `--from` on (an operator's explicit, logged decision).
@@ -77,6 +78,7 @@ pub enum PeriodCommand {
         #[arg(long)]
         from: Month,
         #[arg(long)]
+        #[arg(value_parser = crate::exit::uuid_arg)]
         operator: Uuid,
         #[arg(long)]
         reason: String,
@@ -227,6 +229,7 @@ pub struct ReconcileArgs {
     pub format: ReconcileFormat,
     /// The operator who ran it (recorded with the run; without it the run is recorded as the system's).
     #[arg(long)]
+    #[arg(value_parser = crate::exit::uuid_arg)]
     pub operator: Option<Uuid>,
     /// The period the statement covers (its own first and last line's times when left out).
     #[arg(long)]
@@ -577,6 +580,7 @@ pub async fn reconcile_run(global: &Global, args: ReconcileArgs) -> Result<ExitC
 pub struct StatementArgs {
     /// The user (their id).
     #[arg(long)]
+    #[arg(value_parser = crate::exit::uuid_arg)]
     pub user: Uuid,
     /// A month (`2026-01`) or a range of months (`2026-01..2026-03`), UTC.
     #[arg(long)]

@@ -27,7 +27,7 @@ pub enum ProjectionsCommand {
     /// Rebuilds projections from zero into shadow tables and swaps them in (every ledger).
     Rebuild {
         /// Projections to rebuild (default: all).
-        #[arg(long = "projection", value_parser = parse_projection)]
+        #[arg(long = "projection", value_parser = projection_parser())]
         projections: Vec<Projection>,
         /// Print one JSON object.
         #[arg(long)]
@@ -37,8 +37,8 @@ pub enum ProjectionsCommand {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Projections to run (default: all): marketplace, escrow, payments, journal, audit.
-    #[arg(long = "projection", value_parser = parse_projection)]
+    /// Projections to run (default: all).
+    #[arg(long = "projection", value_parser = projection_parser())]
     projections: Vec<Projection>,
     /// Run for every ledger of the database, not only `--ledger`.
     #[arg(long)]
@@ -51,11 +51,11 @@ pub struct RunArgs {
     until_caught_up: bool,
 }
 
-pub fn parse_projection(name: &str) -> Result<Projection, String> {
-    Projection::from_name(name).ok_or_else(|| {
-        let known: Vec<&str> = Projection::ALL.iter().map(|p| p.name()).collect();
-        format!("unknown projection {name:?} (known: {})", known.join(", "))
-    })
+/// The projections' names as clap's possible values, from `Projection::ALL` (so `--help` lists every one).
+pub fn projection_parser() -> impl clap::builder::TypedValueParser<Value = Projection> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(Projection::ALL.map(|p| p.name()))
+        .map(|name| Projection::from_name(&name).expect("a name from Projection::ALL"))
 }
 
 fn or_all(projections: Vec<Projection>) -> Vec<Projection> {

@@ -62,10 +62,29 @@ impl AsOf {
                 "position {p} is outside the log (0..={head})"
             ))),
             (Some(p), _) => Ok(p),
-            (None, Some(t)) => store
-                .position_at_or_before(ledger, t)
-                .await
-                .context("cannot resolve --as-of"),
+            (None, Some(t)) => {
+                let position = store
+                    .position_at_or_before(ledger, t)
+                    .await
+                    .context("cannot resolve --as-of")?;
+                if position == 0 && head > 0 {
+                    // Imported history: its business times are before the time the ledger recorded it.
+                    let first = store
+                        .read_log(ledger, 0, 1)
+                        .await
+                        .context("cannot read the log")?
+                        .first()
+                        .and_then(|e| e.sequenced_at);
+                    eprintln!(
+                        "escrow-ledger: nothing was recorded by {} (the ledger's first event was recorded at {}): \
+                         --as-of is the time the ledger recorded events; for the time money moved (an \
+                         imported history's dates) use --effective-as-of or --period",
+                        t.to_rfc3339(),
+                        first.map_or_else(|| "?".to_string(), |f| f.to_rfc3339())
+                    );
+                }
+                Ok(position)
+            }
             (None, None) => Ok(head),
         }
     }

@@ -37,17 +37,22 @@ pub enum SuspenseCommand {
     },
     /// Assigns a held item to a user's wallet (Dr Suspense, Cr the user's available balance).
     Assign {
+        #[arg(value_parser = crate::exit::uuid_arg)]
         suspense_id: Uuid,
         #[arg(long)]
+        #[arg(value_parser = crate::exit::uuid_arg)]
         user: Uuid,
         /// The operator resolving it.
         #[arg(long)]
+        #[arg(value_parser = crate::exit::uuid_arg)]
         operator: Uuid,
     },
     /// Returns a held item to its sender (Dr Suspense, Cr the gateway's clearing account).
     Return {
+        #[arg(value_parser = crate::exit::uuid_arg)]
         suspense_id: Uuid,
         #[arg(long)]
+        #[arg(value_parser = crate::exit::uuid_arg)]
         operator: Uuid,
     },
 }

@@ -208,6 +208,17 @@ async fn rebuild_locked(
     }
     let indexed = started.elapsed();
     swap(pool, projections, &tables, &ledgers, method).await?;
+    // The live tables now hold everything at once: their statistics, before the first reader plans on
+    // defaults (best effort: the rebuild itself is done).
+    for &index in &tables {
+        let analyze = format!("analyze escrow.{}", TABLES[index].name);
+        if let Err(error) = sqlx::raw_sql(sqlx::AssertSqlSafe(analyze))
+            .execute(pool)
+            .await
+        {
+            tracing::warn!(table = TABLES[index].name, %error, "could not analyze a rebuilt table");
+        }
+    }
     let total = started.elapsed();
     Ok(RebuildReport {
         projections: projections.iter().map(|p| p.name().to_string()).collect(),

@@ -33,7 +33,7 @@ pub use postgres::read::{
     ChainEvent, ChainRow, sequencer_lock_key, snapshot_digest_mismatches, stream_snapshots,
     unlogged_outcomes,
 };
-pub use postgres::{PgEventStore, RawEvent, STATEMENT_TIMEOUT, connect};
+pub use postgres::{PgEventStore, RawEvent, STATEMENT_TIMEOUT, analyze_log, connect};
 pub use store::{
     APPEND_EVENTS_MAX, BATCH_REQUESTS_MAX, BatchRequest, EventStore, READ_LIMIT_MAX, Subscription,
     subscription_stream,

@@ -27,6 +27,8 @@ pub enum BenchCommand {
     /// Rebuild throughput of every projection, then live projection lag under an offered command load.
     Rebuild(rebuild::RebuildArgs),
     /// Signed callbacks through the real HTTP server from concurrent senders; prints callbacks/s, p50/p99.
+    /// Writes into a new ledger `bench-callbacks-<time>` (not `--ledger`), which stays: run it on a scratch
+    /// database.
     Callbacks(callbacks::CallbacksArgs),
     /// The events relay to NATS JetStream: events/s over the whole log, then commit-to-publish latency.
     Events(events::EventsArgs),

@@ -100,12 +100,19 @@ pub async fn run(global: &Global, args: SeedArgs) -> Result<ExitCode, CliError> 
         .await
         .context("sequencing failed")?;
     let total = started.elapsed();
+    // Statistics for what was just loaded: without them (a new cluster before autovacuum came by) the
+    // planner works from defaults (see `ledger_store::analyze_log`).
+    ledger_store::analyze_log(store.pool())
+        .await
+        .context("cannot analyze the loaded log")?;
+    let analyzed = started.elapsed() - total;
     let eps = written as f64 / total.as_secs_f64();
     eprintln!(
-        "seeded {written} events ({sequenced} sequenced) in {:.1} s: generate+COPY {:.1} s, sequence+hash {:.1} s; {eps:.0} events/s",
+        "seeded {written} events ({sequenced} sequenced) in {:.1} s: generate+COPY {:.1} s, sequence+hash {:.1} s; {eps:.0} events/s (then ANALYZE {:.1} s)",
         total.as_secs_f64(),
         copied.as_secs_f64(),
-        (total - copied).as_secs_f64()
+        (total - copied).as_secs_f64(),
+        analyzed.as_secs_f64()
     );
     if args.json {
         println!(

@@ -39,6 +39,28 @@ pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 60_000;
 pub const CONNECTIONS_MAX_DEFAULT: usize = 4_096;
 /// Bound on `connections_max` (each connection holds a file descriptor and a task).
 pub const CONNECTIONS_MAX_LIMIT: usize = 65_536;
+/// A value copied from an example rather than a secret: `...` anywhere (no real key or secret holds it),
+/// `<...>`, or a well-known stand-in.
+fn is_placeholder(value: &str) -> bool {
+    let v = value.trim();
+    let lower = v.to_ascii_lowercase();
+    v.contains("...")
+        || v.contains('\u{2026}')
+        || (v.starts_with('<') && v.ends_with('>'))
+        || [
+            "changeme",
+            "change-me",
+            "change_me",
+            "secret",
+            "your-key",
+            "your_key",
+            "todo",
+            "xxx",
+            "key",
+        ]
+        .contains(&lower.as_str())
+}
+
 /// Bound on configured ledgers.
 pub const LEDGERS_MAX: usize = 1024;
 
@@ -112,12 +134,22 @@ impl LedgerSecrets {
         ]
     }
 
-    /// A blank value is refused (naming `ledgers.{ledger}.{setting}`), never taken as "no authentication".
+    /// A blank value is refused (naming `ledgers.{ledger}.{setting}`), never taken as "no authentication";
+    /// so is a placeholder copied from an example (`"..."`, `"<key>"`, `"changeme"`).
     fn check_not_blank(&self, ledger: &str) -> Result<(), CliError> {
         for (name, value) in self.named() {
-            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            let Some(value) = value.as_deref() else {
+                continue;
+            };
+            if value.trim().is_empty() {
                 return Err(CliError::environment(format!(
                     "ledgers.{ledger}.{name} is empty: remove the setting or give it a value"
+                )));
+            }
+            if is_placeholder(value) {
+                return Err(CliError::environment(format!(
+                    "ledgers.{ledger}.{name} is a placeholder ({value:?}), not a secret: set a real one \
+                     (e.g. `openssl rand -hex 32` for a key; a gateway's secret from its dashboard)"
                 )));
             }
         }
@@ -190,6 +222,7 @@ pub fn load(path: Option<&Path>, default_ledger: &str) -> Result<FileConfig, Cli
         .or_default()
         .overlay_env()?;
     for (ledger, secrets) in &config.ledgers {
+        secrets.check_not_blank(ledger)?;
         secrets.check_keys_distinct(ledger)?;
     }
     if config.ledgers.len() > LEDGERS_MAX {
@@ -225,4 +258,42 @@ fn check_limits(config: &FileConfig) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_placeholder_copied_from_an_example_is_refused_with_its_setting_named() {
+        for placeholder in [
+            "...",
+            "whsec_...",
+            "<your key>",
+            "changeme",
+            "sk_test_\u{2026}",
+        ] {
+            assert!(is_placeholder(placeholder), "{placeholder}");
+        }
+        for real in [
+            "docs-check-key-0123456789",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "in-house-storm",
+        ] {
+            assert!(!is_placeholder(real), "{real}");
+        }
+        let dir = std::env::temp_dir().join(format!("escrow-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("workers.toml");
+        std::fs::write(&path, "[ledgers.acme]\napi_key = \"...\"\n").unwrap();
+        let refused = load(Some(&path), "default").unwrap_err();
+        assert!(
+            refused
+                .message
+                .contains("ledgers.acme.api_key is a placeholder"),
+            "{}",
+            refused.message
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -96,7 +96,13 @@ pub async fn build_state(
                 continue; // only environment defaults for a ledger that does not exist: nothing to serve
             }
             return Err(CliError::environment(format!(
-                "configured ledger {ledger_id:?} does not exist"
+                "configured ledger {ledger_id:?} does not exist (known: {}): create it with \
+                 `escrow-ledger ledgers create {ledger_id}`, or fix [ledgers.{ledger_id}] in the configuration",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             )));
         }
         let executor = Arc::new(Executor::new(

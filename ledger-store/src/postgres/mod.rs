@@ -41,6 +41,16 @@ pub async fn connect(url: &str) -> Result<PgPool> {
     Ok(pool)
 }
 
+/// Gathers the planner's statistics of the log (`ANALYZE ledger.events, ledger.sequence, ...`) after a bulk
+/// load (`bench seed`, a large `apply`, a restore): until autovacuum comes by, a freshly loaded table has none
+/// and every plan is made from default selectivities. Needs the tables' owner (the user that migrated).
+pub async fn analyze_log(pool: &PgPool) -> Result<()> {
+    sqlx::raw_sql("analyze ledger.events, ledger.sequence, ledger.idempotency, ledger.inbox")
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// A sequenced event with its payload as JSON text (see `PgEventStore::read_log_raw`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawEvent {
