@@ -167,6 +167,18 @@ fn the_other_paths(db: &TestDb) {
             ),
         ],
     );
+    // A delivered booking nobody accepts (the timers auto-accept it); a quote declined.
+    let (b3, _) = paid_booking(db, c, v);
+    let (_, q4, mut lines) = quoted(c, v, "70.00");
+    lines.extend([
+        l(user(v), json!({"type": "start_booking", "booking_id": b3})),
+        l(
+            user(v),
+            json!({"type": "deliver_booking", "booking_id": b3}),
+        ),
+        l(user(c), json!({"type": "decline_quote", "quote_id": q4})),
+    ]);
+    setup(db, "default", &lines);
     // A quote withdrawn, its request cancelled.
     let (r3, q3, mut lines) = quoted(c, v, "80.00");
     lines.push(l(
@@ -233,6 +245,10 @@ fn the_other_paths(db: &TestDb) {
     let (po1, po2, po3) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     lines.extend([
         payout(c, po1, "10.00"),
+        l(
+            support::system(),
+            json!({"type": "record_gateway_reference", "payment_id": po1, "gateway_reference": "tr_9Qx2"}),
+        ),
         l(
             user(c),
             json!({"type": "cancel_payout", "payment_id": po1}),
@@ -366,6 +382,10 @@ fn more_paths(db: &TestDb) {
         l(
             user(v),
             json!({"type": "contest_dispute", "dispute_id": x1}),
+        ),
+        l(
+            admin(operator),
+            json!({"type": "resolve_dispute", "dispute_id": x1, "release": usd("60.00")}),
         ),
         l(user(v), m(p, 3, "submit_milestone")),
         dispute(x2, 3),
@@ -521,10 +541,43 @@ async fn one_scenario_makes_every_public_event_type() {
         .iter()
         .filter(|t| !examples.contains_key(*t))
         .collect();
+    // One accepted line per command type, from the envelopes the log keeps on each command's first event.
+    let envelopes: Vec<Value> = sqlx::query_scalar(
+        "select metadata -> 'command' -> 'envelope' from ledger.events where metadata ? 'command'
+          order by ledger_id, local_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut commands: BTreeMap<String, Value> = BTreeMap::new();
+    for env in envelopes {
+        let Some(name) = env["command"]["type"].as_str() else {
+            continue;
+        };
+        commands.entry(name.to_string()).or_insert_with(
+            || json!({"actor": env["actor"], "at": env["at"], "command": env["command"]}),
+        );
+    }
+    let who = support::commands_doc::who_may();
+    let unsent: Vec<String> = support::commands_doc::command_types()
+        .into_iter()
+        .filter(|c| !commands.contains_key(c))
+        .filter(|c| {
+            // The engine's own follow-ups (and retired commands) have no line a sender could have sent.
+            !who.get(c)
+                .is_some_and(|(w, _)| w.contains("(process)") || w.contains("retired"))
+        })
+        .collect();
     if std::env::var("UPDATE_EVENT_CATALOGUE").is_ok_and(|v| v == "1") {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/events.md");
         std::fs::write(path, ledger_events::catalogue::render(&types, &examples)).unwrap();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/commands.md");
+        std::fs::write(path, support::commands_doc::render(&commands)).unwrap();
     }
+    assert!(
+        unsent.is_empty(),
+        "the scenario sends no {unsent:?} (commands a party, an operator, a gateway or a timer sends): add it"
+    );
     assert!(
         missing.is_empty(),
         "the scenario makes no {missing:?}: add the path that does"

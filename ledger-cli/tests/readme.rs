@@ -268,3 +268,52 @@ fn the_output_matcher_takes_ellipses() {
     assert!(line_matches("position ... of ...", "position 3 of 9"));
     assert!(!line_matches("position ... of 10", "position 3 of 9"));
 }
+
+/// `docs/commands.md` against the code: every command type has its section, with ARCHITECTURE.md's "who"
+/// (which must name every type), and each example is an `apply` line of that type.
+#[test]
+fn the_commands_reference_covers_every_command_type_with_a_line_apply_reads() {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Line {
+        actor: ledger_core::Actor,
+        command: ledger_core::Command,
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    }
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/commands.md"))
+            .expect("docs/commands.md");
+    let sections = support::commands_doc::sections(&doc);
+    let who = support::commands_doc::who_may();
+    for name in support::commands_doc::command_types() {
+        let row = who.get(&name).unwrap_or_else(|| {
+            panic!("ARCHITECTURE.md's \"Who may send each command\" has no row for {name}")
+        });
+        let (_, said, example) = sections
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .unwrap_or_else(|| panic!("docs/commands.md has no section for {name}: regenerate it"));
+        assert_eq!(
+            said, &row.0,
+            "docs/commands.md's \"who\" of {name} is not ARCHITECTURE.md's"
+        );
+        if let Some(line) = example {
+            let parsed: Line = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("the example of {name} is not an apply line: {e}"));
+            let stored = serde_json::to_value(&parsed.command).unwrap();
+            assert_eq!(
+                stored["type"],
+                name.as_str(),
+                "the example under {name} is another command"
+            );
+        }
+    }
+    let types = support::commands_doc::command_types();
+    for (name, _, _) in &sections {
+        assert!(
+            types.contains(name),
+            "docs/commands.md documents {name}, which is no command"
+        );
+    }
+}

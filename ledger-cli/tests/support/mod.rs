@@ -1,6 +1,8 @@
 //! Helpers shared by the binary-level test files: the binary, `apply` lines, trial balances in cents.
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod commands_doc;
+
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
