@@ -141,16 +141,23 @@ const READ_TABLES: [&str; 12] = [
     "audit_log",
 ];
 
-/// Creates Supabase's API roles when the cluster has none (roles are cluster-wide; parallel tests race).
+/// Supabase's API roles as Supabase makes them, NOLOGIN NOINHERIT (roles are cluster-wide: created when
+/// missing, their attributes set either way; parallel tests race on the creation).
 async fn supabase_roles(pool: &PgPool) {
     for role in ["anon", "authenticated"] {
         let create = format!(
-            "do $$ begin create role {role} nologin; exception when duplicate_object or unique_violation then null; end $$"
+            "do $$ begin create role {role} nologin noinherit; exception when duplicate_object or unique_violation then null; end $$"
         );
         sqlx::raw_sql(sqlx::AssertSqlSafe(create))
             .execute(pool)
             .await
             .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "alter role {role} nologin noinherit"
+        )))
+        .execute(pool)
+        .await
+        .unwrap();
     }
 }
 

@@ -48,5 +48,11 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// the schema by ledger ([`citus::distribute`]; nothing changes on one server).
 pub async fn migrate(pool: &sqlx::PgPool) -> Result<()> {
     MIGRATOR.run(pool).await?;
-    citus::distribute(pool).await
+    citus::distribute(pool).await?;
+    // Supabase's roles may be made after the migrations ran: every migrate gives them their rights again
+    // (migration 20261207000201; a no-op without them).
+    sqlx::query("select escrow.adopt_supabase_roles()")
+        .execute(pool)
+        .await?;
+    Ok(())
 }

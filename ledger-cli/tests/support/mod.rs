@@ -155,3 +155,40 @@ pub fn held(b: &BTreeMap<(String, String), i128>, u: Uuid) -> i128 {
 pub fn escrow(b: &BTreeMap<(String, String), i128>, p: Uuid, m: u32) -> i128 {
     bal(b, &format!("Liabilities:Escrow:{p}:{m}"))
 }
+
+/// Supabase's roles, as its init scripts make them (`authenticator`'s password is irrelevant here: the test
+/// server trusts local connections).
+pub async fn supabase_roles(pool: &sqlx::PgPool) {
+    for (role, attributes) in [
+        ("anon", "nologin noinherit nobypassrls"),
+        ("authenticated", "nologin noinherit nobypassrls"),
+        ("service_role", "nologin noinherit bypassrls"),
+        ("authenticator", "login noinherit nobypassrls"),
+    ] {
+        let create = format!(
+            "do $$ begin create role {role}; exception when duplicate_object or unique_violation then null; end $$"
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+            .execute(pool)
+            .await
+            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "alter role {role} {attributes}"
+        )))
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    sqlx::raw_sql("grant anon, authenticated, service_role to authenticator")
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+/// The URL of `db` logged in as `authenticator`.
+pub fn as_authenticator(db: &TestDb) -> String {
+    let url = db.url();
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let host = rest.split_once('@').map_or(rest, |(_, h)| h);
+    format!("{scheme}://authenticator@{host}")
+}
