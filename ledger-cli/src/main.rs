@@ -113,6 +113,8 @@ pub enum Command {
     /// Benchmarks that print figures (see README: Benchmarks).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Prints `serve`'s OpenAPI 3.1 document (the same as its `GET /openapi.json`).
+    Openapi,
     /// The payment workers' HTTP API: gateway callbacks, commands, the outbox (see README).
     Serve(serve::ServeArgs),
     /// Payouts and card refunds the ledger decided, for workers to execute (lease-based claims).
@@ -199,6 +201,14 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Projections(cmd) => projections::run(&cli.global, cmd).await,
         Command::Bench(cmd) => bench::run(&cli.global, cmd).await,
         Command::Serve(args) => serve::run(&cli.global, args).await,
+        Command::Openapi => {
+            let doc = serve::openapi::document();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&doc).expect("the document serializes")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Outbox(cmd) => outbox::run(&cli.global, cmd).await,
         Command::Events(cmd) => events::run(&cli.global, cmd).await,
         Command::Suspense(cmd) => suspense::run(&cli.global, cmd).await,

@@ -30,6 +30,7 @@ pub fn derived_id(cause: Uuid, purpose: &str) -> Uuid {
 }
 
 /// Payment gateways whose clearing accounts the ledger keeps.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Gateway {
@@ -80,6 +81,7 @@ impl fmt::Display for Gateway {
 }
 
 /// Who issues a command. Authorization is a domain rule: each decider checks the actor.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "id", rename_all = "snake_case")]
 pub enum Actor {

@@ -30,18 +30,24 @@ const RETRY_AFTER_SECONDS: &str = "1";
 /// Namespace of command ids derived from API idempotency keys (a retry keeps its command id).
 const API_COMMAND_NAMESPACE: Uuid = Uuid::from_u128(0x2c4b_81e0_5d3f_4a96_b7c1_90e2_6f8a_d435);
 
+/// The routes, named once for the router and the OpenAPI document (`serve::openapi`).
+pub const CALLBACKS: &str = "/v1/ledgers/{ledger}/callbacks/{gateway}";
+pub const COMMANDS: &str = "/v1/ledgers/{ledger}/commands";
+pub const OUTBOX: &str = "/v1/ledgers/{ledger}/outbox";
+pub const EVENTS: &str = "/v1/ledgers/{ledger}/events";
+pub const OUTBOX_CLAIM: &str = "/v1/ledgers/{ledger}/outbox/claim";
+pub const GATEWAY_REFERENCE: &str = "/v1/ledgers/{ledger}/outbox/{payment}/gateway-reference";
+pub const OPENAPI: &str = "/openapi.json";
+
 pub fn router(state: Arc<AppState>, limits: &Limits) -> Router {
     // Innermost first: the body is read, then a slot taken, all inside the deadline; probes skip both.
     let api = Router::new()
-        .route("/v1/ledgers/{ledger}/callbacks/{gateway}", post(callback))
-        .route("/v1/ledgers/{ledger}/commands", post(command))
-        .route("/v1/ledgers/{ledger}/outbox", get(outbox_list))
-        .route("/v1/ledgers/{ledger}/events", get(events_feed))
-        .route("/v1/ledgers/{ledger}/outbox/claim", post(outbox_claim))
-        .route(
-            "/v1/ledgers/{ledger}/outbox/{payment}/gateway-reference",
-            post(outbox_gateway_reference),
-        )
+        .route(CALLBACKS, post(callback))
+        .route(COMMANDS, post(command))
+        .route(OUTBOX, get(outbox_list))
+        .route(EVENTS, get(events_feed))
+        .route(OUTBOX_CLAIM, post(outbox_claim))
+        .route(GATEWAY_REFERENCE, post(outbox_gateway_reference))
         .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
         .layer(middleware::from_fn_with_state(
             (state.clone(), limits.body_limit_bytes),
@@ -54,6 +60,10 @@ pub fn router(state: Arc<AppState>, limits: &Limits) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
+        .route(
+            OPENAPI,
+            get(|| async { axum::Json(super::openapi::document()) }),
+        )
         .merge(api)
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
@@ -530,13 +540,20 @@ struct ListQuery {
 async fn outbox_list(
     State(state): State<Arc<AppState>>,
     Path(ledger_name): Path<String>,
-    Query(query): Query<ListQuery>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
     // Both scopes read and claim the outbox.
     let ctx = match authenticate(&state, &ledger_name, &headers) {
         Ok((ctx, _)) => ctx,
         Err(r) => return *r,
+    };
+    // A malformed query is answered in JSON like every other error (axum's own answer is plain text).
+    let Ok(Query(query)) = query else {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "expected ?limit=<1..1000>",
+        );
     };
     match outbox::list(&state.pool, &ctx.ledger_id, query.limit.unwrap_or(100)).await {
         Ok(items) => axum::Json(json!({ "items": items })).into_response(),

@@ -13,6 +13,7 @@ mod http;
 pub mod keys;
 mod listener;
 pub mod metrics;
+pub mod openapi;
 pub mod pipeline;
 
 use ledger_store::roles::RunRole;

@@ -26,6 +26,7 @@ use crate::ids::Actor;
 use crate::money::{Money, Rate};
 
 /// A fee rate's default and the range a stated rate must fall in (`min <= default <= max`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateBounds {
@@ -90,6 +91,7 @@ impl FeeSchedule {
 
 /// A duration's default and the range an override must fall in (`min <= default <= max`), in the unit
 /// its field names.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DurationBounds {
@@ -112,6 +114,7 @@ impl DurationBounds {
 pub const DEADLINE_HOURS_MAX: u32 = 87_600;
 
 /// How long each clock the engine keeps runs.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeadlinePolicy {

@@ -48,6 +48,7 @@ pub enum PaymentStatus {
 }
 
 /// The milestone a deposit is meant to fund once it succeeds.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FundTarget {
     pub project_id: Uuid,

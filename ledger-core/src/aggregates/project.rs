@@ -48,6 +48,7 @@ pub struct FeePolicy {
 /// Fee terms as a command (`create_project`, `create_quote`) states them. A rate left out takes the ledger's
 /// default (`aggregates::ledger_policy`; zero without a policy); a stated rate must be within the policy. The
 /// decided terms are a [`FeePolicy`], which is what events store.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeeTerms {
     #[serde(default, skip_serializing_if = "Option::is_none")]

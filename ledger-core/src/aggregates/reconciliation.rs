@@ -10,6 +10,7 @@ use crate::error::Rejection;
 use crate::ids::{Actor, Gateway};
 
 /// What one run found, in counts.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReconciliationCounts {
     pub matched: u64,
