@@ -27,6 +27,7 @@ mod serve;
 mod shutdown;
 mod suspense;
 mod timers;
+mod typescript;
 mod verify;
 mod verify_deep;
 
@@ -113,6 +114,8 @@ pub enum Command {
     /// Benchmarks that print figures (see README: Benchmarks).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Writes TypeScript types: the read tables and views (`Database`, from the catalog) and serve's API.
+    Typescript(typescript::TypescriptArgs),
     /// Prints `serve`'s OpenAPI 3.1 document (the same as its `GET /openapi.json`).
     Openapi,
     /// The payment workers' HTTP API: gateway callbacks, commands, the outbox (see README).
@@ -201,6 +204,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Projections(cmd) => projections::run(&cli.global, cmd).await,
         Command::Bench(cmd) => bench::run(&cli.global, cmd).await,
         Command::Serve(args) => serve::run(&cli.global, args).await,
+        Command::Typescript(args) => typescript::run(&cli.global, args).await,
         Command::Openapi => {
             let doc = serve::openapi::document();
             println!(

@@ -17,7 +17,7 @@ use crate::Error;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// One event of the log, as consumers see it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PublicEvent {
     pub schema_version: u32,
     /// The log's id of the event: stable across redeliveries (deduplicate on it).
@@ -42,7 +42,7 @@ pub struct PublicEvent {
     pub entry: Option<PublicEntry>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PublicEntry {
     pub entry_id: Uuid,
     pub currency: String,
@@ -52,7 +52,7 @@ pub struct PublicEntry {
 
 /// One posting, with the account's balance right after this entry (on the account's normal side: a
 /// liability's credit balance and an asset's debit balance are both positive).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PublicPosting {
     pub account: String,
     pub side: String,

@@ -32,7 +32,7 @@ struct CommandRequestSchema {
 }
 
 #[derive(OpenApi)]
-#[openapi(components(schemas(CommandRequestSchema)))]
+#[openapi(components(schemas(CommandRequestSchema, ledger_events::PublicEvent)))]
 struct Components;
 
 fn error_response(description: &str) -> Value {
@@ -96,8 +96,7 @@ pub fn document() -> Value {
     schemas.insert(
         "EventsPage".into(),
         json!({"type": "object", "required": ["events", "next_after"],
-               "properties": {"events": {"type": "array", "items": {"type": "object",
-                   "description": "A public event (docs/events.md): schema_version, event_id, ledger, position, stream, stream_kind, stream_version, type, occurred_at, recorded_at, data, entry"}},
+               "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/PublicEvent"}},
                    "next_after": {"type": "integer", "format": "int64"}}}),
     );
     schemas.insert(
