@@ -19,18 +19,26 @@ begin
     if not exists (select 1 from pg_roles where rolname = 'authenticated') then
         return;
     end if;
-    grant usage on schema escrow to authenticated;
+    -- Every process that starts (serve replicas, projection workers) migrates: one at a time here, and only
+    -- what is missing is granted, since two sessions rewriting the same ACL fail ("tuple concurrently
+    -- updated").
+    perform pg_advisory_xact_lock(hashtextextended('escrow.adopt_supabase_roles', 0));
+    if not has_schema_privilege('authenticated', 'escrow', 'USAGE') then
+        grant usage on schema escrow to authenticated;
+    end if;
     for r in select c.relname
                from pg_class c join pg_namespace n on n.oid = c.relnamespace
               where n.nspname = 'escrow' and c.relkind in ('r', 'v', 'p')
                 and c.relname not like '%\_\_rb'
-                and has_table_privilege('escrow_reader', c.oid, 'SELECT') loop
+                and has_table_privilege('escrow_reader', c.oid, 'SELECT')
+                and not has_table_privilege('authenticated', c.oid, 'SELECT') loop
         execute format('grant select on escrow.%I to authenticated', r.relname);
     end loop;
     for r in select p.oid::regprocedure as f
                from pg_proc p join pg_namespace n on n.oid = p.pronamespace
               where n.nspname = 'escrow'
-                and has_function_privilege('escrow_reader', p.oid, 'EXECUTE') loop
+                and has_function_privilege('escrow_reader', p.oid, 'EXECUTE')
+                and not has_function_privilege('authenticated', p.oid, 'EXECUTE') loop
         execute format('grant execute on function %s to authenticated', r.f);
     end loop;
     for r in select p.polname, c.relname, p.polroles

@@ -177,3 +177,28 @@ async fn supabase_roles_made_after_the_migrations_read_their_rows_once_migrate_r
     ledger_store::migrate(&db.pool).await.unwrap();
     reads_the_way_postgrest_does(&db).await;
 }
+
+/// Every process that starts migrates (three `serve` replicas and a projection worker at once, in the chaos
+/// test): with Supabase's roles present, concurrent migrations must not fail on each other's grants
+/// ("tuple concurrently updated").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_migrations_with_supabase_roles_present_all_succeed() {
+    let db = TestDb::empty().await;
+    supabase_roles(&db.pool).await;
+    for round in 0..3 {
+        let runs: Vec<_> = (0..6)
+            .map(|_| {
+                let url = db.url().to_string();
+                tokio::spawn(async move {
+                    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                    ledger_store::migrate(&pool).await
+                })
+            })
+            .collect();
+        for run in runs {
+            run.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("a concurrent migrate failed (round {round}): {e}"));
+        }
+    }
+}
