@@ -168,23 +168,24 @@ async fn probe(url: &str) -> Result<(), CliError> {
         .to_string();
     let user = options.get_username().to_string();
     let embedded = "or leave --database-url (and DATABASE_URL) out to use the embedded cluster (`escrow-ledger db start`)";
+    let cannot = format!("cannot connect to {}", redact(url));
     match tokio::time::timeout(CONNECT_PROBE, options.connect()).await {
         Ok(Ok(conn)) => {
             let _ = conn.close().await;
             Ok(())
         }
         Err(_) => Err(CliError::environment(format!(
-            "no answer from PostgreSQL at {host}:{port} within {} s: is it running and reachable from here? \
+            "{cannot}: no answer from PostgreSQL at {host}:{port} within {} s: is it running and reachable from here? \
              ({embedded})",
             CONNECT_PROBE.as_secs()
         ))),
         Ok(Err(e)) => Err(CliError::environment(match &e {
             sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => format!(
-                "connection refused at {host}:{port}: no PostgreSQL listens there; start it (e.g. \
+                "{cannot}: connection refused at {host}:{port}: no PostgreSQL listens there; start it (e.g. \
                  `pg_ctlcluster <version> main start`) or fix the URL's host and port, {embedded}"
             ),
             sqlx::Error::Database(db) if db.code().as_deref() == Some("3D000") => format!(
-                "database {database:?} does not exist at {host}:{port}: create it with \
+                "{cannot}: database {database:?} does not exist at {host}:{port}: create it with \
                  `createdb -h {host} -p {port} -U {user} {database}` (or `create database \"{database}\"` in psql), \
                  {embedded}"
             ),
@@ -192,11 +193,11 @@ async fn probe(url: &str) -> Result<(), CliError> {
                 if matches!(db.code().as_deref(), Some("28P01" | "28000")) =>
             {
                 format!(
-                    "PostgreSQL at {host}:{port} refused user {user:?}: {} (check the URL's user and password)",
+                    "{cannot}: PostgreSQL at {host}:{port} refused user {user:?}: {} (check the URL's user and password)",
                     db.message()
                 )
             }
-            other => format!("cannot connect to {}: {other}", redact(url)),
+            other => format!("{cannot}: {other}"),
         })),
     }
 }
