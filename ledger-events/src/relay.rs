@@ -116,46 +116,21 @@ pub async fn run_sink(
         let mut watch = monitor::Watch::with_holds(holds);
         watch.refresh(monitor::list(&pool, &ledger).await?, &balances);
         let mut state = State { balances, watch };
+        let target = Target {
+            pool: &pool,
+            store: &store,
+            ledger: &ledger,
+            sink_name: &sink_name,
+            sink: &sink,
+            config: &config,
+        };
         let outcome = if config.once {
-            match deliver_backlog(
-                &pool,
-                &store,
-                &ledger,
-                &sink_name,
-                &sink,
-                &config,
-                &mut state,
-                &mut report,
-            )
-            .await
-            {
-                Ok(()) => {
-                    deliver_overdue(
-                        &pool,
-                        &ledger,
-                        &sink_name,
-                        &sink,
-                        &config,
-                        &mut state,
-                        &mut report,
-                    )
-                    .await
-                }
+            match deliver_backlog(&target, &mut state, &mut report).await {
+                Ok(()) => deliver_overdue(&target, &mut state, &mut report).await,
                 Err(e) => Err(e),
             }
         } else {
-            deliver_live(
-                &pool,
-                &store,
-                &ledger,
-                &sink_name,
-                &sink,
-                &config,
-                &mut state,
-                &mut report,
-                &mut stop,
-            )
-            .await
+            deliver_live(&target, &mut state, &mut report, &mut stop).await
         };
         match outcome {
             Ok(()) => break,
@@ -189,14 +164,19 @@ pub async fn run_sink(
     Ok(report)
 }
 
+/// What every step of one sink's delivery works with.
+struct Target<'a> {
+    pool: &'a PgPool,
+    store: &'a PgEventStore,
+    ledger: &'a str,
+    sink_name: &'a str,
+    sink: &'a Sink,
+    config: &'a RelayConfig,
+}
+
 /// Maps and delivers one batch, then advances the cursor past it.
-#[allow(clippy::too_many_arguments)]
 async fn deliver(
-    pool: &PgPool,
-    ledger: &str,
-    sink_name: &str,
-    sink: &Sink,
-    config: &RelayConfig,
+    t: &Target<'_>,
     state: &mut State,
     batch: &[RecordedEvent],
     report: &mut SinkReport,
@@ -207,7 +187,7 @@ async fn deliver(
     // Monitors added meanwhile join with the state at this batch's start.
     state
         .watch
-        .refresh(monitor::list(pool, ledger).await?, &state.balances);
+        .refresh(monitor::list(t.pool, t.ledger).await?, &state.balances);
     let now = chrono::Utc::now();
     let mut events: Vec<PublicEvent> = Vec::with_capacity(batch.len());
     for record in batch {
@@ -216,45 +196,30 @@ async fn deliver(
         events.push(event);
         events.extend(edges);
     }
-    events.extend(state.watch.overdue(ledger, last, &state.balances, now));
-    send(
-        pool, ledger, sink_name, sink, config, state, &events, last, report,
-    )
-    .await
+    events.extend(state.watch.overdue(t.ledger, last, &state.balances, now));
+    send(t, state, &events, last, report).await
 }
 
 /// Escrow-age monitors' edges due now (no new event in the log): delivered at the relay's position.
 async fn deliver_overdue(
-    pool: &PgPool,
-    ledger: &str,
-    sink_name: &str,
-    sink: &Sink,
-    config: &RelayConfig,
+    t: &Target<'_>,
     state: &mut State,
     report: &mut SinkReport,
 ) -> Result<(), Error> {
     let position = report.position;
     state
         .watch
-        .refresh(monitor::list(pool, ledger).await?, &state.balances);
+        .refresh(monitor::list(t.pool, t.ledger).await?, &state.balances);
     let edges = state
         .watch
-        .overdue(ledger, position, &state.balances, chrono::Utc::now());
-    send(
-        pool, ledger, sink_name, sink, config, state, &edges, position, report,
-    )
-    .await
+        .overdue(t.ledger, position, &state.balances, chrono::Utc::now());
+    send(t, state, &edges, position, report).await
 }
 
 /// Delivers `events` to the sink, then advances the cursor to `last` with the escrows' holds if they changed
 /// (for webhooks: enqueued and advanced in one transaction).
-#[allow(clippy::too_many_arguments)]
 async fn send(
-    pool: &PgPool,
-    ledger: &str,
-    sink_name: &str,
-    sink: &Sink,
-    config: &RelayConfig,
+    t: &Target<'_>,
     state: &mut State,
     events: &[PublicEvent],
     last: i64,
@@ -265,19 +230,11 @@ async fn send(
         return Ok(());
     }
     let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
-    let held = match sink {
+    let (pool, ledger, sink_name, owner) = (t.pool, t.ledger, t.sink_name, &t.config.owner);
+    let held = match t.sink {
         Sink::Nats(nats) => {
             nats.publish(events).await?;
-            cursor::advance(
-                pool,
-                ledger,
-                sink_name,
-                &config.owner,
-                last,
-                count,
-                holds.as_ref(),
-            )
-            .await?
+            cursor::advance(pool, ledger, sink_name, owner, last, count, holds.as_ref()).await?
         }
         Sink::Webhooks { .. } => {
             let mut tx = pool.begin().await?;
@@ -286,7 +243,7 @@ async fn send(
                 &mut *tx,
                 ledger,
                 sink_name,
-                &config.owner,
+                owner,
                 last,
                 count,
                 holds.as_ref(),
@@ -307,19 +264,14 @@ async fn send(
 }
 
 /// `--once`: pages through the log from the cursor up to the head as it was at the start.
-#[allow(clippy::too_many_arguments)]
 async fn deliver_backlog(
-    pool: &PgPool,
-    store: &PgEventStore,
-    ledger: &str,
-    sink_name: &str,
-    sink: &Sink,
-    config: &RelayConfig,
+    t: &Target<'_>,
     state: &mut State,
     report: &mut SinkReport,
 ) -> Result<(), Error> {
+    let (store, ledger) = (t.store, t.ledger);
     let head = store.head_position(ledger).await?;
-    let page = |after: i64| config.batch.min(head - after);
+    let page = |after: i64| t.config.batch.min(head - after);
     let mut position = report.position;
     let mut next = if position < head {
         store.read_log(ledger, position, page(position)).await?
@@ -337,10 +289,7 @@ async fn deliver_backlog(
                 Ok(Vec::new())
             }
         };
-        let (delivered, ahead) = tokio::join!(
-            deliver(pool, ledger, sink_name, sink, config, state, &batch, report),
-            read_ahead
-        );
+        let (delivered, ahead) = tokio::join!(deliver(t, state, &batch, report), read_ahead);
         delivered?;
         next = ahead?;
         position = report.position;
@@ -350,18 +299,13 @@ async fn deliver_backlog(
 
 /// Live: the store's subscription from the cursor until `stop`; webhooks are dispatched between batches
 /// and every second.
-#[allow(clippy::too_many_arguments)]
 async fn deliver_live(
-    pool: &PgPool,
-    store: &PgEventStore,
-    ledger: &str,
-    sink_name: &str,
-    sink: &Sink,
-    config: &RelayConfig,
+    t: &Target<'_>,
     state: &mut State,
     report: &mut SinkReport,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), Error> {
+    let (pool, store, ledger, config) = (t.pool, t.store, t.ledger, t.config);
     let mut subscription = match config.poll {
         Some(_) => None,
         None => Some(store.subscribe(ledger, report.position).await?),
@@ -374,15 +318,15 @@ async fn deliver_live(
                 let batch = batch?;
                 let limit = usize::try_from(config.batch).unwrap_or(1_000).max(1);
                 for chunk in batch.chunks(limit) {
-                    deliver(pool, ledger, sink_name, sink, config, state, chunk, report).await?;
+                    deliver(t, state, chunk, report).await?;
                 }
             }
             _ = tick.tick() => {
-                if !cursor::advance(pool, ledger, sink_name, &config.owner, report.position, 0, None).await? {
+                if !cursor::advance(pool, ledger, t.sink_name, &config.owner, report.position, 0, None).await? {
                     return Err(Error::LeaseLost);
                 }
-                deliver_overdue(pool, ledger, sink_name, sink, config, state, report).await?;
-                if let Sink::Webhooks { http, schedule } = sink {
+                deliver_overdue(t, state, report).await?;
+                if let Sink::Webhooks { http, schedule } = t.sink {
                     // Each endpoint with deliveries due in its own task, one at a time per endpoint: a slow
                     // or dead endpoint holds up only itself.
                     for endpoint in webhook::endpoints_due(pool, ledger, chrono::Utc::now()).await? {
