@@ -457,6 +457,18 @@ async fn webhook_storm_gives_exactly_one_money_effect_per_outcome() {
         inbox as usize, total,
         "every acknowledged delivery is in the inbox"
     );
+    // Concurrent deliveries share transactions (group commit): the deliveries whose rows came with a log
+    // entry of their own were written by far fewer transactions than there were of them.
+    let (logged, transactions): (i64, i64) = sqlx::query_as(
+        "select count(*), count(distinct tx_id) from ledger.events where event_type = 'DeliveryRecorded'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        logged >= unique.len() as i64 && transactions * 2 <= logged,
+        "{logged} deliveries logged by {transactions} transactions: callbacks are not group-committed"
+    );
 }
 
 fn permutations(n: usize) -> Vec<Vec<usize>> {

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::error::StoreError;
 use crate::outcome_log::{delivery_append, outcome_append};
-use crate::store::{EventStore, READ_LIMIT_MAX};
+use crate::store::{BatchRequest, EventStore, READ_LIMIT_MAX};
 use crate::types::{
     AppendOutcome, AppendedEvent, EventMetadata, ExpectedVersion, IdempotencyRecord, InboxRow,
     NewEvent, Snapshot, StreamAppend, escape_nul,
@@ -157,6 +157,9 @@ pub enum ExecError {
     TooManyStreams { command_id: Uuid },
     #[error("corrupt idempotency record for {key:?}: {reason}")]
     CorruptRecord { key: String, reason: String },
+    /// The group committer this was submitted to has stopped (the process is shutting down).
+    #[error("the group committer has stopped")]
+    Stopped,
 }
 
 #[derive(Clone)]
@@ -165,26 +168,227 @@ struct Cached {
     version: i64,
 }
 
-/// One request of a group commit: its item, the streams its decision read (dropped from the cache when
-/// its checks fail), what to remember if it lands, and its outcome so far.
-type BatchSlot = (
-    usize,
-    Vec<StreamId>,
-    Option<(Loaded, engine::Decision)>,
-    CommandOutcome,
-);
+/// Streams a group commit loaded for its whole batch (fresh, not from the cache).
+type Prefetched = HashMap<StreamId, Cached>;
+
+/// Most streams one prefetch read asks for.
+const PREFETCH_STREAMS_PER_READ: usize = 256;
+
+/// The cache and a batch's prefetched streams, as the core's `StateView` (a pure pre-decision that only
+/// finds out which streams the batch needs).
+struct PrefetchView<'a> {
+    cache: &'a HashMap<StreamId, Cached>,
+    prefetched: &'a Prefetched,
+}
+
+impl engine::StateView for PrefetchView<'_> {
+    fn state(&self, stream: &StreamId) -> Option<&AggState> {
+        self.cache
+            .get(stream)
+            .or_else(|| self.prefetched.get(stream))
+            .map(|c| &c.state)
+    }
+
+    fn account_balance(&self, _account: &Account, _currency: Currency) -> Option<i128> {
+        None
+    }
+}
+
+/// Builds a delivery's inbox row, owned: group commit carries it from the submitting task to the committer.
+pub type InboxRowBuilder =
+    Box<dyn Fn(&CommandOutcome, bool, &[ledger_core::Event]) -> InboxRow + Send + Sync>;
+
+/// One item of a group commit.
+pub enum BatchItem {
+    /// A command under its idempotency key; a callback's also builds its delivery's inbox row, which commits
+    /// with the outcome (`execute_with_inbox`'s rule).
+    Command {
+        env: CommandEnvelope,
+        key: Option<String>,
+        inbox: Option<InboxRowBuilder>,
+    },
+    /// A delivery that runs no command (`record_inbox`'s rule: its row and its `DeliveryRecorded`).
+    Record(InboxRow),
+}
+
+impl BatchItem {
+    /// Text and jsonb cannot hold NUL: keys are stored (and looked up) escaped.
+    fn escaped(self) -> BatchItem {
+        match self {
+            BatchItem::Command { env, key, inbox } => BatchItem::Command {
+                env,
+                key: key.as_deref().map(escape_nul),
+                inbox,
+            },
+            record => record,
+        }
+    }
+}
+
+/// What a group commit answers for one item.
+#[derive(Debug)]
+pub enum BatchAnswer {
+    /// The command's outcome. `replayed`: the outcome recorded under the same key by an earlier request (an
+    /// earlier batch, or the item of this batch it exactly duplicates), so this item appended no event.
+    Executed {
+        outcome: CommandOutcome,
+        replayed: bool,
+    },
+    /// A delivery recorded alone.
+    Recorded,
+}
+
+impl BatchAnswer {
+    /// The outcome of a command item (the only kind `execute_batch` submits).
+    fn into_outcome(self) -> CommandOutcome {
+        match self {
+            BatchAnswer::Executed { outcome, .. } => outcome,
+            BatchAnswer::Recorded => unreachable!("a command item is answered with its outcome"),
+        }
+    }
+}
+
+fn executed(outcome: CommandOutcome) -> BatchAnswer {
+    BatchAnswer::Executed {
+        outcome,
+        replayed: false,
+    }
+}
+
+/// What one request of a group commit answers when it lands (or fails).
+enum Slot {
+    /// A decided command: the streams its decision read (dropped from the cache when its checks fail), what
+    /// to remember if it lands, its outcome so far, and the exact duplicates that follow it.
+    Command {
+        index: usize,
+        read: Vec<StreamId>,
+        remember: Option<Box<(Loaded, engine::Decision)>>,
+        outcome: CommandOutcome,
+        followers: Vec<usize>,
+    },
+    /// A key recorded before this batch: its delivery's row only.
+    Replayed {
+        index: usize,
+        outcome: CommandOutcome,
+    },
+    /// A delivery recorded alone.
+    Recorded { index: usize },
+}
+
+/// A group commit as it is planned: its requests and what each answers, the streams written so far, the
+/// keys of its keyed requests (to resolve exact duplicates in memory), and keys left to the slow path.
+#[derive(Default)]
+struct BatchBuilder {
+    requests: Vec<BatchRequest>,
+    slots: Vec<Slot>,
+    taken: HashSet<StreamId>,
+    keyed: HashMap<String, (usize, serde_json::Value)>,
+    deferred: HashSet<String>,
+}
+
+impl BatchBuilder {
+    fn push(&mut self, request: BatchRequest, slot: Slot) {
+        self.requests.push(request);
+        self.slots.push(slot);
+    }
+
+    fn push_command(
+        &mut self,
+        index: usize,
+        keyed: Option<(String, serde_json::Value)>,
+        (request, read, remember, outcome): BatchedRequest,
+    ) {
+        if let Some((key, compared)) = keyed {
+            self.keyed.insert(key, (self.requests.len(), compared));
+        }
+        self.push(
+            request,
+            Slot::Command {
+                index,
+                read,
+                remember: remember.map(Box::new),
+                outcome,
+                followers: Vec::new(),
+            },
+        );
+    }
+
+    /// An exact duplicate (same key, same request) of an earlier request of this batch follows it: the same
+    /// outcome, replayed, its delivery's row committed with the original's request. A different request
+    /// under a taken key is left to the slow path, where it meets the recorded key as a conflict.
+    fn follow(
+        &mut self,
+        key: &str,
+        request: &serde_json::Value,
+        index: usize,
+        inbox: Option<InboxBuilder<'_>>,
+    ) -> bool {
+        let Some((at, compared)) = self.keyed.get(key) else {
+            return false;
+        };
+        if compared != request {
+            self.deferred.insert(key.to_string());
+            return true;
+        }
+        let Slot::Command {
+            outcome, followers, ..
+        } = &mut self.slots[*at]
+        else {
+            unreachable!("keyed requests are commands")
+        };
+        if let Some(build) = inbox {
+            let row = build(outcome, true, &[]);
+            let duplicate = replayed_delivery(row, key, outcome);
+            let original = &mut self.requests[*at];
+            original.appends.extend(duplicate.appends);
+            original.inbox.extend(duplicate.inbox);
+        }
+        followers.push(index);
+        true
+    }
+}
+
+/// A replayed duplicate's delivery: backed by the outcome it repeats, it appends no event; any other row
+/// gets its `DeliveryRecorded` (`Executor::replayed`'s rule).
+fn replayed_delivery(row: InboxRow, key: &str, outcome: &CommandOutcome) -> BatchRequest {
+    let appends = if crate::outcome_log::is_replayed_duplicate(&row, key, outcome.command_id()) {
+        Vec::new()
+    } else {
+        vec![delivery_append(&row)]
+    };
+    BatchRequest {
+        appends,
+        idempotency: None,
+        inbox: vec![row],
+    }
+}
+
+/// The recorded outcome of an idempotency key, if the request is the same (compared as parsed JSON); its
+/// positions are not filled.
+fn replay_record(
+    record: IdempotencyRecord,
+    request: &serde_json::Value,
+) -> Result<CommandOutcome, ExecError> {
+    if &record.request != request {
+        return Err(ExecError::IdempotencyConflict { key: record.key });
+    }
+    serde_json::from_value(record.outcome).map_err(|e| ExecError::CorruptRecord {
+        key: record.key.clone(),
+        reason: e.to_string(),
+    })
+}
 
 /// A request of a group commit, the streams it read, what to remember if it lands, and its outcome.
 type BatchedRequest = (
-    crate::store::BatchRequest,
+    BatchRequest,
     Vec<StreamId>,
     Option<(Loaded, engine::Decision)>,
     CommandOutcome,
 );
 
-/// What group commit does with one item.
+/// What group commit does with one command.
 enum BatchPlan {
-    /// Answered without the batch (a replayed key, an error).
+    /// Answered without the batch (an error).
     Done(Result<CommandOutcome, ExecError>),
     /// Run through `execute` after the batch.
     SlowPath,
@@ -312,8 +516,11 @@ impl Executor {
         }
         let mut last = String::new();
         for attempt in 1..=self.config.attempts_max {
-            let mut loaded = self.load(&engine::primary_streams(&env.command)).await?;
-            let decided = self.decide_loading(env, &mut loaded).await?;
+            let none = Prefetched::new();
+            let mut loaded = self
+                .load(&engine::primary_streams(&env.command), &none)
+                .await?;
+            let decided = self.decide_loading(env, &mut loaded, &none).await?;
             let (outcome, mut appends) = match &decided {
                 Err(rejection) => (rejected(env, rejection), Vec::new()),
                 Ok(decision) => (
@@ -609,79 +816,328 @@ impl Executor {
         })
     }
 
-    /// Group commit: decides every command against the cached states, puts the ones whose streams do not
-    /// overlap into ONE transaction (each request also checks the versions of the streams it only read;
-    /// one version query for the whole batch), and runs the rest (overlaps, failed checks, keyed duplicates,
-    /// answers that would rest on the cache alone) one by one through `execute`. Results come back in input
-    /// order. A command whose events committed is never run again: when the outcome of the batch's COMMIT
-    /// is unknown, each item is looked up (first event by id) before anything is re-run.
+    /// Group commit of commands alone (see `execute_items`).
     pub async fn execute_batch(
         &self,
         items: Vec<(CommandEnvelope, Option<String>)>,
     ) -> Vec<Result<CommandOutcome, ExecError>> {
-        let started = std::time::Instant::now();
-        let mut results: Vec<Option<Result<CommandOutcome, ExecError>>> =
-            (0..items.len()).map(|_| None).collect();
-        let items: Vec<(CommandEnvelope, Option<String>)> = items
+        let items = items
             .into_iter()
-            .map(|(env, key)| (env, key.as_deref().map(escape_nul)))
+            .map(|(env, key)| BatchItem::Command {
+                env,
+                key,
+                inbox: None,
+            })
             .collect();
-        let mut taken: HashSet<StreamId> = HashSet::new();
-        let mut batch: Vec<BatchSlot> = Vec::new();
-        let mut requests = Vec::new();
-        for (index, (env, key)) in items.iter().enumerate() {
-            match self.plan_batch_item(env, key.as_deref(), &mut taken).await {
-                BatchPlan::Done(result) => results[index] = Some(result),
-                BatchPlan::SlowPath => {}
-                BatchPlan::Request(planned) => {
-                    let (request, read, remember, outcome) = *planned;
-                    requests.push(request);
-                    batch.push((index, read, remember, outcome));
+        self.execute_items(items)
+            .await
+            .into_iter()
+            .map(|answer| answer.map(BatchAnswer::into_outcome))
+            .collect()
+    }
+
+    /// Group commit: every item's outcome in ONE transaction where it can be. Keys are looked up for the
+    /// whole batch in one query; a key recorded before is replayed (its delivery's row joins the batch); an
+    /// exact duplicate of an earlier item of the batch follows that item (same outcome, its row commits with
+    /// the original's request), never decided twice; every other command is decided against the cached states
+    /// and, when its streams do not overlap an earlier request's writes, joins the batch with its events,
+    /// idempotency record, inbox row and version checks. The rest (overlaps, failed checks, answers that
+    /// would rest on the cache alone) runs one by one through the single-command path after the batch, and
+    /// so does every item of a failed request: a failed item never fails its neighbours. Results come back
+    /// in input order. A command whose events committed is never run again: when the outcome of the batch's
+    /// COMMIT is unknown, each item is looked up (first event by id) before anything is re-run.
+    pub async fn execute_items(
+        &self,
+        items: Vec<BatchItem>,
+    ) -> Vec<Result<BatchAnswer, ExecError>> {
+        let started = std::time::Instant::now();
+        let items: Vec<BatchItem> = items.into_iter().map(BatchItem::escaped).collect();
+        let mut results: Vec<Option<Result<BatchAnswer, ExecError>>> =
+            (0..items.len()).map(|_| None).collect();
+        // `None`: the lookup failed, so every keyed item takes the single-command path (its own lookup).
+        let recorded = self.recorded_keys(&items).await;
+        let prefetched = self.prefetch(&items, recorded.as_ref()).await;
+        let mut plan = BatchBuilder::default();
+        let mut replays: Vec<(usize, CommandOutcome)> = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            let (env, key, inbox) = match item {
+                BatchItem::Record(row) => {
+                    plan.push(
+                        BatchRequest {
+                            appends: vec![delivery_append(row)],
+                            idempotency: None,
+                            inbox: vec![row.clone()],
+                        },
+                        Slot::Recorded { index },
+                    );
+                    continue;
+                }
+                BatchItem::Command { env, key, inbox } => (env, key.as_deref(), inbox.as_deref()),
+            };
+            if let Some(key) = key {
+                let Some(recorded) = &recorded else { continue };
+                let request = idempotency_request(env);
+                if let Some(record) = recorded.get(key) {
+                    match replay_record(record.clone(), &request) {
+                        Err(e) => results[index] = Some(Err(e)),
+                        Ok(outcome) => match inbox {
+                            None => replays.push((index, outcome)),
+                            Some(build) => {
+                                let row = build(&outcome, true, &[]);
+                                plan.push(
+                                    replayed_delivery(row, key, &outcome),
+                                    Slot::Replayed { index, outcome },
+                                );
+                            }
+                        },
+                    }
+                    continue;
+                }
+                if plan.follow(key, &request, index, inbox) || plan.deferred.contains(key) {
+                    continue; // an exact duplicate in this batch, or one that waits for the slow path
+                }
+                match self
+                    .plan_batch_item(env, Some(key), inbox, &mut plan.taken, &prefetched)
+                    .await
+                {
+                    BatchPlan::Done(result) => results[index] = Some(result.map(executed)),
+                    BatchPlan::SlowPath => {
+                        plan.deferred.insert(key.to_string());
+                    }
+                    BatchPlan::Request(planned) => {
+                        plan.push_command(index, Some((key.to_string(), request)), *planned)
+                    }
+                }
+            } else {
+                match self
+                    .plan_batch_item(env, None, inbox, &mut plan.taken, &prefetched)
+                    .await
+                {
+                    BatchPlan::Done(result) => results[index] = Some(result.map(executed)),
+                    BatchPlan::SlowPath => {}
+                    BatchPlan::Request(planned) => plan.push_command(index, None, *planned),
                 }
             }
         }
         tracing::debug!(
-            decided = batch.len(),
+            requests = plan.requests.len(),
             decide_ms = started.elapsed().as_millis() as u64,
             "batch decided"
         );
-        if !requests.is_empty() {
-            self.commit_batch(requests, batch, &items, &mut results)
-                .await;
+        if !plan.requests.is_empty() {
+            self.commit_batch(plan, &items, &mut results).await;
         }
+        self.answer_replays(replays, &mut results).await;
         let mut out = Vec::with_capacity(items.len());
-        for (index, slot) in results.into_iter().enumerate() {
+        for (item, slot) in items.iter().zip(results) {
             out.push(match slot {
                 Some(result) => result,
-                None => {
-                    self.execute(&items[index].0, items[index].1.as_deref())
-                        .await
-                }
+                None => self.run_alone(item).await,
             });
         }
         out
     }
 
-    /// Decides one item of a group commit: answered now, left to the slow path, or a request of the batch.
+    /// The streams a batch's commands will read that the cache does not hold, loaded together: each command
+    /// is decided (purely) against the cache and what is loaded so far, every stream some decision asks for
+    /// is read in one query per round, and the rounds stop when no decision asks for more. Without it, each
+    /// command of the batch loaded its missing streams one by one (a new buyer's wallet: two queries), and
+    /// deciding the batch cost more round trips than committing it. Best effort: a stream it could not load
+    /// is loaded by the command itself.
+    async fn prefetch(
+        &self,
+        items: &[BatchItem],
+        recorded: Option<&HashMap<String, IdempotencyRecord>>,
+    ) -> Prefetched {
+        let mut prefetched = Prefetched::new();
+        let commands: Vec<&CommandEnvelope> = items
+            .iter()
+            .filter_map(|item| match item {
+                // A key recorded before is replayed, not decided.
+                BatchItem::Command { env, key, .. } => match (key, recorded) {
+                    (Some(key), Some(recorded)) if recorded.contains_key(key) => None,
+                    _ => Some(env),
+                },
+                BatchItem::Record(_) => None,
+            })
+            .collect();
+        for _round in 0..LOAD_ROUNDS_MAX {
+            let wanted = self.streams_wanted(&commands, &prefetched);
+            if wanted.is_empty() {
+                break;
+            }
+            match self.load_many_from_store(&wanted).await {
+                Ok(loaded) if !loaded.is_empty() => prefetched.extend(loaded),
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "could not prefetch a batch's streams");
+                    break;
+                }
+            }
+        }
+        prefetched
+    }
+
+    /// Streams some command of `commands` needs that neither the cache nor `prefetched` holds (pure).
+    fn streams_wanted(
+        &self,
+        commands: &[&CommandEnvelope],
+        prefetched: &Prefetched,
+    ) -> Vec<StreamId> {
+        let cache = self.cache.lock().expect("cache lock");
+        let known =
+            |stream: &StreamId| cache.contains_key(stream) || prefetched.contains_key(stream);
+        let mut wanted: Vec<StreamId> = Vec::new();
+        let mut asked: HashSet<StreamId> = HashSet::new();
+        for env in commands {
+            let primary = engine::primary_streams(&env.command);
+            let missing: Vec<StreamId> = primary.iter().filter(|s| !known(s)).copied().collect();
+            let next = if missing.is_empty() {
+                let view = PrefetchView {
+                    cache: &cache,
+                    prefetched,
+                };
+                match engine::decide_all(env, &view) {
+                    Err(DecideError::NeedStream(stream)) if !known(&stream) => vec![stream],
+                    _ => Vec::new(),
+                }
+            } else {
+                missing
+            };
+            for stream in next {
+                if asked.insert(stream) {
+                    wanted.push(stream);
+                }
+            }
+        }
+        wanted
+    }
+
+    /// Fresh states of streams that have no snapshot worth reading (fewer than `SNAPSHOT_EVERY_EVENTS`
+    /// events: `load_from_store` would fold them from their first event too), in one read per chunk. A
+    /// stream that is longer, or a chunk whose read was cut at the limit, is left out (loaded alone later).
+    async fn load_many_from_store(&self, streams: &[StreamId]) -> Result<Prefetched, ExecError> {
+        let mut loaded = Prefetched::new();
+        for chunk in streams.chunks(PREFETCH_STREAMS_PER_READ) {
+            let ids: Vec<String> = chunk.iter().map(|s| s.to_string()).collect();
+            let events = self
+                .store
+                .read_streams(&self.ledger_id, &ids, READ_LIMIT_MAX)
+                .await?;
+            if events.len() as i64 >= READ_LIMIT_MAX {
+                continue;
+            }
+            let mut by_stream: HashMap<&str, Vec<&crate::types::RecordedEvent>> = HashMap::new();
+            for event in &events {
+                by_stream.entry(&event.stream_id).or_default().push(event);
+            }
+            for (stream, id) in chunk.iter().zip(&ids) {
+                let recorded = by_stream.remove(id.as_str()).unwrap_or_default();
+                if recorded.len() as i64 >= SNAPSHOT_EVERY_EVENTS {
+                    continue;
+                }
+                let mut state = AggState::initial(stream);
+                let mut version = 0;
+                for event in recorded {
+                    let decoded = ledger_core::Event::from_stored(
+                        stream,
+                        &event.event_type,
+                        event.schema_version,
+                        event.payload.clone(),
+                    )?;
+                    state = engine::evolve(state, &decoded);
+                    version = event.stream_version;
+                }
+                loaded.insert(*stream, Cached { state, version });
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// The records of every key of a batch, in one query (`None` when the query failed).
+    async fn recorded_keys(
+        &self,
+        items: &[BatchItem],
+    ) -> Option<HashMap<String, IdempotencyRecord>> {
+        let keys: Vec<String> = items
+            .iter()
+            .filter_map(|item| match item {
+                BatchItem::Command { key, .. } => key.clone(),
+                BatchItem::Record(_) => None,
+            })
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if keys.is_empty() {
+            return Some(HashMap::new());
+        }
+        match self
+            .store
+            .get_idempotency_many(&self.ledger_id, &keys)
+            .await
+        {
+            Ok(records) => Some(records.into_iter().map(|r| (r.key.clone(), r)).collect()),
+            Err(error) => {
+                tracing::warn!(%error, "batch key lookup failed; its keyed items run one by one");
+                None
+            }
+        }
+    }
+
+    /// Replayed outcomes without a delivery to record: their positions, looked up for all at once.
+    async fn answer_replays(
+        &self,
+        replays: Vec<(usize, CommandOutcome)>,
+        results: &mut [Option<Result<BatchAnswer, ExecError>>],
+    ) {
+        if replays.is_empty() {
+            return;
+        }
+        let (indexes, outcomes): (Vec<usize>, Vec<CommandOutcome>) = replays.into_iter().unzip();
+        match self.fill_positions_many(outcomes).await {
+            Ok(filled) => {
+                for (index, outcome) in indexes.into_iter().zip(filled) {
+                    results[index] = Some(Ok(BatchAnswer::Executed {
+                        outcome,
+                        replayed: true,
+                    }));
+                }
+            }
+            // Left to the single-command path, which replays each with its own lookups.
+            Err(error) => tracing::warn!(%error, "could not position replayed outcomes"),
+        }
+    }
+
+    /// The single-command path for an item the batch did not answer.
+    async fn run_alone(&self, item: &BatchItem) -> Result<BatchAnswer, ExecError> {
+        match item {
+            BatchItem::Command { env, key, inbox } => {
+                let (outcome, replayed) = self.run(env, key.as_deref(), inbox.as_deref()).await?;
+                Ok(BatchAnswer::Executed { outcome, replayed })
+            }
+            BatchItem::Record(row) => {
+                self.record_inbox(row.clone()).await?;
+                Ok(BatchAnswer::Recorded)
+            }
+        }
+    }
+
+    /// Decides one command of a group commit: answered now, left to the slow path, or a request of the batch
+    /// (its key was looked up with the batch's).
     async fn plan_batch_item(
         &self,
         env: &CommandEnvelope,
         key: Option<&str>,
+        inbox: Option<InboxBuilder<'_>>,
         taken: &mut HashSet<StreamId>,
+        prefetched: &Prefetched,
     ) -> BatchPlan {
-        let request = key.map(|_| idempotency_request(env));
-        if let (Some(key), Some(request)) = (key, &request) {
-            match self.store.get_idempotency(&self.ledger_id, key).await {
-                Ok(Some(record)) => return BatchPlan::Done(self.replay(record, request).await),
-                Ok(None) => {}
-                Err(e) => return BatchPlan::Done(Err(e.into())),
-            }
-        }
-        let mut loaded = match self.load(&engine::primary_streams(&env.command)).await {
+        let streams = engine::primary_streams(&env.command);
+        let mut loaded = match self.load(&streams, prefetched).await {
             Ok(l) => l,
             Err(e) => return BatchPlan::Done(Err(e)),
         };
-        let decided = match self.decide_loading(env, &mut loaded).await {
+        let decided = match self.decide_loading(env, &mut loaded, prefetched).await {
             Ok(decided) => decided,
             Err(e) => return BatchPlan::Done(Err(e)),
         };
@@ -695,71 +1151,145 @@ impl Executor {
         }
         let transient = matches!(&decided, Err(r) if is_transient_refusal(env, r));
         let checks = read_checks(&loaded, decided.as_ref().ok());
+        let events: Vec<ledger_core::Event> = match (&decided, inbox) {
+            (Ok(decision), Some(_)) => decision.all_changes().map(|c| c.event.clone()).collect(),
+            _ => Vec::new(),
+        };
         let (outcome, mut appends, remember) = match decided {
             Err(rejection) => (rejected(env, &rejection), Vec::new(), None),
             Ok(decision) => {
-                taken.extend(decision.all_changes().map(|c| c.stream));
                 let appends = build_appends(env, key, &decision, &loaded.versions);
                 let skeleton = accepted_skeleton(env, &decision, &loaded.versions);
                 (skeleton, appends, Some((loaded, decision)))
             }
         };
-        // A keyed outcome, acceptance or rejection, is recorded in the same transaction as its events.
-        let record = match (key, request) {
-            (Some(key), Some(request)) if !transient => Some(IdempotencyRecord {
+        // A keyed outcome, acceptance or rejection, is recorded in the same transaction as its events; so is
+        // the delivery's row (not for a transient refusal: the gateway delivers it again).
+        let record = match key {
+            Some(key) if !transient => Some(IdempotencyRecord {
                 key: key.to_string(),
-                request,
+                request: idempotency_request(env),
                 outcome: serde_json::to_value(&outcome).expect("outcomes serialize"),
             }),
             _ => None,
         };
-        if appends.is_empty() && record.is_none() {
+        let row = inbox
+            .filter(|_| !transient)
+            .map(|build| build(&outcome, false, &events));
+        if appends.is_empty() && record.is_none() && row.is_none() {
             // Nothing to record: `execute` answers it on fresh state (the cache alone is not enough).
             return BatchPlan::SlowPath;
         }
+        if let Some((_, decision)) = &remember {
+            taken.extend(decision.all_changes().map(|c| c.stream));
+        }
         appends.extend(outcome_append(env, key, &outcome, record.is_some()));
+        appends.extend(row.as_ref().map(delivery_append));
         appends.extend(checks);
-        BatchPlan::Request(Box::new(((appends, record), read, remember, outcome)))
+        let request = BatchRequest {
+            appends,
+            idempotency: record,
+            inbox: row.into_iter().collect(),
+        };
+        BatchPlan::Request(Box::new((request, read, remember, outcome)))
     }
 
     /// Appends a group commit's requests and fills their results; failed items stay `None` (slow path).
     async fn commit_batch(
         &self,
-        requests: Vec<crate::store::BatchRequest>,
-        batch: Vec<BatchSlot>,
-        items: &[(CommandEnvelope, Option<String>)],
-        results: &mut [Option<Result<CommandOutcome, ExecError>>],
+        plan: BatchBuilder,
+        items: &[BatchItem],
+        results: &mut [Option<Result<BatchAnswer, ExecError>>],
     ) {
+        let BatchBuilder {
+            requests, slots, ..
+        } = plan;
         match self.store.append_batch(&self.ledger_id, requests).await {
-            Ok(slots) => {
-                for ((index, read, remember, outcome), slot) in batch.into_iter().zip(slots) {
-                    match slot {
-                        Ok(appended) => {
-                            if let Some((loaded, decision)) = &remember {
+            Ok(appended) => {
+                for (slot, appended) in slots.into_iter().zip(appended) {
+                    match (slot, appended) {
+                        (
+                            Slot::Command {
+                                index,
+                                remember,
+                                outcome,
+                                followers,
+                                ..
+                            },
+                            Ok(appended),
+                        ) => {
+                            if let Some(remembered) = &remember {
+                                let (loaded, decision) = &**remembered;
                                 self.remember(loaded, decision);
                             }
-                            results[index] = Some(Ok(with_positions(outcome, &appended)));
+                            let outcome = with_positions(outcome, &appended);
+                            for follower in followers {
+                                results[follower] = Some(Ok(BatchAnswer::Executed {
+                                    outcome: outcome.clone(),
+                                    replayed: true,
+                                }));
+                            }
+                            results[index] = Some(Ok(executed(outcome)));
+                        }
+                        (Slot::Replayed { index, outcome }, Ok(_)) => {
+                            results[index] = Some(Ok(BatchAnswer::Executed {
+                                outcome,
+                                replayed: true,
+                            }));
+                        }
+                        (Slot::Recorded { index }, Ok(_)) => {
+                            results[index] = Some(Ok(BatchAnswer::Recorded));
                         }
                         // A check failed (or a racing duplicate won): the slow path decides it again on
-                        // fresh state (or replays the duplicate's outcome).
-                        Err(_) => self.forget(read.iter()),
+                        // fresh state (or replays the duplicate's outcome), and so its followers.
+                        (Slot::Command { read, .. }, Err(_)) => self.forget(read.iter()),
+                        (Slot::Replayed { .. } | Slot::Recorded { .. }, Err(_)) => {}
                     }
                 }
             }
             Err(error) => {
                 let unknown = matches!(error, StoreError::CommitOutcomeUnknown { .. });
-                for (index, read, _, outcome) in batch {
-                    self.forget(read.iter());
+                for slot in slots {
                     // Failed before COMMIT: nothing applied, the slow path runs it. COMMIT itself failed:
                     // an item that landed is accepted as it was decided, never decided again.
-                    if !unknown {
-                        continue;
-                    }
-                    let (env, key) = &items[index];
-                    match self.landed(&outcome, key.as_deref(), env).await {
-                        Ok(true) => results[index] = Some(Ok(outcome)),
-                        Ok(false) => {}
-                        Err(e) => results[index] = Some(Err(e)),
+                    match slot {
+                        Slot::Command {
+                            index,
+                            read,
+                            outcome,
+                            followers,
+                            ..
+                        } => {
+                            self.forget(read.iter());
+                            if !unknown {
+                                continue;
+                            }
+                            let BatchItem::Command { env, key, .. } = &items[index] else {
+                                continue;
+                            };
+                            match self.landed(&outcome, key.as_deref(), env).await {
+                                Ok(true) => {
+                                    for follower in followers {
+                                        results[follower] = Some(Ok(BatchAnswer::Executed {
+                                            outcome: outcome.clone(),
+                                            replayed: true,
+                                        }));
+                                    }
+                                    results[index] = Some(Ok(executed(outcome)));
+                                }
+                                Ok(false) => {}
+                                Err(e) => results[index] = Some(Err(e)),
+                            }
+                        }
+                        // A delivery row alone has no money effect: when it is unknown whether it landed,
+                        // the caller answers "unavailable" and the gateway delivers again (one more row).
+                        Slot::Replayed { index, .. } | Slot::Recorded { index } if unknown => {
+                            results[index] =
+                                Some(Err(ExecError::Store(StoreError::CommitOutcomeUnknown {
+                                    reason: error.to_string(),
+                                })));
+                        }
+                        Slot::Replayed { .. } | Slot::Recorded { .. } => {}
                     }
                 }
             }
@@ -791,6 +1321,7 @@ impl Executor {
         &self,
         env: &CommandEnvelope,
         loaded: &mut Loaded,
+        prefetched: &Prefetched,
     ) -> Result<Result<engine::Decision, Rejection>, ExecError> {
         for _round in 0..LOAD_ROUNDS_MAX {
             // Drop the overlay (it borrows the states) before any await.
@@ -807,7 +1338,7 @@ impl Executor {
                     loaded.balances.insert((account, currency), balance);
                 }
                 Err(DecideError::NeedStream(stream)) => {
-                    let more = self.load(&[stream]).await?;
+                    let more = self.load(&[stream], prefetched).await?;
                     loaded.states.extend(more.states);
                     loaded.versions.extend(more.versions);
                     loaded.from_cache.extend(more.from_cache);
@@ -819,17 +1350,23 @@ impl Executor {
         })
     }
 
-    /// Loads streams from the cache, else from the latest snapshot plus the tail of the stream.
-    async fn load(&self, streams: &[StreamId]) -> Result<Loaded, ExecError> {
+    /// Loads streams from the cache, else from what a group commit loaded for its batch (`prefetched`:
+    /// fresh), else from the latest snapshot plus the tail of the stream.
+    async fn load(
+        &self,
+        streams: &[StreamId],
+        prefetched: &Prefetched,
+    ) -> Result<Loaded, ExecError> {
         let mut loaded = Loaded::default();
         for stream in streams {
             let cached = self.cache.lock().expect("cache lock").get(stream).cloned();
-            let Cached { state, version } = match cached {
-                Some(c) => {
+            let Cached { state, version } = match (cached, prefetched.get(stream)) {
+                (Some(c), _) => {
                     loaded.from_cache.insert(*stream);
                     c
                 }
-                None => self.load_from_store(stream).await?,
+                (None, Some(fresh)) => fresh.clone(),
+                (None, None) => self.load_from_store(stream).await?,
             };
             loaded.states.insert(*stream, state);
             loaded.versions.insert(*stream, version);
@@ -1093,56 +1630,61 @@ impl Executor {
         record: IdempotencyRecord,
         request: &serde_json::Value,
     ) -> Result<CommandOutcome, ExecError> {
-        if &record.request != request {
-            return Err(ExecError::IdempotencyConflict { key: record.key });
-        }
-        let outcome: CommandOutcome =
-            serde_json::from_value(record.outcome).map_err(|e| ExecError::CorruptRecord {
-                key: record.key.clone(),
-                reason: e.to_string(),
-            })?;
+        let outcome = replay_record(record, request)?;
         self.fill_positions(outcome).await
+    }
+
+    /// `fill_positions` for many outcomes: one sequencer call and one lookup for all of their events.
+    async fn fill_positions_many(
+        &self,
+        mut outcomes: Vec<CommandOutcome>,
+    ) -> Result<Vec<CommandOutcome>, ExecError> {
+        let events: Vec<AppendedEvent> = outcomes
+            .iter()
+            .flat_map(|o| match o {
+                CommandOutcome::Accepted { events, .. } => events.clone(),
+                CommandOutcome::Rejected { .. } => Vec::new(),
+            })
+            .collect();
+        if events.is_empty() {
+            return Ok(outcomes);
+        }
+        if let Err(error) = self.store.sequence_pending(&self.ledger_id).await {
+            tracing::warn!(%error, "could not sequence before replaying outcomes");
+        }
+        let mut found = Vec::with_capacity(events.len());
+        for chunk in events.chunks(READ_LIMIT_MAX as usize) {
+            found.extend(self.store.positions_of(&self.ledger_id, chunk).await?);
+        }
+        let mut found = found.into_iter();
+        for outcome in &mut outcomes {
+            let CommandOutcome::Accepted {
+                command_id, events, ..
+            } = outcome
+            else {
+                continue;
+            };
+            for event in events {
+                event.position =
+                    found
+                        .next()
+                        .flatten()
+                        .ok_or_else(|| ExecError::CorruptRecord {
+                            key: command_id.to_string(),
+                            reason: format!(
+                                "recorded event {} is not in its stream",
+                                event.event_id
+                            ),
+                        })?;
+            }
+        }
+        Ok(outcomes)
     }
 
     /// Positions are assigned after commit, so a recorded outcome carries none: look them up.
     async fn fill_positions(&self, outcome: CommandOutcome) -> Result<CommandOutcome, ExecError> {
-        let CommandOutcome::Accepted {
-            command_id,
-            mut events,
-            follow_ups,
-        } = outcome
-        else {
-            return Ok(outcome);
-        };
-        // The first writer may have committed without sequencing yet (or died in between): sequence now.
-        // Failing that, the answer stands with position 0 (committed means accepted).
-        if let Err(error) = self.store.sequence_pending(&self.ledger_id).await {
-            tracing::warn!(%error, "could not sequence before replaying an outcome");
-        }
-        for event in &mut events {
-            let found = self
-                .store
-                .read_stream(
-                    &self.ledger_id,
-                    &event.stream_id,
-                    event.stream_version - 1,
-                    1,
-                )
-                .await?;
-            let found = found
-                .first()
-                .filter(|r| r.event_id == event.event_id)
-                .ok_or_else(|| ExecError::CorruptRecord {
-                    key: command_id.to_string(),
-                    reason: format!("recorded event {} is not in its stream", event.event_id),
-                })?;
-            event.position = found.position.unwrap_or(0);
-        }
-        Ok(CommandOutcome::Accepted {
-            command_id,
-            events,
-            follow_ups,
-        })
+        let mut filled = self.fill_positions_many(vec![outcome]).await?;
+        Ok(filled.pop().expect("one outcome in, one out"))
     }
 }
 

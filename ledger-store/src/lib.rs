@@ -26,7 +26,9 @@ pub mod testdb;
 mod types;
 
 pub use error::{Result, StoreError};
-pub use executor::{CommandOutcome, ExecError, Executor, ExecutorConfig};
+pub use executor::{
+    BatchAnswer, BatchItem, CommandOutcome, ExecError, Executor, ExecutorConfig, InboxRowBuilder,
+};
 pub use group::{GroupCommitConfig, GroupCommitter, SubmitError};
 pub use memory::InMemoryEventStore;
 pub use postgres::read::{

@@ -85,11 +85,15 @@ fn check_request(
     state: &LedgerState,
     appends: &[StreamAppend],
     idempotency: Option<&IdempotencyRecord>,
-    inbox: Option<&InboxRow>,
+    inbox: &[InboxRow],
 ) -> Result<()> {
-    validate_appends(appends, idempotency.is_some() || inbox.is_some())?;
-    if let Some(row) = inbox {
+    validate_appends(appends, idempotency.is_some() || !inbox.is_empty())?;
+    let mut deliveries = HashSet::new();
+    for row in inbox {
         check_inbox(state, row)?;
+        if !deliveries.insert(row.delivery_id) {
+            return Err(StoreError::DuplicateDelivery);
+        }
     }
     if let Some(record) = idempotency
         && state.idempotency.contains_key(&record.key)
@@ -119,7 +123,7 @@ fn check_outcomes_logged(
     state: &LedgerState,
     appends: &[StreamAppend],
     idempotency: Option<&IdempotencyRecord>,
-    inbox: Option<&InboxRow>,
+    inbox: &[InboxRow],
 ) -> Result<()> {
     let events = || {
         let requested = appends.iter().flat_map(|a| {
@@ -157,13 +161,17 @@ fn check_outcomes_logged(
             ),
         });
     }
-    if let Some(row) = inbox
-        && !inbox_backed_or_duplicate(
-            &row.clone().escaped(),
-            state.idempotency.get(&row.clone().escaped().dedupe_key),
-            events(),
-        )
-    {
+    for row in inbox {
+        let stored = row.clone().escaped();
+        // A duplicate is backed by the record it repeats: already kept, or recorded by this same request
+        // (an exact duplicate that arrived in the same group commit as its original).
+        let recorded = state
+            .idempotency
+            .get(&stored.dedupe_key)
+            .or(idempotency.filter(|r| r.key == stored.dedupe_key));
+        if inbox_backed_or_duplicate(&stored, recorded, events()) {
+            continue;
+        }
         return Err(StoreError::OutcomeNotLogged {
             message: format!(
                 "inbox row {} is not backed by a log entry recording the same outcome",
@@ -192,9 +200,9 @@ fn apply_request(
     state: &mut LedgerState,
     mut appends: Vec<StreamAppend>,
     idempotency: Option<IdempotencyRecord>,
-    inbox: Option<InboxRow>,
+    inbox: Vec<InboxRow>,
 ) -> Result<AppendOutcome> {
-    check_request(state, &appends, idempotency.as_ref(), inbox.as_ref())?;
+    check_request(state, &appends, idempotency.as_ref(), &inbox)?;
     // Same log order as PostgreSQL (canonical), same answer order (the caller's).
     let order: HashMap<uuid::Uuid, usize> = appends
         .iter()
@@ -241,9 +249,7 @@ fn apply_request(
     if let Some(record) = idempotency {
         state.idempotency.insert(record.key.clone(), record);
     }
-    if let Some(row) = inbox {
-        state.inbox.push(row.escaped());
-    }
+    state.inbox.extend(inbox.into_iter().map(InboxRow::escaped));
     outcome
         .events
         .sort_by_key(|e| order.get(&e.event_id).copied().unwrap_or(usize::MAX));
@@ -306,7 +312,13 @@ impl EventStore for InMemoryEventStore {
         inbox: Option<InboxRow>,
     ) -> Result<AppendOutcome> {
         let outcome = self.with_ledger(ledger_id, |s| {
-            apply_request(ledger_id, s, appends, idempotency, inbox)
+            apply_request(
+                ledger_id,
+                s,
+                appends,
+                idempotency,
+                inbox.into_iter().collect(),
+            )
         })?;
         self.appended.notify_waiters();
         Ok(outcome)
@@ -334,7 +346,7 @@ impl EventStore for InMemoryEventStore {
         let results = self.with_ledger(ledger_id, |state| {
             Ok(requests
                 .into_iter()
-                .map(|(appends, record)| apply_request(ledger_id, state, appends, record, None))
+                .map(|r| apply_request(ledger_id, state, r.appends, r.idempotency, r.inbox))
                 .collect())
         })?;
         self.appended.notify_waiters();

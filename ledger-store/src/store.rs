@@ -2,8 +2,8 @@
 
 use crate::error::Result;
 use crate::types::{
-    AppendOutcome, ChainReport, INBOX_BODY_MAX, IdempotencyRecord, InboxRow, RecordedEvent, Seal,
-    Snapshot, StreamAppend,
+    AppendOutcome, AppendedEvent, ChainReport, INBOX_BODY_MAX, IdempotencyRecord, InboxRow,
+    RecordedEvent, Seal, Snapshot, StreamAppend,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -25,8 +25,36 @@ pub const INBOX_DISPOSITIONS: [&str; 6] = [
     "rejected",
 ];
 
-/// One request of a group commit: the streams to append to and its idempotency record.
-pub type BatchRequest = (Vec<StreamAppend>, Option<IdempotencyRecord>);
+/// One request of a group commit: the streams to append to, its idempotency record, and the inbox rows of
+/// the deliveries it answers (a callback's own row, and the rows of exact duplicates of it that arrived in
+/// the same batch, or of a replayed duplicate alone). All of it commits together or not at all.
+#[derive(Clone, Debug, Default)]
+pub struct BatchRequest {
+    pub appends: Vec<StreamAppend>,
+    pub idempotency: Option<IdempotencyRecord>,
+    pub inbox: Vec<InboxRow>,
+}
+
+impl From<(Vec<StreamAppend>, Option<IdempotencyRecord>)> for BatchRequest {
+    fn from((appends, idempotency): (Vec<StreamAppend>, Option<IdempotencyRecord>)) -> Self {
+        BatchRequest::new(appends, idempotency)
+    }
+}
+
+impl BatchRequest {
+    pub fn new(appends: Vec<StreamAppend>, idempotency: Option<IdempotencyRecord>) -> BatchRequest {
+        BatchRequest {
+            appends,
+            idempotency,
+            inbox: Vec::new(),
+        }
+    }
+
+    /// Whether the request records something besides events (an outcome under a key, a delivery).
+    pub(crate) fn records_outcome(&self) -> bool {
+        self.idempotency.is_some() || !self.inbox.is_empty()
+    }
+}
 
 #[async_trait]
 pub trait EventStore: Send + Sync {
@@ -70,6 +98,67 @@ pub trait EventStore: Send + Sync {
         ledger_id: &str,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>>;
+
+    /// Events of several streams (each from its first), ordered by stream id then version, at most
+    /// `limit` (clamped to `READ_LIMIT_MAX`) in all: a caller that gets `limit` events cannot tell which
+    /// streams were cut. Committed events not sequenced yet are included (`position` None).
+    async fn read_streams(
+        &self,
+        ledger_id: &str,
+        stream_ids: &[String],
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>> {
+        let mut sorted: Vec<&String> = stream_ids.iter().collect();
+        sorted.sort();
+        sorted.dedup();
+        let limit = clamp_limit(limit);
+        let mut events = Vec::new();
+        for stream_id in sorted {
+            let left = limit - events.len() as i64;
+            if left <= 0 {
+                break;
+            }
+            events.extend(self.read_stream(ledger_id, stream_id, 0, left).await?);
+        }
+        Ok(events)
+    }
+
+    /// Where each of `events` is in the log: `Some(position)` when the event with that id is at that stream
+    /// and version (0 while it waits for the sequencer), `None` when it is not there. At most
+    /// `READ_LIMIT_MAX` events.
+    async fn positions_of(
+        &self,
+        ledger_id: &str,
+        events: &[AppendedEvent],
+    ) -> Result<Vec<Option<i64>>> {
+        let mut found = Vec::with_capacity(events.len());
+        for event in events {
+            let read = self
+                .read_stream(ledger_id, &event.stream_id, event.stream_version - 1, 1)
+                .await?;
+            found.push(
+                read.first()
+                    .filter(|r| r.event_id == event.event_id)
+                    .map(|r| r.position.unwrap_or(0)),
+            );
+        }
+        Ok(found)
+    }
+
+    /// The records of several keys at once (a group commit looks up its whole batch in one query); absent
+    /// keys are absent from the answer. At most `BATCH_REQUESTS_MAX` keys.
+    async fn get_idempotency_many(
+        &self,
+        ledger_id: &str,
+        keys: &[String],
+    ) -> Result<Vec<IdempotencyRecord>> {
+        validate_batch_size(keys.len())?;
+        let mut found = Vec::new();
+        for key in keys {
+            found.extend(self.get_idempotency(ledger_id, key).await?);
+        }
+        Ok(found)
+    }
 
     /// Events of one stream with `stream_version > from_version_exclusive`, in version order,
     /// including committed events that are not sequenced yet (their `position` is `None`).

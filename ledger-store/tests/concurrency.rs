@@ -21,7 +21,10 @@ async fn write(store: PgEventStore, writer: usize) -> Vec<(Uuid, i64)> {
     for n in 0..APPENDS_PER_WRITER {
         let stream = format!("writer-{writer}");
         if n % 3 == 2 {
-            let requests = (0..2)
+            let requests: Vec<(
+                Vec<ledger_store::StreamAppend>,
+                Option<ledger_store::IdempotencyRecord>,
+            )> = (0..2)
                 .map(|i| {
                     (
                         vec![append(
@@ -33,7 +36,11 @@ async fn write(store: PgEventStore, writer: usize) -> Vec<(Uuid, i64)> {
                     )
                 })
                 .collect();
-            for result in store.append_batch(LEDGER, requests).await.unwrap() {
+            for result in store
+                .append_batch(LEDGER, requests.into_iter().map(Into::into).collect())
+                .await
+                .unwrap()
+            {
                 written.extend(
                     result
                         .unwrap()

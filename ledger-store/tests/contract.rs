@@ -222,7 +222,10 @@ async fn batch_isolates_failing_requests(store: &dyn EventStore) {
         keyed(vec![append("b3", ExpectedVersion::Any, 1)], "r1"),
         (vec![append("b4", ExpectedVersion::Any, 1)], None),
     ];
-    let results = store.append_batch(LEDGER, requests).await.unwrap();
+    let results = store
+        .append_batch(LEDGER, requests.into_iter().map(Into::into).collect())
+        .await
+        .unwrap();
     assert_eq!(results.len(), 6);
     assert_eq!(
         results[0]
@@ -635,7 +638,10 @@ async fn read_checks_guard_a_request(store: &dyn EventStore) {
         keyed(vec![check(ExpectedVersion::Exact(1))], "k-b1"),
         keyed(vec![check(ExpectedVersion::Exact(2))], "k-b2"),
     ];
-    let results = store.append_batch(LEDGER, requests).await.unwrap();
+    let results = store
+        .append_batch(LEDGER, requests.into_iter().map(Into::into).collect())
+        .await
+        .unwrap();
     assert!(matches!(
         results[0],
         Err(StoreError::ConcurrencyConflict { .. })

@@ -990,3 +990,172 @@ async fn a_settlement_is_refused_beyond_the_clearing_balance_on_both_stores() {
         assert_eq!(ledger.balances().balance(&clearing, Currency::USD), 0);
     }
 }
+
+/// A delivery's inbox row.
+fn delivery_row(
+    body: &str,
+    key: &str,
+    disposition: &str,
+    command_id: Option<Uuid>,
+) -> ledger_store::InboxRow {
+    ledger_store::InboxRow {
+        delivery_id: Uuid::new_v4(),
+        gateway: "normalized".into(),
+        gateway_event_id: body.into(),
+        event_type: "deposit_succeeded".into(),
+        dedupe_key: key.into(),
+        payment_reference: None,
+        disposition: disposition.into(),
+        detail: String::new(),
+        command_id,
+        correlation_id: None,
+        raw_body: body.as_bytes().to_vec(),
+        received_at: at(0),
+        signature: None,
+    }
+}
+
+/// A callback delivery's inbox row, labelled from the outcome it is recorded with (as serve's pipeline does).
+fn delivery_builder(body: &'static str, key: &'static str) -> ledger_store::InboxRowBuilder {
+    Box::new(
+        move |outcome: &CommandOutcome, replayed: bool, _events: &[Event]| {
+            let disposition = if replayed { "duplicate" } else { "applied" };
+            delivery_row(body, key, disposition, Some(outcome.command_id()))
+        },
+    )
+}
+
+fn confirm(payment: u128, minor: i64) -> Command {
+    Command::ConfirmDeposit {
+        payment_id: Uuid::from_u128(payment),
+        amount: usd(minor),
+        gateway_fee: None,
+        occurred_at: None,
+        fee_in_suspense: None,
+    }
+}
+
+/// Callbacks group-committed: each delivery's row commits with its outcome; an exact duplicate in the same
+/// batch follows its original (one money effect, its own row, nothing decided twice); a key recorded by an
+/// earlier batch is replayed with its row in this one; a delivery with nothing to run is recorded alone in
+/// the batch; and an item the store refuses fails alone, its neighbours committed.
+async fn callbacks_group_commit_each_delivery_with_its_outcome(store: Arc<dyn EventStore>) {
+    use ledger_store::{BatchAnswer, BatchItem};
+    let ex = executor(store.clone());
+    for (payment, user) in [(21_u128, 0xA1_u128), (22, 0xA2), (23, 0xA3)] {
+        let init = Command::InitiateDeposit {
+            payment_id: Uuid::from_u128(payment),
+            amount: usd(1_000),
+            gateway: Gateway::Normalized,
+            fund: None,
+        };
+        assert!(
+            run(&ex, Actor::User(Uuid::from_u128(user)), init)
+                .await
+                .is_accepted()
+        );
+    }
+    let gateway = Actor::Gateway(Gateway::Normalized);
+    let callback = |payment: u128, body: &'static str, key: &'static str| BatchItem::Command {
+        env: env(gateway, confirm(payment, 1_000)),
+        key: Some(key.to_string()),
+        inbox: Some(delivery_builder(body, key)),
+    };
+    let first = ex
+        .execute_items(vec![callback(21, "dep-21", "normalized:dep-21")])
+        .await;
+    assert!(matches!(
+        &first[0],
+        Ok(BatchAnswer::Executed { outcome, replayed: false }) if outcome.is_accepted()
+    ));
+    let head_before = store.head_position(DEFAULT_LEDGER).await.unwrap();
+    let ignored = delivery_row("ignored", "normalized:ignored", "ignored", None);
+    let refused = delivery_row("refused", "normalized:refused", "not-a-disposition", None);
+    let answers = ex
+        .execute_items(vec![
+            callback(22, "dep-22", "normalized:dep-22"),
+            callback(22, "dep-22", "normalized:dep-22"), // an exact duplicate in the same batch
+            callback(21, "dep-21", "normalized:dep-21"), // recorded by the earlier batch
+            BatchItem::Record(ignored),
+            BatchItem::Record(refused),
+            callback(23, "dep-23", "normalized:dep-23"),
+        ])
+        .await;
+    let outcome = |i: usize| match &answers[i] {
+        Ok(BatchAnswer::Executed { outcome, replayed }) => (outcome.clone(), *replayed),
+        other => panic!("item {i}: {other:?}"),
+    };
+    let (original, replayed) = outcome(0);
+    assert!(original.is_accepted() && !replayed);
+    assert_eq!(
+        outcome(1),
+        (original.clone(), true),
+        "the duplicate follows its original"
+    );
+    let (earlier, replayed) = outcome(2);
+    assert!(replayed && earlier.command_id() != original.command_id());
+    assert!(matches!(answers[3], Ok(BatchAnswer::Recorded)));
+    assert!(
+        matches!(
+            answers[4],
+            Err(ExecError::Store(
+                ledger_store::StoreError::InvalidAppend { .. }
+            ))
+        ),
+        "{:?}",
+        answers[4]
+    );
+    assert!(
+        outcome(5).0.is_accepted() && !outcome(5).1,
+        "a neighbour of the refused item commits"
+    );
+    let appended = store
+        .read_log(DEFAULT_LEDGER, head_before, 100)
+        .await
+        .unwrap();
+    let succeeded: Vec<&str> = appended
+        .iter()
+        .filter(|e| e.event_type == "DepositSucceeded")
+        .map(|e| e.stream_id.as_str())
+        .collect();
+    assert_eq!(
+        succeeded,
+        [
+            format!("payment-{}", Uuid::from_u128(22)),
+            format!("payment-{}", Uuid::from_u128(23))
+        ],
+        "one money effect per deposit"
+    );
+    let rows = |key: &'static str| {
+        let store = store.clone();
+        async move { store.read_inbox(DEFAULT_LEDGER, key).await.unwrap() }
+    };
+    // Sorted: both rows of a key were received at the same time here.
+    let dispositions = |rows: Vec<ledger_store::InboxRow>| -> Vec<String> {
+        let mut found: Vec<String> = rows.into_iter().map(|r| r.disposition).collect();
+        found.sort();
+        found
+    };
+    assert_eq!(
+        dispositions(rows("normalized:dep-22").await),
+        ["applied", "duplicate"]
+    );
+    assert_eq!(
+        dispositions(rows("normalized:dep-21").await),
+        ["applied", "duplicate"]
+    );
+    assert_eq!(dispositions(rows("normalized:ignored").await), ["ignored"]);
+    assert_eq!(dispositions(rows("normalized:dep-23").await), ["applied"]);
+}
+
+#[tokio::test]
+async fn callbacks_group_commit_each_delivery_with_its_outcome_postgres() {
+    let db = TestDb::new().await;
+    callbacks_group_commit_each_delivery_with_its_outcome(Arc::new(db.store())).await;
+}
+
+#[tokio::test]
+async fn callbacks_group_commit_each_delivery_with_its_outcome_in_memory() {
+    callbacks_group_commit_each_delivery_with_its_outcome(Arc::new(InMemoryEventStore::new()))
+        .await;
+}

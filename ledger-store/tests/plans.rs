@@ -107,7 +107,10 @@ async fn plans_cached_on_a_small_ledger_stay_key_lookups_when_it_grows() {
             )],
             None,
         )];
-        store.append_batch(LEDGER, batch).await.unwrap();
+        store
+            .append_batch(LEDGER, batch.into_iter().map(Into::into).collect())
+            .await
+            .unwrap();
     }
     grow(&db, 0).await;
 
@@ -128,7 +131,10 @@ async fn plans_cached_on_a_small_ledger_stay_key_lookups_when_it_grows() {
             None,
         ),
     ];
-    let many = store.append_batch(LEDGER, batch).await.unwrap();
+    let many = store
+        .append_batch(LEDGER, batch.into_iter().map(Into::into).collect())
+        .await
+        .unwrap();
     flush_statistics(&writer).await;
     let read = index_entries_read(&db.pool).await - before;
 

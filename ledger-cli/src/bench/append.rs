@@ -226,9 +226,13 @@ pub async fn run(global: &Global, args: AppendArgs) -> Result<ExitCode, CliError
         "setup took {:.1} s; running the workload...",
         setup_started.elapsed().as_secs_f64()
     );
+    let cpu_before = super::cpu::CpuSample::now();
     let started = Instant::now();
     let (mut latencies, events) = run_lanes(&committer, &lanes, args.in_flight, work).await?;
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_before
+        .zip(super::cpu::CpuSample::now())
+        .map(|(a, b)| a.until(&b));
     latencies.sort();
     let commands = latencies.len() as u64;
     let percentile = |p: f64| {
@@ -242,7 +246,7 @@ pub async fn run(global: &Global, args: AppendArgs) -> Result<ExitCode, CliError
         .head_position(&global.ledger)
         .await
         .context("cannot read the head")?;
-    let report = serde_json::json!({
+    let mut report = serde_json::json!({
         "commands_per_s": commands as f64 / elapsed,
         "events_per_s": events as f64 / elapsed,
         "events_per_command": events as f64 / commands.max(1) as f64,
@@ -265,6 +269,10 @@ pub async fn run(global: &Global, args: AppendArgs) -> Result<ExitCode, CliError
         percentile(0.50),
         percentile(0.99)
     );
+    if let Some(cpu) = cpu {
+        eprintln!("{}", cpu.line(commands, "command"));
+        super::cpu::merge(&mut report, cpu.json(commands, "command"));
+    }
     if args.json {
         println!("{report}");
     }

@@ -22,6 +22,9 @@ use crate::serve::{AppState, Limits, metrics::Metrics};
 
 pub const SENDERS_MAX: usize = 256;
 pub const PAYMENTS_MAX: usize = 200_000;
+pub const RATE_MAX: u32 = 100_000;
+/// Open loop: most callbacks outstanding at once; past it the schedule waits (and latencies show it).
+const OUTSTANDING_MAX: usize = 8_192;
 
 #[derive(Args, Debug)]
 pub struct CallbacksArgs {
@@ -31,6 +34,20 @@ pub struct CallbacksArgs {
     /// Deposits to confirm (a quarter of their callbacks are delivered twice).
     #[arg(long, default_value_t = 4000)]
     pub payments: usize,
+    /// Open loop: send at this fixed rate (callbacks/s) whatever the answers, and measure each latency from
+    /// the moment the callback was due (so a slow server is not hidden by senders that waited for it).
+    /// Without it, `--senders` closed-loop senders each send the next callback when one is answered.
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// Group commit: most callbacks in one transaction (serve's `group_commit_batch_max`).
+    #[arg(long, default_value_t = crate::serve::config::GROUP_COMMIT_BATCH_MAX_DEFAULT)]
+    pub batch_size: usize,
+    /// Group commit: how long a batch waits for more while another commits, in ms (`group_commit_linger_ms`).
+    #[arg(long, default_value_t = crate::serve::config::GROUP_COMMIT_LINGER_MS_DEFAULT)]
+    pub linger_ms: u64,
+    /// Group commit: batches committing at once (`group_commit_committers`).
+    #[arg(long, default_value_t = crate::serve::config::GROUP_COMMIT_COMMITTERS_DEFAULT)]
+    pub committers: usize,
     #[arg(long)]
     pub json: bool,
 }
@@ -43,6 +60,22 @@ pub async fn run(global: &Global, args: CallbacksArgs) -> Result<ExitCode, CliEr
     {
         return Err(CliError::environment(format!(
             "senders in 1..={SENDERS_MAX}, payments in 1..={PAYMENTS_MAX}"
+        )));
+    }
+    if args.batch_size == 0
+        || args.batch_size > ledger_store::BATCH_REQUESTS_MAX
+        || args.committers == 0
+        || args.committers > 16
+        || args.linger_ms > 100
+    {
+        return Err(CliError::environment(format!(
+            "--batch-size in 1..={}, --committers in 1..=16, --linger-ms in 0..=100",
+            ledger_store::BATCH_REQUESTS_MAX
+        )));
+    }
+    if args.rate.is_some_and(|r| r == 0 || r > RATE_MAX) {
+        return Err(CliError::environment(format!(
+            "--rate in 1..={RATE_MAX} callbacks/s"
         )));
     }
     let pool = global.pool().await?;
@@ -84,16 +117,21 @@ pub async fn run(global: &Global, args: CallbacksArgs) -> Result<ExitCode, CliEr
     let mut ledgers = HashMap::new();
     ledgers.insert(
         ledger.clone(),
-        LedgerContext {
-            ledger_id: ledger.clone(),
+        LedgerContext::new(
             executor,
-            secrets: Secrets {
+            ledger_store::GroupCommitConfig {
+                batch_size_max: args.batch_size,
+                linger: Duration::from_millis(args.linger_ms),
+                committers: args.committers,
+                ..ledger_store::GroupCommitConfig::default()
+            },
+            Secrets {
                 callback: Some(secret.clone()),
                 ..Secrets::default()
             },
-            keys: crate::serve::keys::ApiKeys::default(),
-            recover_from_user: true,
-        },
+            crate::serve::keys::ApiKeys::default(),
+            true,
+        ),
     );
     let state = Arc::new(AppState {
         pool,
@@ -127,11 +165,87 @@ pub async fn run(global: &Global, args: CallbacksArgs) -> Result<ExitCode, CliEr
     }
     bodies.shuffle(&mut rand::rng());
     let bodies = Arc::new(bodies);
-    let next = Arc::new(AtomicUsize::new(0));
     let url = format!("http://{address}/v1/ledgers/{ledger}/callbacks/normalized");
+    let cpu_before = super::cpu::CpuSample::now();
     let started = Instant::now();
+    let (mut latencies, failures) = match args.rate {
+        None => closed_loop(args.senders, bodies, url, secret).await?,
+        Some(rate) => open_loop(rate, bodies, url, secret).await?,
+    };
+    let elapsed = started.elapsed();
+    let cpu = cpu_before
+        .zip(super::cpu::CpuSample::now())
+        .map(|(a, b)| a.until(&b));
+    let _ = stop.send(());
+    server.await.context("server task")??;
+    latencies.sort();
+    if latencies.is_empty() {
+        return Err(CliError::environment("no callback was sent"));
+    }
+    let pct = |p: usize| {
+        latencies[(latencies.len() * p / 100).min(latencies.len() - 1)].as_secs_f64() * 1000.0
+    };
+    let rate = latencies.len() as f64 / elapsed.as_secs_f64();
+    let mut report = serde_json::json!({
+        "callbacks": latencies.len(), "unique_events": args.payments, "senders": args.senders,
+        "offered_rate": args.rate,
+        "seconds": elapsed.as_secs_f64(), "callbacks_per_second": rate,
+        "p50_ms": pct(50), "p99_ms": pct(99), "non_2xx": failures, "ledger": ledger,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    });
+    let callbacks = latencies.len() as u64;
+    if let Some(cpu) = cpu {
+        super::cpu::merge(&mut report, cpu.json(callbacks, "callback"));
+    }
+    if args.json {
+        println!("{report}");
+    } else {
+        let load = match args.rate {
+            None => format!("{} senders", args.senders),
+            Some(rate) => format!("an offered {rate}/s (open loop)"),
+        };
+        println!(
+            "{callbacks} callbacks from {load} in {:.2}s: {rate:.0} callbacks/s, p50 {:.1} ms, p99 {:.1} ms, {failures} non-2xx",
+            elapsed.as_secs_f64(),
+            pct(50),
+            pct(99)
+        );
+        if let Some(cpu) = cpu {
+            println!("{}", cpu.line(callbacks, "callback"));
+        }
+    }
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::exit::EXIT_FINDINGS)
+    })
+}
+
+type Sent = (Vec<Duration>, u64);
+
+/// One signed POST; whether it was answered 2xx.
+async fn send(client: &reqwest::Client, url: &str, secret: &str, body: &[u8]) -> bool {
+    let signature = ledger_gateway::verify::sign_timestamped(secret, Utc::now().timestamp(), body);
+    client
+        .post(url)
+        .header("x-escrow-signature", signature)
+        .body(body.to_vec())
+        .send()
+        .await
+        .map(|r| r.status().is_success())
+        .unwrap_or(false)
+}
+
+/// `senders` tasks, each sending the next body once its previous one is answered.
+async fn closed_loop(
+    senders: usize,
+    bodies: Arc<Vec<Vec<u8>>>,
+    url: String,
+    secret: String,
+) -> Result<Sent, CliError> {
+    let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..args.senders {
+    for _ in 0..senders {
         let (bodies, next, url, secret) =
             (bodies.clone(), next.clone(), url.clone(), secret.clone());
         tasks.push(tokio::spawn(async move {
@@ -141,59 +255,57 @@ pub async fn run(global: &Global, args: CallbacksArgs) -> Result<ExitCode, CliEr
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(body) = bodies.get(i) else { break };
-                let signature =
-                    ledger_gateway::verify::sign_timestamped(&secret, Utc::now().timestamp(), body);
                 let t = Instant::now();
-                let ok = client
-                    .post(&url)
-                    .header("x-escrow-signature", signature)
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .map(|r| r.status().is_success())
-                    .unwrap_or(false);
+                let ok = send(&client, &url, &secret, body).await;
                 latencies.push(t.elapsed());
                 failures += u64::from(!ok);
             }
             (latencies, failures)
         }));
     }
-    let mut latencies = Vec::new();
-    let mut failures = 0;
+    gather(tasks).await
+}
+
+/// Every body at its due time (`i / rate` after the start), whatever the answers; latency counts from the
+/// due time. At most `OUTSTANDING_MAX` in flight: past it the schedule slips, and the latencies say so.
+async fn open_loop(
+    rate: u32,
+    bodies: Arc<Vec<Vec<u8>>>,
+    url: String,
+    secret: String,
+) -> Result<Sent, CliError> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(OUTSTANDING_MAX)
+        .build()
+        .context("cannot build the HTTP client")?;
+    let outstanding = Arc::new(tokio::sync::Semaphore::new(OUTSTANDING_MAX));
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(bodies.len());
+    for i in 0..bodies.len() {
+        let due = start + Duration::from_secs_f64(i as f64 / f64::from(rate));
+        tokio::time::sleep_until(due).await;
+        let permit = outstanding
+            .clone()
+            .acquire_owned()
+            .await
+            .context("the open loop's semaphore closed")?;
+        let (client, bodies, url, secret) =
+            (client.clone(), bodies.clone(), url.clone(), secret.clone());
+        tasks.push(tokio::spawn(async move {
+            let ok = send(&client, &url, &secret, &bodies[i]).await;
+            drop(permit);
+            (vec![due.elapsed()], u64::from(!ok))
+        }));
+    }
+    gather(tasks).await
+}
+
+async fn gather(tasks: Vec<tokio::task::JoinHandle<Sent>>) -> Result<Sent, CliError> {
+    let mut all = (Vec::new(), 0);
     for task in tasks {
-        let (l, f) = task.await.context("a sender failed")?;
-        latencies.extend(l);
-        failures += f;
+        let (latencies, failures) = task.await.context("a sender failed")?;
+        all.0.extend(latencies);
+        all.1 += failures;
     }
-    let elapsed = started.elapsed();
-    let _ = stop.send(());
-    server.await.context("server task")??;
-    latencies.sort();
-    let pct = |p: usize| {
-        latencies[(latencies.len() * p / 100).min(latencies.len() - 1)].as_secs_f64() * 1000.0
-    };
-    let rate = latencies.len() as f64 / elapsed.as_secs_f64();
-    let report = serde_json::json!({
-        "callbacks": latencies.len(), "unique_events": args.payments, "senders": args.senders,
-        "seconds": elapsed.as_secs_f64(), "callbacks_per_second": rate,
-        "p50_ms": pct(50), "p99_ms": pct(99), "non_2xx": failures, "ledger": ledger,
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-    });
-    if args.json {
-        println!("{report}");
-    } else {
-        println!(
-            "{} callbacks from {} senders in {:.2}s: {rate:.0} callbacks/s, p50 {:.1} ms, p99 {:.1} ms, {failures} non-2xx",
-            latencies.len(),
-            args.senders,
-            elapsed.as_secs_f64(),
-            pct(50),
-            pct(99)
-        );
-    }
-    Ok(if failures == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(crate::exit::EXIT_FINDINGS)
-    })
+    Ok(all)
 }

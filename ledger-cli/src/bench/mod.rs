@@ -4,6 +4,7 @@
 
 mod append;
 mod callbacks;
+mod cpu;
 mod events;
 mod rebuild;
 mod replay;

@@ -459,7 +459,7 @@ async fn command(
         Ok(parsed) => parsed,
         Err(r) => return *r,
     };
-    let executed = ctx.executor.execute(&env, Some(&key)).await;
+    let executed = ctx.execute(env, key).await;
     executed_answer(
         executed,
         "Idempotency-Key (or command_id) already used for a different request",
@@ -613,7 +613,7 @@ async fn outbox_gateway_reference(
             gateway_reference: request.gateway_reference,
         },
     };
-    let executed = ctx.executor.execute(&env, Some(&key)).await;
+    let executed = ctx.execute(env, key).await;
     executed_answer(
         executed,
         "this gateway reference was recorded for this payment with another request",

@@ -113,16 +113,16 @@ pub async fn build_state(
         ));
         ledgers.insert(
             ledger_id.clone(),
-            LedgerContext {
-                ledger_id: ledger_id.clone(),
+            LedgerContext::new(
                 executor,
-                secrets: secrets.gateway_secrets(),
-                keys: keys::ApiKeys::new(
+                config.group_commit(),
+                secrets.gateway_secrets(),
+                keys::ApiKeys::new(
                     secrets.api_key.as_deref(),
                     secrets.payout_worker_key.as_deref(),
                 ),
-                recover_from_user: config.chargeback_recover_from_user.unwrap_or(true),
-            },
+                config.chargeback_recover_from_user.unwrap_or(true),
+            ),
         );
     }
     let defaults = Limits::default();

@@ -1,7 +1,8 @@
 //! One authentic-or-not delivery through the ledger: verify, parse, plan, execute with the dedupe key and
-//! the delivery's inbox row in the same transaction (`Executor::execute_with_inbox`: no commit is left
-//! without its row, and one commit per callback). Shared by `serve` (HTTP) and `ingest` (captured
-//! deliveries).
+//! the delivery's inbox row in the same transaction (no commit is left without its row). Concurrent
+//! deliveries share transactions: they go through the ledger's group committer (`GroupCommitter`), which
+//! decides and appends a batch of them at once and answers each when its batch has committed. Shared by
+//! `serve` (HTTP) and `ingest` (captured deliveries).
 
 use std::sync::Arc;
 
@@ -9,7 +10,9 @@ use chrono::{DateTime, Utc};
 use ledger_core::{AggState, Command, CommandEnvelope, Event, Gateway, StreamId};
 use ledger_gateway::plan;
 use ledger_gateway::{CallbackError, NormalizedCallback, Secrets};
-use ledger_store::{CommandOutcome, ExecError, Executor, InboxRow};
+use ledger_store::{
+    CommandOutcome, ExecError, Executor, GroupCommitConfig, GroupCommitter, InboxRow,
+};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -17,9 +20,39 @@ use uuid::Uuid;
 pub struct LedgerContext {
     pub ledger_id: String,
     pub executor: Arc<Executor>,
+    /// Callbacks and HTTP commands go through it (group commit); the timers use the executor directly.
+    pub committer: GroupCommitter,
     pub secrets: Secrets,
     pub keys: super::keys::ApiKeys,
     pub recover_from_user: bool,
+}
+
+impl LedgerContext {
+    pub fn new(
+        executor: Arc<Executor>,
+        group_commit: GroupCommitConfig,
+        secrets: Secrets,
+        keys: super::keys::ApiKeys,
+        recover_from_user: bool,
+    ) -> LedgerContext {
+        LedgerContext {
+            ledger_id: executor.ledger_id().to_string(),
+            committer: GroupCommitter::spawn(executor.clone(), group_commit),
+            executor,
+            secrets,
+            keys,
+            recover_from_user,
+        }
+    }
+
+    /// A keyed command through group commit.
+    pub async fn execute(
+        &self,
+        env: CommandEnvelope,
+        key: String,
+    ) -> Result<CommandOutcome, ExecError> {
+        Ok(self.committer.submit(env, Some(key)).await?)
+    }
 }
 
 /// What a delivery became (the 2xx body).
@@ -87,20 +120,24 @@ pub async fn deliver(
         }
     }
     let plan = plan::plan(&callback, payment.as_ref(), ctx.recover_from_user);
-    let delivery = Delivery {
-        callback: &callback,
-        plan: &plan,
+    let delivery = Arc::new(Delivery {
+        signature: ledger_gateway::verify::signature_lines(gateway, header),
+        callback,
+        plan,
         received_at,
         correlation_id,
-        signature: ledger_gateway::verify::signature_lines(gateway, header),
-    };
-    match &plan.command {
+    });
+    match delivery.plan.command.clone() {
         None => {
-            let receipt = delivery.receipt(plan.disposition.as_str(), plan.detail.clone(), None);
+            let receipt = delivery.receipt(
+                delivery.plan.disposition.as_str(),
+                delivery.plan.detail.clone(),
+                None,
+            );
             record_alone(ctx, &delivery, &receipt).await?;
             Ok(receipt)
         }
-        Some(command) => execute(ctx, &delivery, command.clone()).await,
+        Some(command) => execute(ctx, delivery, command).await,
     }
 }
 
@@ -116,17 +153,18 @@ async fn payment_state(
     }
 }
 
-/// What is known of one delivery once it is planned.
-struct Delivery<'a> {
-    callback: &'a NormalizedCallback,
-    plan: &'a plan::Plan,
+/// What is known of one delivery once it is planned (shared with the group committer, which builds the
+/// delivery's inbox row from the outcome it commits).
+struct Delivery {
+    callback: NormalizedCallback,
+    plan: plan::Plan,
     received_at: DateTime<Utc>,
     correlation_id: Uuid,
     /// The signature header(s) it was authenticated with (`ledger_gateway::verify::signature_lines`).
     signature: Option<String>,
 }
 
-impl Delivery<'_> {
+impl Delivery {
     fn receipt(
         &self,
         disposition: &'static str,
@@ -186,7 +224,7 @@ impl Delivery<'_> {
         replayed: bool,
         committed: &[Event],
     ) -> Receipt {
-        let plan = self.plan;
+        let plan = &self.plan;
         match outcome {
             _ if replayed => self.receipt(
                 "duplicate",
@@ -226,18 +264,18 @@ impl Delivery<'_> {
 
 async fn record_alone(
     ctx: &LedgerContext,
-    delivery: &Delivery<'_>,
+    delivery: &Delivery,
     receipt: &Receipt,
 ) -> Result<(), DeliveryError> {
-    ctx.executor
-        .record_inbox(delivery.row(receipt))
+    ctx.committer
+        .record(delivery.row(receipt))
         .await
         .map_err(|e| DeliveryError::Unavailable(format!("cannot record the delivery: {e}")))
 }
 
 async fn execute(
     ctx: &LedgerContext,
-    delivery: &Delivery<'_>,
+    delivery: Arc<Delivery>,
     command: Command,
 ) -> Result<Receipt, DeliveryError> {
     let env = CommandEnvelope {
@@ -246,19 +284,27 @@ async fn execute(
         at: delivery.received_at,
         command,
     };
-    let key = &delivery.plan.dedupe_key;
-    // The receipt of the attempt that committed is the one recorded (each retry builds its own): the answer
-    // says what the inbox row says.
-    let recorded: std::sync::Mutex<Option<Receipt>> = std::sync::Mutex::new(None);
-    let row = |outcome: &CommandOutcome, replayed: bool, events: &[Event]| {
-        let receipt = delivery.describe(outcome, replayed, events);
-        let row = delivery.row(&receipt);
-        *recorded.lock().expect("receipt lock") = Some(receipt);
-        row
+    let key = delivery.plan.dedupe_key.clone();
+    // The receipt of the attempt that committed is the one recorded (each attempt builds its own, the last
+    // one commits): the answer says what the inbox row says.
+    let recorded: Arc<std::sync::Mutex<Option<Receipt>>> = Arc::default();
+    let row = {
+        let (delivery, recorded) = (delivery.clone(), recorded.clone());
+        move |outcome: &CommandOutcome, replayed: bool, events: &[Event]| {
+            let receipt = delivery.describe(outcome, replayed, events);
+            let row = delivery.row(&receipt);
+            *recorded.lock().expect("receipt lock") = Some(receipt);
+            row
+        }
     };
-    match ctx.executor.execute_with_inbox(&env, Some(key), &row).await {
-        Ok(outcome) => {
-            let replayed = outcome.command_id() != env.command_id;
+    let submitted = ctx
+        .committer
+        .submit_keyed(env.clone(), Some(key), Some(Box::new(row)))
+        .await
+        .map_err(ExecError::from);
+    let delivery = &*delivery;
+    match submitted {
+        Ok((outcome, replayed)) => {
             if let CommandOutcome::Rejected { rejection, .. } = &outcome
                 && !replayed
                 && ledger_store::executor::is_transient(&rejection.code)
@@ -297,11 +343,8 @@ async fn execute(
 }
 
 /// Plans again on the payment as it is now (completed) and holds the money in suspense under its own key.
-async fn hold_after_race(
-    ctx: &LedgerContext,
-    delivery: &Delivery<'_>,
-) -> Result<(), DeliveryError> {
-    let callback = delivery.callback;
+async fn hold_after_race(ctx: &LedgerContext, delivery: &Delivery) -> Result<(), DeliveryError> {
+    let callback = &delivery.callback;
     let fresh = match plan::payment_id(callback) {
         Some(id) => match ctx.executor.load_stream_state(&StreamId::Payment(id)).await {
             Ok((AggState::Payment(state), _)) => Some(state),

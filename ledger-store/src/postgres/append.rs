@@ -144,30 +144,68 @@ const INSERT_INBOX: &str = "
     insert into ledger.inbox (ledger_id, delivery_id, gateway, gateway_event_id, event_type, dedupe_key,
                               payment_reference, disposition, detail, command_id, correlation_id,
                               raw_body, received_at, signature)
-    values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+    select $1, * from unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                             $8::text[], $9::text[], $10::uuid[], $11::uuid[], $12::bytea[],
+                             $13::timestamptz[], $14::text[])";
 
-/// The delivery's row, text NUL-escaped (PostgreSQL text cannot hold NUL), the body byte-exact.
+/// Deliveries' rows in one statement (arrays + UNNEST, like the events), text NUL-escaped (PostgreSQL text
+/// cannot hold NUL), bodies byte-exact.
 pub(super) async fn insert_inbox(
     conn: &mut PgConnection,
     ledger_id: &str,
-    row: InboxRow,
+    rows: Vec<InboxRow>,
 ) -> Result<(), AppendFailure> {
-    let row = row.escaped();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let n = rows.len();
+    let (mut ids, mut gateways, mut event_ids, mut types, mut keys, mut references) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut dispositions, mut details, mut commands, mut correlations, mut bodies) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut received, mut signatures) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for row in rows {
+        let row = row.escaped();
+        ids.push(row.delivery_id);
+        gateways.push(row.gateway);
+        event_ids.push(row.gateway_event_id);
+        types.push(row.event_type);
+        keys.push(row.dedupe_key);
+        references.push(row.payment_reference);
+        dispositions.push(row.disposition);
+        details.push(row.detail);
+        commands.push(row.command_id);
+        correlations.push(row.correlation_id);
+        bodies.push(row.raw_body);
+        received.push(row.received_at);
+        signatures.push(row.signature);
+    }
     sqlx::query(INSERT_INBOX)
         .bind(ledger_id)
-        .bind(row.delivery_id)
-        .bind(row.gateway)
-        .bind(row.gateway_event_id)
-        .bind(row.event_type)
-        .bind(row.dedupe_key)
-        .bind(row.payment_reference)
-        .bind(row.disposition)
-        .bind(row.detail)
-        .bind(row.command_id)
-        .bind(row.correlation_id)
-        .bind(row.raw_body)
-        .bind(row.received_at)
-        .bind(row.signature)
+        .bind(ids)
+        .bind(gateways)
+        .bind(event_ids)
+        .bind(types)
+        .bind(keys)
+        .bind(references)
+        .bind(dispositions)
+        .bind(details)
+        .bind(commands)
+        .bind(correlations)
+        .bind(bodies)
+        .bind(received)
+        .bind(signatures)
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -272,10 +310,10 @@ pub(super) async fn append_in_tx(
     ledger_id: &str,
     mut appends: Vec<StreamAppend>,
     idempotency: Option<IdempotencyRecord>,
-    inbox: Option<InboxRow>,
+    inbox: Vec<InboxRow>,
 ) -> Result<Vec<Pending>, AppendFailure> {
-    validate_appends(&appends, idempotency.is_some() || inbox.is_some())?;
-    if let Some(row) = &inbox {
+    validate_appends(&appends, idempotency.is_some() || !inbox.is_empty())?;
+    for row in &inbox {
         crate::store::validate_inbox(row)?;
     }
     canonical_order(&mut appends);
@@ -283,9 +321,7 @@ pub(super) async fn append_in_tx(
     insert_idempotency(conn, ledger_id, idempotency.into_iter().collect()).await?;
     // Before the events, so that a delivery recorded twice fails as such, not on its outcome stream (the
     // check that the row is backed by the log waits for COMMIT).
-    if let Some(row) = inbox {
-        insert_inbox(conn, ledger_id, row).await?;
-    }
+    insert_inbox(conn, ledger_id, inbox).await?;
     let mut versions = stream_versions(conn, ledger_id, stream_ids(&appends)).await?;
     let rows = assign_versions(appends, &mut versions)?;
     insert_events(conn, ledger_id, rows).await
@@ -379,6 +415,7 @@ impl PgEventStore {
         let key = idempotency.as_ref().map(|r| r.key.clone());
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
+        let inbox = inbox.into_iter().collect();
         match append_in_tx(&mut tx, ledger_id, appends.clone(), idempotency, inbox).await {
             Ok(pending) => {
                 self.pre_commit_delay(&mut tx).await?;
@@ -510,6 +547,7 @@ enum Planned {
     Accepted {
         rows: Vec<Row_>,
         idempotency: Option<IdempotencyRecord>,
+        inbox: Vec<InboxRow>,
     },
 }
 
@@ -519,10 +557,9 @@ fn plan_batch(requests: Vec<BatchRequest>, mut versions: HashMap<String, i64>) -
     let mut keys = HashSet::new();
     let mut event_ids = HashSet::new();
     let mut planned = Vec::with_capacity(requests.len());
-    for (appends, idempotency) in requests {
+    for request in requests {
         planned.push(plan_request(
-            appends,
-            idempotency,
+            request,
             &mut versions,
             &mut keys,
             &mut event_ids,
@@ -532,13 +569,24 @@ fn plan_batch(requests: Vec<BatchRequest>, mut versions: HashMap<String, i64>) -
 }
 
 fn plan_request(
-    appends: Vec<StreamAppend>,
-    idempotency: Option<IdempotencyRecord>,
+    request: BatchRequest,
     versions: &mut HashMap<String, i64>,
     keys: &mut HashSet<String>,
     event_ids: &mut HashSet<Uuid>,
 ) -> Planned {
-    if let Err(error) = validate_appends(&appends, idempotency.is_some()) {
+    let records_outcome = request.records_outcome();
+    let BatchRequest {
+        appends,
+        idempotency,
+        inbox,
+    } = request;
+    if let Err(error) = validate_appends(&appends, records_outcome) {
+        return Planned::Rejected(error);
+    }
+    if let Some(error) = inbox
+        .iter()
+        .find_map(|row| crate::store::validate_inbox(row).err())
+    {
         return Planned::Rejected(error);
     }
     if let Some(record) = &idempotency
@@ -559,7 +607,11 @@ fn plan_request(
         Ok(rows) => {
             keys.extend(idempotency.iter().map(|r| r.key.clone()));
             event_ids.extend(request_ids);
-            Planned::Accepted { rows, idempotency }
+            Planned::Accepted {
+                rows,
+                idempotency,
+                inbox,
+            }
         }
     }
 }
@@ -575,8 +627,9 @@ impl PgEventStore {
         let count = requests.len();
         let orders: Vec<Vec<Uuid>> = requests
             .iter()
-            .map(|(appends, _)| {
-                appends
+            .map(|request| {
+                request
+                    .appends
                     .iter()
                     .flat_map(|a| &a.events)
                     .map(|e| e.event_id)
@@ -611,12 +664,14 @@ impl PgEventStore {
         ledger_id: &str,
         requests: Vec<BatchRequest>,
     ) -> Result<Option<Vec<Result<Vec<Pending>>>>> {
-        let all_streams: HashSet<String> =
-            requests.iter().flat_map(|(a, _)| stream_ids(a)).collect();
+        let all_streams: HashSet<String> = requests
+            .iter()
+            .flat_map(|r| stream_ids(&r.appends))
+            .collect();
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
         if let Err(failure) =
-            lock_streams(&mut tx, ledger_id, requests.iter().flat_map(|(a, _)| a)).await
+            lock_streams(&mut tx, ledger_id, requests.iter().flat_map(|r| &r.appends)).await
         {
             tx.rollback().await?;
             return Err(append_failure_error(failure));
@@ -624,13 +679,14 @@ impl PgEventStore {
         let versions =
             stream_versions(&mut tx, ledger_id, all_streams.into_iter().collect()).await?;
         let planned = plan_batch(requests, versions);
-        let (mut rows, records, shape) = flatten_plan(planned);
+        let (mut rows, records, inbox, shape) = flatten_plan(planned);
         // One canonical order for the whole batch (see `append_in_tx`): no cycle with another writer.
         rows.sort_by(|a, b| {
             (&a.event.stream_id, a.stream_version).cmp(&(&b.event.stream_id, b.stream_version))
         });
         let inserted = async {
             insert_idempotency(&mut tx, ledger_id, records).await?;
+            insert_inbox(&mut tx, ledger_id, inbox).await?;
             if rows.is_empty() {
                 return Ok(Vec::new());
             }
@@ -661,13 +717,18 @@ impl PgEventStore {
         let mut tx = conn.begin().await?;
         // All of the batch's locks at once, in key order (each savepoint taking its own could wait in a cycle).
         if let Err(failure) =
-            lock_streams(&mut tx, ledger_id, requests.iter().flat_map(|(a, _)| a)).await
+            lock_streams(&mut tx, ledger_id, requests.iter().flat_map(|r| &r.appends)).await
         {
             tx.rollback().await?;
             return Err(append_failure_error(failure));
         }
         let mut results = Vec::with_capacity(requests.len());
-        for (appends, idempotency) in requests {
+        for BatchRequest {
+            appends,
+            idempotency,
+            inbox,
+        } in requests
+        {
             let key = idempotency.as_ref().map(|r| r.key.clone());
             let mut savepoint = tx.begin().await?;
             match append_in_tx(
@@ -675,7 +736,7 @@ impl PgEventStore {
                 ledger_id,
                 appends.clone(),
                 idempotency,
-                None,
+                inbox,
             )
             .await
             {
@@ -719,9 +780,13 @@ fn db_failure_error(failure: DbFailure) -> StoreError {
 /// Per request: `Err` for a rejected one, or the ids of the events it contributed, in its own order.
 type Shape = Vec<Result<Vec<Uuid>>>;
 
-fn flatten_plan(planned: Vec<Planned>) -> (Vec<Row_>, Vec<IdempotencyRecord>, Shape) {
+/// What one batch writes: its event rows, idempotency records and inbox rows, and each request's shape.
+type Flat = (Vec<Row_>, Vec<IdempotencyRecord>, Vec<InboxRow>, Shape);
+
+fn flatten_plan(planned: Vec<Planned>) -> Flat {
     let mut rows = Vec::new();
     let mut records = Vec::new();
+    let mut inbox = Vec::new();
     let mut shape = Vec::with_capacity(planned.len());
     for plan in planned {
         match plan {
@@ -729,14 +794,16 @@ fn flatten_plan(planned: Vec<Planned>) -> (Vec<Row_>, Vec<IdempotencyRecord>, Sh
             Planned::Accepted {
                 rows: request_rows,
                 idempotency,
+                inbox: request_inbox,
             } => {
                 shape.push(Ok(request_rows.iter().map(|r| r.event.event_id).collect()));
                 rows.extend(request_rows);
                 records.extend(idempotency);
+                inbox.extend(request_inbox);
             }
         }
     }
-    (rows, records, shape)
+    (rows, records, inbox, shape)
 }
 
 fn unflatten(shape: Shape, pending: Vec<Pending>) -> Vec<Result<Vec<Pending>>> {

@@ -182,6 +182,37 @@ impl EventStore for PgEventStore {
         read::get_idempotency(&self.pool, ledger_id, key).await
     }
 
+    async fn read_streams(
+        &self,
+        ledger_id: &str,
+        stream_ids: &[String],
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>> {
+        read::read_streams(&self.pool, ledger_id, stream_ids, limit).await
+    }
+
+    async fn positions_of(
+        &self,
+        ledger_id: &str,
+        events: &[crate::types::AppendedEvent],
+    ) -> Result<Vec<Option<i64>>> {
+        if events.len() > crate::store::READ_LIMIT_MAX as usize {
+            return Err(StoreError::InvalidAppend {
+                reason: format!("{} events exceed the read limit", events.len()),
+            });
+        }
+        read::positions_of(&self.pool, ledger_id, events).await
+    }
+
+    async fn get_idempotency_many(
+        &self,
+        ledger_id: &str,
+        keys: &[String],
+    ) -> Result<Vec<IdempotencyRecord>> {
+        crate::store::validate_batch_size(keys.len())?;
+        read::get_idempotency_many(&self.pool, ledger_id, keys).await
+    }
+
     async fn read_stream(
         &self,
         ledger_id: &str,

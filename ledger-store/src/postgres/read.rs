@@ -69,6 +69,90 @@ pub(super) async fn get_idempotency(
     .transpose()
 }
 
+/// `EventStore::read_streams` in one query (each stream's key range read in order).
+pub(super) async fn read_streams(
+    pool: &PgPool,
+    ledger_id: &str,
+    stream_ids: &[String],
+    limit: i64,
+) -> Result<Vec<RecordedEvent>> {
+    let rows = sqlx::query(
+        "select e.*, s.position, s.sequenced_at
+           from (select distinct unnest($2::text[]) as stream_id) k
+           join ledger.events e on e.ledger_id = $1 and e.stream_id = k.stream_id
+           left join ledger.sequence s on s.ledger_id = e.ledger_id and s.local_id = e.local_id
+          order by e.stream_id, e.stream_version
+          limit $3",
+    )
+    .bind(ledger_id)
+    .bind(stream_ids)
+    .bind(clamp_limit(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(event_from_row).collect()
+}
+
+/// `EventStore::positions_of` in one query (key probes of `(ledger_id, stream_id, stream_version)`).
+pub(super) async fn positions_of(
+    pool: &PgPool,
+    ledger_id: &str,
+    events: &[crate::types::AppendedEvent],
+) -> Result<Vec<Option<i64>>> {
+    let streams: Vec<&str> = events.iter().map(|e| e.stream_id.as_str()).collect();
+    let versions: Vec<i64> = events.iter().map(|e| e.stream_version).collect();
+    let rows = sqlx::query(
+        "select k.ord, e.event_id, s.position
+           from unnest($2::text[], $3::bigint[]) with ordinality as k(stream_id, stream_version, ord)
+           left join ledger.events e
+             on e.ledger_id = $1 and e.stream_id = k.stream_id and e.stream_version = k.stream_version
+           left join ledger.sequence s on s.ledger_id = e.ledger_id and s.local_id = e.local_id",
+    )
+    .bind(ledger_id)
+    .bind(streams)
+    .bind(versions)
+    .fetch_all(pool)
+    .await?;
+    let mut found = vec![None; events.len()];
+    for row in rows {
+        let ord: i64 = row.try_get("ord")?;
+        let event_id: Option<uuid::Uuid> = row.try_get("event_id")?;
+        let position: Option<i64> = row.try_get("position")?;
+        let Some(index) = usize::try_from(ord - 1).ok().filter(|i| *i < events.len()) else {
+            continue;
+        };
+        if event_id == Some(events[index].event_id) {
+            found[index] = Some(position.unwrap_or(0));
+        }
+    }
+    Ok(found)
+}
+
+/// The records of many keys in one query (a group commit's whole batch).
+pub(super) async fn get_idempotency_many(
+    pool: &PgPool,
+    ledger_id: &str,
+    keys: &[String],
+) -> Result<Vec<IdempotencyRecord>> {
+    let rows = sqlx::query(
+        "select i.idempotency_key, i.request, i.outcome
+           from unnest($2::text[]) as k(idempotency_key)
+           join ledger.idempotency i on i.ledger_id = $1 and i.idempotency_key = k.idempotency_key",
+    )
+    .bind(ledger_id)
+    .bind(keys)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(IdempotencyRecord {
+                key: row.try_get("idempotency_key")?,
+                request: row.try_get("request")?,
+                outcome: row.try_get("outcome")?,
+            })
+        })
+        .collect()
+}
+
 /// The inbox rows of one dedupe key, oldest first (bounded like every read).
 pub(super) async fn read_inbox(
     pool: &PgPool,
