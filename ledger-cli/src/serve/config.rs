@@ -317,6 +317,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn group_commit_settings_out_of_bounds_are_refused_by_name() {
+        let parse = |text: &str| toml::from_str::<FileConfig>(text).unwrap();
+        let defaults = parse("").group_commit();
+        assert_eq!(
+            (
+                defaults.batch_size_max,
+                defaults.committers,
+                defaults.linger
+            ),
+            (256, 2, std::time::Duration::from_millis(2))
+        );
+        assert!(check_limits(&parse("group_commit_batch_max = 1000")).is_ok());
+        for (text, named) in [
+            ("group_commit_batch_max = 0", "group_commit_batch_max"),
+            ("group_commit_batch_max = 1001", "group_commit_batch_max"),
+            ("group_commit_committers = 0", "group_commit_committers"),
+            ("group_commit_linger_ms = 101", "group_commit_linger_ms"),
+        ] {
+            let error = check_limits(&parse(text)).unwrap_err().to_string();
+            assert!(error.contains(named), "{text}: {error}");
+        }
+    }
+
+    #[test]
     fn a_placeholder_copied_from_an_example_is_refused_with_its_setting_named() {
         for placeholder in [
             "...",
