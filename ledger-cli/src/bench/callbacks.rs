@@ -223,17 +223,32 @@ pub async fn run(global: &Global, args: CallbacksArgs) -> Result<ExitCode, CliEr
 
 type Sent = (Vec<Duration>, u64);
 
-/// One signed POST; whether it was answered 2xx.
+/// Failures reported on stderr (the rest are counted only).
+const FAILURES_SHOWN_MAX: usize = 5;
+static FAILURES_SHOWN: AtomicUsize = AtomicUsize::new(0);
+
+/// One signed POST; whether it was answered 2xx. The first failures are shown with their answer.
 async fn send(client: &reqwest::Client, url: &str, secret: &str, body: &[u8]) -> bool {
     let signature = ledger_gateway::verify::sign_timestamped(secret, Utc::now().timestamp(), body);
-    client
+    let failure = match client
         .post(url)
         .header("x-escrow-signature", signature)
         .body(body.to_vec())
         .send()
         .await
-        .map(|r| r.status().is_success())
-        .unwrap_or(false)
+    {
+        Ok(answer) if answer.status().is_success() => return true,
+        Ok(answer) => format!(
+            "answered {}: {}",
+            answer.status(),
+            answer.text().await.unwrap_or_default()
+        ),
+        Err(error) => format!("not answered: {error}"),
+    };
+    if FAILURES_SHOWN.fetch_add(1, Ordering::Relaxed) < FAILURES_SHOWN_MAX {
+        eprintln!("callback {}: {failure}", String::from_utf8_lossy(body));
+    }
+    false
 }
 
 /// `senders` tasks, each sending the next body once its previous one is answered.

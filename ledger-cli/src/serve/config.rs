@@ -335,7 +335,7 @@ mod tests {
             ("group_commit_committers = 0", "group_commit_committers"),
             ("group_commit_linger_ms = 101", "group_commit_linger_ms"),
         ] {
-            let error = check_limits(&parse(text)).unwrap_err().to_string();
+            let error = check_limits(&parse(text)).unwrap_err().message;
             assert!(error.contains(named), "{text}: {error}");
         }
     }
