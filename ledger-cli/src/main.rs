@@ -156,6 +156,9 @@ pub enum Command {
     Timers(timers::TimersCommand),
 }
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     exit::quiet_on_closed_stdout();
     let cli = Cli::parse();
