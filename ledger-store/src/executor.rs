@@ -1036,18 +1036,8 @@ impl Executor {
                 if recorded.len() as i64 >= SNAPSHOT_EVERY_EVENTS {
                     continue;
                 }
-                let mut state = AggState::initial(stream);
-                let mut version = 0;
-                for event in recorded {
-                    let decoded = ledger_core::Event::from_stored(
-                        stream,
-                        &event.event_type,
-                        event.schema_version,
-                        event.payload.clone(),
-                    )?;
-                    state = engine::evolve(state, &decoded);
-                    version = event.stream_version;
-                }
+                let (state, version) =
+                    fold_recorded(stream, (AggState::initial(stream), 0), recorded)?;
                 loaded.insert(*stream, Cached { state, version });
             }
         }
@@ -1484,16 +1474,7 @@ impl Executor {
                 .store
                 .read_stream(&self.ledger_id, &stream_id, version, READ_LIMIT_MAX)
                 .await?;
-            for recorded in &batch {
-                let event = ledger_core::Event::from_stored(
-                    stream,
-                    &recorded.event_type,
-                    recorded.schema_version,
-                    recorded.payload.clone(),
-                )?;
-                state = engine::evolve(state, &event);
-                version = recorded.stream_version;
-            }
+            (state, version) = fold_recorded(stream, (state, version), &batch)?;
             if (batch.len() as i64) < READ_LIMIT_MAX {
                 return Ok((state, version));
             }
@@ -1686,6 +1667,25 @@ impl Executor {
         let mut filled = self.fill_positions_many(vec![outcome]).await?;
         Ok(filled.pop().expect("one outcome in, one out"))
     }
+}
+
+/// A stream's state and version with its stored `events` (in version order) folded in.
+fn fold_recorded<'a>(
+    stream: &StreamId,
+    (mut state, mut version): (AggState, i64),
+    events: impl IntoIterator<Item = &'a crate::types::RecordedEvent>,
+) -> Result<(AggState, i64), ExecError> {
+    for recorded in events {
+        let event = ledger_core::Event::from_stored(
+            stream,
+            &recorded.event_type,
+            recorded.schema_version,
+            recorded.payload.clone(),
+        )?;
+        state = engine::evolve(state, &event);
+        version = recorded.stream_version;
+    }
+    Ok((state, version))
 }
 
 /// Caches only move forward: a state older than the one cached (a slow load racing a newer append) never

@@ -299,7 +299,7 @@ async fn execute(
     };
     let submitted = ctx
         .committer
-        .submit_keyed(env.clone(), Some(key), Some(Box::new(row)))
+        .submit_keyed(env, Some(key), Some(Box::new(row)))
         .await
         .map_err(ExecError::from);
     let delivery = &*delivery;
