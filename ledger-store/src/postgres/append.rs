@@ -43,9 +43,10 @@ impl From<sqlx::Error> for AppendFailure {
     }
 }
 
-/// A fully checked event row with its assigned stream version.
-struct Row_ {
-    event: NewEvent,
+/// A fully checked event row with its assigned stream version, borrowed from its request: a group commit
+/// plans and writes the batch without copying it (the batch is kept for the per-request retry).
+struct Row_<'a> {
+    event: &'a NewEvent,
     stream_version: i64,
 }
 
@@ -64,7 +65,7 @@ const INSERT_EVENTS: &str = "
 async fn insert_events(
     conn: &mut PgConnection,
     ledger_id: &str,
-    rows: Vec<Row_>,
+    rows: Vec<Row_<'_>>,
 ) -> Result<Vec<Pending>, AppendFailure> {
     if rows.is_empty() {
         return Ok(Vec::new()); // a request that only checks versions and records an outcome
@@ -77,13 +78,13 @@ async fn insert_events(
     let mut payloads = Vec::with_capacity(rows.len());
     let mut metadata = Vec::with_capacity(rows.len());
     for row in rows {
-        streams.push(row.event.stream_id);
+        streams.push(row.event.stream_id.as_str());
         versions.push(row.stream_version);
         ids.push(row.event.event_id);
-        types.push(row.event.event_type);
+        types.push(row.event.event_type.as_str());
         schemas.push(row.event.schema_version);
-        payloads.push(row.event.payload);
-        metadata.push(serde_json::to_value(&row.event.metadata).expect("metadata serializes"));
+        payloads.push(&row.event.payload);
+        metadata.push(sqlx::types::Json(&row.event.metadata));
     }
     let inserted = sqlx::query(INSERT_EVENTS)
         .bind(ledger_id)
@@ -122,14 +123,14 @@ const INSERT_IDEMPOTENCY: &str = "
 async fn insert_idempotency(
     conn: &mut PgConnection,
     ledger_id: &str,
-    records: Vec<IdempotencyRecord>,
+    records: Vec<&IdempotencyRecord>,
 ) -> Result<(), AppendFailure> {
     if records.is_empty() {
         return Ok(());
     }
-    let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
-    let requests: Vec<serde_json::Value> = records.iter().map(|r| r.request.clone()).collect();
-    let outcomes: Vec<serde_json::Value> = records.into_iter().map(|r| r.outcome).collect();
+    let keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
+    let requests: Vec<&serde_json::Value> = records.iter().map(|r| &r.request).collect();
+    let outcomes: Vec<&serde_json::Value> = records.iter().map(|r| &r.outcome).collect();
     sqlx::query(INSERT_IDEMPOTENCY)
         .bind(ledger_id)
         .bind(keys)
@@ -153,7 +154,7 @@ const INSERT_INBOX: &str = "
 pub(super) async fn insert_inbox(
     conn: &mut PgConnection,
     ledger_id: &str,
-    rows: Vec<InboxRow>,
+    rows: Vec<&InboxRow>,
 ) -> Result<(), AppendFailure> {
     if rows.is_empty() {
         return Ok(());
@@ -176,7 +177,7 @@ pub(super) async fn insert_inbox(
     );
     let (mut received, mut signatures) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for row in rows {
-        let row = row.escaped();
+        let row = row.clone().escaped();
         ids.push(row.delivery_id);
         gateways.push(row.gateway);
         event_ids.push(row.gateway_event_id);
@@ -270,10 +271,10 @@ async fn lock_streams<'a>(
 
 /// Checks expected versions against `versions` (updated as if the request succeeded) and gives
 /// each event its stream version. Pure, so the batch fast path can run it for many requests.
-fn assign_versions(
-    appends: Vec<StreamAppend>,
+fn assign_versions<'a>(
+    appends: &'a [StreamAppend],
     versions: &mut HashMap<String, i64>,
-) -> Result<Vec<Row_>> {
+) -> Result<Vec<Row_<'a>>> {
     // Only this request's streams change, and only if all of its checks pass: collect the new versions
     // first instead of cloning the whole batch's map per request (that made a group commit quadratic).
     // A request names each stream once (validated), so the checks read the versions before the request.
@@ -282,7 +283,7 @@ fn assign_versions(
     for append in appends {
         let actual = versions.get(&append.stream_id).copied();
         let mut version = check_expected(&append.stream_id, append.expected, actual)?;
-        for event in append.events {
+        for event in &append.events {
             version += 1;
             rows.push(Row_ {
                 event,
@@ -290,7 +291,7 @@ fn assign_versions(
             });
         }
         if version > 0 {
-            updates.push((append.stream_id, version));
+            updates.push((append.stream_id.clone(), version));
         }
     }
     versions.extend(updates);
@@ -318,12 +319,12 @@ pub(super) async fn append_in_tx(
     }
     canonical_order(&mut appends);
     lock_streams(conn, ledger_id, &appends).await?;
-    insert_idempotency(conn, ledger_id, idempotency.into_iter().collect()).await?;
+    insert_idempotency(conn, ledger_id, idempotency.iter().collect()).await?;
     // Before the events, so that a delivery recorded twice fails as such, not on its outcome stream (the
     // check that the row is backed by the log waits for COMMIT).
-    insert_inbox(conn, ledger_id, inbox).await?;
+    insert_inbox(conn, ledger_id, inbox.iter().collect()).await?;
     let mut versions = stream_versions(conn, ledger_id, stream_ids(&appends)).await?;
-    let rows = assign_versions(appends, &mut versions)?;
+    let rows = assign_versions(&appends, &mut versions)?;
     insert_events(conn, ledger_id, rows).await
 }
 
@@ -542,18 +543,18 @@ fn in_input_order(mut outcome: AppendOutcome, appends: &[StreamAppend]) -> Appen
 }
 
 /// What the batch fast path decided for each request before touching the events table.
-enum Planned {
+enum Planned<'a> {
     Rejected(StoreError),
     Accepted {
-        rows: Vec<Row_>,
-        idempotency: Option<IdempotencyRecord>,
-        inbox: Vec<InboxRow>,
+        rows: Vec<Row_<'a>>,
+        idempotency: Option<&'a IdempotencyRecord>,
+        inbox: &'a [InboxRow],
     },
 }
 
 /// Checks every request of a batch against the current versions and against the requests
 /// before it in the same batch (a stream may be appended by several requests in order).
-fn plan_batch(requests: Vec<BatchRequest>, mut versions: HashMap<String, i64>) -> Vec<Planned> {
+fn plan_batch(requests: &[BatchRequest], mut versions: HashMap<String, i64>) -> Vec<Planned<'_>> {
     let mut keys = HashSet::new();
     let mut event_ids = HashSet::new();
     let mut planned = Vec::with_capacity(requests.len());
@@ -568,19 +569,19 @@ fn plan_batch(requests: Vec<BatchRequest>, mut versions: HashMap<String, i64>) -
     planned
 }
 
-fn plan_request(
-    request: BatchRequest,
+fn plan_request<'a>(
+    request: &'a BatchRequest,
     versions: &mut HashMap<String, i64>,
-    keys: &mut HashSet<String>,
+    keys: &mut HashSet<&'a str>,
     event_ids: &mut HashSet<Uuid>,
-) -> Planned {
+) -> Planned<'a> {
     let records_outcome = request.records_outcome();
     let BatchRequest {
         appends,
         idempotency,
         inbox,
     } = request;
-    if let Err(error) = validate_appends(&appends, records_outcome) {
+    if let Err(error) = validate_appends(appends, records_outcome) {
         return Planned::Rejected(error);
     }
     if let Some(error) = inbox
@@ -589,8 +590,8 @@ fn plan_request(
     {
         return Planned::Rejected(error);
     }
-    if let Some(record) = &idempotency
-        && keys.contains(&record.key)
+    if let Some(record) = idempotency
+        && keys.contains(record.key.as_str())
     {
         return Planned::Rejected(StoreError::DuplicateIdempotencyKey {
             key: record.key.clone(),
@@ -605,11 +606,11 @@ fn plan_request(
     match assign_versions(appends, versions) {
         Err(error) => Planned::Rejected(error),
         Ok(rows) => {
-            keys.extend(idempotency.iter().map(|r| r.key.clone()));
+            keys.extend(idempotency.iter().map(|r| r.key.as_str()));
             event_ids.extend(request_ids);
             Planned::Accepted {
                 rows,
-                idempotency,
+                idempotency: idempotency.as_ref(),
                 inbox,
             }
         }
@@ -636,7 +637,7 @@ impl PgEventStore {
                     .collect()
             })
             .collect();
-        let results = match self.batch_fast_path(ledger_id, requests.clone()).await? {
+        let results = match self.batch_fast_path(ledger_id, &requests).await? {
             Some(results) => results,
             None => self.batch_isolated(ledger_id, requests).await?,
         };
@@ -662,7 +663,7 @@ impl PgEventStore {
     async fn batch_fast_path(
         &self,
         ledger_id: &str,
-        requests: Vec<BatchRequest>,
+        requests: &[BatchRequest],
     ) -> Result<Option<Vec<Result<Vec<Pending>>>>> {
         let all_streams: HashSet<String> = requests
             .iter()
@@ -781,9 +782,14 @@ fn db_failure_error(failure: DbFailure) -> StoreError {
 type Shape = Vec<Result<Vec<Uuid>>>;
 
 /// What one batch writes: its event rows, idempotency records and inbox rows, and each request's shape.
-type Flat = (Vec<Row_>, Vec<IdempotencyRecord>, Vec<InboxRow>, Shape);
+type Flat<'a> = (
+    Vec<Row_<'a>>,
+    Vec<&'a IdempotencyRecord>,
+    Vec<&'a InboxRow>,
+    Shape,
+);
 
-fn flatten_plan(planned: Vec<Planned>) -> Flat {
+fn flatten_plan(planned: Vec<Planned<'_>>) -> Flat<'_> {
     let mut rows = Vec::new();
     let mut records = Vec::new();
     let mut inbox = Vec::new();
@@ -799,7 +805,7 @@ fn flatten_plan(planned: Vec<Planned>) -> Flat {
                 shape.push(Ok(request_rows.iter().map(|r| r.event.event_id).collect()));
                 rows.extend(request_rows);
                 records.extend(idempotency);
-                inbox.extend(request_inbox);
+                inbox.extend(request_inbox.iter());
             }
         }
     }
