@@ -690,11 +690,9 @@ async fn verify_reports_a_deleted_event_without_crashing() {
     let db = scenario_db().await;
     // As a superuser could (no foreign key holds a position to its event since 20261208000101: only the
     // sequencer writes positions, for events it has just read).
-    db.tamper(
-        "delete from ledger.events where event_type = 'ProjectCreated';",
-    )
-    .await
-    .unwrap();
+    db.tamper("delete from ledger.events where event_type = 'ProjectCreated';")
+        .await
+        .unwrap();
     let output = cli(&db, &["verify"]);
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
     assert!(!stderr.contains("panicked"), "{stderr}");

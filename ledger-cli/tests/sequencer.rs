@@ -157,7 +157,13 @@ async fn events_of_a_writer_killed_after_commit_are_sequenced_within_a_second() 
     )
     .await;
     assert_eq!(ended, 1, "the dead writer's session");
-    let unsequenced = count(&db, "select count(*) from ledger.unsequenced").await;
+    // Events, not queue rows: a row holds one inserting statement's events (`local_ids`).
+    let unsequenced = count(
+        &db,
+        "select count(distinct i.id) from ledger.unsequenced u
+          cross join lateral unnest(coalesce(u.local_ids, array[u.local_id])) as i(id)",
+    )
+    .await;
     assert!(unsequenced > 0);
 
     let mut sequencer = spawn(&db, &["sequencer", "run"], None);

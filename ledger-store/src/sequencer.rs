@@ -140,16 +140,20 @@ pub struct Backlog {
 pub async fn backlog(pool: &PgPool) -> Result<Vec<Backlog>> {
     let stale_ms = i64::try_from(STALE_AFTER.as_millis()).unwrap_or(i64::MAX);
     let rows = sqlx::query(
-        "select u.ledger_id, count(*) as events,
+        // A queue row holds one inserting statement's events (`local_ids`; a row without them queues its
+        // `local_id` alone); an id queued twice is one event waiting.
+        "select q.ledger_id, count(*) as events,
                 count(*) filter (where e.recorded_at < clock_timestamp() - $1 * interval '1 ms')
                     as stale_events,
                 min(e.recorded_at) as oldest,
                 coalesce((extract(epoch from clock_timestamp() - min(e.recorded_at)) * 1000)::bigint, 0)
                     as oldest_age_ms
-           from ledger.unsequenced u
-           join ledger.events e on e.ledger_id = u.ledger_id and e.local_id = u.local_id
-          group by u.ledger_id
-          order by u.ledger_id",
+           from (select distinct u.ledger_id, i.local_id
+                   from ledger.unsequenced u
+                  cross join lateral unnest(coalesce(u.local_ids, array[u.local_id])) as i(local_id)) q
+           join ledger.events e on e.ledger_id = q.ledger_id and e.local_id = q.local_id
+          group by q.ledger_id
+          order by q.ledger_id",
     )
     .bind(stale_ms)
     .fetch_all(pool)

@@ -454,3 +454,79 @@ async fn the_backlog_names_stale_unsequenced_events() {
     assert_eq!((backlog[0].events, backlog[0].stale_events), (2, 1));
     assert!(backlog[0].oldest_age_ms >= 59_000, "{backlog:?}");
 }
+
+/// Queue rows and positions of the ledger (for the queue's shape tests).
+async fn queue_rows(db: &TestDb) -> i64 {
+    sqlx::query_scalar("select count(*) from ledger.unsequenced")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+/// One queue row per inserting statement, not one per event (a group commit's batch is one row to insert
+/// and one to delete), and every event of it is sequenced once, in order.
+#[tokio::test]
+async fn one_inserting_statement_is_one_queue_row() {
+    const COUNT: i64 = 500;
+    let db = TestDb::new().await;
+    db.tamper(
+        "insert into ledger.events (ledger_id, stream_id, stream_version, event_id, event_type,
+                                    schema_version, payload, metadata)
+         select 'default', 'batch-' || (n % 7), n / 7 + 1, gen_random_uuid(), 'T', 1, '{}', '{}'
+           from generate_series(0, 499) as n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(queue_rows(&db).await, 1);
+    let backlog = ledger_store::sequencer::backlog(&db.pool).await.unwrap();
+    assert_eq!(backlog[0].events, 500, "{backlog:?}");
+    let sequenced: i64 = sqlx::query_scalar("select ledger.sequence('default', 100)")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    // A batch never ends inside a transaction: the row's 500 events go together, past `p_max`.
+    assert_eq!(sequenced, 500);
+    assert_eq!(queue_rows(&db).await, 0);
+    let in_order: bool = sqlx::query_scalar(
+        "select bool_and(ordered) from (
+             select s.local_id > lag(s.local_id, 1, 0::bigint) over (order by s.position) as ordered
+               from ledger.sequence s where s.ledger_id = 'default') o",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(in_order, "positions follow the events' order");
+    let report = db.store().verify_chain(LEDGER, None).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.events_verified, COUNT);
+}
+
+/// An event named by two queue rows (its statement's, and one an owner added) gets one position, and the
+/// sequencer goes on.
+#[tokio::test]
+async fn an_event_queued_twice_gets_one_position() {
+    const COUNT: i64 = 3;
+    let db = TestDb::new().await;
+    db.tamper(
+        "insert into ledger.events (ledger_id, stream_id, stream_version, event_id, event_type,
+                                    schema_version, payload, metadata)
+         select 'default', 'twice', n, gen_random_uuid(), 'T', 1, '{}', '{}'
+           from generate_series(1, 3) as n;
+         insert into ledger.unsequenced (ledger_id, local_id, tx_id)
+         select ledger_id, local_id, tx_id from ledger.events where stream_version = 2;",
+    )
+    .await
+    .unwrap();
+    assert_eq!(queue_rows(&db).await, 2);
+    let backlog = ledger_store::sequencer::backlog(&db.pool).await.unwrap();
+    assert_eq!(backlog[0].events, 3, "{backlog:?}");
+    let sequenced: i64 = sqlx::query_scalar("select ledger.sequence('default', 100)")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(sequenced, 3);
+    assert_eq!(queue_rows(&db).await, 0);
+    let report = db.store().verify_chain(LEDGER, None).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.events_verified, COUNT);
+}
