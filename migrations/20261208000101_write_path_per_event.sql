@@ -150,23 +150,25 @@ language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_rows   bigint;
-    v_groups bigint;
+    r record;
 begin
-    insert into ledger.unsequenced (ledger_id, local_id, tx_id, local_ids)
-    select i.ledger_id, min(i.local_id), i.tx_id, array_agg(i.local_id order by i.local_id)
-      from appended i
-     group by i.ledger_id, i.tx_id
-    on conflict do nothing;
-    get diagnostics v_rows = row_count;
-    select count(distinct (i.ledger_id, i.tx_id)) into v_groups from appended i;
-    if v_rows < v_groups then
-        -- A statement's first id was queued already: queue every event alone (an id queued twice is
-        -- taken once).
-        insert into ledger.unsequenced (ledger_id, local_id, tx_id)
-        select i.ledger_id, i.local_id, i.tx_id from appended i
+    -- One group per statement (its ledger, its transaction), unless a statement wrote to several ledgers.
+    for r in
+        select i.ledger_id, i.tx_id, array_agg(i.local_id order by i.local_id) as ids
+          from appended i
+         group by i.ledger_id, i.tx_id
+    loop
+        insert into ledger.unsequenced (ledger_id, local_id, tx_id, local_ids)
+        values (r.ledger_id, r.ids[1], r.tx_id, r.ids)
         on conflict do nothing;
-    end if;
+        if not found then
+            -- The statement's first id is queued already: queue each of its events alone (an id queued
+            -- twice is taken once).
+            insert into ledger.unsequenced (ledger_id, local_id, tx_id)
+            select r.ledger_id, i.id, r.tx_id from unnest(r.ids) as i(id)
+            on conflict do nothing;
+        end if;
+    end loop;
     return null;
 end
 $$;
