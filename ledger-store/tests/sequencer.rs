@@ -463,6 +463,23 @@ async fn queue_rows(db: &TestDb) -> i64 {
         .unwrap()
 }
 
+/// The backlog counts the `events` queued (not the queue's rows), one sequencer call with `p_max` 100 takes
+/// them all (a batch never ends inside a transaction, whatever `p_max`), each gets one position, the queue is
+/// left empty and the chain holds them.
+async fn sequence_the_queue_at_once(db: &TestDb, events: i64) {
+    let backlog = ledger_store::sequencer::backlog(&db.pool).await.unwrap();
+    assert_eq!(backlog[0].events, events, "{backlog:?}");
+    let sequenced: i64 = sqlx::query_scalar("select ledger.sequence('default', 100)")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(sequenced, events);
+    assert_eq!(queue_rows(db).await, 0);
+    let report = db.store().verify_chain(LEDGER, None).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.events_verified, events);
+}
+
 /// Queue rows one inserting statement of `events` leaves: one on one server (the statement trigger), one per
 /// event on Citus (its row trigger, migration 20261201000301).
 fn rows_for_statement(events: i64) -> i64 {
@@ -488,15 +505,7 @@ async fn one_inserting_statement_is_one_queue_row() {
     .await
     .unwrap();
     assert_eq!(queue_rows(&db).await, rows_for_statement(COUNT));
-    let backlog = ledger_store::sequencer::backlog(&db.pool).await.unwrap();
-    assert_eq!(backlog[0].events, 500, "{backlog:?}");
-    let sequenced: i64 = sqlx::query_scalar("select ledger.sequence('default', 100)")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    // A batch never ends inside a transaction: the row's 500 events go together, past `p_max`.
-    assert_eq!(sequenced, 500);
-    assert_eq!(queue_rows(&db).await, 0);
+    sequence_the_queue_at_once(&db, COUNT).await;
     let in_order: bool = sqlx::query_scalar(
         "select bool_and(ordered) from (
              select s.local_id > lag(s.local_id, 1, 0::bigint) over (order by s.position) as ordered
@@ -506,9 +515,6 @@ async fn one_inserting_statement_is_one_queue_row() {
     .await
     .unwrap();
     assert!(in_order, "positions follow the events' order");
-    let report = db.store().verify_chain(LEDGER, None).await.unwrap();
-    assert!(report.is_intact(), "{report:?}");
-    assert_eq!(report.events_verified, COUNT);
 }
 
 /// An event named by two queue rows (its statement's, and one an owner added) gets one position, and the
@@ -530,15 +536,5 @@ async fn an_event_queued_twice_gets_one_position() {
     .unwrap();
     // On Citus each event has its own row already, so the owner's row adds nothing.
     assert_eq!(queue_rows(&db).await, rows_for_statement(COUNT).max(2));
-    let backlog = ledger_store::sequencer::backlog(&db.pool).await.unwrap();
-    assert_eq!(backlog[0].events, 3, "{backlog:?}");
-    let sequenced: i64 = sqlx::query_scalar("select ledger.sequence('default', 100)")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(sequenced, 3);
-    assert_eq!(queue_rows(&db).await, 0);
-    let report = db.store().verify_chain(LEDGER, None).await.unwrap();
-    assert!(report.is_intact(), "{report:?}");
-    assert_eq!(report.events_verified, COUNT);
+    sequence_the_queue_at_once(&db, COUNT).await;
 }
