@@ -460,7 +460,9 @@ fn more_paths(db: &TestDb) {
     // A keyed command refused for good: its outcome is recorded.
     let refused = support::apply(db, "default", &[l(user(v), m(p, 1, "approve_milestone"))]);
     assert_eq!(refused[0]["status"], "rejected", "{}", refused[0]);
-    // A gateway's delivery, ingested as `serve` would take it: recorded with its disposition.
+    // A gateway's delivery, ingested as `serve` would take it: recorded with its disposition (carried by its
+    // command's first event); then a second report of the same movement with other details, which runs no
+    // command and is recorded by a `DeliveryRecorded` of its own.
     let d5 = Uuid::new_v4();
     setup(db, "default", &[initiate(d5, Value::Null)]);
     let dir = std::env::temp_dir().join(format!("escrow-catalogue-{}", Uuid::new_v4()));
@@ -479,7 +481,18 @@ fn more_paths(db: &TestDb) {
         ledger_gateway::verify::sign_timestamped(secret, now.timestamp(), body.as_bytes());
     let delivery = json!({"gateway": "normalized", "headers": {"X-Escrow-Signature": signature}, "body": body,
                           "received_at": now});
-    std::fs::write(dir.join("deliveries.jsonl"), format!("{delivery}\n")).unwrap();
+    let other = format!(
+        r#"{{"event_id":"evt-catalogue-1","kind":"deposit_succeeded","payment_reference":"{d5}","amount":"100.00","currency":"USD","fee":"1.00"}}"#
+    );
+    let signature =
+        ledger_gateway::verify::sign_timestamped(secret, now.timestamp(), other.as_bytes());
+    let again = json!({"gateway": "normalized", "headers": {"X-Escrow-Signature": signature}, "body": other,
+                       "received_at": now});
+    std::fs::write(
+        dir.join("deliveries.jsonl"),
+        format!("{delivery}\n{again}\n"),
+    )
+    .unwrap();
     let config = dir.join("workers.toml");
     let file = dir.join("deliveries.jsonl");
     run(

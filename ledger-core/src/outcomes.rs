@@ -25,7 +25,9 @@ pub enum OutcomeEvent {
         rejection: Option<RejectionReport>,
     },
     /// One gateway delivery as the inbox records it: its disposition, the command it ran (if any) and the
-    /// SHA-256 of its raw body (the body itself stays in the inbox, outside the public log).
+    /// SHA-256 of its raw body (the body itself stays in the inbox, outside the public log). Not written for
+    /// a delivery whose command appended events under its dedupe key: the first of those events carries the
+    /// same facts in its metadata (`ledger_store::DeliveryStamp`), nor for a replayed duplicate.
     DeliveryRecorded {
         delivery_id: Uuid,
         gateway: String,

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::StoreError;
-use crate::outcome_log::{delivery_append, outcome_append};
+use crate::outcome_log::{back_delivery, delivery_append, outcome_append};
 use crate::store::{BatchRequest, EventStore, READ_LIMIT_MAX};
 use crate::types::{
     AppendOutcome, AppendedEvent, EventMetadata, ExpectedVersion, IdempotencyRecord, InboxRow,
@@ -557,7 +557,9 @@ impl Executor {
                 continue;
             }
             appends.extend(outcome_append(env, key, &outcome, record.is_some()));
-            appends.extend(row.as_ref().map(delivery_append));
+            if let Some(row) = &row {
+                back_delivery(&mut appends, row, key, &outcome);
+            }
             appends.extend(read_checks(&loaded, decided.as_ref().ok()));
             let result = self
                 .store
@@ -1174,7 +1176,9 @@ impl Executor {
             taken.extend(decision.all_changes().map(|c| c.stream));
         }
         appends.extend(outcome_append(env, key, &outcome, record.is_some()));
-        appends.extend(row.as_ref().map(delivery_append));
+        if let Some(row) = &row {
+            back_delivery(&mut appends, row, key, &outcome);
+        }
         appends.extend(checks);
         let request = BatchRequest {
             appends,
@@ -1882,6 +1886,7 @@ fn new_event(
             actor: Some(env.actor.to_string()),
             idempotency_key: key.map(str::to_string),
             command: carries_command.then(|| recorded_command(env)),
+            delivery: None,
         },
     }
 }

@@ -169,7 +169,7 @@ fn check_outcomes_logged(
             .idempotency
             .get(&stored.dedupe_key)
             .or(idempotency.filter(|r| r.key == stored.dedupe_key));
-        if inbox_backed_or_duplicate(&stored, recorded, events()) {
+        if inbox_backed_or_duplicate(&stored, recorded, events) {
             continue;
         }
         return Err(StoreError::OutcomeNotLogged {

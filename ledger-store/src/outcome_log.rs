@@ -4,7 +4,9 @@
 //! store). The executor builds those log entries here:
 //!   * an accepted outcome with events is backed by its first event (same command id and key in metadata);
 //!   * any other keyed outcome by `CommandOutcomeRecorded` in `outcome-<command id>`;
-//!   * an inbox row by `DeliveryRecorded` in `outcome-<delivery id>` (with its body's SHA-256).
+//!   * an inbox row by the first event of the command it ran, when that command appended events under the
+//!     delivery's own dedupe key (`metadata.delivery`, see [`back_delivery`]), else by `DeliveryRecorded`
+//!     in `outcome-<delivery id>` (both with its body's SHA-256).
 
 use ledger_core::engine::{self, CommandEnvelope, StreamId};
 use ledger_core::outcomes::{OutcomeEvent, outcome_event_id};
@@ -13,7 +15,8 @@ use uuid::Uuid;
 
 use crate::executor::CommandOutcome;
 use crate::types::{
-    EventMetadata, ExpectedVersion, IdempotencyRecord, InboxRow, NewEvent, StreamAppend,
+    DeliveryStamp, EventMetadata, ExpectedVersion, IdempotencyRecord, InboxRow, NewEvent,
+    StreamAppend,
 };
 
 /// The log entry of a recorded outcome that wrote no other event (a rejection, an accepted no-op): an
@@ -36,6 +39,49 @@ pub fn outcome_append(
         rejection,
     });
     Some(outcome_stream_append(env.command_id, event, env, Some(key)))
+}
+
+/// Backs a delivery's inbox row in the log. When the delivery ran a command that appended events under
+/// its own dedupe key, the first of those events (the one its idempotency record names) carries the
+/// delivery (`metadata.delivery`): the row then needs no event of its own, which is a quarter of a deposit
+/// callback's events (issue 23). Any other row gets its `DeliveryRecorded`.
+pub fn back_delivery(
+    appends: &mut Vec<StreamAppend>,
+    row: &InboxRow,
+    key: Option<&str>,
+    outcome: &CommandOutcome,
+) {
+    let first = match outcome {
+        CommandOutcome::Accepted {
+            command_id, events, ..
+        } if row.command_id == Some(*command_id)
+            && key.is_some_and(|k| crate::types::escape_nul(&row.dedupe_key) == k) =>
+        {
+            events.first().map(|e| e.event_id)
+        }
+        _ => None,
+    };
+    let carrier = first.and_then(|id| {
+        appends
+            .iter_mut()
+            .flat_map(|a| a.events.iter_mut())
+            .find(|e| e.event_id == id)
+    });
+    match carrier {
+        Some(event) => event.metadata.delivery = Some(delivery_stamp(row)),
+        None => appends.push(delivery_append(row)),
+    }
+}
+
+/// What the log keeps of a delivery: its row's fields as stored (NUL escaped) and its body's SHA-256.
+pub fn delivery_stamp(row: &InboxRow) -> DeliveryStamp {
+    use sha2::Digest as _;
+    DeliveryStamp {
+        delivery_id: row.delivery_id,
+        disposition: crate::types::escape_nul(&row.disposition),
+        dedupe_key: crate::types::escape_nul(&row.dedupe_key),
+        body_sha256: hex::encode(sha2::Sha256::digest(&row.raw_body)),
+    }
 }
 
 /// The log entry of an inbox row: what it says of the delivery, and its body's SHA-256.
@@ -66,6 +112,7 @@ pub fn delivery_append(row: &InboxRow) -> StreamAppend {
                 actor: Some(format!("gateway:{}", row.gateway)),
                 idempotency_key: None,
                 command: None,
+                delivery: None,
             },
         }],
     }
@@ -93,6 +140,7 @@ fn outcome_stream_append(
                 actor: Some(env.actor.to_string()),
                 idempotency_key: key.map(str::to_string),
                 command: None,
+                delivery: None,
             },
         }],
     }
@@ -156,12 +204,13 @@ pub fn is_replayed_duplicate(row: &InboxRow, key: &str, command_id: Uuid) -> boo
         && crate::types::escape_nul(&row.dedupe_key) == key
 }
 
-/// Whether the stored (escaped) inbox `row` is backed by one of `events` (`ledger.inbox_is_logged`), or, for
-/// a replayed duplicate, by the idempotency record it repeats (`recorded`: the record under its dedupe key).
-pub fn inbox_backed_or_duplicate<'a>(
+/// Whether the stored (escaped) inbox `row` is backed by one of `events` (`ledger.inbox_is_logged`): by its
+/// `DeliveryRecorded`, by the first event of the command it ran (`recorded`: the record under its dedupe
+/// key, which names that event), or, for a replayed duplicate, by the record it repeats.
+pub fn inbox_backed_or_duplicate<'a, I: Iterator<Item = EventView<'a>>>(
     row: &InboxRow,
     recorded: Option<&IdempotencyRecord>,
-    events: impl Iterator<Item = EventView<'a>>,
+    events: impl Fn() -> I,
 ) -> bool {
     let repeats = recorded.is_some_and(|r| {
         row.command_id.is_some_and(|c| {
@@ -169,7 +218,41 @@ pub fn inbox_backed_or_duplicate<'a>(
                 && text(&r.outcome, &["command_id"]) == Some(c.to_string().as_str())
         })
     });
-    repeats || inbox_backed(row, events)
+    repeats || stamped_by_its_command(row, recorded, events()) || inbox_backed(row, events())
+}
+
+/// Whether the stored inbox `row` is carried by the first event of the command it ran: the record under its
+/// dedupe key accepted that command with events, and the first of them names this delivery, disposition
+/// and body (`metadata.delivery`).
+fn stamped_by_its_command<'a>(
+    row: &InboxRow,
+    recorded: Option<&IdempotencyRecord>,
+    mut events: impl Iterator<Item = EventView<'a>>,
+) -> bool {
+    let (Some(record), Some(command)) = (recorded, row.command_id) else {
+        return false;
+    };
+    let command = command.to_string();
+    let first = record
+        .outcome
+        .get("events")
+        .and_then(|e| e.get(0))
+        .and_then(|e| text(e, &["event_id"]))
+        .and_then(|id| id.parse::<Uuid>().ok());
+    let (true, Some(first)) = (
+        record.key == row.dedupe_key
+            && text(&record.outcome, &["status"]) == Some("accepted")
+            && text(&record.outcome, &["command_id"]) == Some(command.as_str()),
+        first,
+    ) else {
+        return false;
+    };
+    let stamp = delivery_stamp(row);
+    events.any(|e| {
+        e.event_id == first
+            && e.metadata.correlation_id.map(|c| c.to_string()) == Some(command.clone())
+            && e.metadata.delivery.as_ref() == Some(&stamp)
+    })
 }
 
 /// Whether the stored (escaped) inbox `row` is backed by one of `events`.

@@ -19,6 +19,22 @@ pub struct EventMetadata {
     /// `verify --deep` decides again. Absent on follow-ups' events and on events written before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Value>,
+    /// The gateway delivery that ran the command, on the event its idempotency record names first: it backs
+    /// the delivery's inbox row in the log (`ledger_store::outcome_log::back_delivery`), so the delivery
+    /// needs no `DeliveryRecorded` of its own. Absent on every other event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliveryStamp>,
+}
+
+/// What the log keeps of a delivery whose command appended events (`EventMetadata::delivery`): the fields
+/// of its inbox row a later answer rests on, as stored (NUL escaped), and its raw body's SHA-256 (hex). The
+/// same facts as a `DeliveryRecorded` payload; the command is the event's `correlation_id`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryStamp {
+    pub delivery_id: Uuid,
+    pub disposition: String,
+    pub dedupe_key: String,
+    pub body_sha256: String,
 }
 
 /// An event as a writer hands it in; the store assigns the stream version and position.

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{AppendRequest, LEDGER, append, event, keyed};
-use ledger_store::outcome_log::delivery_append;
+use ledger_store::outcome_log::{delivery_append, delivery_stamp};
 use ledger_store::testdb::TestDb;
 use ledger_store::{
     EventStore, ExpectedVersion, INBOX_BODY_MAX, InMemoryEventStore, InboxRow, Snapshot,
@@ -584,6 +584,97 @@ async fn outcomes_without_their_log_entry_are_refused(store: &dyn EventStore) {
     );
 }
 
+/// A delivery whose command appended events is backed by the event its idempotency record names first
+/// (`metadata.delivery`, migration 20261209000101), with no `DeliveryRecorded` of its own; a row that this
+/// event does not name exactly (another delivery, body, disposition or command, or a stamp on another
+/// event) is refused like any unbacked row. Not in the `contract!` list, for the reason given at
+/// `outcomes_without_their_log_entry_are_refused`.
+async fn a_delivery_is_carried_by_its_commands_first_event(store: &dyn EventStore) {
+    // A command of two events under `key` (its idempotency record names the first), whose event `stamped_at`
+    // carries the delivery `stamped`, and the inbox row `row`; both take the command's id.
+    let request = |key: &str, stamped: &InboxRow, stamped_at: usize, row: &InboxRow| {
+        let (mut appends, record) = keyed(vec![append(key, ExpectedVersion::NoStream, 2)], key);
+        let record = record.expect("keyed");
+        let command: uuid::Uuid = record.outcome["command_id"]
+            .as_str()
+            .and_then(|c| c.parse().ok())
+            .expect("its command");
+        let (mut stamped, mut row) = (stamped.clone(), row.clone());
+        stamped.command_id = Some(command);
+        row.command_id = Some(command);
+        appends[0].events[stamped_at].metadata.delivery = Some(delivery_stamp(&stamped));
+        (appends, record, row)
+    };
+    let genuine = inbox_row("k-carried", "e1", b"{\"id\":1}");
+    let (appends, record, row) = request("k-carried", &genuine, 0, &genuine);
+    store
+        .append_with_inbox(LEDGER, appends, Some(record), Some(row))
+        .await
+        .expect("carried by its command's first event");
+    assert_eq!(
+        store.read_inbox(LEDGER, "k-carried").await.unwrap().len(),
+        1
+    );
+    // Each forged row differs from what its request's event says in one thing only.
+    // (what differs, how the row is changed, which event of the request carries the stamp)
+    type Forgery = (&'static str, fn(&mut InboxRow), usize);
+    let cases: [Forgery; 5] = [
+        ("another body", |r| r.raw_body = b"{\"id\":2}".to_vec(), 0),
+        (
+            "another disposition",
+            |r| r.disposition = "anomaly".into(),
+            0,
+        ),
+        (
+            "another delivery",
+            |r| r.delivery_id = uuid::Uuid::new_v4(),
+            0,
+        ),
+        (
+            "another dedupe key",
+            |r| r.dedupe_key = "k-elsewhere".into(),
+            0,
+        ),
+        ("the stamp on the second event", |_| {}, 1),
+    ];
+    for (n, (name, change, stamped_at)) in cases.into_iter().enumerate() {
+        let key = format!("k-forged-{n}");
+        let stamped = inbox_row(&key, "e2", b"{\"id\":1}");
+        let mut row = stamped.clone();
+        change(&mut row);
+        let (appends, record, row) = request(&key, &stamped, stamped_at, &row);
+        let result = store
+            .append_with_inbox(LEDGER, appends, Some(record), Some(row))
+            .await;
+        assert!(
+            matches!(result, Err(StoreError::OutcomeNotLogged { .. })),
+            "{name}: {result:?}"
+        );
+        assert!(
+            store
+                .read_stream(LEDGER, &key, 0, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}: nothing of the request is written"
+        );
+    }
+    // A second row for the genuine delivery's key and command, resting on the genuine event: refused.
+    let mut again = store.read_inbox(LEDGER, "k-carried").await.unwrap()[0].clone();
+    again.delivery_id = uuid::Uuid::new_v4();
+    let result = store
+        .append_with_inbox(LEDGER, vec![], None, Some(again))
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::OutcomeNotLogged { .. })),
+        "{result:?}"
+    );
+    assert_eq!(
+        store.read_inbox(LEDGER, "k-carried").await.unwrap().len(),
+        1
+    );
+}
+
 /// A stream given without events is a version check: it guards the request and writes nothing.
 async fn read_checks_guard_a_request(store: &dyn EventStore) {
     store
@@ -693,6 +784,20 @@ contract!(
 );
 
 #[tokio::test]
+async fn a_delivery_is_carried_by_its_commands_first_event_in_memory() {
+    a_delivery_is_carried_by_its_commands_first_event(&InMemoryEventStore::new()).await;
+}
+
+#[tokio::test]
+async fn a_delivery_is_carried_by_its_commands_first_event_in_postgres() {
+    if ledger_store::testdb::citus_requested() {
+        return; // see `outcomes_without_their_log_entry_are_refused`
+    }
+    let db = TestDb::new().await;
+    a_delivery_is_carried_by_its_commands_first_event(&db.store()).await;
+}
+
+#[tokio::test]
 async fn outcomes_without_their_log_entry_are_refused_in_memory() {
     outcomes_without_their_log_entry_are_refused(&InMemoryEventStore::new()).await;
 }
@@ -724,6 +829,21 @@ async fn unbacked_outcome_rows_are_named_row_by_row() {
         )
         .await
         .unwrap();
+    // A delivery carried by its command's first event (no `DeliveryRecorded`).
+    let (mut appends, record) = keyed(
+        vec![append("c", ExpectedVersion::NoStream, 1)],
+        "dk-carried",
+    );
+    let record = record.unwrap();
+    let mut carried = inbox_row("dk-carried", "e3", b"{}");
+    carried.command_id = record.outcome["command_id"]
+        .as_str()
+        .and_then(|c| c.parse().ok());
+    appends[0].events[0].metadata.delivery = Some(delivery_stamp(&carried));
+    store
+        .append_with_inbox(LEDGER, appends, Some(record), Some(carried.clone()))
+        .await
+        .unwrap();
     let pool = ledger_store::connect(db.url()).await.unwrap();
     assert_eq!(
         ledger_store::unlogged_outcomes(&pool, LEDGER)
@@ -731,7 +851,7 @@ async fn unbacked_outcome_rows_are_named_row_by_row() {
             .unwrap(),
         Vec::<String>::new()
     );
-    let planted = uuid::Uuid::new_v4();
+    let (planted, again) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     let mut tamper = db.tampering().await.unwrap();
     for sql in [
         "insert into ledger.idempotency (ledger_id, idempotency_key, request, outcome) values ('default',
@@ -740,6 +860,11 @@ async fn unbacked_outcome_rows_are_named_row_by_row() {
         format!("insert into ledger.inbox (ledger_id, delivery_id, gateway, gateway_event_id, event_type, dedupe_key,
            disposition, detail, raw_body, received_at) values ('default', '{planted}', 'stripe', 'e2', 'charge.succeeded',
            'dk-planted', 'rejected', '', '\\x7b7d', now())"),
+        // The carried delivery's key and command under another delivery id: its event names another.
+        format!("insert into ledger.inbox (ledger_id, delivery_id, gateway, gateway_event_id, event_type, dedupe_key,
+           disposition, detail, command_id, raw_body, received_at) values ('default', '{again}', 'stripe', 'e3',
+           'charge.succeeded', 'dk-carried', 'applied', '', '{command}', '\\x7b7d', now())",
+           command = carried.command_id.unwrap()),
     ] {
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(tamper.conn()).await.unwrap();
     }
@@ -747,7 +872,11 @@ async fn unbacked_outcome_rows_are_named_row_by_row() {
     let named = ledger_store::unlogged_outcomes(&pool, LEDGER)
         .await
         .unwrap();
-    assert_eq!(named.len(), 2, "{named:#?}");
+    assert_eq!(named.len(), 3, "{named:#?}");
+    assert!(
+        named.iter().any(|n| n.contains(&again.to_string())),
+        "{named:#?}"
+    );
     assert!(
         named.iter().any(|n| n.contains("callback:stripe:future")),
         "{named:#?}"

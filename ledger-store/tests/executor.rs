@@ -1146,6 +1146,43 @@ async fn callbacks_group_commit_each_delivery_with_its_outcome(store: Arc<dyn Ev
     );
     assert_eq!(dispositions(rows("normalized:ignored").await), ["ignored"]);
     assert_eq!(dispositions(rows("normalized:dep-23").await), ["applied"]);
+    // A delivery whose command appended events is carried by the event its idempotency record names first
+    // (`metadata.delivery`): only the delivery that ran no command has a `DeliveryRecorded` of its own (the
+    // duplicates are backed by the outcomes they repeat).
+    let ignored = rows("normalized:ignored").await;
+    let logged: Vec<&str> = appended
+        .iter()
+        .filter(|e| e.event_type == "DeliveryRecorded")
+        .map(|e| e.stream_id.as_str())
+        .collect();
+    assert_eq!(logged, [format!("outcome-{}", ignored[0].delivery_id)]);
+    for key in ["normalized:dep-22", "normalized:dep-23"] {
+        let applied = rows(key)
+            .await
+            .into_iter()
+            .find(|r| r.disposition == "applied")
+            .expect("the applied delivery");
+        let carriers: Vec<&ledger_store::RecordedEvent> = appended
+            .iter()
+            .filter(|e| {
+                e.metadata
+                    .delivery
+                    .as_ref()
+                    .is_some_and(|d| d.delivery_id == applied.delivery_id)
+            })
+            .collect();
+        assert_eq!(carriers.len(), 1, "{key}: one event carries the delivery");
+        let record = store
+            .get_idempotency(DEFAULT_LEDGER, key)
+            .await
+            .unwrap()
+            .expect("its outcome");
+        assert_eq!(
+            record.outcome["events"][0]["event_id"].as_str(),
+            Some(carriers[0].event_id.to_string().as_str()),
+            "{key}: the carrier is the event its record names first"
+        );
+    }
 }
 
 #[tokio::test]

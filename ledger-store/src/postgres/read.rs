@@ -697,6 +697,22 @@ pub async fn unlogged_outcomes(pool: &PgPool, ledger_id: &str) -> Result<Vec<Str
                                    where i.ledger_id = $1
                                      and i.idempotency_key = b.dedupe_key
                                      and i.outcome->>'command_id' = b.command_id::text))
+             and not (b.command_id is not null
+                      and exists (select 1 from ledger.idempotency i
+                                   where i.ledger_id = $1
+                                     and i.idempotency_key = b.dedupe_key
+                                     and i.outcome->>'status' = 'accepted'
+                                     and i.outcome->>'command_id' = b.command_id::text
+                                     and exists (
+                                         select 1 from ledger.events e
+                                          where e.ledger_id = $1
+                                            and e.event_id = (i.outcome->'events'->0->>'event_id')::uuid
+                                            and e.metadata->>'correlation_id' = b.command_id::text
+                                            and e.metadata->'delivery'->>'delivery_id' = b.delivery_id::text
+                                            and e.metadata->'delivery'->>'disposition' = b.disposition
+                                            and e.metadata->'delivery'->>'dedupe_key' = b.dedupe_key
+                                            and e.metadata->'delivery'->>'body_sha256'
+                                                = encode(sha256(b.raw_body), 'hex'))))
              and not exists (
                  select 1 from ledger.events e
                   where e.ledger_id = $1

@@ -20,6 +20,7 @@ pub fn event(stream_id: &str, n: i64) -> NewEvent {
             actor: Some("tester".to_owned()),
             idempotency_key: None,
             command: None,
+            delivery: None,
         },
     }
 }
