@@ -84,17 +84,16 @@ pub fn delivery_stamp(row: &InboxRow) -> DeliveryStamp {
     }
 }
 
-/// The log entry of an inbox row: what it says of the delivery, and its body's SHA-256.
+/// The log entry of an inbox row: what it says of the delivery (its stamp's facts), and its gateway.
 pub fn delivery_append(row: &InboxRow) -> StreamAppend {
-    use sha2::Digest as _;
-    let stored = row.clone().escaped();
+    let stamp = delivery_stamp(row);
     let event = ledger_core::Event::Outcome(OutcomeEvent::DeliveryRecorded {
-        delivery_id: stored.delivery_id,
-        gateway: stored.gateway,
-        dedupe_key: stored.dedupe_key,
-        disposition: stored.disposition,
-        command_id: stored.command_id,
-        body_sha256: hex::encode(sha2::Sha256::digest(&row.raw_body)),
+        delivery_id: stamp.delivery_id,
+        gateway: crate::types::escape_nul(&row.gateway),
+        dedupe_key: stamp.dedupe_key,
+        disposition: stamp.disposition,
+        command_id: row.command_id,
+        body_sha256: stamp.body_sha256,
     });
     let (event_type, payload) = event.to_stored();
     StreamAppend {
@@ -169,12 +168,7 @@ pub fn idempotency_backed<'a>(
 ) -> bool {
     let outcome = &record.outcome;
     let command = text(outcome, &["command_id"]);
-    let first_event = outcome
-        .get("events")
-        .and_then(|e| e.get(0))
-        .and_then(|e| text(e, &["event_id"]))
-        .and_then(|id| id.parse::<Uuid>().ok());
-    match (text(outcome, &["status"]), first_event) {
+    match (text(outcome, &["status"]), first_event_id(outcome)) {
         (Some("accepted"), Some(first)) => events.any(|e| {
             e.event_id == first
                 && e.metadata.correlation_id.map(|c| c.to_string()).as_deref() == command
@@ -232,27 +226,28 @@ fn stamped_by_its_command<'a>(
     let (Some(record), Some(command)) = (recorded, row.command_id) else {
         return false;
     };
-    let command = command.to_string();
-    let first = record
-        .outcome
-        .get("events")
-        .and_then(|e| e.get(0))
-        .and_then(|e| text(e, &["event_id"]))
-        .and_then(|id| id.parse::<Uuid>().ok());
-    let (true, Some(first)) = (
-        record.key == row.dedupe_key
-            && text(&record.outcome, &["status"]) == Some("accepted")
-            && text(&record.outcome, &["command_id"]) == Some(command.as_str()),
-        first,
-    ) else {
+    let outcome = &record.outcome;
+    let accepted_here = record.key == row.dedupe_key
+        && text(outcome, &["status"]) == Some("accepted")
+        && text(outcome, &["command_id"]) == Some(command.to_string().as_str());
+    let Some(first) = first_event_id(outcome).filter(|_| accepted_here) else {
         return false;
     };
     let stamp = delivery_stamp(row);
     events.any(|e| {
         e.event_id == first
-            && e.metadata.correlation_id.map(|c| c.to_string()) == Some(command.clone())
+            && e.metadata.correlation_id == Some(command)
             && e.metadata.delivery.as_ref() == Some(&stamp)
     })
+}
+
+/// The first event an idempotency record's outcome names (`events[0].event_id`), if any.
+fn first_event_id(outcome: &Value) -> Option<Uuid> {
+    outcome
+        .get("events")
+        .and_then(|e| e.get(0))
+        .and_then(|e| text(e, &["event_id"]))
+        .and_then(|id| id.parse::<Uuid>().ok())
 }
 
 /// Whether the stored (escaped) inbox `row` is backed by one of `events`.
