@@ -168,14 +168,19 @@ pub async fn run(global: &Global, args: CallbacksArgs) -> Result<ExitCode, CliEr
     let url = format!("http://{address}/v1/ledgers/{ledger}/callbacks/normalized");
     let cpu_before = super::cpu::CpuSample::now();
     let started = Instant::now();
-    let (mut latencies, failures) = match args.rate {
-        None => closed_loop(args.senders, bodies, url, secret).await?,
-        Some(rate) => open_loop(rate, bodies, url, secret).await?,
-    };
+    let (senders, rate) = (args.senders, args.rate);
+    let load = load_generator(move || async move {
+        match rate {
+            None => closed_loop(senders, bodies, url, secret).await,
+            Some(rate) => open_loop(rate, bodies, url, secret).await,
+        }
+    })
+    .await?;
     let elapsed = started.elapsed();
     let cpu = cpu_before
         .zip(super::cpu::CpuSample::now())
-        .map(|(a, b)| a.until(&b));
+        .map(|(a, b)| a.until(&b).with_client(load.cpu_s));
+    let (mut latencies, failures) = load.sent;
     let _ = stop.send(());
     server.await.context("server task")??;
     latencies.sort();
@@ -222,6 +227,44 @@ pub async fn run(global: &Global, args: CallbacksArgs) -> Result<ExitCode, CliEr
 }
 
 type Sent = (Vec<Duration>, u64);
+
+/// What the load generator sent, and the CPU its thread used (`None` where `/proc` cannot tell).
+struct Load {
+    sent: Sent,
+    cpu_s: Option<f64>,
+}
+
+/// Runs the senders (the gateway's side) on a thread and runtime of their own, so that their CPU is
+/// measured apart from the server's: in production the gateway's HTTP client is another machine. The
+/// machine-wide figure still counts them; `cpu_client_share` says how much of it they are.
+async fn load_generator<F, Fut>(senders: F) -> Result<Load, CliError>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Sent, CliError>>,
+{
+    let (done, answer) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("bench-client".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the load generator's runtime")
+                .and_then(|runtime| {
+                    let before = super::cpu::this_thread_seconds();
+                    let sent = runtime.block_on(senders())?;
+                    let cpu_s = before
+                        .zip(super::cpu::this_thread_seconds())
+                        .map(|(a, b)| (b - a).max(0.0));
+                    Ok(Load { sent, cpu_s })
+                });
+            let _ = done.send(result);
+        })
+        .context("cannot start the load generator's thread")?;
+    answer
+        .await
+        .map_err(|_| CliError::environment("the load generator's thread ended without an answer"))?
+}
 
 /// Failures reported on stderr (the rest are counted only).
 const FAILURES_SHOWN_MAX: usize = 5;

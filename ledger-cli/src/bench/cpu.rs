@@ -22,6 +22,8 @@ pub struct CpuUsed {
     pub machine_s: f64,
     pub postgres_s: f64,
     pub bench_s: f64,
+    /// The part of `bench_s` spent by the load generator's thread (the senders), where measured.
+    pub client_s: Option<f64>,
 }
 
 impl CpuSample {
@@ -41,11 +43,27 @@ impl CpuSample {
             machine_s: seconds(self.machine_busy, later.machine_busy),
             postgres_s: seconds(self.postgres, later.postgres),
             bench_s: seconds(self.this_process, later.this_process),
+            client_s: None,
         }
     }
 }
 
 impl CpuUsed {
+    /// The same figures with the load generator's own CPU (seconds) named.
+    pub fn with_client(self, client_s: Option<f64>) -> CpuUsed {
+        CpuUsed { client_s, ..self }
+    }
+
+    /// The share of the machine's busy time spent by the load generator, 0..=1, where measured.
+    pub fn client_share(&self) -> Option<f64> {
+        let client = self.client_s?;
+        Some(if self.machine_s > 0.0 {
+            (client / self.machine_s).min(1.0)
+        } else {
+            0.0
+        })
+    }
+
     /// Machine CPU milliseconds per operation.
     pub fn ms_per(&self, operations: u64) -> f64 {
         self.machine_s * 1000.0 / operations.max(1) as f64
@@ -71,18 +89,33 @@ impl CpuUsed {
 
     /// The JSON fields every bench prints (names say `cpu`, which the checks look for).
     pub fn json(&self, operations: u64, per: &str) -> serde_json::Value {
-        serde_json::json!({
+        let mut figures = serde_json::json!({
             format!("cpu_ms_per_{per}"): self.ms_per(operations),
             "cpu_machine_s": self.machine_s,
             "cpu_postgres_share": self.postgres_share(),
             "cpu_bench_process_share": self.bench_share(),
-        })
+        });
+        if let (Some(share), Some(client_s)) = (self.client_share(), self.client_s) {
+            let served = (self.machine_s - client_s).max(0.0) * 1000.0 / operations.max(1) as f64;
+            merge(
+                &mut figures,
+                serde_json::json!({
+                    "cpu_client_share": share,
+                    format!("cpu_ms_per_{per}_less_client"): served,
+                }),
+            );
+        }
+        figures
     }
 
     /// One line for people.
     pub fn line(&self, operations: u64, per: &str) -> String {
+        let client = match self.client_share() {
+            Some(share) => format!(", {:.0}% of it the load generator's senders", share * 100.0),
+            None => String::new(),
+        };
         format!(
-            "CPU: {:.3} ms of machine CPU per {per} ({:.1} s busy over all cores; {:.0}% in PostgreSQL, {:.0}% in this process)",
+            "CPU: {:.3} ms of machine CPU per {per} ({:.1} s busy over all cores; {:.0}% in PostgreSQL, {:.0}% in this process{client})",
             self.ms_per(operations),
             self.machine_s,
             self.postgres_share() * 100.0,
@@ -124,6 +157,11 @@ fn process_ticks(pid: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// CPU seconds the calling thread has used (`/proc/thread-self/stat`), `None` off Linux.
+pub fn this_thread_seconds() -> Option<f64> {
+    process_ticks("thread-self").map(|ticks| ticks as f64 / TICKS_PER_SECOND)
+}
+
 /// Sum over every process whose command name is `postgres` (the postmaster, backends, background workers).
 fn postgres_ticks() -> u64 {
     let Ok(entries) = fs::read_dir("/proc") else {
@@ -161,6 +199,43 @@ mod tests {
         assert!(
             used.ms_per(10) > 0.0 && used.bench_share() > 0.5,
             "{used:?}"
+        );
+    }
+
+    #[test]
+    fn a_threads_own_cpu_is_told_apart_from_the_process() {
+        let Some(before) = this_thread_seconds() else {
+            return; // not Linux
+        };
+        let busy = std::thread::spawn(|| {
+            let own = this_thread_seconds().expect("sampled in the main thread");
+            let started = std::time::Instant::now();
+            let mut x = 0_u64;
+            while started.elapsed() < std::time::Duration::from_millis(300) {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
+            std::hint::black_box(x);
+            this_thread_seconds().expect("sampled before") - own
+        })
+        .join()
+        .expect("the busy thread");
+        let idle = this_thread_seconds().expect("sampled before") - before;
+        assert!(busy >= 0.2, "the busy thread used {busy} s");
+        assert!(idle < 0.1, "the waiting thread used {idle} s");
+        let used = CpuUsed {
+            machine_s: 2.0,
+            postgres_s: 1.0,
+            bench_s: 1.0,
+            client_s: None,
+        }
+        .with_client(Some(0.5));
+        assert_eq!(used.client_share(), Some(0.25));
+        let json = used.json(1000, "callback");
+        assert_eq!(json["cpu_client_share"], 0.25);
+        assert_eq!(json["cpu_ms_per_callback_less_client"], 1.5);
+        assert!(
+            used.line(1000, "callback")
+                .contains("25% of it the load generator")
         );
     }
 }
