@@ -45,17 +45,30 @@ create or replace function ledger.inbox_is_logged(p_ledger text, p_delivery uuid
 returns boolean
 language plpgsql stable as $$
 begin
+    -- Each probe is its own statement behind a test of the arguments alone: folded into one condition, a
+    -- custom plan reduces to `false` for most rows, and PostgreSQL would keep planning it again per row.
+    if p_command is null then
+        return exists (select 1 from ledger.events e
+                        where e.ledger_id = p_ledger
+                          and e.stream_id = 'outcome-' || p_delivery
+                          and e.stream_version = 1
+                          and e.event_type = 'DeliveryRecorded'
+                          and e.payload->>'disposition' = p_disposition
+                          and e.payload->>'dedupe_key' = p_dedupe_key
+                          and e.payload->>'command_id' is null
+                          and e.payload->>'body_sha256' = encode(sha256(p_raw_body), 'hex'));
+    end if;
     -- A replayed duplicate: the outcome recorded under its own dedupe key, for the same command.
-    if p_disposition = 'duplicate' and p_command is not null
-       and exists (select 1 from ledger.idempotency i
+    if p_disposition = 'duplicate' then
+        if exists (select 1 from ledger.idempotency i
                     where i.ledger_id = p_ledger
                       and i.idempotency_key = p_dedupe_key
                       and i.outcome->>'command_id' = p_command::text) then
-        return true;
+            return true;
+        end if;
     end if;
     -- Carried by the first event of its command's outcome (20261209000101).
-    if p_command is not null
-       and exists (select 1 from ledger.idempotency i
+    if exists (select 1 from ledger.idempotency i
                     where i.ledger_id = p_ledger
                       and i.idempotency_key = p_dedupe_key
                       and i.outcome->>'status' = 'accepted'
@@ -79,7 +92,7 @@ begin
                       and e.event_type = 'DeliveryRecorded'
                       and e.payload->>'disposition' = p_disposition
                       and e.payload->>'dedupe_key' = p_dedupe_key
-                      and (e.payload->>'command_id')::uuid is not distinct from p_command
+                      and (e.payload->>'command_id')::uuid = p_command
                       and e.payload->>'body_sha256' = encode(sha256(p_raw_body), 'hex'));
 end
 $$;
@@ -206,3 +219,11 @@ begin
     return cardinality(v_positions);
 end
 $$;
+
+-- 4. Generic plans for the sequencer's statements. Their parameters are the ledger and arrays of ids; a
+--    custom plan, made because the array's length is known, was chosen again at every call (the events'
+--    rendering: 126 us to plan, 40 us to run, per batch). `pg_stat_statements` with `track_planning` over
+--    `bench callbacks --batch-size 1`: 1,669 plans for 2,487 calls before. The writer's transaction sets the
+--    same for its own statements (`ledger_store::postgres::append::lock_streams`).
+alter function ledger.sequence(text, int) set plan_cache_mode = force_generic_plan;
+alter function ledger.sequence_positions(text, int, bigint[]) set plan_cache_mode = force_generic_plan;
