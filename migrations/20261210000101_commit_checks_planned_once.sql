@@ -224,6 +224,8 @@ $$;
 --    custom plan, made because the array's length is known, was chosen again at every call (the events'
 --    rendering: 126 us to plan, 40 us to run, per batch). `pg_stat_statements` with `track_planning` over
 --    `bench callbacks --batch-size 1`: 1,669 plans for 2,487 calls before. The writer's transaction sets the
---    same for its own statements (`ledger_store::postgres::append::lock_streams`).
+--    same for its own statements (`ledger_store::postgres::append::lock_streams`). Not under Citus, which
+--    cannot make a distributed plan from a generic one with parameters: `ledger_store::citus::distribute`
+--    resets both (and the writer does not set it when `pg_dist_partition` exists).
 alter function ledger.sequence(text, int) set plan_cache_mode = force_generic_plan;
 alter function ledger.sequence_positions(text, int, bigint[]) set plan_cache_mode = force_generic_plan;

@@ -171,7 +171,36 @@ async fn distribute_locked(conn: &mut PgConnection) -> Result<(), DistributeFail
     if distributed {
         worker_visibility(&mut *conn).await?;
     }
+    custom_plans(&mut *conn).await?;
     distribute_functions(&mut *conn).await?;
+    Ok(())
+}
+
+/// The sequencer's functions that plan generically on one server (migration 20261210000101).
+const GENERIC_PLAN_FUNCTIONS: [&str; 2] = [
+    "ledger.sequence(text,int)",
+    "ledger.sequence_positions(text,int,bigint[])",
+];
+
+/// Citus cannot make a distributed plan from a generic plan with parameters ("could not create distributed
+/// plan"): here the sequencer's functions plan per call again, as before that migration.
+async fn custom_plans(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    for function in GENERIC_PLAN_FUNCTIONS {
+        let generic: bool = sqlx::query_scalar(
+            "select coalesce('plan_cache_mode=force_generic_plan' = any(proconfig), false)
+               from pg_proc where oid = $1::regprocedure",
+        )
+        .bind(function)
+        .fetch_one(&mut *conn)
+        .await?;
+        if generic {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "alter function {function} reset plan_cache_mode"
+            )))
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
     Ok(())
 }
 

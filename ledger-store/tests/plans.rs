@@ -149,6 +149,62 @@ async fn plans_cached_on_a_small_ledger_stay_key_lookups_when_it_grows() {
     );
 }
 
+/// A writer's transaction plans its statements once per session, and so do the sequencer's functions
+/// (migration 20261210000101): PostgreSQL chose a fresh custom plan for each batch's arrays at every call
+/// (`pg_stat_statements` with `track_planning`: 1,645 plans in 2,508 calls of the versions read, 1,669 in
+/// 2,487 of the sequencer's rendering), which cost more than running them.
+#[tokio::test]
+async fn the_writers_transaction_and_the_sequencer_plan_once() {
+    let db = TestDb::new().await;
+    let writer = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(db.url())
+        .await
+        .unwrap();
+    let store = PgEventStore::new(writer.clone());
+    for i in 0..20 {
+        let batch = (0..=i % 3)
+            .map(|j| {
+                (
+                    vec![append(&format!("s-{i}-{j}"), ExpectedVersion::NoStream, 1)],
+                    None,
+                )
+            })
+            .map(Into::into)
+            .collect();
+        for outcome in store.append_batch(LEDGER, batch).await.unwrap() {
+            outcome.unwrap();
+        }
+    }
+    // The one connection's prepared statements: the versions read runs inside the transaction.
+    let (generic, custom): (i64, i64) = sqlx::query_as(
+        "select generic_plans, custom_plans from pg_prepared_statements
+          where statement like '%select e.stream_version from ledger.events e%'",
+    )
+    .fetch_one(&writer)
+    .await
+    .unwrap();
+    assert_eq!(
+        custom, 0,
+        "the versions read was planned {custom} times for its arguments (generic plans: {generic})"
+    );
+    assert!(generic >= 1, "the versions read ran without a plan?");
+    for function in [
+        "ledger.sequence(text,int)",
+        "ledger.sequence_positions(text,int,bigint[])",
+    ] {
+        let generic: bool = sqlx::query_scalar(
+            "select coalesce('plan_cache_mode=force_generic_plan' = any(proconfig), false)
+               from pg_proc where oid = $1::regprocedure",
+        )
+        .bind(function)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert!(generic, "{function} plans its statements at every call");
+    }
+}
+
 /// A reader's page of the log reads its own rows whatever the statistics. Without any (a freshly loaded log
 /// nothing analyzed yet), the open-ended page (`position > after ... limit N`) was planned from the default
 /// selectivities as a bitmap scan of everything after `after` and a sort: a relay or `projections rebuild`

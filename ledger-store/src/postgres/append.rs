@@ -263,10 +263,12 @@ async fn lock_streams<'a>(
     let (streams, exclusive): (Vec<&str>, Vec<bool>) = modes.into_iter().unzip();
     // The rest of the transaction plans its statements generically (migration 20261210000101): their
     // parameters are keys and arrays of keys, and a custom plan for each batch's arrays cost more to make
-    // than to run (80 us per batch for the versions read alone). One round trip with the locks.
+    // than to run (80 us per batch for the versions read alone). One round trip with the locks. Not under
+    // Citus, which cannot make a distributed plan from a generic one with parameters.
     sqlx::query(
-        "select ledger.lock_streams($1, $2, $3), \
-                set_config('plan_cache_mode', 'force_generic_plan', true)",
+        "select ledger.lock_streams($1, $2, $3),
+                case when to_regclass('pg_catalog.pg_dist_partition') is null
+                     then set_config('plan_cache_mode', 'force_generic_plan', true) end",
     )
     .bind(ledger_id)
     .bind(streams)
