@@ -186,14 +186,7 @@ const GENERIC_PLAN_FUNCTIONS: [&str; 2] = [
 /// plan"): here the sequencer's functions plan per call again, as before that migration.
 async fn custom_plans(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     for function in GENERIC_PLAN_FUNCTIONS {
-        let generic: bool = sqlx::query_scalar(
-            "select coalesce('plan_cache_mode=force_generic_plan' = any(proconfig), false)
-               from pg_proc where oid = $1::regprocedure",
-        )
-        .bind(function)
-        .fetch_one(&mut *conn)
-        .await?;
-        if generic {
+        if has_setting(conn, function, "plan_cache_mode=force_generic_plan").await? {
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "alter function {function} reset plan_cache_mode"
             )))
@@ -202,6 +195,21 @@ async fn custom_plans(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         }
     }
     Ok(())
+}
+
+/// Whether `function` (a `regprocedure` text) carries `setting` (`name=value`) in its SET clauses.
+async fn has_setting(
+    conn: &mut PgConnection,
+    function: &str,
+    setting: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "select coalesce($2 = any(proconfig), false) from pg_proc where oid = $1::regprocedure",
+    )
+    .bind(function)
+    .bind(setting)
+    .fetch_one(&mut *conn)
+    .await
 }
 
 /// One transaction: foreign keys out, policies rewritten, queue trigger per row, tables distributed, keys
@@ -336,13 +344,13 @@ $distribute$;
 /// refuses unless allowed. Allowed for that one function only: it reads a reference table, whose copy is
 /// local on every node, so nothing is pushed anywhere.
 async fn nested_reads(conn: &mut PgConnection) -> Result<(), DistributeFailure> {
-    let allowed: bool = sqlx::query_scalar(
-        "select coalesce('citus.allow_nested_distributed_execution=on' = any(proconfig), false)
-           from pg_proc where oid = 'escrow.sole_ledger()'::regprocedure",
+    if has_setting(
+        conn,
+        "escrow.sole_ledger()",
+        "citus.allow_nested_distributed_execution=on",
     )
-    .fetch_one(&mut *conn)
-    .await?;
-    if allowed {
+    .await?
+    {
         return Ok(());
     }
     sqlx::raw_sql(

@@ -49,14 +49,19 @@ async fn flush_statistics(writer: &PgPool) {
     sqlx::query("select 1").execute(writer).await.unwrap();
 }
 
-/// Grows the ledger by `GROWTH` committed events (600 streams, versions from `first / 600 + 1`) from another
-/// session and sequences them.
-async fn grow(db: &TestDb, first: i64) {
-    let other = PgPoolOptions::new()
+/// A pool of one connection: every statement runs, and caches its plan, on the same backend.
+async fn one_connection(db: &TestDb) -> PgPool {
+    PgPoolOptions::new()
         .max_connections(1)
         .connect(db.url())
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Grows the ledger by `GROWTH` committed events (600 streams, versions from `first / 600 + 1`) from another
+/// session and sequences them.
+async fn grow(db: &TestDb, first: i64) {
+    let other = one_connection(db).await;
     let pool = &other;
     sqlx::query(
         "insert into ledger.events (ledger_id, stream_id, stream_version, event_id, event_type,
@@ -83,11 +88,7 @@ async fn grow(db: &TestDb, first: i64) {
 async fn plans_cached_on_a_small_ledger_stay_key_lookups_when_it_grows() {
     let db = TestDb::new().await;
     // One connection: every statement of the writer runs, and caches its plan, on the same backend.
-    let writer = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(db.url())
-        .await
-        .unwrap();
+    let writer = one_connection(&db).await;
     let store = PgEventStore::new(writer.clone());
     for i in 0..12 {
         let stream = format!("warm-{i}");
@@ -156,11 +157,7 @@ async fn plans_cached_on_a_small_ledger_stay_key_lookups_when_it_grows() {
 #[tokio::test]
 async fn the_writers_transaction_and_the_sequencer_plan_once() {
     let db = TestDb::new().await;
-    let writer = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(db.url())
-        .await
-        .unwrap();
+    let writer = one_connection(&db).await;
     let store = PgEventStore::new(writer.clone());
     for i in 0..20 {
         let batch = (0..=i % 3)
@@ -225,11 +222,7 @@ async fn a_page_of_the_log_reads_its_own_rows_however_stale_the_statistics() {
     }
     grow(&db, 0).await;
     grow(&db, GROWTH).await;
-    let reader = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(db.url())
-        .await
-        .unwrap();
+    let reader = one_connection(&db).await;
     let store = PgEventStore::new(reader.clone());
     let before = index_entries_read(&db.pool).await;
     let page = store.read_log(LEDGER, GROWTH + 1_000, 1_000).await.unwrap();

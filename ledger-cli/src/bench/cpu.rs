@@ -95,8 +95,12 @@ impl CpuUsed {
             "cpu_postgres_share": self.postgres_share(),
             "cpu_bench_process_share": self.bench_share(),
         });
-        if let (Some(share), Some(client_s)) = (self.client_share(), self.client_s) {
-            let served = (self.machine_s - client_s).max(0.0) * 1000.0 / operations.max(1) as f64;
+        if let (Some(client_s), Some(share)) = (self.client_s, self.client_share()) {
+            let served = CpuUsed {
+                machine_s: (self.machine_s - client_s).max(0.0),
+                ..*self
+            }
+            .ms_per(operations);
             merge(
                 &mut figures,
                 serde_json::json!({
